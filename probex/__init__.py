@@ -1,0 +1,42 @@
+"""probex: learning on model weights with tree experts (ProbeX, CVPR 2025).
+
+The public names are imported lazily, so ``import probex`` (and the CLI) start fast and only
+load torch, scikit-learn or the Hub client when a name that needs them is first used::
+
+    from probex import ProbeX, ProbeXClassifier, DenseExpert
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC = {
+    "ProbeX": "probex.nn",
+    "ProbeXNetwork": "probex.nn",
+    "ProbeXClassifier": "probex.experts",
+    "DenseExpert": "probex.experts",
+    "load_expert": "probex.experts",
+    "StatNNClassifier": "probex.statnn",
+    "statnn_features": "probex.statnn",
+    "ProbeXError": "probex.errors",
+    "ZooError": "probex.errors",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'probex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,63 @@
+"""The ``probex`` command line: a thin front end over the library.
+
+Each command group lives in its own module of this package and exposes
+``add_commands(subparsers)``; the command functions take the parsed arguments, call the
+library and print. Errors raised on purpose by probex (``ProbeXError``) end the command with
+a one-paragraph message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from probex.errors import ProbeXError
+
+# One module per command group; each defines add_commands(subparsers).
+COMMAND_MODULES = (
+    "probex.cli.info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every command group registered."""
+    from probex import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="probex",
+        description="ProbeX: learn from model weights with tree experts.",
+    )
+    parser.add_argument("--version", action="version", version=f"probex {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``probex`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except ProbeXError as error:
+        print(f"probex {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"probex {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

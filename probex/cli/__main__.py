@@ -1,0 +1,5 @@
+import sys
+
+from probex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,19 @@
+"""The library's own exceptions: every error a user can cause is one of these, with a clear message."""
+
+from __future__ import annotations
+
+
+class ProbeXError(Exception):
+    """Base class of every error raised on purpose by probex."""
+
+
+class ZooError(ProbeXError, ValueError):
+    """A model zoo, a model file or a layer cannot be read as asked.
+
+    The message names the file (or model id), the layer and what to do, e.g.
+    ``ZooError("model_idx_0042: layer 'down.2.attn2.q' missing; available: ...")``.
+    """
+
+
+class HubUnavailableError(ProbeXError, ConnectionError):
+    """The Hugging Face Hub (or another remote host) cannot be reached; the message says what to do offline."""
