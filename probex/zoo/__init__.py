@@ -1,0 +1,1 @@
+"""Model zoos: formats, safe reading, layer banks and the Hub."""
