@@ -1,0 +1,346 @@
+"""Experts that learn from model weights, with the scikit-learn contract.
+
+``ProbeXClassifier`` (the paper's expert) and ``DenseExpert`` (its dense baseline) predict the
+classes a model was fine-tuned on (multi-label, the paper's task) or one class per model::
+
+    expert = ProbeXClassifier(n_probes=64).fit(X_train, y_train, val=(X_val, y_val))
+    expert.predict(X_test); expert.score(X_test, y_test)
+    expert.save("experts/tree-A"); load_expert("experts/tree-A")
+
+X is one layer per model [N, d_W, d_H] (tensor, array or LayerBank) or a list of such layers;
+hyperparameters are stored unchanged by ``__init__`` and learned state ends with ``_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from probex import __version__
+from probex.evaluate import accuracy, mean_binary_accuracy
+from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
+from probex.labels import MULTILABEL, TargetEncoding
+from probex.nn import DenseNetwork, LayersNetwork, ProbeXNetwork
+from probex.storage import atomic_directory, atomic_write_json
+from probex.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "probex-expert"
+
+
+class BaseExpert(ABC):
+    """Parameters, repr and save/load shared by every expert."""
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments as stored (scikit-learn's contract)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> "BaseExpert":
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; parameters: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "targets_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+
+    # -- persistence: subclasses provide their state as JSON and tensors -----------------
+    @abstractmethod
+    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The fitted state: JSON-ready values and named tensors."""
+
+    @abstractmethod
+    def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Set the fitted state from what ``_state`` returned."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the fitted expert to ``directory`` (config.json + model.safetensors), atomically."""
+        self._check_fitted()
+        state, tensors = self._state()
+        config = {
+            "format": FORMAT,
+            "probex_version": __version__,
+            "class": type(self).__name__,
+            "params": self.get_params(),
+            "state": state,
+        }
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
+            atomic_write_json(tmp / CONFIG_FILE, config)
+        return directory
+
+
+class _NetworkClassifier(BaseExpert):
+    """A torch network trained with BCE (multi-label) or cross-entropy (one class per model)."""
+
+    @abstractmethod
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> LayersNetwork:
+        """A fresh network for layers of these shapes and ``out_dim`` outputs."""
+
+    # -- fitting -----------------------------------------------------------------------
+    def fit(
+        self,
+        X: LayerInput,
+        y: Any = None,
+        val: Optional[tuple[LayerInput, Any]] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> "_NetworkClassifier":
+        """Train on X [N, d_W, d_H] (or a list of layers) and labels y; returns self.
+
+        y may be omitted when X is a LayerBank (its ``labels`` are used). With ``val`` the
+        weights of the epoch with the best validation score are kept.
+        """
+        layers = as_layers(X, "X")
+        y = labels_of(X) if y is None else y
+        if y is None:
+            raise ValueError("y: labels are required (X carries none)")
+        targets = TargetEncoding.from_labels(y, getattr(self, "classes", None))
+        target = targets.encode(y, layers[0].shape[0], "y")
+        val_data = None
+        if val is not None:
+            val_layers = as_layers(val[0], "val X")
+            check_layer_shapes(val_layers, [tuple(t.shape[1:]) for t in layers], "val X")
+            val_y = labels_of(val[0]) if val[1] is None else val[1]
+            val_data = (val_layers, targets.encode(val_y, val_layers[0].shape[0], "val y"))
+        device = resolve_device(self.device)
+        shapes = [tuple(int(s) for s in t.shape[1:]) for t in layers]
+        with seeded(self.seed):
+            network = self._build_network(shapes, targets.n_outputs)
+        network.fit_normalization(layers)
+        multilabel = targets.kind == MULTILABEL
+        result = train_network(
+            network,
+            layers,
+            target,
+            nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss(),
+            val=val_data,
+            score_fn=_score_outputs_multilabel if multilabel else _score_outputs_multiclass,
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            patience=self.patience,
+            device=device,
+            seed=self.seed,
+            progress=progress,
+        )
+        self.network_ = network
+        self.targets_ = targets
+        self.classes_ = list(targets.classes)
+        self.layer_shapes_ = shapes
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.n_parameters_ = network.n_parameters()
+        return self
+
+    # -- predicting --------------------------------------------------------------------
+    def _layers(self, X: LayerInput) -> list[torch.Tensor]:
+        self._check_fitted()
+        layers = as_layers(X, "X")
+        check_layer_shapes(layers, self.layer_shapes_, "X")
+        return layers
+
+    def decision_function(self, X: LayerInput) -> np.ndarray:
+        """Raw outputs (logits) [N, C]."""
+        return self._logits(self._layers(X)).numpy()
+
+    def _logits(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        device = next(self.network_.parameters()).device
+        return predict_in_batches(self.network_, layers, device)
+
+    def predict_proba(self, X: LayerInput) -> np.ndarray:
+        """Per-class probabilities [N, C]: independent sigmoids (multi-label) or a softmax."""
+        logits = self._logits(self._layers(X))
+        if self.targets_.kind == MULTILABEL:
+            return torch.sigmoid(logits).numpy()
+        return torch.softmax(logits, dim=1).numpy()
+
+    def predict(self, X: LayerInput) -> Any:
+        """Predicted labels, in the form of the labels given to fit."""
+        logits = self._logits(self._layers(X))
+        return self.targets_.decode(logits)
+
+    def encode(self, X: LayerInput) -> np.ndarray:
+        """The model representations e (concatenated over layers) [N, sum r_T]."""
+        layers = self._layers(X)
+        device = next(self.network_.parameters()).device
+        return predict_in_batches(_Encoder(self.network_), layers, device).numpy()
+
+    def score(self, X: LayerInput, y: Any = None) -> float:
+        """Mean binary accuracy (multi-label; chance 0.5) or accuracy (one class per model)."""
+        layers = self._layers(X)
+        y = labels_of(X) if y is None else y
+        target = self.targets_.encode(y, layers[0].shape[0], "y")
+        logits = self._logits(layers)
+        if self.targets_.kind == MULTILABEL:
+            return _score_outputs_multilabel(logits, target)
+        return _score_outputs_multiclass(logits, target)
+
+    # -- persistence -------------------------------------------------------------------
+    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        state = {
+            "targets": self.targets_.to_config(),
+            "layer_shapes": [list(s) for s in self.layer_shapes_],
+            "best_epoch": self.best_epoch_,
+            "n_parameters": self.n_parameters_,
+            "history": [vars(log) for log in self.history_],
+        }
+        return state, dict(self.network_.state_dict())
+
+    def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.targets_ = TargetEncoding.from_config(state["targets"])
+        self.classes_ = list(self.targets_.classes)
+        self.layer_shapes_ = [tuple(s) for s in state["layer_shapes"]]
+        network = self._build_network(self.layer_shapes_, self.targets_.n_outputs)
+        network.load_state_dict(tensors)
+        network.to(resolve_device(self.device)).eval()
+        self.network_ = network
+        self.best_epoch_ = state["best_epoch"]
+        self.n_parameters_ = state["n_parameters"]
+        self.history_ = [EpochLog(**log) for log in state.get("history", [])]
+
+
+class _Encoder(nn.Module):
+    """A network's encoder side only (forward = encode), for batched prediction."""
+
+    def __init__(self, network: LayersNetwork):
+        super().__init__()
+        self.network = network
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        return self.network.encode(layers)
+
+
+def _score_outputs_multilabel(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return mean_binary_accuracy(target.cpu().numpy(), (logits > 0).cpu().numpy())
+
+
+def _score_outputs_multiclass(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return accuracy(target.cpu().numpy(), logits.argmax(dim=1).cpu().numpy())
+
+
+class ProbeXClassifier(_NetworkClassifier):
+    """ProbeX: learned probes through the weight matrix, then a linear head over the classes.
+
+    Args:
+        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer).
+        activation: "relu" (default) or "none" (the linear ProbeX).
+        encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
+        epochs, lr, weight_decay, batch_size: Adam training (paper: 500, 1e-3, 1e-5).
+        patience: stop after this many epochs without a better validation score (None: never).
+        classes: names of the label columns when y is an indicator matrix.
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        seed: fixes initialisation and batch order (same seed, same data: same predictions).
+    """
+
+    def __init__(
+        self,
+        n_probes: int = 128,
+        proj_dim: int = 128,
+        rep_dim: int = 128,
+        activation: str = "relu",
+        encoder_depth: int = 1,
+        epochs: int = 500,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 64,
+        patience: Optional[int] = None,
+        classes: Optional[list] = None,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.n_probes = n_probes
+        self.proj_dim = proj_dim
+        self.rep_dim = rep_dim
+        self.activation = activation
+        self.encoder_depth = encoder_depth
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.patience = patience
+        self.classes = classes
+        self.device = device
+        self.seed = seed
+
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> ProbeXNetwork:
+        return ProbeXNetwork(
+            layer_shapes,
+            out_dim,
+            n_probes=self.n_probes,
+            proj_dim=self.proj_dim,
+            rep_dim=self.rep_dim,
+            activation=self.activation,
+            encoder_depth=self.encoder_depth,
+        )
+
+
+class DenseExpert(_NetworkClassifier):
+    """The Dense baseline: one linear layer on the flattened weights (d_W * d_H * C parameters)."""
+
+    def __init__(
+        self,
+        epochs: int = 500,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 64,
+        patience: Optional[int] = None,
+        classes: Optional[list] = None,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.patience = patience
+        self.classes = classes
+        self.device = device
+        self.seed = seed
+
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> DenseNetwork:
+        return DenseNetwork(layer_shapes, out_dim)
+
+
+def _expert_classes() -> dict[str, type]:
+    from probex.statnn import StatNNClassifier
+
+    return {cls.__name__: cls for cls in (ProbeXClassifier, DenseExpert, StatNNClassifier)}
+
+
+def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpert:
+    """Load an expert written by ``expert.save(directory)``; ``device`` overrides the saved one."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise ValueError(f"{directory}: not a saved expert (no {CONFIG_FILE})")
+    config = json.loads(config_path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not a probex expert config (format {config.get('format')!r})")
+    classes = _expert_classes()
+    if config["class"] not in classes:
+        raise ValueError(f"{config_path}: unknown expert class {config['class']!r}; known: {sorted(classes)}")
+    expert = classes[config["class"]](**config["params"])
+    if device is not None:
+        expert.device = device
+    expert._restore(config["state"], load_file(str(directory / WEIGHTS_FILE)))
+    return expert

@@ -1,0 +1,210 @@
+"""The ProbeX encoder and the networks built on it (the paper's notation throughout).
+
+One layer's weight matrix X [d_W, d_H] is probed by r_U learned vectors u_l: the responses
+z_l = X u_l [d_W] are projected by a shared V to r_V dimensions, activated (ReLU, or nothing
+for the linear ProbeX), and encoded per probe by M_l to r_T dimensions; the model
+representation is e = sum_l M_l sigma(V^T z_l). Efficiently: Z = X @ U, project every column
+with V, activate, flatten, one linear layer (the M_l stacked side by side).
+
+A head T maps e to the task output. With no activation, ProbeX + head is a dense linear map
+whose weight tensor has a Tucker decomposition (the paper's Proposition 2):
+``ProbeXNetwork.dense_equivalent()`` computes it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = ("relu", "none")
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"activation must be one of {ACTIVATIONS}; got {name!r}")
+
+
+class InputNormalization(nn.Module):
+    """(X - centre) / scale with a centre matrix and a scalar scale, fixed from training data.
+
+    Subtracting the population's mean matrix (in a Model Tree: close to the root) and dividing
+    by one scalar keeps every network in its function class (both are affine maps of X) while
+    making training independent of the weights' scale.
+    """
+
+    def __init__(self, shape: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("center", torch.zeros(shape))
+        self.register_buffer("scale", torch.ones(()))
+
+    @torch.no_grad()
+    def fit(self, X: torch.Tensor, chunk: int = 1024) -> None:
+        """Set centre and scale from X [N, d_W, d_H] (read in chunks: X may be memory-mapped)."""
+        total = torch.zeros(X.shape[1:], dtype=torch.float64)
+        for start in range(0, X.shape[0], chunk):
+            total += X[start : start + chunk].double().sum(dim=0)
+        center = total / X.shape[0]
+        squares = 0.0
+        for start in range(0, X.shape[0], chunk):
+            squares += float(((X[start : start + chunk].double() - center) ** 2).sum())
+        std = math.sqrt(squares / max(X.numel(), 1))
+        self.center.copy_(center.float())
+        self.scale.fill_(std if std > 0 else 1.0)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return (X - self.center) / self.scale
+
+
+class ProbeX(nn.Module):
+    """The ProbeX encoder of one layer: X [N, d_W, d_H] -> representation e [N, r_T].
+
+    Args:
+        d_W, d_H: the layer's shape (rows = output units, columns = input units).
+        n_probes: r_U, the number of probes u_l (clipped to d_H).
+        proj_dim: r_V, the shared projection's size (clipped to d_W).
+        rep_dim: r_T, the representation's size (clipped to r_U * r_V).
+        activation: "relu" (default) or "none" (the linear ProbeX).
+        encoder_depth: 1 is the paper's ProbeX; more adds (activation, linear r_T -> r_T)
+            blocks after e (the paper's encoder-depth ablation).
+    """
+
+    def __init__(
+        self,
+        d_W: int,
+        d_H: int,
+        n_probes: int = 128,
+        proj_dim: int = 128,
+        rep_dim: int = 128,
+        activation: str = "relu",
+        encoder_depth: int = 1,
+    ):
+        super().__init__()
+        if min(d_W, d_H, n_probes, proj_dim, rep_dim, encoder_depth) < 1:
+            raise ValueError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
+        self.d_W, self.d_H = d_W, d_H
+        self.n_probes = min(n_probes, d_H)
+        self.proj_dim = min(proj_dim, d_W)
+        self.rep_dim = min(rep_dim, self.n_probes * self.proj_dim)
+        self.activation_name = activation
+        self.normalize = InputNormalization((d_W, d_H))
+        self.probes = nn.Parameter(torch.randn(d_H, self.n_probes) / math.sqrt(d_H))  # U
+        self.projection = nn.Linear(d_W, self.proj_dim)  # V, shared by all probes
+        self.activation = _activation(activation)
+        self.encoder = nn.Linear(self.n_probes * self.proj_dim, self.rep_dim)  # M_1 .. M_rU side by side
+        extra: list[nn.Module] = []
+        for _ in range(encoder_depth - 1):
+            extra += [_activation(activation), nn.Linear(self.rep_dim, self.rep_dim)]
+        self.deeper = nn.Sequential(*extra)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        responses = self.normalize(X) @ self.probes  # Z: [N, d_W, r_U], column l is z_l = X u_l
+        projected = self.projection(responses.transpose(1, 2))  # [N, r_U, r_V]: V^T z_l (+ bias) per probe
+        representation = self.encoder(self.activation(projected).flatten(1))  # e = sum_l M_l sigma(V^T z_l)
+        return self.deeper(representation)
+
+
+class DenseEncoder(nn.Module):
+    """The Dense baseline's input side: the flattened, normalised layer (no learned encoder)."""
+
+    def __init__(self, d_W: int, d_H: int):
+        super().__init__()
+        self.d_W, self.d_H = d_W, d_H
+        self.rep_dim = d_W * d_H
+        self.normalize = InputNormalization((d_W, d_H))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.normalize(X).flatten(1)
+
+
+class LayersNetwork(nn.Module):
+    """One encoder per layer, their representations concatenated, one linear head.
+
+    forward(layers: list of [N, d_W, d_H]) -> [N, out_dim]; encode(layers) -> [N, sum r_T].
+    """
+
+    def __init__(self, encoders: Sequence[nn.Module], out_dim: int):
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        self.head = nn.Linear(sum(encoder.rep_dim for encoder in self.encoders), out_dim)
+
+    def fit_normalization(self, layers: Sequence[torch.Tensor]) -> None:
+        for encoder, X in zip(self.encoders, layers):
+            encoder.normalize.fit(X)
+
+    def encode(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([encoder(X) for encoder, X in zip(self.encoders, layers)], dim=1)
+
+    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.encode(layers))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class ProbeXNetwork(LayersNetwork):
+    """ProbeX encoders (one per layer) plus the head T."""
+
+    def __init__(self, layer_shapes: Sequence[tuple[int, int]], out_dim: int, **probex_args):
+        super().__init__([ProbeX(d_W, d_H, **probex_args) for d_W, d_H in layer_shapes], out_dim)
+
+    @torch.no_grad()
+    def dense_equivalent(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The dense linear expert this linear ProbeX equals (Proposition 2).
+
+        Returns (W, b): one tensor W_l [out_dim, d_W, d_H] per layer and a bias [out_dim], with
+        output_k = sum_l sum_ij W_l[k, i, j] X_l[i, j] + b_k and, per layer,
+        W_kij = sum_nml T_kn M_nlm V_mi U_jl (a Tucker decomposition), folded with the input
+        normalisation. Only defined for activation "none" and encoder_depth 1.
+        """
+        weights, bias = [], self.head.bias.double().clone()
+        offset = 0
+        for encoder in self.encoders:
+            if encoder.activation_name != "none" or len(encoder.deeper) > 0:
+                raise ValueError("dense_equivalent needs the linear ProbeX: activation='none', encoder_depth=1")
+            T = self.head.weight[:, offset : offset + encoder.rep_dim].double()  # [out, r_T]
+            offset += encoder.rep_dim
+            M = encoder.encoder.weight.double().reshape(encoder.rep_dim, encoder.n_probes, encoder.proj_dim)
+            V = encoder.projection.weight.double()  # [r_V, d_W]
+            U = encoder.probes.double()  # [d_H, r_U]
+            W = torch.einsum("kn,nlm,mi,jl->kij", T, M, V, U)
+            # constant terms: the projection's bias seen by every probe, then the encoder's bias
+            bias += T @ (M.sum(dim=1) @ encoder.projection.bias.double() + encoder.encoder.bias.double())
+            # fold the input normalisation (X - C) / s into W and b
+            scale = encoder.normalize.scale.double()
+            bias -= torch.einsum("kij,ij->k", W, encoder.normalize.center.double()) / scale
+            weights.append((W / scale).float())
+        return weights, bias.float()
+
+    @classmethod
+    @torch.no_grad()
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor) -> "ProbeXNetwork":
+        """A linear ProbeX that computes exactly the dense expert (W [out, d_W, d_H], b) (Proposition 1).
+
+        With r_U = d_H probes, r_V = d_W and r_T = d_W * d_H, identity U, V and M reproduce
+        X itself as the representation, so the head can carry any dense weight tensor.
+        """
+        out_dim, d_W, d_H = weight.shape
+        network = cls([(d_W, d_H)], out_dim, n_probes=d_H, proj_dim=d_W, rep_dim=d_W * d_H, activation="none")
+        encoder = network.encoders[0]
+        encoder.probes.copy_(torch.eye(d_H))
+        encoder.projection.weight.copy_(torch.eye(d_W))
+        encoder.projection.bias.zero_()
+        encoder.encoder.weight.copy_(torch.eye(d_W * d_H))
+        encoder.encoder.bias.zero_()
+        # e[l * d_W + i] = X[i, l], so the head's column l * d_W + i carries W[:, i, l]
+        network.head.weight.copy_(weight.permute(0, 2, 1).reshape(out_dim, d_W * d_H))
+        network.head.bias.copy_(bias)
+        return network
+
+
+class DenseNetwork(LayersNetwork):
+    """The Dense expert: one linear layer on the flattened weights of every layer."""
+
+    def __init__(self, layer_shapes: Sequence[tuple[int, int]], out_dim: int):
+        super().__init__([DenseEncoder(d_W, d_H) for d_W, d_H in layer_shapes], out_dim)

@@ -1,0 +1,230 @@
+"""StatNN, the paper's statistics baseline: a few numbers per weight tensor, then a small learner.
+
+Each weight and bias tensor of a model is summarised by its mean, variance and five quantiles
+(0, 25, 50, 75, 100 %), ``statnn_features``; ``StatNNClassifier`` learns from those features
+with gradient-boosted trees (scikit-learn, the paper's choice for classification), a linear
+layer, or an MLP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from probex.experts import _NetworkClassifier
+from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
+from probex.labels import MULTILABEL, TargetEncoding
+from probex.training import ProgressCallback
+
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+STATISTICS = ("mean", "var") + tuple(f"q{int(q * 100)}" for q in QUANTILES)
+MODELS = ("gbt", "linear", "mlp")
+
+
+def _tensor_statistics(tensor: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """[N, ...] -> [N, 7]: mean, variance and the five quantiles of each model's entries."""
+    rows = []
+    flat_size = int(np.prod(tensor.shape[1:]))
+    positions = torch.tensor(QUANTILES, dtype=torch.float64) * (flat_size - 1)
+    low, high = positions.floor().long(), positions.ceil().long()
+    weight = (positions - low).float()
+    for start in range(0, tensor.shape[0], chunk):
+        block = tensor[start : start + chunk].reshape(-1, flat_size).float()
+        ordered = block.sort(dim=1).values
+        quantiles = ordered[:, low] * (1 - weight) + ordered[:, high] * weight  # linear interpolation
+        stats = [block.mean(dim=1, keepdim=True), block.var(dim=1, unbiased=False, keepdim=True), quantiles]
+        rows.append(torch.cat(stats, dim=1))
+    return torch.cat(rows)
+
+
+def statnn_features(tensors: LayerInput) -> torch.Tensor:
+    """StatNN features [N, 7 * n_tensors] of one or several tensors per model (each [N, ...]).
+
+    Pass every weight and bias tensor of the models (a list of tensors or LayerBanks) for the
+    paper's StatNN; the columns are ordered tensor by tensor, ``STATISTICS`` within each.
+    """
+    layers = as_layers(tensors, "tensors")
+    return torch.cat([_tensor_statistics(t) for t in layers], dim=1)
+
+
+class StatNNNetwork(nn.Module):
+    """Standardised StatNN features -> a linear layer or a one-hidden-layer MLP."""
+
+    def __init__(self, n_features: int, out_dim: int, hidden: Optional[int]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        if hidden:
+            self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU())
+            self.head = nn.Linear(hidden, out_dim)
+        else:
+            self.body = nn.Identity()
+            self.head = nn.Linear(n_features, out_dim)
+
+    def fit_normalization(self, layers: Sequence[torch.Tensor]) -> None:
+        features = layers[0][:, :, 0].float()
+        self.mean.copy_(features.mean(dim=0))
+        self.std.copy_(features.std(dim=0, unbiased=False).clamp_min(1e-8))
+
+    def encode(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.body((layers[0][:, :, 0] - self.mean) / self.std)
+
+    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.encode(layers))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class StatNNClassifier(_NetworkClassifier):
+    """StatNN: predicts training classes from per-tensor weight statistics.
+
+    Args:
+        model: "gbt" (gradient-boosted trees, one per class for multi-label; the paper's
+            classifier), "linear" or "mlp" (trained like the other torch experts).
+        hidden: the MLP's hidden size.
+        max_iter: boosting iterations of the gbt model.
+        Other arguments as for ProbeXClassifier.
+
+    X is the tensors of each model: one [N, ...] tensor / LayerBank, or a list of them (all
+    weight and bias tensors for the paper's baseline).
+    """
+
+    def __init__(
+        self,
+        model: str = "gbt",
+        hidden: int = 256,
+        max_iter: int = 100,
+        epochs: int = 500,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 64,
+        patience: Optional[int] = None,
+        classes: Optional[list] = None,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.model = model
+        self.hidden = hidden
+        self.max_iter = max_iter
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.patience = patience
+        self.classes = classes
+        self.device = device
+        self.seed = seed
+
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> StatNNNetwork:
+        return StatNNNetwork(layer_shapes[0][0], out_dim, self.hidden if self.model == "mlp" else None)
+
+    def _features(self, X: LayerInput, name: str) -> torch.Tensor:
+        """[N, n_features, 1]: the features as a one-column 'layer' for the shared machinery."""
+        layers = as_layers(X, name)
+        if hasattr(self, "input_shapes_"):
+            check_layer_shapes(layers, self.input_shapes_, name)
+        return torch.cat([_tensor_statistics(t) for t in layers], dim=1)[:, :, None]
+
+    def fit(
+        self,
+        X: LayerInput,
+        y: Any = None,
+        val: Optional[tuple[LayerInput, Any]] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> "StatNNClassifier":
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}; got {self.model!r}")
+        for name in ("targets_", "input_shapes_"):
+            self.__dict__.pop(name, None)
+        y = labels_of(X) if y is None else y
+        input_shapes = [tuple(t.shape[1:]) for t in as_layers(X, "X")]
+        features = self._features(X, "X")
+        self.input_shapes_ = input_shapes
+        val_features = None
+        if val is not None:
+            val_y = labels_of(val[0]) if val[1] is None else val[1]
+            val_features = (self._features(val[0], "val X"), val_y)
+        if self.model != "gbt":
+            super().fit(features, y, val=val_features, progress=progress)
+            self.input_shapes_ = input_shapes
+            return self
+        if y is None:
+            raise ValueError("y: labels are required (X carries none)")
+        self.targets_ = TargetEncoding.from_labels(y, self.classes)
+        self.classes_ = list(self.targets_.classes)
+        target = self.targets_.encode(y, features.shape[0], "y")
+        self._fit_trees(features[:, :, 0].numpy(), target.numpy())
+        self.train_features_ = features[:, :, 0]
+        self.train_targets_ = target
+        self.layer_shapes_ = [tuple(features.shape[1:])]
+        self.n_parameters_ = None  # trees have no fixed parameter count
+        self.history_ = []
+        self.best_epoch_ = 0
+        return self
+
+    def _fit_trees(self, features: np.ndarray, target: np.ndarray) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        def make() -> HistGradientBoostingClassifier:
+            return HistGradientBoostingClassifier(max_iter=self.max_iter, random_state=self.seed)
+
+        if self.targets_.kind == MULTILABEL:
+            # one model per class; a class that is always (or never) present is a constant
+            self.trees_ = [make().fit(features, column) if 0 < column.sum() < len(column) else float(column[0])
+                           for column in target.T]
+        else:
+            self.trees_ = make().fit(features, target)
+
+    def _layers(self, X: LayerInput) -> list[torch.Tensor]:
+        self._check_fitted()
+        return [self._features(X, "X")]
+
+    def _logits(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        if self.model != "gbt":
+            return super()._logits(layers)
+        features = layers[0][:, :, 0].numpy()
+        eps = 1e-6
+        if self.targets_.kind == MULTILABEL:
+            columns = [
+                np.full(len(features), tree) if isinstance(tree, float) else tree.predict_proba(features)[:, 1]
+                for tree in self.trees_
+            ]
+            probability = np.clip(np.stack(columns, axis=1), eps, 1 - eps)
+            return torch.from_numpy(np.log(probability / (1 - probability))).float()
+        probability = np.zeros((len(features), self.targets_.n_outputs))
+        probability[:, self.trees_.classes_] = self.trees_.predict_proba(features)
+        return torch.from_numpy(np.log(np.clip(probability, eps, 1.0))).float()
+
+    def encode(self, X: LayerInput) -> np.ndarray:
+        if self.model == "gbt":
+            return self._layers(X)[0][:, :, 0].numpy()
+        return super().encode(X)
+
+    # The trees are stored as their training data and refitted on load: scikit-learn models
+    # can only be saved by pickling, which probex never loads. Fitting is deterministic for
+    # the seed, so the loaded expert predicts exactly as the saved one.
+    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        if self.model != "gbt":
+            state, tensors = super()._state()
+            state["input_shapes"] = [list(s) for s in self.input_shapes_]
+            return state, tensors
+        state = {"targets": self.targets_.to_config(), "input_shapes": [list(s) for s in self.input_shapes_]}
+        return state, {"train_features": self.train_features_, "train_targets": self.train_targets_}
+
+    def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.input_shapes_ = [tuple(s) for s in state["input_shapes"]]
+        if self.model != "gbt":
+            super()._restore(state, tensors)
+            return
+        self.targets_ = TargetEncoding.from_config(state["targets"])
+        self.classes_ = list(self.targets_.classes)
+        self.train_features_, self.train_targets_ = tensors["train_features"], tensors["train_targets"]
+        self._fit_trees(self.train_features_.numpy(), self.train_targets_.numpy())
+        self.layer_shapes_ = [tuple(self.train_features_.shape[1:]) + (1,)]
+        self.n_parameters_ = None
+        self.history_ = []
+        self.best_epoch_ = 0

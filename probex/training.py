@@ -1,0 +1,180 @@
+"""The training loop shared by every torch expert.
+
+Adam (lr 1e-3, weight decay 1e-5 by default), mini-batches, the best epoch kept by a
+validation score, optional early stopping, a seed that makes runs repeatable, CUDA when
+present, and a progress callback ``progress(done, total, log)`` called after each epoch with
+an :class:`EpochLog` (the CLI turns it into tqdm, the app into st.progress and live curves).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, object], None]
+
+# Inputs up to this size move to the device once; larger ones go batch by batch.
+DEVICE_COPY_LIMIT_BYTES = 2 * 1024**3
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The device to train on: "auto" (or None) picks CUDA when present, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+    return resolved
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global generator seeded, restoring its state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class EpochLog:
+    """What one epoch measured; what the progress callback receives."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: Optional[float] = None
+    val_score: Optional[float] = None
+    best_epoch: int = 0
+
+    def __str__(self) -> str:
+        text = f"epoch {self.epoch}/{self.epochs} loss {self.train_loss:.4f}"
+        if self.val_score is not None:
+            text += f" val {self.val_score:.4f} (best epoch {self.best_epoch})"
+        return text
+
+
+@dataclass
+class TrainingResult:
+    history: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: Optional[float] = None
+
+
+class _Batches:
+    """Mini-batches of several aligned inputs, on the device, as float32."""
+
+    def __init__(self, layers: Sequence[torch.Tensor], targets: torch.Tensor, device: torch.device):
+        total = sum(t.numel() * 4 for t in layers)
+        self.on_device = total <= DEVICE_COPY_LIMIT_BYTES
+        if self.on_device:
+            self.layers = [t.to(device=device, dtype=torch.float32) for t in layers]
+        else:
+            self.layers = list(layers)
+        self.targets = targets.to(device)
+        self.device = device
+        self.n = targets.shape[0]
+
+    def take(self, index: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if self.on_device:
+            index = index.to(self.device)
+            return [t[index] for t in self.layers], self.targets[index]
+        layers = [t[index].to(device=self.device, dtype=torch.float32) for t in self.layers]
+        return layers, self.targets[index.to(self.device)]
+
+    def in_order(self, batch_size: int) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        for start in range(0, self.n, batch_size):
+            yield self.take(torch.arange(start, min(start + batch_size, self.n)))
+
+
+@torch.no_grad()
+def predict_in_batches(network: nn.Module, layers: Sequence[torch.Tensor], device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """network(layers) for all models, batch by batch, on the CPU at the end."""
+    network.eval()
+    outputs = []
+    n = layers[0].shape[0]
+    for start in range(0, n, batch_size):
+        batch = [t[start : start + batch_size].to(device=device, dtype=torch.float32) for t in layers]
+        outputs.append(network(batch).float().cpu())
+    return torch.cat(outputs)
+
+
+def train_network(
+    network: nn.Module,
+    layers: Sequence[torch.Tensor],
+    targets: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    val: Optional[tuple[Sequence[torch.Tensor], torch.Tensor]] = None,
+    score_fn: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
+    epochs: int = 500,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    batch_size: int = 64,
+    patience: Optional[int] = None,
+    device: torch.device = torch.device("cpu"),
+    seed: int = 0,
+    progress: Optional[ProgressCallback] = None,
+) -> TrainingResult:
+    """Train ``network`` in place; with a validation set it ends holding its best epoch's weights.
+
+    The best epoch has the highest validation score (``score_fn(outputs, targets)``; ties go to
+    the lower validation loss). Without validation data the last epoch is kept. With
+    ``patience`` set, training stops after that many epochs without a better validation score.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1; got {epochs}")
+    network.to(device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr, weight_decay=weight_decay)
+    batches = _Batches(layers, targets, device)
+    val_batches = _Batches(val[0], val[1], device) if val is not None else None
+    order = torch.Generator().manual_seed(seed)
+    result = TrainingResult()
+    best_key: Optional[tuple[float, float]] = None
+    best_state = None
+    since_best = 0
+    for epoch in range(1, epochs + 1):
+        network.train()
+        total, seen = 0.0, 0
+        for index in torch.randperm(batches.n, generator=order).split(batch_size):
+            inputs, target = batches.take(index)
+            loss = loss_fn(network(inputs), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(index)
+            seen += len(index)
+        log = EpochLog(epoch=epoch, epochs=epochs, train_loss=total / seen, best_epoch=epoch)
+        if val_batches is not None:
+            network.eval()
+            with torch.no_grad():
+                outputs = torch.cat([network(inputs) for inputs, _ in val_batches.in_order(512)])
+            log.val_loss = float(loss_fn(outputs, val_batches.targets))
+            log.val_score = float(score_fn(outputs, val_batches.targets)) if score_fn else -log.val_loss
+            key = (log.val_score, -log.val_loss)
+            if best_key is None or key > best_key:
+                best_key, result.best_epoch, result.best_score = key, epoch, log.val_score
+                best_state = copy.deepcopy(network.state_dict())
+                since_best = 0
+            else:
+                since_best += 1
+            log.best_epoch = result.best_epoch
+        else:
+            result.best_epoch = epoch
+        result.history.append(log)
+        if progress is not None:
+            progress(epoch, epochs, log)
+        if patience is not None and val_batches is not None and since_best >= patience:
+            logger.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return result
