@@ -1,0 +1,262 @@
+"""Layer-selective remote reading: fetch one tensor of a remote safetensors file, not the file.
+
+A :class:`RemoteSafetensors` reads the header of a file on a web server (the Hugging Face Hub
+or any server that honours HTTP ``Range`` requests) with one or two small range requests,
+validates it with the same parser as local files, and then fetches only the byte ranges of
+the tensors asked for. One layer of a ViT-B checkpoint costs a few megabytes instead of the
+whole 350 MB file::
+
+    remote = RemoteSafetensors.from_hub("ProbeX/Model-J__MAE__model_idx_0929", "model.safetensors")
+    layer = remote.read_tensors(["vit.encoder.layer.11.attention.attention.query.weight"])
+    remote.bytes_transferred  # response body bytes received so far
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Iterable
+
+import torch
+
+from probex.errors import HubUnavailableError, ZooError
+from probex.zoo.hub import hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline
+from probex.zoo.safefile import (
+    LENGTH_FIELD_BYTES,
+    SafetensorsHeader,
+    TensorInfo,
+    header_length,
+    parse_header,
+    select_tensors,
+    tensor_from_bytes,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Bytes asked for in the first request: small headers (most LoRA and small models) arrive
+#: whole in one round trip; larger ones cost a second request for the rest.
+FIRST_REQUEST_BYTES = 4096
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def hub_file_url(
+    repo_id: str,
+    filename: str,
+    revision: str = "main",
+    endpoint: str | None = None,
+    repo_type: str = "model",
+) -> str:
+    """The download URL of one file of a Hub repository.
+
+    ``{endpoint}/{repo_id}/resolve/{revision}/{filename}`` (``/datasets/`` or ``/spaces/``
+    before the repo id for those repo types). The endpoint defaults to ``HF_ENDPOINT`` or
+    ``https://huggingface.co``.
+    """
+    base = (endpoint or hub_endpoint()).rstrip("/")
+    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}.get(repo_type)
+    if prefix is None:
+        raise ValueError(f"repo_type must be 'model', 'dataset' or 'space', got {repo_type!r}")
+    return (
+        f"{base}/{prefix}{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/"
+        f"{urllib.parse.quote(filename, safe='/')}"
+    )
+
+
+class RemoteSafetensors:
+    """A safetensors file on a web server, read tensor by tensor with HTTP range requests.
+
+    Args:
+        url: the file's URL; the server must honour ``Range: bytes=a-b`` (answer 206).
+        headers: extra request headers (e.g. ``Authorization``); dropped on redirects to
+            another host, so a token never leaks to a CDN.
+        timeout: seconds to wait for the server on each request.
+
+    Attributes:
+        header: the validated :class:`~probex.zoo.safefile.SafetensorsHeader`.
+        file_size: total size of the remote file in bytes (from ``Content-Range``).
+        bytes_transferred: response body bytes received so far (header and tensors).
+        requests_made: number of HTTP requests sent so far.
+
+    Raises:
+        ZooError: the server does not support range requests, the file is missing or
+            forbidden, or its header is malformed.
+        HubUnavailableError: the host cannot be reached (refused, DNS failure, timeout).
+    """
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30):
+        self.url = url
+        self.timeout = timeout
+        self._headers = dict(headers or {})
+        self.bytes_transferred = 0
+        self.requests_made = 0
+        self.file_size: int | None = None
+        self.commit: str | None = None  # the Hub's X-Repo-Commit, when the server sends it
+        self._prefix = b""  # the first bytes of the file, kept: small tensors may lie in them
+        self.header: SafetensorsHeader = self._read_header()
+
+    @classmethod
+    def from_hub(
+        cls,
+        repo_id: str,
+        filename: str,
+        revision: str = "main",
+        endpoint: str | None = None,
+        timeout: float = 30,
+    ) -> "RemoteSafetensors":
+        """Open ``filename`` of the Hub model repo ``repo_id``, with the user's HF token if any.
+
+        Respects ``HF_HUB_OFFLINE=1`` (fails at once) and ``HF_ENDPOINT``.
+        """
+        endpoint = (endpoint or hub_endpoint()).rstrip("/")
+        if is_hub_offline():
+            raise hub_offline_error(endpoint)
+        url = hub_file_url(repo_id, filename, revision=revision, endpoint=endpoint)
+        return cls(url, headers=hub_auth_headers(), timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"RemoteSafetensors({self.url!r}, tensors={len(self.header.tensors)}, file_size={self.file_size})"
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read_tensors(self, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Fetch the named tensors (all when None), each as a contiguous CPU tensor.
+
+        Only the byte ranges of those tensors travel; ranges that touch are fetched in one
+        request. Returns the tensors keyed by name in the order asked.
+
+        Raises:
+            ZooError: a name is missing (the message lists the closest names) or the server
+                answers with the wrong bytes.
+            HubUnavailableError: the host stopped answering.
+        """
+        infos = select_tensors(self.header, names)
+        raw: dict[str, bytes] = {}
+        for start, end, group in _merge_ranges(infos, self.header.data_offset):
+            if end <= len(self._prefix):
+                block = self._prefix[start:end]
+            else:
+                block = self._fetch(start, end)
+            for info in group:
+                offset = self.header.data_offset + info.start - start
+                raw[info.name] = block[offset : offset + info.nbytes]
+        return {info.name: tensor_from_bytes(info, raw[info.name]) for info in infos}
+
+    def _read_header(self) -> SafetensorsHeader:
+        first = self._fetch(0, FIRST_REQUEST_BYTES, allow_short=True)
+        length = header_length(first, self.file_size, self.url)
+        needed = LENGTH_FIELD_BYTES + length
+        if len(first) < needed:
+            first += self._fetch(len(first), needed)
+        self._prefix = first
+        return parse_header(first, self.file_size, self.url)
+
+    def _fetch(self, start: int, end: int, allow_short: bool = False) -> bytes:
+        """Bytes ``[start, end)`` of the file, with one range request.
+
+        With ``allow_short`` the server may return fewer bytes when the file ends earlier.
+        """
+        request = urllib.request.Request(
+            self.url,
+            headers={**self._headers, "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"},
+        )
+        self.requests_made += 1
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                if response.status == 200:
+                    # Reading on would download the whole file; refuse instead.
+                    raise ZooError(
+                        f"{self.url}: the server does not support HTTP range requests (it answered "
+                        "200 with the whole file instead of 206 with the asked bytes); download the "
+                        "file and read it locally instead"
+                    )
+                if response.status != 206:
+                    raise ZooError(f"{self.url}: unexpected HTTP status {response.status} to a range request")
+                first, last, total = _parse_content_range(response.headers.get("Content-Range"), self.url)
+                if self.file_size is None:
+                    self.file_size = total
+                self.commit = self.commit or response.headers.get("X-Repo-Commit")
+                expected = (min(end, total) if allow_short and total is not None else end) - start
+                if first != start or last + 1 - first != expected:
+                    raise ZooError(
+                        f"{self.url}: asked for bytes {start}-{end - 1}, the server sent {first}-{last}"
+                    )
+                body = response.read(expected)
+        except urllib.error.HTTPError as error:
+            raise self._http_error(error, start, end) from None
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError) as error:
+            raise _unreachable(self.url, error) from None
+        self.bytes_transferred += len(body)
+        if len(body) != expected:
+            raise ZooError(f"{self.url}: the connection ended after {len(body)} of {expected} bytes")
+        return body
+
+    def _http_error(self, error: urllib.error.HTTPError, start: int, end: int) -> Exception:
+        status = error.code
+        error.close()
+        if status == 416:
+            return ZooError(
+                f"{self.url}: bytes {start}-{end - 1} lie beyond the end of the file; it is empty, "
+                "truncated or not a safetensors file"
+            )
+        if status in (401, 403):
+            return ZooError(
+                f"{self.url}: access denied (HTTP {status}); for a gated or private Hub repo, log in "
+                "with `huggingface-cli login` or set HF_TOKEN"
+            )
+        if status == 404:
+            return ZooError(f"{self.url}: not found (HTTP 404); check the repo id, revision and file name")
+        if status >= 500:
+            return HubUnavailableError(
+                f"{self.url}: the server failed (HTTP {status}); try again later, or work from files on disk"
+            )
+        return ZooError(f"{self.url}: HTTP {status} to a range request")
+
+
+def _merge_ranges(infos: list[TensorInfo], data_offset: int) -> list[tuple[int, int, list[TensorInfo]]]:
+    """Absolute byte ranges ``[start, end)`` to fetch, touching ranges merged, with their tensors."""
+    merged: list[tuple[int, int, list[TensorInfo]]] = []
+    for info in sorted(infos, key=lambda item: item.start):
+        start, end = data_offset + info.start, data_offset + info.end
+        if merged and start <= merged[-1][1]:
+            previous_start, previous_end, group = merged[-1]
+            merged[-1] = (previous_start, max(previous_end, end), group + [info])
+        else:
+            merged.append((start, end, [info]))
+    return merged
+
+
+def _parse_content_range(value: str | None, url: str) -> tuple[int, int, int | None]:
+    match = _CONTENT_RANGE.match((value or "").strip())
+    if not match:
+        raise ZooError(f"{url}: the server answered 206 without a valid Content-Range header ({value!r})")
+    first, last, total = match.groups()
+    return int(first), int(last), None if total == "*" else int(total)
+
+
+def _unreachable(url: str, error: BaseException) -> HubUnavailableError:
+    reason = getattr(error, "reason", None) or error
+    host = urllib.parse.urlsplit(url).netloc
+    return HubUnavailableError(
+        f"{host} is unreachable ({reason}) while reading {url}. Check the network, or work from "
+        "files on disk: download the model on a connected machine (`probex download repos ID`), "
+        "copy the folder here and open it with `ModelZoo.open(PATH)`."
+    )
+
+
+class _DropAuthOnCrossHostRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (the Hub redirects file downloads to a CDN) without leaking tokens."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_DropAuthOnCrossHostRedirect)
