@@ -19,6 +19,7 @@ from probex.errors import ProbeXError
 # One module per command group; each defines add_commands(subparsers).
 COMMAND_MODULES = (
     "probex.cli.info",
+    "probex.cli.download",
 )
 
 
