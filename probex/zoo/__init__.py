@@ -1,1 +1,21 @@
-"""Model zoos: formats, safe reading, layer banks and the Hub."""
+"""Model zoos: populations of models on disk, read safely, one layer at a time.
+
+    from probex.zoo import ModelZoo
+    zoo = ModelZoo.open("path/to/zoo")          # Model-J layouts or a probex manifest
+    bank = zoo.bank(zoo.catalog()[0].name, split="train")
+    bank.X.shape                                 # [N, d_W, d_H]
+
+Modules: :mod:`~probex.zoo.safefile` (safe safetensors reading), :mod:`~probex.zoo.layouts`
+(the three layouts), :mod:`~probex.zoo.manifest` (our own format, reading and writing),
+:mod:`~probex.zoo.lora` (LoRA key styles and merging), :mod:`~probex.zoo.catalog` (which
+tensors are layers and their 2-D shapes), :mod:`~probex.zoo.zoo` (ModelZoo),
+:mod:`~probex.zoo.bank` (LayerBank and its cache), :mod:`~probex.zoo.classnames`.
+"""
+
+from __future__ import annotations
+
+from probex.zoo.bank import LayerBank
+from probex.zoo.records import LayerInfo, ModelRecord
+from probex.zoo.zoo import ModelZoo
+
+__all__ = ["LayerBank", "LayerInfo", "ModelRecord", "ModelZoo"]

@@ -1,0 +1,190 @@
+"""Our own zoo layout: a JSON manifest at the zoo root plus one safetensors file per model.
+
+The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
+
+    {
+      "format": "probex-zoo",
+      "version": 1,
+      "name": "demo-jungle",
+      "description": "optional free text",
+      "models": [
+        {
+          "id": "vit-tiny/ft-0001",                       # unique in the zoo (required)
+          "path": "models/ft-0001/model.safetensors",     # relative to the manifest (required)
+          "split": "train",                               # or null
+          "tree": "vit-tiny",                             # its base model / Model Tree, or null
+          "labels": ["cat", "dog"],                       # readable class names (may be empty)
+          "metadata": {"lr": "0.001", "epochs": "10"},    # hyperparameters, JSON values
+          "images": "models/ft-0001/training_images"      # folder of its training images, or null
+        }
+      ]
+    }
+
+Only ``id`` and ``path`` are required; paths use forward slashes and are relative to the
+manifest's folder. Each weight file's own safetensors metadata repeats ``id``, ``split``,
+``tree``, ``labels`` (a JSON list) and the metadata entries as strings, so a file moved out of
+its zoo still says what it is (:func:`save_model_file` writes it so). Where the two differ the
+manifest wins. Opening reads the manifest and each file's header (to validate it and list its
+layers), never the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from probex.errors import ZooError
+from probex.storage import atomic_path, atomic_write_json
+from probex.zoo.records import ModelRecord
+
+MANIFEST_NAME = "probex_zoo.json"
+MANIFEST_FORMAT = "probex-zoo"
+MANIFEST_VERSION = 1
+
+#: Keys of a weight file's own metadata that describe the model rather than its training.
+RESERVED_KEYS = ("id", "split", "tree", "labels")
+
+_ENTRY_KEYS = frozenset({"id", "path", "split", "tree", "labels", "metadata", "images"})
+
+
+def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The manifest's zoo fields (format, version, name, description) and its checked model entries.
+
+    Raises:
+        ZooError: the manifest is not valid JSON, not our format, or an entry is malformed
+            (the message names the file and the entry).
+    """
+    path = Path(root) / MANIFEST_NAME
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ZooError(f"{path}: cannot read the zoo manifest ({error.strerror or error})") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ZooError(f"{path}: the zoo manifest is not valid JSON ({error})") from error
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        raise ZooError(f"{path}: not a probex zoo manifest (expected \"format\": \"{MANIFEST_FORMAT}\")")
+    version = document.get("version")
+    if not isinstance(version, int) or version > MANIFEST_VERSION:
+        raise ZooError(
+            f"{path}: manifest version {version!r} is not supported (this probex reads up to "
+            f"version {MANIFEST_VERSION}); upgrade probex"
+        )
+    models = document.get("models")
+    if not isinstance(models, list):
+        raise ZooError(f"{path}: \"models\" must be a list of model entries")
+    entries = [_check_entry(entry, index, path) for index, entry in enumerate(models)]
+    seen: set[str] = set()
+    for entry in entries:
+        if entry["id"] in seen:
+            raise ZooError(f"{path}: model id {entry['id']!r} appears twice; ids must be unique")
+        seen.add(entry["id"])
+    fields = {key: document.get(key) for key in ("format", "version", "name", "description")}
+    return fields, entries
+
+
+def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:
+    where = f"{path}: model entry {index}"
+    if not isinstance(entry, dict):
+        raise ZooError(f"{where} is not a JSON object")
+    if isinstance(entry.get("id"), str):
+        where = f"{path}: model {entry['id']!r}"
+    for key in ("id", "path"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise ZooError(f"{where}: \"{key}\" must be a non-empty string")
+    for key in ("split", "tree", "images"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise ZooError(f"{where}: \"{key}\" must be a string or null")
+    labels = entry.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ZooError(f"{where}: \"labels\" must be a list of class names (strings)")
+    metadata = entry.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ZooError(f"{where}: \"metadata\" must be a JSON object")
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise ZooError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_ENTRY_KEYS)}")
+    return {**entry, "labels": labels, "metadata": metadata}
+
+
+def file_metadata(
+    *, id: str, split: str | None = None, tree: str | None = None, labels: Iterable[str] = (), metadata: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The safetensors ``__metadata__`` (all strings) that describes one model of a manifest zoo."""
+    strings = {key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()}
+    clash = set(strings) & set(RESERVED_KEYS)
+    if clash:
+        raise ZooError(f"model {id!r}: metadata keys {sorted(clash)} are reserved for the model's own fields")
+    strings.update(id=id, labels=json.dumps(list(labels)))
+    if split is not None:
+        strings["split"] = split
+    if tree is not None:
+        strings["tree"] = tree
+    return strings
+
+
+def save_model_file(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    id: str,
+    split: str | None = None,
+    tree: str | None = None,
+    labels: Iterable[str] = (),
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one model's weights as a safetensors file whose metadata says what the model is (atomically)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    strings = file_metadata(id=id, split=split, tree=tree, labels=labels, metadata=metadata)
+    contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=strings)
+    return path
+
+
+def write_manifest(
+    root: str | os.PathLike, records: Iterable[ModelRecord], *, name: str, description: str = ""
+) -> Path:
+    """Write ``probex_zoo.json`` for models whose files lie under ``root`` (atomically).
+
+    Each record's ``images`` must share one folder (written as the entry's ``images``).
+    """
+    root = Path(root)
+    models = []
+    for record in records:
+        entry: dict[str, Any] = {
+            "id": record.id,
+            "path": _relative(record.path, root),
+            "split": record.split,
+            "tree": record.tree,
+            "labels": list(record.labels),
+            "metadata": dict(record.metadata),
+            "images": None,
+        }
+        if record.images:
+            folders = {Path(image).parent for image in record.images}
+            if len(folders) != 1:
+                raise ZooError(f"model {record.id!r}: training images must lie in one folder, found {len(folders)}")
+            entry["images"] = _relative(folders.pop(), root)
+        models.append(entry)
+    target = root / MANIFEST_NAME
+    atomic_write_json(
+        target,
+        {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name, "description": description, "models": models},
+    )
+    return target
+
+
+def _relative(path: str | os.PathLike, root: Path) -> str:
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return Path(os.path.relpath(path, root)).as_posix()

@@ -1,0 +1,66 @@
+"""The records a zoo is made of: one :class:`ModelRecord` per model, one :class:`LayerInfo` per layer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probex.zoo.safefile import SafetensorsHeader
+
+
+@dataclass
+class ModelRecord:
+    """One model of a zoo: where its weights are and what it was trained on.
+
+    Attributes:
+        id: unique within its zoo (e.g. ``model_idx_0042``).
+        path: its safetensors weight file.
+        split: ``"train"``, ``"val"``, ``"test"``, ... or None when the layout has no splits.
+        tree: the Model Tree it belongs to (its base model or Model-J subset), None if unknown.
+        labels: readable names of the classes it was fine-tuned on.
+        metadata: hyperparameters and other facts (the safetensors ``__metadata__`` and the
+            layout's own fields; values are strings unless the layout says otherwise).
+        images: its training images, sorted (empty when the zoo ships none).
+        header: the validated safetensors header, read once when the zoo was opened.
+    """
+
+    id: str
+    path: Path
+    split: str | None = None
+    tree: str | None = None
+    labels: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    images: list[Path] = field(default_factory=list)
+    header: SafetensorsHeader | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One usable weight layer of a model, as a LayerBank presents it.
+
+    Attributes:
+        name: the layer name used to ask for it (a tensor name, or a LoRA layer's module name).
+        shape: ``(d_W, d_H)``, the 2-D matrix ProbeX reads (conv kernels flattened with the
+            output channels first, 1-D tensors as a column, LoRA pairs merged).
+        source_shape: the stored shape of each source tensor, aligned with ``tensors``.
+        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"vector"`` (1-D),
+            ``"embedding"`` (leading singleton axes dropped, e.g. ``pos_embed`` [1, 197, 768])
+            or ``"lora"`` (a merged LoRA pair).
+        tensors: names of the stored tensors it is made from (for a LoRA layer: up, down and
+            the alpha tensor when there is one).
+        dtype: stored safetensors dtype code of its (first) tensor, e.g. ``"F32"``.
+    """
+
+    name: str
+    shape: tuple[int, int]
+    source_shape: tuple[tuple[int, ...], ...]
+    kind: str
+    tensors: tuple[str, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        """Number of values of the presented matrix (``d_W * d_H``)."""
+        return math.prod(self.shape)

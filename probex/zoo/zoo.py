@@ -1,0 +1,218 @@
+"""ModelZoo: a population of models on disk, as records you can filter, inspect and turn into LayerBanks.
+
+    zoo = ModelZoo.open("~/modelj/SD_200")          # detects the layout
+    zoo.splits, zoo.trees, zoo.label_names            # what is in it
+    zoo.catalog()                                     # usable layers of the first model
+    train = zoo.bank("unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q", split="train")
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from probex.errors import ZooError
+from probex.zoo.catalog import architecture_name, architecture_signature, layer_catalog
+from probex.zoo.layouts import scan_zoo, split_order
+from probex.zoo.records import LayerInfo, ModelRecord
+from probex.zoo.safefile import read_header
+
+
+class ModelZoo:
+    """A population of models: their records (id, weight file, split, tree, labels, images).
+
+    Open one with :meth:`open`; :meth:`select` gives sub-zoos, :meth:`bank` stacks one layer
+    of every model into a :class:`~probex.zoo.bank.LayerBank`.
+
+    Attributes:
+        root: the folder it was opened from.
+        layout: ``"probex-manifest"``, ``"modelj-generative"`` or ``"modelj-discriminative"``.
+        records: the readable models, in the layout's order.
+        skipped: (path, reason) of each model left out because it could not be read.
+        name, description: from the manifest (the folder name otherwise).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        layout: str,
+        records: Iterable[ModelRecord],
+        skipped: Iterable[tuple[Path, str]] = (),
+        name: str = "",
+        description: str = "",
+    ) -> None:
+        self.root = Path(root)
+        self.layout = layout
+        self.records = list(records)
+        self.skipped = list(skipped)
+        self.name = name or self.root.name
+        self.description = description
+        self._by_id = {record.id: record for record in self.records}
+        if len(self._by_id) != len(self.records):
+            raise ZooError(f"{self.root}: model ids must be unique within a zoo")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, progress: Callable[[int, int, str], None] | None = None) -> "ModelZoo":
+        """Open the zoo in folder ``path``, detecting its layout (reads each model's header, not its weights).
+
+        Raises:
+            ZooError: no zoo layout matches (the message says what was looked for).
+        """
+        scan = scan_zoo(path, progress=progress)
+        return cls(scan.root, scan.layout, scan.records, scan.skipped, scan.name, scan.description)
+
+    # -- what is in it ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[ModelRecord]:
+        return iter(self.records)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._by_id
+
+    def __repr__(self) -> str:
+        return f"ModelZoo({self.name!r}, layout={self.layout!r}, models={len(self)}, splits={self.splits}, trees={self.trees})"
+
+    def record(self, model_id: str) -> ModelRecord:
+        """The record of one model, by id (ZooError naming close ids if there is none)."""
+        try:
+            return self._by_id[model_id]
+        except KeyError:
+            raise ZooError(f"{self.root}: no model {model_id!r}{_closest(model_id, self._by_id)}") from None
+
+    @property
+    def ids(self) -> list[str]:
+        """Model ids, in record order."""
+        return [record.id for record in self.records]
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits present (train, val, test first, then the others alphabetically)."""
+        return _ordered_splits({record.split for record in self.records if record.split is not None})
+
+    @property
+    def trees(self) -> list[str]:
+        """The trees present, sorted."""
+        return sorted({record.tree for record in self.records if record.tree is not None})
+
+    @property
+    def label_names(self) -> list[str]:
+        """The label vocabulary: every class name any model was trained on, sorted."""
+        return sorted({label for record in self.records for label in record.labels})
+
+    # -- sub-zoos --------------------------------------------------------------------------
+
+    def select(
+        self,
+        split: str | Iterable[str] | None = None,
+        tree: str | Iterable[str] | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> "ModelZoo":
+        """The sub-zoo of the models in ``split`` and ``tree`` (a name or a list) and, if given, ``ids`` (in that order).
+
+        Raises:
+            ZooError: a split, tree or id that the zoo does not have (with the available ones).
+        """
+        records = self.records
+        if split is not None:
+            wanted = _as_set(split, "split", self.splits, self.root)
+            records = [record for record in records if record.split in wanted]
+        if tree is not None:
+            wanted = _as_set(tree, "tree", self.trees, self.root)
+            records = [record for record in records if record.tree in wanted]
+        if ids is not None:
+            ids = [ids] if isinstance(ids, str) else list(ids)
+            for model_id in ids:
+                if model_id not in self._by_id:
+                    raise ZooError(f"{self.root}: no model {model_id!r}{_closest(model_id, self._by_id)}")
+            kept = {record.id for record in records}
+            records = [self._by_id[model_id] for model_id in ids if model_id in kept]
+        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description)
+
+    # -- layers ----------------------------------------------------------------------------
+
+    def catalog(self, record: ModelRecord | str | None = None) -> list[LayerInfo]:
+        """The usable weight layers of one model (by record or id; default the first), in file order."""
+        if record is None:
+            if not self.records:
+                raise ZooError(f"{self.root}: the zoo holds no readable model, so it has no layers")
+            record = self.records[0]
+        elif isinstance(record, str):
+            record = self.record(record)
+        return list(layer_catalog(record_header(record)))
+
+    def architectures(self) -> dict[str, "ModelZoo"]:
+        """Sub-zoos of models with the same layer names and shapes, keyed by a short readable signature.
+
+        Models of different architectures never share a LayerBank (nor a tree).
+        """
+        groups: dict[tuple, list[ModelRecord]] = {}
+        names: dict[tuple, str] = {}
+        for record in self.records:
+            catalog = layer_catalog(record_header(record))
+            signature = architecture_signature(catalog)
+            if signature not in groups:
+                groups[signature] = []
+                names[signature] = architecture_name(catalog)
+            groups[signature].append(record)
+        return {
+            names[signature]: ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description)
+            for signature, records in groups.items()
+        }
+
+    def bank(
+        self,
+        layer: str,
+        split: str | Iterable[str] | None = None,
+        dtype: torch.dtype = torch.float32,
+        progress: Callable[[int, int, str], None] | None = None,
+        cache: bool | str | os.PathLike = True,
+    ):
+        """One layer of every model (of ``split``, if given) stacked into a LayerBank, X: [N, d_W, d_H].
+
+        Args:
+            layer: a name from :meth:`catalog` (a LoRA layer by its module name).
+            split: only the models of this split (or these splits).
+            dtype: ``torch.float32`` (default) or ``torch.float16`` (half the memory and disk).
+            progress: called as ``progress(done, total, message)`` while the bank is built.
+            cache: True for the default cache folder (``$PROBEX_CACHE/banks``, else
+                ``~/.cache/probex/banks``), a folder to cache in, or False to build in memory.
+
+        Raises:
+            ZooError: a model lacks the layer (names the file and the closest layer names), or
+                the models disagree on its shape.
+        """
+        from probex.zoo.bank import build_bank
+
+        zoo = self.select(split=split) if split is not None else self
+        return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root)
+
+
+def record_header(record: ModelRecord):
+    """The record's validated safetensors header (read now if the record was built without one)."""
+    if record.header is None:
+        record.header = read_header(record.path)
+    return record.header
+
+
+def _ordered_splits(splits: set[str]) -> list[str]:
+    return sorted(splits, key=split_order)
+
+
+def _as_set(value: str | Iterable[str], what: str, available: list[str], root: Path) -> set[str]:
+    wanted = {value} if isinstance(value, str) else set(value)
+    unknown = sorted(wanted - set(available))
+    if unknown:
+        raise ZooError(f"{root}: no {what} {unknown[0]!r} in this zoo; available {what}s: {', '.join(available) or 'none'}")
+    return wanted
+
+
+def _closest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=5, cutoff=0.5)
+    return f"; closest: {', '.join(close)}" if close else ""
