@@ -20,6 +20,7 @@ from probex.errors import ProbeXError
 COMMAND_MODULES = (
     "probex.cli.info",
     "probex.cli.download",
+    "probex.cli.zoo",
 )
 
 

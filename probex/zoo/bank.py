@@ -30,12 +30,13 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from probex.errors import ZooError
+from probex.progress import Progress
 from probex.storage import atomic_path
 from probex.zoo.catalog import layer_catalog, layer_matrix
 from probex.zoo.lora import metadata_alpha
@@ -216,7 +217,7 @@ def build_bank(
     layer: str,
     *,
     dtype: torch.dtype = torch.float32,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     cache: bool | str | os.PathLike = True,
     zoo_root: Path | None = None,
 ) -> LayerBank:
@@ -313,7 +314,7 @@ def _fill(
     records: Sequence[ModelRecord],
     infos: Sequence[LayerInfo],
     dtype: torch.dtype,
-    progress: Callable[[int, int, str], None] | None,
+    progress: Progress | None,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Read each record's layer into consecutive rows of ``out`` (allocated if None), skipping non-finite ones."""

@@ -47,17 +47,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from probex.errors import ZooError
+from probex.progress import Progress
 from probex.zoo.classnames import cifar100_names, imagenet_name
 from probex.zoo.manifest import MANIFEST_NAME, RESERVED_KEYS, read_manifest
 from probex.zoo.records import ModelRecord
 from probex.zoo.safefile import SafetensorsHeader, read_header
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int, str], None]
 
 MANIFEST = "probex-manifest"
 MODELJ_GENERATIVE = "modelj-generative"

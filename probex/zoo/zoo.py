@@ -11,11 +11,12 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
 
 from probex.errors import ZooError
+from probex.progress import Progress
 from probex.zoo.catalog import architecture_name, architecture_signature, layer_catalog
 from probex.zoo.layouts import scan_zoo, split_order
 from probex.zoo.records import LayerInfo, ModelRecord
@@ -56,7 +57,7 @@ class ModelZoo:
             raise ZooError(f"{self.root}: model ids must be unique within a zoo")
 
     @classmethod
-    def open(cls, path: str | os.PathLike, progress: Callable[[int, int, str], None] | None = None) -> "ModelZoo":
+    def open(cls, path: str | os.PathLike, progress: Progress | None = None) -> "ModelZoo":
         """Open the zoo in folder ``path``, detecting its layout (reads each model's header, not its weights).
 
         Raises:
@@ -171,7 +172,7 @@ class ModelZoo:
         layer: str,
         split: str | Iterable[str] | None = None,
         dtype: torch.dtype = torch.float32,
-        progress: Callable[[int, int, str], None] | None = None,
+        progress: Progress | None = None,
         cache: bool | str | os.PathLike = True,
     ):
         """One layer of every model (of ``split``, if given) stacked into a LayerBank, X: [N, d_W, d_H].
