@@ -1,0 +1,397 @@
+"""Hub downloads, driven through the real huggingface_hub code against a fake Hub on loopback.
+
+The fake Hub answers the endpoints huggingface_hub 2.x calls: repo info
+(``/api/{type}s/{repo}/revision/{rev}``), the file tree (``/api/{type}s/{repo}/tree/{rev}``),
+and file downloads (``/{repo}/resolve/{rev}/{file}``, HEAD and GET with Range) with the
+``X-Repo-Commit``, ``ETag`` and ``Content-Length`` headers. It serves no Xet headers, so
+huggingface_hub downloads over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save
+
+import probex.zoo.hub as hub
+from probex.errors import HubUnavailableError, ZooError
+from probex.zoo.safefile import read_header, read_tensors
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeHub:
+    """Repos in memory, served the way the Hugging Face Hub serves them."""
+
+    def __init__(self, loopback):
+        self.repos: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.fail_next: dict[str, int] = {}  # path -> how many GETs answer 503 first
+        self.served_503 = 0
+        self.server = loopback.serve(self.route)
+        self.reply = loopback.Reply
+        self.file_reply = loopback.file_reply
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def add(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model") -> None:
+        self.repos[(repo_type, repo_id)] = files
+
+    def downloads(self, suffix: str = "") -> list[str]:
+        """Paths of the GET requests for files (resolve URLs) ending in ``suffix``."""
+        return [r.path for r in self.server.requests if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(suffix)]
+
+    def route(self, method: str, raw_path: str, headers: dict):
+        path = urllib.parse.unquote(raw_path.split("?")[0])
+        parts = path.strip("/").split("/")
+        if parts[:1] == ["api"] and len(parts) in (4, 6, 7) and parts[1] in ("models", "datasets"):
+            # /api/models/{owner}/{name}[/revision|tree/{rev}]; without a revision: repo info at main
+            repo_type, repo_id = parts[1][:-1], "/".join(parts[2:4])
+            action, revision = (parts[4], parts[5]) if len(parts) > 4 else ("revision", "main")
+            files = self._files(repo_type, repo_id, revision)
+            if isinstance(files, tuple):
+                return self.reply(*files)
+            if action == "revision":
+                body = {"id": repo_id, "sha": COMMIT, "siblings": [{"rfilename": name} for name in files]}
+                return self._json(body)
+            if action == "tree":
+                entries = [
+                    {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                    for name, data in sorted(files.items())
+                ]
+                return self._json(entries)
+        if parts == ["api", "models"]:
+            return self._json([])  # the reachability probe asks /api/models?limit=1
+        if parts[:1] == ["api"]:
+            return self.reply(404, b"unknown api endpoint")
+        repo_type = "model"
+        if parts[0] == "datasets":
+            repo_type, parts = "dataset", parts[1:]
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo_id, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            files = self._files(repo_type, repo_id, revision)
+            if isinstance(files, tuple):
+                return self.reply(*files)
+            if filename not in files:
+                return self.reply(404, b"entry not found", {"X-Error-Code": "EntryNotFound"})
+            if method == "GET" and self.fail_next.get(filename, 0) > 0:
+                self.fail_next[filename] -= 1
+                self.served_503 += 1
+                return self.reply(503, b"try again")
+            data = files[filename]
+            extra = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
+            return self.file_reply(method, data, headers, True, extra)
+        return self.reply(404, b"not found")
+
+    def _files(self, repo_type: str, repo_id: str, revision: str):
+        files = self.repos.get((repo_type, repo_id))
+        if files is None:
+            return (404, b"repo not found", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+        if revision not in ("main", COMMIT):
+            return (404, b"revision not found", {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
+        return files
+
+    def _json(self, body: object):
+        data = json.dumps(body).encode()
+        return self.reply(200, data, {"Content-Type": "application/json"})
+
+
+@pytest.fixture
+def fake_hub(loopback, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    hub_server = FakeHub(loopback)
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # tests/conftest.py turns huggingface_hub offline for the whole session; this test is online (on loopback).
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(hub, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    return hub_server
+
+
+def model_safetensors(seed: int, targets: list[str]) -> bytes:
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {f"vit.encoder.layer.{i}.attention.query.weight": torch.randn(32, 32, generator=generator) for i in range(8)}
+    tensors["vit.encoder.layer.3.attention.query.bias"] = torch.randn(32, generator=generator)
+    return save(tensors, metadata={"dataset_chosen_targets": repr(targets), "lr": "0.001"})
+
+
+def discriminative_repo(seed: int) -> dict[str, bytes]:
+    return {
+        "model.safetensors": model_safetensors(seed, ["apple", "bee"]),
+        "config.json": b'{"architectures": ["ViTForImageClassification"]}',
+        "trainer_state.json": b"{}",
+        "training_args.bin": b"\x80\x04pickle that must never be fetched",
+    }
+
+
+def parquet_table(model_ids: list[str]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"hf_model_id": model_ids, "hf_model_url": [f"https://huggingface.co/{m}" for m in model_ids]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def add_modelj_mae(fake_hub: FakeHub, per_split: dict[str, list[int]]) -> None:
+    tables = {}
+    for split, indices in per_split.items():
+        ids = [f"ProbeX/Model-J__MAE__model_idx_{index:04d}" for index in indices]
+        tables[f"MAE/{split}-00000-of-00001.parquet"] = parquet_table(ids)
+        for index, repo_id in zip(indices, ids):
+            fake_hub.add(repo_id, discriminative_repo(index))
+    tables["DINO/train-00000-of-00001.parquet"] = parquet_table(["ProbeX/Model-J__DINO__model_idx_0000"])
+    tables["README.md"] = b"# Model-J"
+    fake_hub.add("ProbeX/Model-J", tables, repo_type="dataset")
+
+
+def lora_safetensors(seed: int) -> bytes:
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for block in range(3):
+        module = f"unet.down_blocks.{block}.attentions.0.transformer_blocks.0.attn2.to_q"
+        tensors[f"{module}.lora.down.weight"] = torch.randn(4, 64, generator=generator).half()
+        tensors[f"{module}.lora.up.weight"] = torch.randn(64, 4, generator=generator).half()
+    return save(tensors, metadata={"imagenet_class_id": "n01440764"})
+
+
+def add_sd_200(fake_hub: FakeHub) -> None:
+    files = {}
+    for split, indices in {"train": [0, 1], "val": [2], "test": [3], "val_holdout": [4], "test_holdout": [5]}.items():
+        for index in indices:
+            folder = f"{split}/model_idx_{index:04d}"
+            files[f"{folder}/pytorch_lora_weights.safetensors"] = lora_safetensors(index)
+            files[f"{folder}/training_images/0.png"] = b"\x89PNG fake image"
+            files[f"{folder}/training_args.bin"] = b"\x80\x04pickle"
+    fake_hub.add("ProbeX/Model-J__SD_200", files)
+
+
+# --- user repos ---------------------------------------------------------------------------------
+
+
+def test_download_repos_writes_the_hf_cache_layout_without_pickles(fake_hub, tmp_path):
+    repo = discriminative_repo(7)
+    fake_hub.add("alice/vit-cifar", repo)
+
+    out = hub.download_repos(["alice/vit-cifar"], tmp_path / "zoo")
+
+    folder = out / "models--alice--vit-cifar"
+    assert (folder / "refs" / "main").read_text() == COMMIT
+    snapshot = folder / "snapshots" / COMMIT
+    assert (snapshot / "model.safetensors").read_bytes() == repo["model.safetensors"]
+    assert (snapshot / "config.json").exists()
+    assert not (snapshot / "training_args.bin").exists()
+    assert not fake_hub.downloads(".bin")
+
+
+def test_download_repos_reports_progress_per_repo(fake_hub, tmp_path):
+    fake_hub.add("alice/a", discriminative_repo(1))
+    fake_hub.add("alice/b", discriminative_repo(2))
+    calls = []
+
+    hub.download_repos(["alice/a", "alice/b"], tmp_path, progress=lambda done, total, message: calls.append((done, total)))
+
+    assert calls == [(1, 2), (2, 2)]
+
+
+def test_a_second_download_fetches_no_file_again(fake_hub, tmp_path):
+    fake_hub.add("alice/vit-cifar", discriminative_repo(7))
+    hub.download_repos(["alice/vit-cifar"], tmp_path)
+    first = len(fake_hub.downloads())
+
+    hub.download_repos(["alice/vit-cifar"], tmp_path)
+
+    assert first > 0 and len(fake_hub.downloads()) == first
+
+
+def test_a_transient_server_error_is_retried(fake_hub, tmp_path):
+    repo = discriminative_repo(3)
+    fake_hub.add("alice/flaky", repo)
+    fake_hub.fail_next["model.safetensors"] = 1
+
+    out = hub.download_repos(["alice/flaky"], tmp_path)
+
+    assert fake_hub.served_503 == 1
+    assert (out / "models--alice--flaky" / "snapshots" / COMMIT / "model.safetensors").read_bytes() == repo["model.safetensors"]
+
+
+def test_a_missing_repo_is_skipped_while_the_others_download(fake_hub, tmp_path, caplog):
+    fake_hub.add("alice/present", discriminative_repo(1))
+
+    out = hub.download_repos(["alice/absent", "alice/present"], tmp_path)
+
+    assert (out / "models--alice--present" / "snapshots" / COMMIT / "model.safetensors").exists()
+    assert "alice/absent" in caplog.text
+
+
+def test_layers_only_download_writes_just_those_tensors_and_transfers_little(fake_hub, tmp_path):
+    repo = discriminative_repo(5)
+    fake_hub.add("alice/vit-cifar", repo)
+    layer = "vit.encoder.layer.3.attention.query"  # a module: its weight and bias
+
+    out = hub.download_repos(["alice/vit-cifar"], tmp_path, layers=[layer])
+
+    path = out / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors"
+    got = read_tensors(path)
+    assert set(got) == {f"{layer}.weight", f"{layer}.bias"}
+    original = save_path(tmp_path / "original.safetensors", repo["model.safetensors"])
+    assert all(torch.equal(got[name], read_tensors(original, [name])[name]) for name in got)
+    assert read_header(path).metadata["dataset_chosen_targets"] == "['apple', 'bee']"
+    weight_requests = [r for r in fake_hub.server.requests if r.path.endswith("model.safetensors")]
+    assert weight_requests and all("range" in r.headers for r in weight_requests)  # never the whole file
+
+
+def save_path(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_layers_only_download_of_a_missing_layer_names_the_closest_layers(fake_hub, tmp_path, caplog):
+    fake_hub.add("alice/vit-cifar", discriminative_repo(5))
+
+    with pytest.raises(ZooError, match="closest available: vit.encoder.layer.3.attention.query"):
+        hub.download_repos(["alice/vit-cifar"], tmp_path, layers=["vit.encoder.layer.3.attention.querry"])
+
+
+# --- Model-J ------------------------------------------------------------------------------------
+
+
+def test_modelj_model_ids_come_from_the_metadata_dataset(fake_hub, tmp_path):
+    add_modelj_mae(fake_hub, {"train": [3, 1], "val": [2], "test": [4]})
+
+    ids = hub.modelj_model_ids("MAE", "train", cache_dir=tmp_path)
+
+    assert ids == ["ProbeX/Model-J__MAE__model_idx_0003", "ProbeX/Model-J__MAE__model_idx_0001"]
+
+
+def test_download_modelj_discriminative_fills_one_cache_folder_per_split(fake_hub, tmp_path):
+    add_modelj_mae(fake_hub, {"train": [0, 1], "val": [2], "test": [3]})
+
+    root = hub.download_modelj("mae", tmp_path)
+
+    assert root == tmp_path / "MAE"
+    found = {split: sorted(p.name for p in (root / split).glob("models--*")) for split in ("train", "val", "test")}
+    assert found == {
+        "train": ["models--ProbeX--Model-J__MAE__model_idx_0000", "models--ProbeX--Model-J__MAE__model_idx_0001"],
+        "val": ["models--ProbeX--Model-J__MAE__model_idx_0002"],
+        "test": ["models--ProbeX--Model-J__MAE__model_idx_0003"],
+    }
+    snapshot = root / "val" / "models--ProbeX--Model-J__MAE__model_idx_0002" / "snapshots" / COMMIT
+    assert read_header(snapshot / "model.safetensors").metadata["dataset_chosen_targets"] == "['apple', 'bee']"
+    assert not list(root.rglob("*.bin"))
+
+
+def test_download_modelj_generative_fetches_the_asked_splits_without_images_or_pickles(fake_hub, tmp_path):
+    add_sd_200(fake_hub)
+
+    root = hub.download_modelj("SD_200", tmp_path, splits=["train", "val_holdout"])
+
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    assert files == [
+        "train/model_idx_0000/pytorch_lora_weights.safetensors",
+        "train/model_idx_0001/pytorch_lora_weights.safetensors",
+        "val_holdout/model_idx_0004/pytorch_lora_weights.safetensors",
+    ]
+    assert read_header(root / files[0]).metadata == {"imagenet_class_id": "n01440764"}
+
+
+def test_download_modelj_generative_with_images_fetches_training_images(fake_hub, tmp_path):
+    add_sd_200(fake_hub)
+
+    root = hub.download_modelj("SD_200", tmp_path, splits=["test"], images=True)
+
+    assert (root / "test" / "model_idx_0003" / "training_images" / "0.png").read_bytes() == b"\x89PNG fake image"
+    assert not list(root.rglob("*.bin"))
+
+
+def test_download_modelj_generative_layers_only_keeps_the_lora_pair_of_the_module(fake_hub, tmp_path):
+    add_sd_200(fake_hub)
+    module = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"
+
+    root = hub.download_modelj("SD_200", tmp_path, splits=["val"], layers=[module])
+
+    header = read_header(root / "val" / "model_idx_0002" / "pytorch_lora_weights.safetensors")
+    assert set(header.tensors) == {f"{module}.lora.down.weight", f"{module}.lora.up.weight"}
+
+
+def test_unknown_subset_and_split_are_clear_zoo_errors():
+    with pytest.raises(ZooError, match="unknown Model-J subset 'ImageNet'"):
+        hub.download_modelj("ImageNet", "out")
+    with pytest.raises(ZooError, match="has no split 'holdout'"):
+        hub.download_modelj("MAE", "out", splits=["holdout"])
+
+
+# --- offline ------------------------------------------------------------------------------------
+
+
+def test_reachability_check_of_a_closed_port_fails_fast_with_one_paragraph(closed_port, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    started = time.perf_counter()
+
+    with pytest.raises(HubUnavailableError) as caught:
+        hub.check_hub_reachable(f"http://127.0.0.1:{closed_port}")
+
+    message = str(caught.value)
+    assert time.perf_counter() - started < 6
+    assert "unreachable" in message and "ModelZoo.open(PATH)" in message and "\n" not in message
+
+
+def test_hf_hub_offline_fails_at_once_before_any_request(loopback, monkeypatch):
+    server = loopback.serve_files({})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
+        hub.download_repos(["alice/a"], "out")
+
+    with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
+        hub.check_hub_reachable(server.url)
+    assert server.requests == []
+
+
+def run_cli(args: list[str], env_changes: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, **env_changes}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "probex.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
+    )
+    return result, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("offline", ["closed port", "HF_HUB_OFFLINE=1"])
+def test_cli_download_modelj_sd_200_without_network_exits_non_zero_quickly_without_traceback(offline, closed_port, tmp_path):
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port}", "HF_HUB_OFFLINE": "1" if offline == "HF_HUB_OFFLINE=1" else "0"}
+
+    result, elapsed = run_cli(["download", "modelj", "SD_200", "--out", str(tmp_path / "out")], env, tmp_path)
+
+    assert result.returncode != 0
+    assert elapsed < 30
+    assert "Traceback" not in result.stderr
+    paragraph = result.stderr.strip()
+    assert "\n" not in paragraph and ("unreachable" in paragraph or "HF_HUB_OFFLINE" in paragraph)
+    assert "probex zoo info PATH" in paragraph
+
+
+def test_cli_download_repos_against_the_fake_hub_writes_the_snapshot(fake_hub, tmp_path):
+    fake_hub.add("alice/vit-cifar", discriminative_repo(9))
+    env = {"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
+
+    result, _ = run_cli(["download", "repos", "alice/vit-cifar", "--out", str(tmp_path / "zoo")], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "zoo" / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors").exists()
+    assert "downloaded 1 repo(s)" in result.stdout
