@@ -140,7 +140,8 @@ def architecture_signature(catalog: tuple[LayerInfo, ...]) -> tuple[tuple[str, t
 def architecture_name(catalog: tuple[LayerInfo, ...]) -> str:
     """A short readable key for an architecture, e.g. ``"152 layers, 5.6M weights #3fa2c1"``."""
     digest = hashlib.sha1(repr(architecture_signature(catalog)).encode()).hexdigest()[:6]
-    return f"{len(catalog)} layers, {_count(sum(info.numel for info in catalog))} weights #{digest}"
+    layers = f"{len(catalog)} layer{'' if len(catalog) == 1 else 's'}"
+    return f"{layers}, {_count(sum(info.numel for info in catalog))} weights #{digest}"
 
 
 def _count(number: int) -> str:

@@ -43,7 +43,6 @@ def _read_asset(filename: str) -> str:
         ) from error
 
 
-@lru_cache(maxsize=None)
 def cifar100_names() -> list[str]:
     """The 100 CIFAR-100 fine label names in the standard label order (0 = apple ... 99 = worm)."""
     return list(_cifar100_tuple())
