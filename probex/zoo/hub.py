@@ -242,22 +242,35 @@ def _download_model_repos(
     layers: Sequence[str] | None,
     endpoint: str,
     progress: Progress | None,
+) -> None:
+    """Download each ``(repo_id, cache_dir)`` in the Hugging Face cache layout."""
+
+    def job(repo_id: str, cache_dir: Path) -> Callable[[], object]:
+        if layers:
+            return lambda: _download_repo_layers(repo_id, cache_dir, layers, endpoint)
+        return lambda: _snapshot(repo_id, cache_dir, endpoint)
+
+    _run_all([(repo_id, job(repo_id, cache_dir)) for repo_id, cache_dir in jobs], endpoint, progress)
+
+
+def _run_all(
+    jobs: list[tuple[str, Callable[[], object]]],
+    endpoint: str,
+    progress: Progress | None,
     max_workers: int = 4,
 ) -> None:
-    """Download each ``(repo_id, cache_dir)``; failed repos are logged and skipped, the rest load."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    """Run named download jobs a few at a time, each with retries.
 
-    def one(repo_id: str, cache_dir: Path) -> None:
-        if layers:
-            _with_retries(lambda: _download_repo_layers(repo_id, cache_dir, layers, endpoint), repo_id, endpoint)
-        else:
-            _with_retries(lambda: _snapshot(repo_id, cache_dir, endpoint), repo_id, endpoint)
+    A job that fails for good (missing repo, bad file) is logged and skipped while the rest
+    go on; if every job fails, or the Hub stops answering, the error is raised.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     failures: list[str] = []
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        futures = {pool.submit(one, repo_id, cache_dir): repo_id for repo_id, cache_dir in jobs}
+        futures = {pool.submit(_with_retries, work, name, endpoint): name for name, work in jobs}
         for done, future in enumerate(as_completed(futures), start=1):
-            repo_id = futures[future]
+            name = futures[future]
             try:
                 future.result()
             except HubUnavailableError:
@@ -265,14 +278,14 @@ def _download_model_repos(
                     pending.cancel()
                 raise
             except ZooError as error:
-                failures.append(f"{repo_id}: {error}")
+                failures.append(str(error))
                 logger.warning("skipped %s", error)
             if progress is not None:
-                progress(done, len(jobs), repo_id)
+                progress(done, len(jobs), name)
     if failures and len(failures) == len(jobs):
-        raise ZooError(f"no repo could be downloaded; first failure: {failures[0]}")
+        raise ZooError(f"nothing could be downloaded; first failure: {failures[0]}")
     if failures:
-        logger.warning("%d of %d repos were skipped:\n  %s", len(failures), len(jobs), "\n  ".join(failures))
+        logger.warning("%d of %d downloads were skipped:\n  %s", len(failures), len(jobs), "\n  ".join(failures))
 
 
 def _snapshot(repo_id: str, cache_dir: Path, endpoint: str, **patterns: object) -> Path:
@@ -324,23 +337,17 @@ def _download_generative(
     files = _with_retries(lambda: _repo_files(repo_id, commit, endpoint, *patterns), repo_id, endpoint)
     if not files:
         raise ZooError(f"{repo_id}: no files for splits {', '.join(splits)} at revision {commit}")
-    for done, filename in enumerate(files, start=1):
-        target = root / filename
+
+    def job(filename: str) -> Callable[[], object]:
         if layers and filename.endswith(".safetensors"):
             url = hub_file_url(repo_id, filename, revision=commit, endpoint=endpoint)
-            _with_retries(
-                lambda: _write_layers(RemoteSafetensors(url, headers=hub_auth_headers()), layers, target, f"{repo_id}@{commit}"),
-                filename,
-                endpoint,
-            )
-        else:
-            _with_retries(
-                lambda: hf_hub_download(repo_id, filename, revision=commit, local_dir=root, endpoint=endpoint, tqdm_class=_quiet_tqdm()),
-                filename,
-                endpoint,
-            )
-        if progress is not None:
-            progress(done, len(files), filename)
+            remote = lambda: RemoteSafetensors(url, headers=hub_auth_headers())  # noqa: E731
+            return lambda: _write_layers(remote(), layers, root / filename, f"{repo_id}@{commit}")
+        return lambda: hf_hub_download(
+            repo_id, filename, revision=commit, local_dir=root, endpoint=endpoint, tqdm_class=_quiet_tqdm()
+        )
+
+    _run_all([(filename, job(filename)) for filename in files], endpoint, progress)
 
 
 def _write_layers(remote, layers: Sequence[str], target: Path, origin: str) -> None:

@@ -23,7 +23,6 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 import torch

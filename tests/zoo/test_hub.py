@@ -219,7 +219,7 @@ def test_a_second_download_fetches_no_file_again(fake_hub, tmp_path):
     assert first > 0 and len(fake_hub.downloads()) == first
 
 
-def test_a_transient_server_error_is_retried(fake_hub, tmp_path):
+def test_a_transient_server_error_is_retried(fake_hub, tmp_path, caplog):
     repo = discriminative_repo(3)
     fake_hub.add("alice/flaky", repo)
     fake_hub.fail_next["model.safetensors"] = 1
@@ -227,6 +227,7 @@ def test_a_transient_server_error_is_retried(fake_hub, tmp_path):
     out = hub.download_repos(["alice/flaky"], tmp_path)
 
     assert fake_hub.served_503 == 1
+    assert "alice/flaky" in caplog.text and "retrying" in caplog.text
     assert (out / "models--alice--flaky" / "snapshots" / COMMIT / "model.safetensors").read_bytes() == repo["model.safetensors"]
 
 
