@@ -356,7 +356,8 @@ def _compact(path: Path, rows: int) -> None:
     try:
         compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
         for start in range(0, rows, 64):
-            compact[start:start + 64] = full[start:start + 64]
+            stop = min(start + 64, rows)
+            compact[start:stop] = full[start:stop]
         compact.flush()
         del compact, full
         os.replace(compact_path, path)
