@@ -352,6 +352,16 @@ def test_reachability_check_of_a_closed_port_fails_fast_with_one_paragraph(close
     assert "unreachable" in message and "ModelZoo.open(PATH)" in message and "\n" not in message
 
 
+def test_reachability_check_of_a_silent_server_gives_up_after_its_timeout(silent_port, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    started = time.perf_counter()
+
+    with pytest.raises(HubUnavailableError, match="unreachable"):
+        hub.check_hub_reachable(f"http://127.0.0.1:{silent_port}", timeout=0.5)
+
+    assert time.perf_counter() - started < 3
+
+
 def test_hf_hub_offline_fails_at_once_before_any_request(loopback, monkeypatch):
     server = loopback.serve_files({})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -396,3 +406,31 @@ def test_cli_download_repos_against_the_fake_hub_writes_the_snapshot(fake_hub, t
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "zoo" / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors").exists()
     assert "downloaded 1 repo(s)" in result.stdout
+
+
+# --- what the downloads write is what ModelZoo reads ---------------------------------------------
+
+
+def test_model_zoo_opens_a_downloaded_generative_subset_with_its_images(fake_hub, tmp_path):
+    from probex.zoo import ModelZoo
+
+    add_sd_200(fake_hub)
+    root = hub.download_modelj("SD_200", tmp_path, images=True)
+
+    zoo = ModelZoo.open(root)
+
+    assert sorted(record.split for record in zoo.records) == sorted(["train", "train", "val", "test", "val_holdout", "test_holdout"])
+    assert all(len(record.images) == 1 for record in zoo.records)
+
+
+def test_model_zoo_builds_a_layer_bank_from_a_layers_only_download(fake_hub, tmp_path):
+    from probex.zoo import ModelZoo
+
+    add_modelj_mae(fake_hub, {"train": [0, 1], "val": [2], "test": [3]})
+    root = hub.download_modelj("MAE", tmp_path, layers=["vit.encoder.layer.3.attention.query.weight"])
+
+    zoo = ModelZoo.open(root)
+    bank = zoo.bank("vit.encoder.layer.3.attention.query.weight", split="train")
+
+    assert tuple(bank.X.shape) == (2, 32, 32)
+    assert [record.labels for record in zoo.records] == [["apple", "bee"]] * 4

@@ -150,6 +150,11 @@ def test_closed_port_raises_hub_unavailable_error(closed_port):
         RemoteSafetensors(f"http://127.0.0.1:{closed_port}/model.safetensors", timeout=5)
 
 
+def test_silent_server_times_out_with_hub_unavailable_error(silent_port):
+    with pytest.raises(HubUnavailableError, match="unreachable"):
+        RemoteSafetensors(f"http://127.0.0.1:{silent_port}/model.safetensors", timeout=0.5)
+
+
 def test_redirect_to_another_host_is_followed_without_the_authorization_header(loopback, model_file):
     _, blob = model_file
     cdn = loopback.serve_files({"/blob": blob})
