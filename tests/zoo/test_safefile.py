@@ -350,7 +350,7 @@ json_values = st.recursive(
         st.lists(children, max_size=4),
         st.dictionaries(st.text(max_size=6), children, max_size=4),
     ),
-    max_leaves=12,
+    max_leaves=8,
 )
 wild_ints = st.one_of(
     st.integers(min_value=-5, max_value=64),
@@ -433,7 +433,7 @@ def check_only_zoo_error(parse) -> None:
     assert isinstance(header, SafetensorsHeader)
 
 
-@settings(max_examples=1600, **FUZZ_SETTINGS)
+@settings(max_examples=1300, **FUZZ_SETTINGS)
 @given(blob=malformed_files)
 def test_fuzzed_headers_raise_only_zoo_error(blob):
     check_only_zoo_error(lambda: parse_header(blob, len(blob), "fuzz.safetensors"))
@@ -445,7 +445,7 @@ def fuzz_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
 
 
-@settings(max_examples=900, **FUZZ_SETTINGS)
+@settings(max_examples=800, **FUZZ_SETTINGS)
 @given(blob=st.one_of(mutated_valid_files, malformed_files))
 def test_fuzzed_files_read_as_tensors_or_raise_only_zoo_error(fuzz_dir, blob):
     path = fuzz_dir / "fuzz.safetensors"
