@@ -31,6 +31,7 @@ layers), never the tensors.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -38,9 +39,14 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from probex.errors import ZooError
+from probex.progress import Progress
 from probex.storage import atomic_path, atomic_write_json
+from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress
 from probex.zoo.records import ModelRecord
 
+logger = logging.getLogger(__name__)
+
+LAYOUT = "probex-manifest"
 MANIFEST_NAME = "probex_zoo.json"
 MANIFEST_FORMAT = "probex-zoo"
 MANIFEST_VERSION = 1
@@ -84,6 +90,44 @@ def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
         seen.add(entry["id"])
     fields = {key: document.get(key) for key in ("format", "version", "name", "description")}
     return fields, entries
+
+
+def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
+    """Read the manifest zoo at ``root``: its records, with each weight file's header validated."""
+    fields, entries = read_manifest(root)
+    records: list[ModelRecord] = []
+    skipped: list[tuple[Path, str]] = []
+    for done, entry in enumerate(entries, start=1):
+        path = root / entry["path"]
+        header = read_header_or_skip(path, skipped)
+        report_progress(progress, done, len(entries), "reading model headers")
+        if header is None:
+            continue
+        stored_id = header.metadata.get("id")
+        if stored_id is not None and stored_id != entry["id"]:
+            logger.warning("%s: file metadata says id %r, the manifest %r; using the manifest", path, stored_id, entry["id"])
+        extra = {key: value for key, value in header.metadata.items() if key not in RESERVED_KEYS}
+        images = list_images(root / entry["images"]) if entry.get("images") else []
+        records.append(
+            ModelRecord(
+                id=entry["id"],
+                path=path,
+                split=entry.get("split"),
+                tree=entry.get("tree"),
+                labels=list(entry["labels"]),
+                metadata={**extra, **entry["metadata"]},
+                images=images,
+                header=header,
+            )
+        )
+    return ZooScan(
+        root=root,
+        layout=LAYOUT,
+        records=records,
+        skipped=skipped,
+        name=str(fields.get("name") or root.name),
+        description=str(fields.get("description") or ""),
+    )
 
 
 def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:

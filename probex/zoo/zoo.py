@@ -18,7 +18,8 @@ import torch
 from probex.errors import ZooError
 from probex.progress import Progress
 from probex.zoo.catalog import architecture_name, architecture_signature, layer_catalog
-from probex.zoo.layouts import scan_zoo, split_order
+from probex.zoo.folders import split_order
+from probex.zoo.layouts import scan_zoo
 from probex.zoo.records import LayerInfo, ModelRecord
 from probex.zoo.safefile import read_header
 

@@ -47,7 +47,8 @@ def test_bank_stacks_conv_layers_flattened_with_ids_and_labels_aligned(tmp_path)
 def test_lora_bank_holds_each_pair_merged(tmp_path):
     written = write_generative_zoo(tmp_path, splits={"train": 3}, style="processor", images_per_model=0)
     bank = ModelZoo.open(tmp_path).bank(LORA_LAYER, cache=False)
-    _, down, up = (None, f"{LORA_LAYER[:-5]}.processor.to_k_lora.down.weight", f"{LORA_LAYER[:-5]}.processor.to_k_lora.up.weight")
+    processor = LORA_LAYER.replace(".to_k", ".processor.to_k_lora")
+    down, up = f"{processor}.down.weight", f"{processor}.up.weight"
     expected = torch.stack([model.tensors[up] @ model.tensors[down] for model in written])
     assert bank.shape == (8, 6) and bank.info.kind == "lora"
     torch.testing.assert_close(bank.X, expected)

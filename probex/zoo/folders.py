@@ -1,0 +1,80 @@
+"""Reading folders of model files: what every zoo layout shares.
+
+The scan result (:class:`ZooScan`), image listing, split ordering, and reading a weight file's
+header with failures collected as (path, reason) instead of raised, so one corrupt file never
+stops a zoo from opening.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from probex.errors import ZooError
+from probex.progress import Progress
+from probex.zoo.records import ModelRecord
+from probex.zoo.safefile import SafetensorsHeader, read_header
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
+
+
+@dataclass
+class ZooScan:
+    """What was found under a zoo root: its layout, its readable models and the ones left out."""
+
+    root: Path
+    layout: str
+    records: list[ModelRecord]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    name: str = ""
+    description: str = ""
+
+
+def split_order(split: str | None) -> tuple[int, str]:
+    """Sort key of split names: train, val, test first, then the others alphabetically."""
+    rank = {"train": 0, "val": 1, "validation": 1, "test": 2}
+    return (rank.get(split, 3), split or "") if split is not None else (4, "")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name (empty if there is no folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            found = [Path(entry.path) for entry in entries if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(found)
+
+
+def subdirs(folder: Path) -> Iterator[Path]:
+    """The visible sub-folders of ``folder``, sorted (none if it is missing)."""
+    try:
+        with os.scandir(folder) as entries:
+            dirs = [Path(entry.path) for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return iter(())
+    return iter(sorted(dirs))
+
+
+def read_header_or_skip(path: Path, skipped: list[tuple[Path, str]]) -> SafetensorsHeader | None:
+    """The validated header of ``path``, or None after appending (path, reason) to ``skipped``."""
+    try:
+        return read_header(path)
+    except ZooError as error:
+        skipped.append((path, skip_reason(error, path)))
+        return None
+
+
+def skip_reason(error: Exception, path: Path) -> str:
+    """An error message without the file name in front (the skipped list already names it)."""
+    text = str(error)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def report_progress(progress: Progress | None, done: int, total: int, message: str) -> None:
+    """Call ``progress(done, total, message)`` when there is a callback."""
+    if progress is not None:
+        progress(done, total, message)
