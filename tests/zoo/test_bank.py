@@ -117,6 +117,26 @@ def test_bank_of_1000_models_is_reused_from_cache_without_reading_model_files(tm
     assert len(_cache_files(tmp_path / "cache", ".npy")) == 1 and len(_cache_files(tmp_path / "cache", ".json")) == 1
 
 
+def _file_mapped_at(address):
+    """The file the process has memory-mapped at ``address`` (from /proc/self/maps), or None."""
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        low, high = (int(part, 16) for part in fields[0].split("-"))
+        if low <= address < high:
+            return fields[5] if len(fields) > 5 else None
+    return None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process memory map, a Linux file")
+def test_reused_bank_is_memory_mapped_from_the_cache_file(tmp_path):
+    write_manifest_zoo(tmp_path / "zoo", n_models=3, images_per_model=0)
+    zoo = ModelZoo.open(tmp_path / "zoo")
+    zoo.bank(LAYER, cache=tmp_path / "cache")
+    reused = zoo.bank(LAYER, cache=tmp_path / "cache")
+    (array,) = _cache_files(tmp_path / "cache", ".npy")
+    assert _file_mapped_at(reused.X.data_ptr()) == str(array)
+
+
 def test_changed_model_file_builds_a_new_bank(tmp_path):
     written = write_manifest_zoo(tmp_path / "zoo", n_models=3, images_per_model=0)
     zoo = ModelZoo.open(tmp_path / "zoo")
