@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
@@ -21,7 +21,10 @@ from probex.zoo.catalog import architecture_name, architecture_signature, layer_
 from probex.zoo.folders import split_order
 from probex.zoo.layouts import scan_zoo
 from probex.zoo.records import LayerInfo, ModelRecord
-from probex.zoo.safefile import read_header
+from probex.zoo.safefile import SafetensorsHeader, read_header
+
+if TYPE_CHECKING:
+    from probex.zoo.bank import LayerBank
 
 
 class ModelZoo:
@@ -175,7 +178,7 @@ class ModelZoo:
         dtype: torch.dtype = torch.float32,
         progress: Progress | None = None,
         cache: bool | str | os.PathLike = True,
-    ):
+    ) -> "LayerBank":
         """One layer of every model (of ``split``, if given) stacked into a LayerBank, X: [N, d_W, d_H].
 
         Args:
@@ -196,7 +199,7 @@ class ModelZoo:
         return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root)
 
 
-def record_header(record: ModelRecord):
+def record_header(record: ModelRecord) -> SafetensorsHeader:
     """The record's validated safetensors header (read now if the record was built without one)."""
     if record.header is None:
         record.header = read_header(record.path)
