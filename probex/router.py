@@ -75,7 +75,8 @@ LINKAGE_METHODS = ("ward", "single", "complete", "average", "weighted")
 METRICS = ("l2", "l1")
 
 _BLOCK = 128  # coordinates per contiguous block of the random subset (few pages touched per model)
-_CHUNK_BYTES = 256 * 2**20  # float32 bytes of one streamed row chunk
+_CHUNK_BYTES = 64 * 2**20  # float32 bytes of one streamed row chunk (one reused buffer)
+_CANCELLATION_GUARD = 1e-2 / 1e-6  # float32 products err by <~1e-6 of the norms; keep distances within 1%
 _CONFIRM_TOLERANCE = 0.25  # relative disagreement allowed between subset and exact centre distances
 _MIN_MEMBERS_FOR_RADIUS = 3
 
@@ -707,13 +708,18 @@ def _first_appearance(cluster_ids: np.ndarray) -> np.ndarray:
 
 
 def _row_chunks(flat: torch.Tensor, rows: np.ndarray):
+    """(offset, float32 rows) chunks of ``flat[rows]``; each chunk reuses one buffer, so a caller
+    must be done with a chunk before asking for the next."""
     step = max(1, _CHUNK_BYTES // (4 * flat.shape[1]))
+    buffer = torch.empty(min(step, len(rows)), flat.shape[1], dtype=torch.float32)
     for start in range(0, len(rows), step):
         part = rows[start:start + step]
+        chunk = buffer[:len(part)]
         if part[-1] - part[0] + 1 == len(part):  # contiguous rows: one slice, no gather
-            yield start, flat[int(part[0]):int(part[-1]) + 1].to(torch.float32)
+            chunk.copy_(flat[int(part[0]):int(part[-1]) + 1])
         else:
-            yield start, flat.index_select(0, torch.from_numpy(part)).to(torch.float32)
+            chunk.copy_(flat.index_select(0, torch.from_numpy(part)))
+        yield start, chunk
 
 
 def _centres(flat: torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees: int,
@@ -721,7 +727,9 @@ def _centres(flat: torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees: 
     """Mean of each tree's members [n_trees, D] (float32), streamed over row chunks."""
     sums = torch.zeros(n_trees, flat.shape[1], dtype=torch.float64)
     for start, chunk in _row_chunks(flat, rows):
-        sums.index_add_(0, torch.from_numpy(labels[start:start + len(chunk)]), chunk.to(torch.float64))
+        onehot = torch.zeros(n_trees, len(chunk))
+        onehot[torch.from_numpy(labels[start:start + len(chunk)]), torch.arange(len(chunk))] = 1.0
+        sums.add_(onehot @ chunk)  # a small float32 sum per chunk, float64 across chunks
         if progress:
             progress(start + len(chunk), len(rows), "tree centres")
     counts = torch.from_numpy(np.bincount(labels, minlength=n_trees)).clamp(min=1).to(torch.float64)
@@ -730,14 +738,29 @@ def _centres(flat: torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees: 
 
 def _distances(flat: torch.Tensor, centres: torch.Tensor, metric: str, progress: Progress | None,
                rows: np.ndarray | None = None) -> np.ndarray:
-    """Exact distances [len(rows), K] from models to centres, from differences (no cancellation)."""
+    """Exact distances [len(rows), K] from models to centres, summed over differences (never the
+    |x|^2 - 2 x.c + |c|^2 shortcut, whose cancellation ruins the small within-tree distances)."""
     rows = np.arange(flat.shape[0]) if rows is None else rows
     out = np.empty((len(rows), centres.shape[0]))
+    # l2 goes through one matrix product: |x-m|^2 - 2 (x-m).(c-m) + |c-m|^2 around the mean m of
+    # the centres; rows where float32 cancellation could exceed 1% are redone from differences
+    middle = centres.mean(0)
+    offsets = centres - middle
+    offset_norms = offsets.double().pow(2).sum(1)
     for start, chunk in _row_chunks(flat, rows):
-        for k, centre in enumerate(centres):
-            difference = chunk - centre
-            value = difference.abs().sum(1) if metric == "l1" else difference.pow(2).sum(1).sqrt()
-            out[start:start + len(chunk), k] = value.double().numpy()
+        if metric == "l1":
+            value = torch.cdist(chunk, centres, p=1.0).double()
+        else:
+            chunk.sub_(middle)
+            norms = torch.linalg.vector_norm(chunk, dim=1).double().pow(2)
+            squared = norms[:, None] + offset_norms[None, :] - 2.0 * (chunk @ offsets.T).double()
+            risky = (norms[:, None] + offset_norms[None, :]) > _CANCELLATION_GUARD * squared
+            if risky.any():
+                redo = risky.any(1)
+                exact = torch.cdist(chunk[redo], offsets, compute_mode="donot_use_mm_for_euclid_dist")
+                squared[redo] = exact.double().pow(2)
+            value = squared.clamp(min=0.0).sqrt()
+        out[start:start + len(chunk)] = value.numpy()
         if progress:
             progress(start + len(chunk), len(rows), "distances to tree centres")
     return out

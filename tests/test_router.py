@@ -240,3 +240,15 @@ def test_dendrogram_is_truncated_above_max_leaves(fitted):
     assert data.truncated
     assert len(data.leaf_ids) == 10
     assert sum(data.leaf_sizes) == 55
+
+
+def test_distances_of_models_very_near_a_far_away_centre_stay_accurate():
+    # within-tree spread 1e-5 of the distance between roots: float32 cancellation territory
+    near = grow_tree("a", 10, root_seed=1, update=1e-4, noise=1e-5)
+    near.X = near.X * 100
+    far = grow_tree("b", 10, root_seed=2, seed=3, update=1e-4, noise=1e-5)
+    far.X = far.X * 100
+    router = TreeRouter().fit(concat(near, far))
+    _, distances = router.route(near, return_distance=True)
+    exact = (near.X.double() - router.centers_[0].double()).flatten(1).norm(dim=1).numpy()
+    np.testing.assert_allclose(distances, exact, rtol=0.01)
