@@ -3,7 +3,7 @@
 The public names are imported lazily, so ``import probex`` (and the CLI) start fast and only
 load torch, scikit-learn or the Hub client when a name that needs them is first used::
 
-    from probex import ProbeX, ProbeXClassifier, DenseExpert
+    from probex import ProbeX, ProbeXClassifier, DenseExpert, ModelZoo, LayerBank
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ _PUBLIC = {
     "load_expert": "probex.experts",
     "StatNNClassifier": "probex.statnn",
     "statnn_features": "probex.statnn",
+    "ModelZoo": "probex.zoo",
+    "LayerBank": "probex.zoo",
+    "ModelRecord": "probex.zoo",
+    "LayerInfo": "probex.zoo",
+    "download_modelj": "probex.zoo.hub",
+    "download_repos": "probex.zoo.hub",
+    "RemoteSafetensors": "probex.zoo.remote",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",
 }
