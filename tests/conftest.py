@@ -1,10 +1,13 @@
 """Shared test settings: nothing touches the network, and the Hub runs offline."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Layer-bank caches and other probex caches of the test session live in a throwaway folder,
 # never in the user's ~/.cache.
 os.environ["PROBEX_CACHE"] = tempfile.mkdtemp(prefix="probex-test-cache-")
+atexit.register(shutil.rmtree, os.environ["PROBEX_CACHE"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
