@@ -617,9 +617,10 @@ def _true_trees_of(population: Any) -> list | None:
         parts = [(_true_trees_of(part), _count(part)) for part in population]
         trees = sum((part or [None] * count for part, count in parts), [])
         return None if all(tree is None for tree in trees) else trees
-    trees = getattr(population, "trees", None)
-    if trees is None and hasattr(population, "records"):
-        trees = [getattr(record, "tree", None) for record in population.records]
+    if hasattr(population, "architectures"):  # a ModelZoo: .trees is its set of names, records say per model
+        trees = [record.tree for record in population.records]
+    else:
+        trees = getattr(population, "trees", None)
     if trees is None or all(tree is None for tree in trees):
         return None
     return list(trees)

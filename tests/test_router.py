@@ -252,3 +252,49 @@ def test_distances_of_models_very_near_a_far_away_centre_stay_accurate():
     _, distances = router.route(near, return_distance=True)
     exact = (near.X.double() - router.centers_[0].double()).flatten(1).norm(dim=1).numpy()
     np.testing.assert_allclose(distances, exact, rtol=0.01)
+
+
+# ---------------------------------------------------------------- on a ModelZoo on disk
+def write_forest_zoo(root, seed: int = 10, sizes=(12, 10, 8)):
+    """A probex-manifest zoo: trees a and b share an architecture (fc1 + bias), tree c has a head layer."""
+    from probex.zoo.manifest import save_model_file, write_manifest
+    from probex.zoo.records import ModelRecord
+
+    a = grow_tree("a", sizes[0], root_seed=1, seed=seed)
+    b = grow_tree("b", sizes[1], root_seed=2, seed=seed + 1)
+    c = grow_tree("c", sizes[2], shape=(16, 12), root_seed=3, seed=seed + 2)
+    records = []
+    for bank in (a, b, c):
+        for model_id, weights, tree in zip(bank.ids, bank.X, bank.trees):
+            tensors = ({"head.weight": weights} if tree == "c"
+                       else {"fc1.weight": weights, "fc1.bias": weights[:, 0].clone()})
+            path = save_model_file(root / "models" / f"{model_id}.safetensors", tensors, id=model_id, tree=tree)
+            records.append(ModelRecord(id=model_id, path=path, tree=tree))
+    write_manifest(root, records, name="forest")
+    return root
+
+
+def test_on_a_model_zoo_each_architecture_clusters_its_largest_layer(tmp_path):
+    from probex.zoo import ModelZoo
+
+    zoo = ModelZoo.open(write_forest_zoo(tmp_path / "zoo"))
+    router = TreeRouter().fit(zoo)
+    assert router.n_trees_ == 3
+    assert sorted(a.layer for a in router.architectures_) == ["fc1.weight", "head.weight"]
+    truth = [record.tree for record in zoo.records]
+    assert [router.tree_truth_[router.tree_names_[k]] for k in router.labels_] == truth
+
+
+def test_on_a_model_zoo_held_out_models_route_with_accuracy_one(tmp_path):
+    from probex.zoo import ModelZoo
+
+    router = TreeRouter().fit(ModelZoo.open(write_forest_zoo(tmp_path / "fit")))
+    held_out = ModelZoo.open(write_forest_zoo(tmp_path / "held_out", seed=100, sizes=(4, 4, 4)))
+    assert router.score(held_out) == 1.0
+
+
+def test_on_a_model_zoo_a_layer_name_picks_the_layer(tmp_path):
+    from probex.zoo import ModelZoo
+
+    router = TreeRouter(layer="fc1.bias").fit(ModelZoo.open(write_forest_zoo(tmp_path / "zoo")))
+    assert sorted(a.layer for a in router.architectures_) == ["fc1.bias", "head.weight"]

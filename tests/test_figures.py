@@ -1,0 +1,63 @@
+"""Figure builders: the dendrogram of a fitted router as a plotly figure."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import pytest
+
+from probex.figures import dendrogram_figure
+from probex.router import ABOVE_CUT_COLOR, TreeRouter
+
+from tests.test_router import concat, forest, grow_tree
+
+
+@pytest.fixture(scope="module")
+def router() -> TreeRouter:
+    return TreeRouter().fit(forest(seed=10))
+
+
+def _cut_lines(figure: go.Figure) -> list:
+    return [shape for shape in figure.layout.shapes if shape.type == "line" and shape.y0 == shape.y1]
+
+
+def test_dendrogram_figure_has_one_panel_per_architecture(router):
+    figure = dendrogram_figure(router)
+    assert isinstance(figure, go.Figure)
+    assert "xaxis2" in figure.layout and "xaxis3" not in figure.layout
+    assert len(_cut_lines(figure)) == 2
+
+
+def test_dendrogram_links_are_coloured_by_tree_with_a_legend_entry_per_tree(router):
+    figure = dendrogram_figure(router, architecture=0)
+    lines = {trace.name: trace.line.color for trace in figure.data if trace.mode == "lines"}
+    data = router.dendrogram(0)
+    assert lines == {**data.tree_colors, "above the cut": ABOVE_CUT_COLOR}
+
+
+def test_dendrogram_cut_line_sits_at_the_cut_height(router):
+    figure = dendrogram_figure(router, architecture=0)
+    (cut,) = _cut_lines(figure)
+    assert cut.y0 == pytest.approx(router.architectures_[0].cut_height)
+    heights = sorted(router.architectures_[0].linkage[:, 2])
+    assert heights[-2] < cut.y0 < heights[-1]
+
+
+def test_few_leaves_are_labelled_with_model_ids_and_hover_the_true_tree():
+    small = TreeRouter().fit(concat(grow_tree("a", 6, root_seed=1), grow_tree("b", 6, root_seed=2, seed=3)))
+    figure = dendrogram_figure(small)
+    assert sorted(figure.layout.xaxis.ticktext) == sorted(small.ids_)
+    (leaves,) = [trace for trace in figure.data if trace.mode == "markers"]
+    assert all("true tree: a" in text or "true tree: b" in text for text in leaves.hovertext)
+
+
+def test_large_dendrogram_is_truncated_and_unlabelled(router):
+    figure = dendrogram_figure(router, architecture=0, max_leaves=8)
+    (leaves,) = [trace for trace in figure.data if trace.mode == "markers"]
+    assert len(leaves.x) == 8
+    assert any("models" in text for text in leaves.hovertext)
+    assert list(figure.layout.xaxis.ticktext) == list(router.dendrogram(0, max_leaves=8).leaf_ids)
+
+
+def test_dendrogram_figure_refuses_an_unfitted_source():
+    with pytest.raises(TypeError, match="TreeRouter"):
+        dendrogram_figure(object())
