@@ -155,6 +155,7 @@ class TreeRouter:
     def fit(self, population: Any, progress: Progress | None = None) -> "TreeRouter":
         """Find the trees of ``population`` (ModelZoo, LayerBank, tensor or array [N, d_W, d_H])."""
         self._check_parameters()
+        self._check_layer_exists(population)
         total, groups = _split_population(population, self._fit_layer_choice, progress)
         if total == 0:
             raise ProbeXError("TreeRouter.fit: the population is empty; give it at least one model")
@@ -204,6 +205,16 @@ class TreeRouter:
             raise ProbeXError(f"TreeRouter: metric {self.metric!r} unknown; use one of {METRICS}")
         if self.threshold is not None and self.n_trees is not None:
             raise ProbeXError("TreeRouter: give threshold or n_trees, not both")
+
+    def _check_layer_exists(self, population: Any) -> None:
+        """A layer name given for a ModelZoo must exist in at least one of its architectures."""
+        if not isinstance(self.layer, str) or not hasattr(population, "architectures"):
+            return
+        catalogs = [sub.catalog() for sub in population.architectures().values()]
+        if not any(self.layer in {info.name for info in catalog} for catalog in catalogs):
+            names = [info.name for catalog in catalogs for info in catalog]
+            raise ZooError(f"{getattr(population, 'root', 'zoo')}: no architecture has a layer {self.layer!r}; "
+                           f"available: {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}")
 
     def _fit_layer_choice(self, name: str, catalog: Sequence) -> str:
         """The layer to cluster an architecture on: the one asked for, else the largest."""
