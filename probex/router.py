@@ -19,13 +19,16 @@ How the trees are found, precisely:
    outlier model costs little to merge into a big tree (Ward's merge height grows with the
    sizes of what it merges), so it does not become a tree of its own, whereas single and
    average linkage read a forest of models with no shared root as hundreds of singleton trees.
-3. The number of trees is read off the dendrogram by the *largest gap rule*: sort the merge
-   heights h_1 <= ... <= h_{n-1}, raise those below their median to the median (so duplicate
-   or near-duplicate models at the bottom of the tree cannot create a spurious gap), and cut
-   between the two consecutive heights with the largest ratio h_{i+1} / h_i, at their
-   geometric mean; that leaves n - i trees. When no ratio reaches ``min_gap_ratio`` (2.0), the
-   architecture is a single tree. ``threshold`` (a height, in the dendrogram's units) or
-   ``n_trees`` (per architecture) replace the rule.
+3. The number of trees is read off the dendrogram by the *highest significant gap*: sort the
+   merge heights h_1 <= ... <= h_{n-1}, raise those below their median to the median (so
+   duplicate or near-duplicate models at the bottom cannot create a spurious gap), and, going
+   down from the top merge, cut at the first gap whose ratio h_{i+1} / h_i reaches
+   ``min_gap_ratio`` (2.0), at the geometric mean of the two heights; that leaves n - i trees.
+   No such gap: the architecture is a single tree. Why the highest gap and not the largest:
+   models fine-tuned on a few discrete tasks form tight task clusters inside their tree, and
+   the gap below those clusters can be larger than the gap between trees; trees are the
+   coarsest structure, so the rule looks from the top. ``threshold`` (a height, in the
+   dendrogram's units) or ``n_trees`` (per architecture) replace the rule.
 4. Each tree's centre is the mean of its members' weights; ``route`` sends a model to the
    nearest centre of its architecture (``metric`` "l2", or "l1" as in the arXiv v1 formula).
 5. Unknown trees: each tree gets a radius, ``radius_margin`` times the ``radius_quantile``
@@ -277,7 +280,7 @@ class TreeRouter:
         if self.n_trees is not None:
             k = min(max(int(self.n_trees), 1), n_models)
             return above_all if k == 1 else float(h[-k] + h[-k + 1]) / 2
-        return largest_gap_cut(h, self.min_gap_ratio)[1]
+        return highest_gap_cut(h, self.min_gap_ratio)[1]
 
     def _calibrate_radii(self, member_distances: list[np.ndarray]) -> np.ndarray:
         radii = np.full(len(member_distances), np.nan)
@@ -567,8 +570,8 @@ class DendrogramData:
     truncated: bool
 
 
-def largest_gap_cut(heights: np.ndarray, min_gap_ratio: float = 2.0) -> tuple[int, float]:
-    """The largest gap rule: (number of trees, cut height) from merge heights [n - 1]."""
+def highest_gap_cut(heights: np.ndarray, min_gap_ratio: float = 2.0) -> tuple[int, float]:
+    """The highest significant gap rule: (number of trees, cut height) from merge heights [n - 1]."""
     h = np.sort(np.asarray(heights, dtype=np.float64))
     if len(h) == 0:
         return 1, 0.0
@@ -577,9 +580,10 @@ def largest_gap_cut(heights: np.ndarray, min_gap_ratio: float = 2.0) -> tuple[in
         return 1, above_all
     floored = np.maximum(h, max(float(np.median(h)), float(h[-1]) * 1e-12))
     ratios = floored[1:] / floored[:-1]
-    best = int(np.argmax(ratios))
-    if ratios[best] < min_gap_ratio:
+    significant = np.flatnonzero(ratios >= min_gap_ratio)
+    if len(significant) == 0:
         return 1, above_all
+    best = int(significant[-1])  # the highest one
     return len(h) - best, float(np.sqrt(floored[best] * floored[best + 1]))
 
 
