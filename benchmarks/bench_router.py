@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -139,6 +140,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000])
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary memmaps go")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="    %(name)s: %(message)s")
     out = Path(__file__).with_suffix(".json")
     report = {
         "conditions": {

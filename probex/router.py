@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -243,8 +244,10 @@ class TreeRouter:
         blocks = _coordinate_blocks(dim, self.max_coordinates, rng) if dim > self.max_coordinates else None
         strategy = "exact"
         while True:
+            started = time.perf_counter()
             gram = _gram(flat, rows, blocks, dim, progress)
             linkage = _linkage(gram, self.method)
+            linked = time.perf_counter()
             cut = self._cut_height(linkage[:, 2], len(rows))
             link_labels = _first_appearance(hierarchy.fcluster(linkage, cut, "distance") if len(rows) > 1
                                             else np.ones(1, dtype=int))
@@ -257,6 +260,10 @@ class TreeRouter:
                 labels[rest] = _distances(flat, centres, "l2", progress, rows=rest).argmin(1)
             centres = _centres(flat, np.arange(n), labels, n_local, progress)
             distances = _distances(flat, centres, "l2", progress)
+            log.info("architecture %s: linkage of %d models on %s coordinates %.1f s, exact centres and "
+                     "distances %.1f s", group.name or _shape_name(group), len(rows),
+                     dim if blocks is None else sum(b - a for a, b in blocks), linked - started,
+                     time.perf_counter() - linked)
             if blocks is None:
                 break
             if _confirmed(distances, labels, centres, gram, link_labels, n_local):
