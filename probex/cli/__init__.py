@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "probex.cli.info",
     "probex.cli.download",
     "probex.cli.zoo",
+    "probex.cli.jungle",
     "probex.cli.route",
 )
 

@@ -103,8 +103,8 @@ def render(concept_ids: torch.Tensor, generator: torch.Generator | None = None, 
     shape_ids, colour_ids = concept_ids % len(SHAPES), concept_ids // len(SHAPES)
     axis = torch.linspace(-1, 1, big)
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")
-    scale, angle = uniform(0.45, 0.8, 1, 1), uniform(-0.35, 0.35, 1, 1)
-    cx, cy = uniform(-0.3, 0.3, 1, 1) , uniform(-0.3, 0.3, 1, 1)
+    scale, angle = uniform(0.6, 0.9, 1, 1), uniform(-0.35, 0.35, 1, 1)
+    cx, cy = uniform(-0.2, 0.2, 1, 1), uniform(-0.2, 0.2, 1, 1)
     dx, dy = (gx - cx) / scale, (gy - cy) / scale
     x = torch.cos(angle) * dx + torch.sin(angle) * dy
     y = -torch.sin(angle) * dx + torch.cos(angle) * dy

@@ -1,0 +1,149 @@
+"""Building the whole demo jungle: discriminative trees, the forest, the generative tree, a manifest.
+
+``build_jungle(out)`` writes a zoo folder that ``ModelZoo.open`` reads::
+
+    out/probex_zoo.json              the manifest of every model (our layout)
+    out/discriminative/<tree>/...    fp16 classifiers, one safetensors file each
+    out/generative/<split>/model_idx_NNNN/pytorch_lora_weights.safetensors  (+ training_images/)
+                                     exactly the Model-J generative layout
+    out/roots/<tree>.safetensors     the discriminative roots (reused with ``roots=``)
+    out/build.json                   what was built, how, and how long each part took
+
+Deterministic for a seed (on one machine and torch version). The parts are independent, so
+``workers=2`` builds the generative tree in a second process while the classifiers train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from probex.jungle import discriminative as disc
+from probex.jungle.architectures import make_model
+from probex.progress import Progress
+from probex.storage import atomic_path, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+SIZES = ("small", "full")
+NAME = "demo-jungle"
+DESCRIPTION = (
+    "The built-in demo jungle of ProbeX Explorer: small image classifiers fine-tuned from three "
+    "roots (two CNN roots, one MLP-Mixer root), a forest of independently initialised CNNs, and "
+    "LoRA fine-tunes of a tiny text-to-image model, one procedural concept each."
+)
+
+
+def _root_path(roots: Path, tree: str) -> Path:
+    return roots / f"{tree}.safetensors"
+
+
+def _load_or_pretrain_root(recipe: disc.TreeRecipe, steps: int, roots_in: Optional[Path], roots_out: Path,
+                           progress: Optional[Progress]) -> tuple[torch.nn.Module, dict]:
+    source = _root_path(roots_in, recipe.name) if roots_in is not None else None
+    if source is not None and source.is_file():
+        model = make_model(recipe.architecture, 16)
+        model.load_state_dict(load_file(str(source)))
+        info = {"reused": str(source), "seconds": 0.0}
+    else:
+        started = time.perf_counter()
+        model = disc.pretrain_root(recipe, steps, progress)
+        info = {"reused": None, "seconds": round(time.perf_counter() - started, 1), "steps": steps}
+    info["accuracy"] = round(disc.root_accuracy(model, recipe), 4)
+    target = _root_path(roots_out, recipe.name)
+    if source is None or source.resolve() != target.resolve():
+        with atomic_path(target) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                      metadata={"tree": recipe.name, "architecture": recipe.architecture,
+                                "objective": str(recipe.objective), "root_accuracy": str(info["accuracy"])})
+    return model, info
+
+
+def build_discriminative(out: Path, size: str, seed: int, roots: Optional[Path] = None,
+                         progress: Optional[Progress] = None) -> tuple[list[dict], dict]:
+    """Roots (pre-trained or reused), fine-tuned trees and the forest; manifest entries and timings."""
+    plan = disc.SIZES[size]
+    entries, report = [], {}
+    for recipe in disc.TREES:
+        root, root_info = _load_or_pretrain_root(recipe, plan.root_steps, roots, out / "roots", progress)
+        started = time.perf_counter()
+        models = disc.fine_tune_tree(recipe, root, plan.models_per_tree, seed, progress)
+        entries += disc.write_models(models, out, recipe.name, seed)
+        report[recipe.name] = {"root": root_info, "models": len(models),
+                               "fine_tune_seconds": round(time.perf_counter() - started, 1)}
+    started = time.perf_counter()
+    forest = disc.fine_tune_tree(disc.FOREST, None, plan.forest_models, seed, progress)
+    entries += disc.write_models(forest, out, disc.FOREST.name, seed)
+    report["forest"] = {"models": len(forest), "fine_tune_seconds": round(time.perf_counter() - started, 1)}
+    return entries, report
+
+
+def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[str]) -> tuple[list[dict], float]:
+    from probex.jungle.generative import build_generative
+
+    started = time.perf_counter()
+    entries = build_generative(Path(out) / "generative", size=size, seed=seed, root_path=root_path)
+    return entries, round(time.perf_counter() - started, 1)
+
+
+def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: int = 1,
+                 roots: Optional[str | Path] = None, progress: Optional[Progress] = None) -> Path:
+    """Build the demo jungle into ``out`` and return the folder (see the module docstring).
+
+    Args:
+        size: "full" (what ships: ~300 models per tree, ~1,600 LoRA models) or "small" (tests).
+        workers: 1 builds the parts one after the other; 2 builds the generative tree in a
+            second process at the same time.
+        roots: a folder of roots from an earlier build (``<jungle>/roots`` for the classifiers,
+            ``<jungle>/generative/root`` for the text-to-image root): pre-training is skipped.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}; got {size!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    roots_path = Path(roots) if roots is not None else None
+    generative_root = None
+    if roots_path is not None and (roots_path.parent / "generative" / "root").is_dir():
+        generative_root = str(roots_path.parent / "generative" / "root")
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread per part is fastest and repeatable
+    try:
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=1) as pool:
+                generative = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
+                entries, report = build_discriminative(out, size, seed, roots_path, progress)
+                generative_entries, generative_seconds = generative.result()
+        else:
+            entries, report = build_discriminative(out, size, seed, roots_path, progress)
+            generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)
+    finally:
+        torch.set_num_threads(threads)
+    report["generative"] = {"models": len(generative_entries), "seconds": generative_seconds}
+    _write_manifest(out, entries + generative_entries)
+    report.update(size=size, seed=seed, workers=workers, total_seconds=round(time.perf_counter() - started, 1),
+                  torch=torch.__version__)
+    atomic_write_json(out / "build.json", report)
+    logger.info("demo jungle built in %.0f s: %s", report["total_seconds"], out)
+    return out
+
+
+def _write_manifest(out: Path, entries: list[dict]) -> None:
+    from probex.zoo.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+
+    models = [{key: entry[key] for key in ("id", "path", "split", "tree", "labels", "metadata", "images")}
+              for entry in entries]
+    atomic_write_json(out / MANIFEST_NAME, {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": NAME,
+                                            "description": DESCRIPTION, "models": models})
+
+
+def read_build_report(jungle: str | Path) -> dict:
+    """The build.json of a built jungle."""
+    return json.loads((Path(jungle) / "build.json").read_text())

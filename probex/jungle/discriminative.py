@@ -1,0 +1,249 @@
+"""The demo jungle's discriminative trees: small image classifiers fine-tuned from shared roots.
+
+Like Model-J's Sup.ViT / DINO / MAE / ResNet subsets, on a scale one CPU core can train:
+
+- three trees of ~300 models each: ``cnn-supervised`` and ``cnn-attributes`` share the SmallCNN
+  architecture but grow from different roots (another seed, another pre-training objective:
+  16-way concept classification vs. 8 shape + 8 colour attributes — the DINO-vs-MAE case);
+  ``mixer-supervised`` is a TinyMixer;
+- a forest: SmallCNNs each fine-tuned from its OWN random initialisation (trees "forest-NNN").
+
+Roots are pre-trained on 16 concepts disjoint from the fine-tuning pool of 24. Each model is
+fully fine-tuned on a random 12 of the 24 with random learning rate, weight decay, epochs and
+augmentation; its labels are those 12 class names. Every model of a tree starts its new
+12-way head from the SAME initialisation: with a fresh random head per model, tiny models
+carry no readable signal (measured in feasibility: 0.52-0.56, like the forest).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probex.jungle.architectures import make_model
+from probex.jungle.concepts import COLOUR_NAMES, SHAPES, concept, render
+from probex.jungle.forge import train_stacked
+from probex.training import seeded
+
+logger = logging.getLogger(__name__)
+
+N_SHAPES = len(SHAPES)
+# Latin-square choices: colour c takes shapes c+k (mod 8); every colour and shape appears
+# equally often in each set, and the sets are disjoint.
+PRETRAIN_CONCEPTS = tuple(sorted(c * N_SHAPES + (c + k) % N_SHAPES for c in range(len(COLOUR_NAMES)) for k in (0, 1)))
+POOL_CONCEPTS = tuple(sorted(c * N_SHAPES + (c + k) % N_SHAPES for c in range(len(COLOUR_NAMES)) for k in (2, 3, 4)))
+CLASSES_PER_MODEL = 12
+IMAGES_PER_CLASS = 100  # each model's own training images per chosen class
+POOL_IMAGES_PER_CONCEPT = 256
+BATCH = 32
+MODELS_AT_ONCE = 64
+
+
+@dataclass(frozen=True)
+class TreeRecipe:
+    name: str
+    architecture: str
+    objective: Optional[str]  # "supervised", "attributes", or None for the forest (no root)
+    seed: int
+
+
+TREES = (
+    TreeRecipe("cnn-supervised", "cnn", "supervised", 101),
+    TreeRecipe("cnn-attributes", "cnn", "attributes", 202),
+    TreeRecipe("mixer-supervised", "mixer", "supervised", 303),
+)
+FOREST = TreeRecipe("forest", "cnn", None, 404)
+
+
+@dataclass(frozen=True)
+class Size:
+    models_per_tree: int
+    forest_models: int
+    root_steps: int
+
+
+SIZES = {"full": Size(300, 300, 2000), "small": Size(20, 20, 150)}
+
+
+def _attribute_targets(concept_ids: torch.Tensor) -> torch.Tensor:
+    """[N, 16]: one-hot shape (8) then one-hot colour (8)."""
+    return torch.cat([F.one_hot(concept_ids % N_SHAPES, N_SHAPES), F.one_hot(concept_ids // N_SHAPES, N_SHAPES)], 1).float()
+
+
+def _augment(images: torch.Tensor, on: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and 1-pixel shifts for the images whose ``on`` flag is set."""
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5) & on
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    shift = torch.randint(-1, 2, (2,), generator=generator)
+    shifted = torch.roll(images, shifts=(int(shift[0]), int(shift[1])), dims=(-2, -1))
+    return torch.where(on[:, None, None, None], shifted, images)
+
+
+def pretrain_root(recipe: TreeRecipe, steps: int, progress: Optional[Callable] = None) -> nn.Module:
+    """Pre-train a tree's root on the 16 pre-training concepts with the recipe's objective."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+    concepts = torch.tensor(PRETRAIN_CONCEPTS)
+    images = render(concepts.repeat_interleave(512), generator)
+    labels = torch.arange(len(concepts)).repeat_interleave(512)
+    with seeded(recipe.seed):
+        model = make_model(recipe.architecture, 16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for step in range(steps):
+        index = torch.randint(0, len(images), (64,), generator=generator)
+        batch = _augment(images[index], torch.ones(64, dtype=torch.bool), generator)
+        outputs = model(batch)
+        if recipe.objective == "attributes":
+            loss = F.binary_cross_entropy_with_logits(outputs, _attribute_targets(concepts[labels[index]]))
+        else:
+            loss = F.cross_entropy(outputs, labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if progress is not None and (step + 1) % 50 == 0:
+            progress(step + 1, steps, f"root {recipe.name} loss {float(loss):.3f}")
+    return model.eval()
+
+
+@torch.no_grad()
+def root_accuracy(model: nn.Module, recipe: TreeRecipe, seed: int = 7) -> float:
+    """Held-out accuracy of a root on its own pre-training task (fresh renders)."""
+    generator = torch.Generator().manual_seed(seed)
+    concepts = torch.tensor(PRETRAIN_CONCEPTS)
+    labels = torch.arange(len(concepts)).repeat_interleave(64)
+    outputs = model(render(concepts[labels], generator))
+    if recipe.objective == "attributes":
+        targets = _attribute_targets(concepts[labels])
+        shape_ok = outputs[:, :N_SHAPES].argmax(1) == targets[:, :N_SHAPES].argmax(1)
+        colour_ok = outputs[:, N_SHAPES:].argmax(1) == targets[:, N_SHAPES:].argmax(1)
+        return float((shape_ok & colour_ok).float().mean())
+    return float((outputs.argmax(1) == labels).float().mean())
+
+
+@dataclass
+class FineTune:
+    """One fine-tuned model: what it was trained on, how, and its weights."""
+
+    index: int
+    tree: str
+    classes: list[str]
+    hyperparameters: dict
+    weights: dict[str, torch.Tensor]
+
+
+def _sample_hyperparameters(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)
+    epochs = torch.randint(2, 5, (n,), generator=generator)
+    return {
+        "lr": torch.exp(uniform(math.log(5e-4), math.log(5e-3))),
+        "weight_decay": torch.exp(uniform(math.log(1e-5), math.log(1e-2))),
+        "epochs": epochs,
+        "steps": epochs * (CLASSES_PER_MODEL * IMAGES_PER_CLASS // BATCH),
+        "augment": torch.rand(n, generator=generator) < 0.5,
+    }
+
+
+def fine_tune_tree(
+    recipe: TreeRecipe,
+    root: Optional[nn.Module],
+    n_models: int,
+    seed: int,
+    progress: Optional[Callable] = None,
+) -> list[FineTune]:
+    """Fine-tune ``n_models`` models of one tree (all from ``root``; from random inits when None)."""
+    generator = torch.Generator().manual_seed(seed * 1000 + recipe.seed)
+    pool = torch.tensor(POOL_CONCEPTS)
+    pool_images = render(pool.repeat_interleave(POOL_IMAGES_PER_CONCEPT), generator)
+    pool_images = pool_images.view(len(pool), POOL_IMAGES_PER_CONCEPT, 3, 16, 16)
+    hyper = _sample_hyperparameters(n_models, generator)
+    chosen = torch.stack([torch.randperm(len(pool), generator=generator)[:CLASSES_PER_MODEL].sort().values for _ in range(n_models)])
+    own_images = torch.stack([torch.randperm(POOL_IMAGES_PER_CONCEPT, generator=generator)[:IMAGES_PER_CLASS] for _ in range(n_models * CLASSES_PER_MODEL)])
+    own_images = own_images.view(n_models, CLASSES_PER_MODEL, IMAGES_PER_CLASS)
+    with seeded(recipe.seed + 1):  # ONE head initialisation per tree
+        shared_head = make_model(recipe.architecture, CLASSES_PER_MODEL).head.state_dict()
+
+    results: list[FineTune] = []
+    for start in range(0, n_models, MODELS_AT_ONCE):
+        group = list(range(start, min(start + MODELS_AT_ONCE, n_models)))
+        models = []
+        for i in group:
+            with seeded(seed * 100_000 + recipe.seed * 1000 + i):
+                model = make_model(recipe.architecture, CLASSES_PER_MODEL)
+            if root is not None:
+                body = {k: v for k, v in root.state_dict().items() if not k.startswith("head.")}
+                model.load_state_dict(body, strict=False)
+                model.head.load_state_dict(shared_head)
+            models.append(model)
+        members = torch.tensor(group)
+
+        def sample_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            labels = torch.randint(0, CLASSES_PER_MODEL, (len(group), BATCH), generator=generator)
+            picks = torch.randint(0, IMAGES_PER_CLASS, (len(group), BATCH), generator=generator)
+            concept_rows = chosen[members][:, None].expand(-1, BATCH, -1).gather(2, labels[..., None])[..., 0]
+            image_rows = own_images[members[:, None], labels, picks]
+            images = pool_images[concept_rows, image_rows]  # [M, B, 3, 16, 16]
+            on = hyper["augment"][members][:, None].expand(-1, BATCH).reshape(-1)
+            images = _augment(images.reshape(-1, 3, 16, 16), on, generator).view(len(group), BATCH, 3, 16, 16)
+            return images, labels
+
+        states = train_stacked(
+            models,
+            sample_batch,
+            F.cross_entropy,
+            steps=hyper["steps"][members],
+            lr=hyper["lr"][members],
+            weight_decay=hyper["weight_decay"][members],
+        )
+        for i, state in zip(group, states):
+            results.append(
+                FineTune(
+                    index=i,
+                    tree=recipe.name if root is not None else f"forest-{i + 1:03d}",
+                    classes=[concept(int(pool[j])).name for j in chosen[i]],
+                    hyperparameters={
+                        "architecture": recipe.architecture,
+                        "base_model": recipe.name if root is not None else "random-init",
+                        "lr": float(hyper["lr"][i]),
+                        "weight_decay": float(hyper["weight_decay"][i]),
+                        "epochs": int(hyper["epochs"][i]),
+                        "steps": int(hyper["steps"][i]),
+                        "augment": bool(hyper["augment"][i]),
+                    },
+                    weights=state,
+                )
+            )
+        if progress is not None:
+            progress(len(results), n_models, f"{recipe.name}: {len(results)}/{n_models} models")
+    return results
+
+
+def split_of(index: int, n_models: int, seed: int) -> str:
+    """70/10/20 train/val/test, by a seeded permutation of a tree's model indices."""
+    rank = int(torch.argsort(torch.randperm(n_models, generator=torch.Generator().manual_seed(seed)))[index])
+    if rank < round(0.7 * n_models):
+        return "train"
+    return "val" if rank < round(0.8 * n_models) else "test"
+
+
+def write_models(models: list[FineTune], root_dir: Path, folder: str, seed: int) -> list[dict]:
+    """Write each model as fp16 safetensors with its metadata; return manifest entries."""
+    from probex.zoo.manifest import save_model_file
+
+    entries = []
+    for model in models:
+        model_id = f"{folder}/ft-{model.index:04d}"
+        relative = f"discriminative/{folder}/ft-{model.index:04d}.safetensors"
+        split = split_of(model.index, len(models), seed + sum(map(ord, folder)))
+        metadata = {**model.hyperparameters, "seed": seed}
+        tensors = {name: tensor.half() for name, tensor in model.weights.items()}
+        save_model_file(root_dir / relative, tensors, id=model_id, split=split, tree=model.tree,
+                        labels=model.classes, metadata=metadata)
+        entries.append({"id": model_id, "path": relative, "split": split, "tree": model.tree,
+                        "labels": model.classes, "metadata": {k: str(v) for k, v in metadata.items()}, "images": None})
+    return entries
