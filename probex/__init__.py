@@ -29,6 +29,10 @@ _PUBLIC = {
     "download_modelj": "probex.zoo.hub",
     "download_repos": "probex.zoo.hub",
     "RemoteSafetensors": "probex.zoo.remote",
+    "TreeRouter": "probex.router",
+    "MixtureOfExperts": "probex.moe",
+    "dendrogram_figure": "probex.figures",
+    "load_text_encoder": "probex.text",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",
 }
