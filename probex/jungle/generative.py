@@ -26,7 +26,6 @@ Many LoRA models train at once (stacked factors, one batched forward; see
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -42,9 +41,11 @@ import torch
 
 from probex.jungle.concepts import COLOUR_NAMES, N_CONCEPTS, SHAPES, concept, concept_names, render
 from probex.jungle.unet import (
+    BatchedAdam,
     MiniUNet,
     UNetConfig,
     flow_matching_loss,
+    init_lora_factors,
     load_root,
     lora_targets,
     sample,
@@ -234,12 +235,7 @@ def train_lora_batch(
     n_models = len(plans)
     generator = torch.Generator().manual_seed(seed)
     images = [_quantize_uint8(render(torch.full((plan.n_images,), plan.concept_id), torch.Generator().manual_seed(plan.seed))) for plan in plans]
-    factors = {}
-    for name in lora_targets():
-        linear = unet.projection(name)
-        down = _lora_down_init(init_seed, name, recipe.rank, linear.in_features).expand(n_models, -1, -1).clone()
-        up = torch.zeros(n_models, linear.out_features, recipe.rank)
-        factors[name] = (down.requires_grad_(), up.requires_grad_())
+    factors = init_lora_factors(unet, n_models, recipe.rank, init_seed)
     parameters = [tensor for pair in factors.values() for tensor in pair]
     optimizer = BatchedAdam(parameters, torch.tensor([plan.lr for plan in plans]))
     steps = torch.tensor([plan.steps for plan in plans])
@@ -257,46 +253,6 @@ def train_lora_batch(
         losses.sum().backward()  # the models share no parameter: each gets its own mean loss's gradient
         optimizer.step(active=step < steps)
     return {name: (down.detach(), up.detach()) for name, (down, up) in factors.items()}, images
-
-
-class BatchedAdam:
-    """Adam over stacked parameters [M, ...] of M models, each with its own learning rate [M].
-
-    ``step(active)`` updates only the models still training (a model stops for good after its
-    own number of steps, so one shared step count serves every active model).
-    """
-
-    def __init__(self, parameters: list[torch.Tensor], lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.parameters = parameters
-        self.lr = lr.float()
-        self.betas = betas
-        self.eps = eps
-        self.count = 0
-        self.first = [torch.zeros_like(p) for p in parameters]
-        self.second = [torch.zeros_like(p) for p in parameters]
-
-    def zero_grad(self) -> None:
-        for parameter in self.parameters:
-            parameter.grad = None
-
-    @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        self.count += 1
-        beta1, beta2 = self.betas
-        for parameter, first, second in zip(self.parameters, self.first, self.second):
-            gradient = parameter.grad
-            first.mul_(beta1).add_(gradient, alpha=1 - beta1)
-            second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-            corrected = (first / (1 - beta1**self.count)) / ((second / (1 - beta2**self.count)).sqrt() + self.eps)
-            scale = (self.lr * active.float()).reshape(-1, *([1] * (parameter.dim() - 1)))
-            parameter.sub_(scale * corrected)
-
-
-def _lora_down_init(init_seed: int, name: str, rank: int, in_features: int) -> torch.Tensor:
-    """The down (A) factor's start [rank, in], normal with std 1/rank as diffusers does; up (B) starts at zero."""
-    digest = hashlib.sha256(f"{init_seed}:{name}".encode()).digest()
-    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-    return torch.randn(rank, in_features, generator=generator) / rank
 
 
 def _quantize_uint8(images: torch.Tensor) -> torch.Tensor:

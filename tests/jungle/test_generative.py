@@ -13,7 +13,6 @@ from probex.jungle.generative import (
     HOLDOUT_SPLITS,
     IN_DISTRIBUTION_SPLITS,
     RECIPES,
-    BatchedAdam,
     GenerativeRecipe,
     PromptTable,
     build_generative,
@@ -126,7 +125,7 @@ def test_the_full_recipe_splits_each_concepts_models_70_10_20_or_a_third_and_two
             assert counts["train"] >= 17 and counts["val"] >= 2 and counts["test"] >= 5
 
 
-def test_progress_reports_every_step_up_to_the_total(small_build):
+def test_progress_climbs_to_the_total_of_pretraining_steps_and_models(small_build):
     _, entries, calls = small_build
     done, total, _ = calls[-1]
     assert done == total == RECIPES["small"].pretrain_steps + len(entries)
@@ -147,24 +146,6 @@ def test_pretraining_is_deterministic_for_a_seed():
     other = pretrain_root(prompts, recipe, seed=2)
     assert all(torch.equal(first.state_dict()[name], tensor) for name, tensor in second.state_dict().items())
     assert not torch.equal(first.conv_in.weight, other.conv_in.weight)
-
-
-def test_batched_adam_moves_each_model_like_torch_adam_with_its_own_learning_rate():
-    torch.manual_seed(0)
-    start = torch.randn(3, 4, 5)
-    gradients = [torch.randn(3, 4, 5) for _ in range(4)]
-    stacked = start.clone().requires_grad_()
-    optimizer = BatchedAdam([stacked], torch.tensor([1e-3, 1e-2, 5e-3]))
-    for step, gradient in enumerate(gradients):
-        stacked.grad = gradient.clone()
-        optimizer.step(active=torch.tensor([True, True, step < 2]))  # model 2 stops after 2 steps
-    for model, (lr, steps) in enumerate([(1e-3, 4), (1e-2, 4), (5e-3, 2)]):
-        single = start[model].clone().requires_grad_()
-        reference = torch.optim.Adam([single], lr=lr)
-        for gradient in gradients[:steps]:
-            single.grad = gradient[model].clone()
-            reference.step()
-        assert torch.allclose(stacked[model].detach(), single.detach(), atol=1e-6), model
 
 
 def test_generate_images_draws_with_the_root_and_with_a_lora_model(small_build):

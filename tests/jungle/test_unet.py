@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from probex.errors import ZooError
-from probex.jungle.unet import MiniUNet, flow_matching_loss, load_root, lora_targets, sample, save_root
+from probex.jungle.unet import (
+    BatchedAdam,
+    MiniUNet,
+    flow_matching_loss,
+    init_lora_factors,
+    load_root,
+    lora_targets,
+    sample,
+    save_root,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -112,3 +121,31 @@ def test_a_saved_root_loads_back_with_identical_weights(unet, tmp_path):
 def test_loading_a_root_without_its_files_names_the_folder_and_what_it_needs(tmp_path):
     with pytest.raises(ZooError, match="unet.safetensors and config.json"):
         load_root(tmp_path)
+
+
+def test_batched_adam_moves_each_model_like_torch_adam_with_its_own_learning_rate():
+    torch.manual_seed(0)
+    start = torch.randn(3, 4, 5)
+    gradients = [torch.randn(3, 4, 5) for _ in range(4)]
+    stacked = start.clone().requires_grad_()
+    optimizer = BatchedAdam([stacked], torch.tensor([1e-3, 1e-2, 5e-3]))
+    for step, gradient in enumerate(gradients):
+        stacked.grad = gradient.clone()
+        optimizer.step(active=torch.tensor([True, True, step < 2]))  # model 2 stops after 2 steps
+    for model, (lr, steps) in enumerate([(1e-3, 4), (1e-2, 4), (5e-3, 2)]):
+        single = start[model].clone().requires_grad_()
+        reference = torch.optim.Adam([single], lr=lr)
+        for gradient in gradients[:steps]:
+            single.grad = gradient[model].clone()
+            reference.step()
+        assert torch.allclose(stacked[model].detach(), single.detach(), atol=1e-6), model
+
+
+def test_lora_factors_start_as_the_root_from_one_shared_down_initialisation(unet):
+    factors = init_lora_factors(unet, n_models=3, rank=4, init_seed=0)
+    again = init_lora_factors(unet, n_models=1, rank=4, init_seed=0)
+    other = init_lora_factors(unet, n_models=1, rank=4, init_seed=1)
+    down, up = factors["mid.attn.to_q"]
+    assert down.shape == (3, 4, 64) and up.shape == (3, 64, 4) and down.requires_grad
+    assert torch.equal(down[0], down[2]) and torch.equal(down[0], again["mid.attn.to_q"][0][0])
+    assert not torch.equal(down[0], other["mid.attn.to_q"][0][0]) and not up.any()
