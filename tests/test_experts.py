@@ -25,13 +25,13 @@ def small():
 
 def test_probex_reads_training_classes_within_a_tree(tree):
     train, val, test = tree
-    expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=100).fit(train.X, train.Y, val=(val.X, val.Y))
+    expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=40).fit(train.X, train.Y, val=(val.X, val.Y))
     assert expert.score(test.X, test.Y) >= 0.95
 
 
 def test_probex_stays_near_chance_on_a_forest():
     train, val, test = make_population(700, "forest", seed=0).split(400, 100, 200)
-    expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=100).fit(train.X, train.Y, val=(val.X, val.Y))
+    expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=40).fit(train.X, train.Y, val=(val.X, val.Y))
     assert expert.score(test.X, test.Y) < 0.6
 
 

@@ -74,12 +74,12 @@ def build_discriminative(out: Path, size: str, seed: int, roots: Optional[Path] 
     for recipe in disc.TREES:
         root, root_info = _load_or_pretrain_root(recipe, plan.root_steps, roots, out / "roots", progress)
         started = time.perf_counter()
-        models = disc.fine_tune_tree(recipe, root, plan.models_per_tree, seed, progress)
+        models = disc.fine_tune_tree(recipe, root, plan.models_per_tree, seed, progress, plan.step_scale)
         entries += disc.write_models(models, out, recipe.name, seed)
         report[recipe.name] = {"root": root_info, "models": len(models),
                                "fine_tune_seconds": round(time.perf_counter() - started, 1)}
     started = time.perf_counter()
-    forest = disc.fine_tune_tree(disc.FOREST, None, plan.forest_models, seed, progress)
+    forest = disc.fine_tune_tree(disc.FOREST, None, plan.forest_models, seed, progress, plan.step_scale)
     entries += disc.write_models(forest, out, disc.FOREST.name, seed)
     report["forest"] = {"models": len(forest), "fine_tune_seconds": round(time.perf_counter() - started, 1)}
     return entries, report

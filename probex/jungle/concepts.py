@@ -66,29 +66,42 @@ def _heart(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -((x**2 + y**2 - 1) ** 3 - x**2 * y**3)
 
 
+def _radius(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(x**2 + y**2)
+
+
+def _star(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    theta = torch.atan2(y, x)
+    return (0.42 + 0.5 * torch.clamp(torch.cos(5 * (theta + math.pi / 2)), min=0) ** 2) - _radius(x, y)
+
+
+def _cross(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    vertical = torch.minimum(0.28 - x.abs(), 0.9 - y.abs())
+    horizontal = torch.minimum(0.28 - y.abs(), 0.9 - x.abs())
+    return torch.maximum(vertical, horizontal)
+
+
+# Signed "insideness" of each shape at points (x, y) of its own unit frame: > 0 inside.
+_INSIDE = {
+    "circle": lambda x, y: 0.85 - _radius(x, y),
+    "square": lambda x, y: 0.72 - torch.maximum(x.abs(), y.abs()),
+    "triangle": lambda x, y: torch.minimum(0.55 + y, 0.9 - (1.73 * x.abs() + y)) * 0.8,
+    "diamond": lambda x, y: (1.0 - (x.abs() / 0.62 + y.abs() / 0.95)) * 0.6,  # taller than wide: never a square
+    "star": _star,
+    "cross": _cross,
+    "ring": lambda x, y: torch.minimum(_radius(x, y) - 0.5, 0.9 - _radius(x, y)),
+    "heart": lambda x, y: _heart(1.2 * x, -1.2 * y + 0.25).clamp(-1, 1) * 0.5,
+}
+
+
 def _shape_masks(x: torch.Tensor, y: torch.Tensor, shape_ids: torch.Tensor) -> torch.Tensor:
     """Soft masks [N, H, W] of each image's shape in its own (rotated, scaled) coordinates x, y."""
-    r = torch.sqrt(x**2 + y**2)
-    theta = torch.atan2(y, x)
-    sharp = 12.0  # edge softness in unit coordinates
-    inside = {
-        "circle": 0.85 - r,
-        "square": 0.72 - torch.maximum(x.abs(), y.abs()),
-        "triangle": torch.minimum(0.55 + y, 0.9 - (1.73 * x.abs() + y)) * 0.8,
-        "diamond": (1.0 - (x.abs() / 0.62 + y.abs() / 0.95)) * 0.6,  # taller than wide: never a square
-        "star": (0.42 + 0.5 * torch.clamp(torch.cos(5 * (theta + math.pi / 2)), min=0) ** 2) - r,
-        "cross": torch.maximum(torch.minimum(0.28 - x.abs(), 0.9 - y.abs()), torch.minimum(0.28 - y.abs(), 0.9 - x.abs())),
-        "ring": torch.minimum(r - 0.5, 0.9 - r),
-        "heart": _heart(1.2 * x, -1.2 * y + 0.25),
-    }
+    sharpness = 48.0
     masks = torch.empty_like(x)
     for shape_id, shape in enumerate(SHAPES):
         chosen = shape_ids == shape_id
         if chosen.any():
-            value = inside[shape][chosen]
-            if shape == "heart":
-                value = value.clamp(-1, 1) * 0.5
-            masks[chosen] = torch.sigmoid(sharp * value * 4)
+            masks[chosen] = torch.sigmoid(sharpness * _INSIDE[shape](x[chosen], y[chosen]))
     return masks
 
 

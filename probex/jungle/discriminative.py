@@ -74,9 +74,10 @@ class Size:
     models_per_tree: int
     forest_models: int
     root_steps: int
+    step_scale: float = 1.0  # fine-tuning steps as a fraction of the recipe's
 
 
-SIZES = {"full": Size(300, 300, 2000), "small": Size(20, 20, 150)}
+SIZES = {"full": Size(300, 300, 2000), "small": Size(20, 20, 150, step_scale=0.25)}
 
 
 def _attribute_targets(concept_ids: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,7 @@ def pretrain_root(recipe: TreeRecipe, steps: int, progress: Optional[Callable] =
         loss.backward()
         optimizer.step()
         if progress is not None and (step + 1) % 50 == 0:
-            progress(step + 1, steps, f"root {recipe.name} loss {float(loss):.3f}")
+            progress(step + 1, steps, f"root {recipe.name} loss {float(loss.detach()):.3f}")
     return model.eval()
 
 
@@ -144,14 +145,14 @@ class FineTune:
     weights: dict[str, torch.Tensor]
 
 
-def _sample_hyperparameters(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _sample_hyperparameters(n: int, generator: torch.Generator, step_scale: float = 1.0) -> dict[str, torch.Tensor]:
     uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)
     epochs = torch.randint(2, 5, (n,), generator=generator)
     return {
         "lr": torch.exp(uniform(math.log(5e-4), math.log(5e-3))),
         "weight_decay": torch.exp(uniform(math.log(1e-5), math.log(1e-2))),
         "epochs": epochs,
-        "steps": epochs * (CLASSES_PER_MODEL * IMAGES_PER_CLASS // BATCH),
+        "steps": (epochs * (CLASSES_PER_MODEL * IMAGES_PER_CLASS // BATCH) * step_scale).ceil().long(),
         "augment": torch.rand(n, generator=generator) < 0.5,
     }
 
@@ -162,13 +163,17 @@ def fine_tune_tree(
     n_models: int,
     seed: int,
     progress: Optional[Callable] = None,
+    step_scale: float = 1.0,
 ) -> list[FineTune]:
-    """Fine-tune ``n_models`` models of one tree (all from ``root``; from random inits when None)."""
+    """Fine-tune ``n_models`` models of one tree (all from ``root``; from random inits when None).
+
+    ``step_scale`` shortens (< 1) every model's fine-tuning, for quick builds.
+    """
     generator = torch.Generator().manual_seed(seed * 1000 + recipe.seed)
     pool = torch.tensor(POOL_CONCEPTS)
     pool_images = render(pool.repeat_interleave(POOL_IMAGES_PER_CONCEPT), generator)
     pool_images = pool_images.view(len(pool), POOL_IMAGES_PER_CONCEPT, 3, 16, 16)
-    hyper = _sample_hyperparameters(n_models, generator)
+    hyper = _sample_hyperparameters(n_models, generator, step_scale)
     # Head row j of every model stands for pool pair j = (j, j + 12), of which the model learns
     # one: a random half of the pool, with each class always on the same row (see PAIRS).
     pick = torch.randint(0, 2, (n_models, CLASSES_PER_MODEL), generator=generator)
