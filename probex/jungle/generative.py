@@ -26,11 +26,9 @@ Many LoRA models train at once (stacked factors, one batched forward; see
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ from probex.jungle.unet import (
     save_root,
 )
 from probex.storage import atomic_directory, atomic_write_json
+from probex.zoo.safefile import write_safetensors
 from probex.text import PROMPT_TEMPLATES, TextEncoder, load_text_encoder
 
 logger = logging.getLogger(__name__)
@@ -293,28 +292,6 @@ def file_metadata_of(plan: LoraPlan, recipe: GenerativeRecipe, init_seed: int) -
         "seed": plan.seed,
         "lora_init_seed": init_seed,
     }
-
-
-def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    """A safetensors file whose bytes depend only on its content (sorted header keys, tensors by name).
-
-    ``safetensors.torch.save_file`` orders the metadata differently from run to run, so two
-    identical builds would not be byte-identical; this writer is.
-    """
-    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
-    offset, chunks = 0, []
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().contiguous().cpu()
-        data = tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.view(torch.int16).numpy().tobytes()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks))
-
-
-_SAFETENSORS_DTYPES = {torch.float16: "F16", torch.float32: "F32", torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
 
 
 def _write_images(folder: Path, images: torch.Tensor) -> None:

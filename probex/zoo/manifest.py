@@ -40,9 +40,10 @@ import torch
 
 from probex.errors import ZooError
 from probex.progress import Progress
-from probex.storage import atomic_path, atomic_write_json
+from probex.storage import atomic_write_json
 from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress
 from probex.zoo.records import ModelRecord
+from probex.zoo.safefile import write_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -180,15 +181,12 @@ def save_model_file(
     labels: Iterable[str] = (),
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write one model's weights as a safetensors file whose metadata says what the model is (atomically)."""
-    from safetensors.torch import save_file
+    """Write one model's weights as a safetensors file whose metadata says what the model is.
 
-    path = Path(path)
+    Atomic, and byte-deterministic: the same model gives the same bytes.
+    """
     strings = file_metadata(id=id, split=split, tree=tree, labels=labels, metadata=metadata)
-    contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=strings)
-    return path
+    return write_safetensors(path, tensors, strings)
 
 
 def write_manifest(

@@ -211,10 +211,12 @@ def scan_generative(root: Path, progress: Progress | None) -> ZooScan:
 
 
 def _imagenet_labels(metadata: dict[str, str]) -> list[str]:
+    """Model-J's ``imagenet_class_id`` as a readable name; else our own files' ``concept``."""
     class_id = metadata.get("imagenet_class_id")
-    if class_id is None or str(class_id).strip() == "":
-        return []
-    return [imagenet_name(class_id)]
+    if class_id is not None and str(class_id).strip() != "":
+        return [imagenet_name(class_id)]
+    concept = metadata.get("concept")
+    return [concept] if concept else []
 
 
 # ---------------------------------------------------------------------------------------------

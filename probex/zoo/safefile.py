@@ -21,9 +21,11 @@ import difflib
 import json
 import math
 import os
+import struct
 import sys
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Mapping
 
 import torch
 
@@ -379,3 +381,32 @@ def _check_no_overlap(infos: list[TensorInfo], source: str) -> None:
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a safetensors file whose bytes depend only on its content, atomically.
+
+    Header keys are sorted and tensors laid out by name (``safetensors.torch.save_file`` orders
+    the metadata differently from run to run, so two identical builds would differ in bytes).
+    """
+    from probex.storage import atomic_path
+
+    codes = {torch_dtype: code for code, (torch_dtype, _) in DTYPES.items()}
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(sorted((str(k), str(v)) for k, v in metadata.items()))
+    offset, chunks = 0, []
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        if tensor.dtype not in codes:
+            raise ZooError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot store")
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": codes[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks))
+    return path

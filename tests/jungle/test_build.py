@@ -45,6 +45,7 @@ def test_the_generative_folder_alone_is_the_model_j_generative_layout(small_jung
     zoo = ModelZoo.open(small_jungle / "generative")
     assert zoo.layout != ModelZoo.open(small_jungle).layout
     assert len(zoo) == len(ModelZoo.open(small_jungle).select(tree="mini-sd"))
+    assert all(len(record.labels) == 1 and record.tree == "mini-sd" for record in zoo.records)
 
 
 def test_load_reads_a_built_jungle_and_the_build_report(small_jungle):
