@@ -8,7 +8,7 @@ tiny classifiers in the time of a few.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -23,13 +23,19 @@ class StackedAdam:
     out what it learned. A model whose ``active`` flag is off is left untouched by a step.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+    def __init__(self, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], lr: torch.Tensor,
+                 weight_decay: Optional[torch.Tensor] = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = dict(params) if isinstance(params, Mapping) else {str(i): p for i, p in enumerate(params)}
+        self.lr = lr.float()
+        self.weight_decay = weight_decay.float() if weight_decay is not None else torch.zeros_like(self.lr)
         self.betas, self.eps = betas, eps
-        self.m = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.v = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.m = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.t = torch.zeros(lr.shape[0])
+
+    def zero_grad(self) -> None:
+        for param in self.params.values():
+            param.grad = None
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:

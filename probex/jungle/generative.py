@@ -37,9 +37,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from probex.jungle.forge import StackedAdam
 from probex.jungle.concepts import COLOUR_NAMES, N_CONCEPTS, SHAPES, concept, concept_names, render
 from probex.jungle.unet import (
-    BatchedAdam,
     MiniUNet,
     UNetConfig,
     flow_matching_loss,
@@ -236,7 +236,7 @@ def train_lora_batch(
     images = [_quantize_uint8(render(torch.full((plan.n_images,), plan.concept_id), torch.Generator().manual_seed(plan.seed))) for plan in plans]
     factors = init_lora_factors(unet, n_models, recipe.rank, init_seed)
     parameters = [tensor for pair in factors.values() for tensor in pair]
-    optimizer = BatchedAdam(parameters, torch.tensor([plan.lr for plan in plans]))
+    optimizer = StackedAdam(parameters, torch.tensor([plan.lr for plan in plans]))
     steps = torch.tensor([plan.steps for plan in plans])
     n_images = torch.tensor([plan.n_images for plan in plans])
     rows = torch.tensor([prompts.index[plan.prompt] for plan in plans]).repeat_interleave(recipe.images_per_step)

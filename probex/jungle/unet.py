@@ -20,7 +20,7 @@ LoRA runs batched: ``lora`` maps a projection name (``"down.attn.to_q"``) to sta
 ``(down [M, r, in], up [M, out, r])`` of M models, and a batch of M*b images (model-major: the
 first b belong to model 0) passes each image through its own model's update
 ``W + up_m @ down_m``. Many LoRA models train at once this way: :func:`init_lora_factors`
-stacks their factors (one shared start) and :class:`BatchedAdam` gives each model its own
+stacks their factors (one shared start) and :class:`probex.jungle.forge.StackedAdam` gives each model its own
 Adam state, learning rate and number of steps.
 """
 
@@ -226,39 +226,6 @@ def init_lora_factors(unet: "MiniUNet", n_models: int, rank: int, init_seed: int
             torch.zeros(n_models, linear.out_features, rank, requires_grad=True),
         )
     return factors
-
-
-class BatchedAdam:
-    """Adam over stacked parameters [M, ...] of M models, each with its own learning rate [M].
-
-    ``step(active)`` updates only the models still training (a model stops for good after its
-    own number of steps, so one shared step count serves every active model).
-    """
-
-    def __init__(self, parameters: list[torch.Tensor], lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.parameters = parameters
-        self.lr = lr.float()
-        self.betas = betas
-        self.eps = eps
-        self.count = 0
-        self.first = [torch.zeros_like(p) for p in parameters]
-        self.second = [torch.zeros_like(p) for p in parameters]
-
-    def zero_grad(self) -> None:
-        for parameter in self.parameters:
-            parameter.grad = None
-
-    @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        self.count += 1
-        beta1, beta2 = self.betas
-        for parameter, first, second in zip(self.parameters, self.first, self.second):
-            gradient = parameter.grad
-            first.mul_(beta1).add_(gradient, alpha=1 - beta1)
-            second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-            corrected = (first / (1 - beta1**self.count)) / ((second / (1 - beta2**self.count)).sqrt() + self.eps)
-            scale = (self.lr * active.float()).reshape(-1, *([1] * (parameter.dim() - 1)))
-            parameter.sub_(scale * corrected)
 
 
 # -- flow matching ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import torch
 
 from probex.errors import ZooError
 from probex.jungle.unet import (
-    BatchedAdam,
     MiniUNet,
     flow_matching_loss,
     init_lora_factors,
@@ -122,23 +121,6 @@ def test_loading_a_root_without_its_files_names_the_folder_and_what_it_needs(tmp
     with pytest.raises(ZooError, match="unet.safetensors and config.json"):
         load_root(tmp_path)
 
-
-def test_batched_adam_moves_each_model_like_torch_adam_with_its_own_learning_rate():
-    torch.manual_seed(0)
-    start = torch.randn(3, 4, 5)
-    gradients = [torch.randn(3, 4, 5) for _ in range(4)]
-    stacked = start.clone().requires_grad_()
-    optimizer = BatchedAdam([stacked], torch.tensor([1e-3, 1e-2, 5e-3]))
-    for step, gradient in enumerate(gradients):
-        stacked.grad = gradient.clone()
-        optimizer.step(active=torch.tensor([True, True, step < 2]))  # model 2 stops after 2 steps
-    for model, (lr, steps) in enumerate([(1e-3, 4), (1e-2, 4), (5e-3, 2)]):
-        single = start[model].clone().requires_grad_()
-        reference = torch.optim.Adam([single], lr=lr)
-        for gradient in gradients[:steps]:
-            single.grad = gradient[model].clone()
-            reference.step()
-        assert torch.allclose(stacked[model].detach(), single.detach(), atol=1e-6), model
 
 
 def test_lora_factors_start_as_the_root_from_one_shared_down_initialisation(unet):
