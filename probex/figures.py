@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from probex.router import ABOVE_CUT_COLOR, DendrogramData
+from probex.dendrogram import ABOVE_CUT_COLOR, DendrogramData
 
 MAX_LEAF_LABELS = 60  # more leaves than this: no model ids under the axis (hover still tells)
 

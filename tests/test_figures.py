@@ -6,7 +6,8 @@ import plotly.graph_objects as go
 import pytest
 
 from probex.figures import dendrogram_figure
-from probex.router import ABOVE_CUT_COLOR, TreeRouter
+from probex.dendrogram import ABOVE_CUT_COLOR
+from probex.router import TreeRouter
 
 from tests.test_router import concat, forest, grow_tree
 

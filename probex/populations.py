@@ -1,0 +1,132 @@
+"""Populations of models as the router reads them: one stacked layer per architecture.
+
+A population is a ModelZoo, a LayerBank (anything with ``.X`` [N, d_W, d_H] and optionally
+``.ids``, ``.trees``, ``.layer``), a tensor or array [N, d_W, d_H], or a list of those (one after
+the other, e.g. one LayerBank per architecture). ``split_population`` turns it into
+``ArchitectureGroup`` records, one per architecture, each holding the one layer the router
+clusters or routes on, plus where its models sit in the population.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from probex.errors import ProbeXError
+from probex.progress import Progress
+
+#: ``choose_layer(architecture name, catalog) -> layer name``, or None to leave it out.
+LayerChoice = Callable[[str, Sequence], "str | None"]
+
+
+@dataclass
+class ArchitectureGroup:
+    """One architecture's models of a population: the stacked layer and where the models sit.
+
+    ``name`` and ``signature`` (sorted (layer, shape) pairs) are known for ModelZoo input only;
+    ``X`` is [n, d_W, d_H], possibly memory-mapped; ``positions`` [n] index the population.
+    """
+
+    name: str | None
+    layer: str | None
+    signature: tuple | None
+    X: torch.Tensor
+    positions: np.ndarray
+    ids: list[str]
+    true_trees: list | None
+
+    @property
+    def display_name(self) -> str:
+        """The architecture's name, else its layer and shape, e.g. ``fc.weight [24x16]``."""
+        if self.name:
+            return self.name
+        shape = "x".join(str(s) for s in self.X.shape[1:])
+        return f"{self.layer} [{shape}]" if self.layer else f"[{shape}]"
+
+
+def split_population(population: Any, choose_layer: LayerChoice,
+                     progress: Progress | None = None) -> tuple[int, list[ArchitectureGroup]]:
+    """(number of models, their architecture groups) of a ModelZoo, LayerBank, tensor, array or
+    a list of those."""
+    if isinstance(population, (list, tuple)):
+        total, groups = 0, []
+        for part in population:
+            count, part_groups = split_population(part, choose_layer, progress)
+            for group in part_groups:
+                group.positions = group.positions + total
+            total, groups = total + count, groups + part_groups
+        return total, groups
+    if hasattr(population, "architectures") and hasattr(population, "bank"):
+        return _zoo_groups(population, choose_layer, progress)
+    layer = getattr(population, "layer", None)
+    X = as_model_tensor(getattr(population, "X", population))
+    n = X.shape[0]
+    ids = getattr(population, "ids", None)
+    ids = [str(i) for i in (range(n) if ids is None else ids)]
+    return n, [ArchitectureGroup(name=None, layer=layer, signature=None, X=X, positions=np.arange(n), ids=ids,
+                                 true_trees=true_trees_of(population))]
+
+
+def _zoo_groups(zoo: Any, choose_layer: LayerChoice, progress: Progress | None) -> tuple[int, list[ArchitectureGroup]]:
+    position_of = {record.id: i for i, record in enumerate(zoo.records)}
+    groups = []
+    for name, sub in zoo.architectures().items():
+        catalog = sub.catalog()
+        layer = choose_layer(name, catalog)
+        if layer is None:  # an architecture the router does not know: leave its models unrouted
+            continue
+        bank = sub.bank(layer, progress=progress)
+        ids = [str(i) for i in bank.ids]
+        groups.append(ArchitectureGroup(
+            name=name, layer=layer, signature=layer_signature(catalog), X=as_model_tensor(bank.X),
+            positions=np.array([position_of[i] for i in ids], dtype=np.int64), ids=ids,
+            true_trees=true_trees_of(bank)))
+    return len(position_of), groups
+
+
+def true_trees_of(population: Any) -> list | None:
+    """The true tree name of each model of ``population`` (None where unknown), or None when no
+    model carries one."""
+    if isinstance(population, (list, tuple)):
+        parts = [(true_trees_of(part), _count(part)) for part in population]
+        trees = sum((part or [None] * count for part, count in parts), [])
+        return None if all(tree is None for tree in trees) else trees
+    if hasattr(population, "architectures"):  # a ModelZoo: .trees is its set of names, records say per model
+        trees = [record.tree for record in population.records]
+    else:
+        trees = getattr(population, "trees", None)
+    if trees is None or all(tree is None for tree in trees):
+        return None
+    return list(trees)
+
+
+def _count(population: Any) -> int:
+    if hasattr(population, "records"):
+        return len(population.records)
+    return len(getattr(population, "X", population))
+
+
+def as_model_tensor(X: Any) -> torch.Tensor:
+    """``X`` as a tensor [N, d_W, d_H] (a [N, d] input gets d_H = 1); arrays, memory maps
+    included, are wrapped without a copy."""
+    if isinstance(X, np.ndarray):
+        with warnings.catch_warnings():  # read-only memory maps are fine: the router never writes
+            warnings.simplefilter("ignore", UserWarning)
+            X = torch.from_numpy(X)
+    if not isinstance(X, torch.Tensor):
+        raise ProbeXError(f"TreeRouter: cannot read a population of type {type(X).__name__}; give a ModelZoo, "
+                          "a LayerBank or a tensor [N, d_W, d_H]")
+    if X.ndim == 2:
+        X = X.unsqueeze(-1)
+    if X.ndim != 3:
+        raise ProbeXError(f"TreeRouter: expected a tensor [N, d_W, d_H], got shape {tuple(X.shape)}")
+    return X
+
+
+def layer_signature(catalog: Sequence) -> tuple:
+    """An architecture's identity: its sorted (layer name, shape) pairs."""
+    return tuple(sorted((info.name, tuple(int(s) for s in info.shape)) for info in catalog))
