@@ -322,9 +322,10 @@ class DenseExpert(_NetworkClassifier):
 
 
 def _expert_classes() -> dict[str, type]:
+    from probex.aligner import DenseAligner, ProbeXAligner, StatNNAligner
     from probex.statnn import StatNNClassifier
 
-    return {cls.__name__: cls for cls in (ProbeXClassifier, DenseExpert, StatNNClassifier)}
+    return {cls.__name__: cls for cls in (ProbeXClassifier, DenseExpert, StatNNClassifier, ProbeXAligner, DenseAligner, StatNNAligner)}
 
 
 def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpert:
