@@ -1,5 +1,7 @@
 """The bundled MiniLM text encoder (real weights, loaded once per process) and prompt templates."""
 
+import os
+
 import pytest
 import torch
 
@@ -47,8 +49,8 @@ def test_load_text_encoder_loads_the_model_once_per_process(minilm):
 
 
 def test_load_text_encoder_rejects_an_unknown_spec_and_lists_the_supported_ones():
-    with pytest.raises(ValueError, match="supported: minilm"):
-        load_text_encoder("open_clip:ViT-B-32/openai")
+    with pytest.raises(ValueError, match="supported: minilm, open_clip:<model>/<pretrained tag>"):
+        load_text_encoder("bert-base-uncased")
 
 
 def test_encode_cache_returns_the_stored_embeddings_for_the_same_texts(minilm, tmp_path):
@@ -84,3 +86,71 @@ def test_class_prompts_reject_a_template_without_a_slot():
 def test_encode_rejects_a_bare_string(minilm):
     with pytest.raises(TypeError, match="list of strings"):
         minilm.encode("a red star")
+
+
+# -- open_clip: a randomly initialised small model saved to a local safetensors file ------------
+
+OPEN_CLIP_MODEL = "ViT-S-32-alt"  # open_clip's smallest text tower: width 256, 10 layers
+
+
+@pytest.fixture(scope="module")
+def open_clip_checkpoint(tmp_path_factory):
+    open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(OPEN_CLIP_MODEL, pretrained=None).eval()
+    path = tmp_path_factory.mktemp("open_clip") / "text.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("visual.")}, str(path))
+    return model, open_clip.get_tokenizer(OPEN_CLIP_MODEL), path
+
+
+def test_open_clip_local_checkpoint_encodes_texts_like_the_model_it_was_saved_from(open_clip_checkpoint):
+    model, tokenizer, path = open_clip_checkpoint
+    encoder = load_text_encoder(f"open_clip:{OPEN_CLIP_MODEL}/{path}", device="cpu")
+    embeddings = encoder.encode(["a red star", "a blue circle"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.encode_text(tokenizer(["a red star", "a blue circle"])), dim=-1)
+    assert encoder.dim == 256 and embeddings.shape == (2, 256)
+    assert torch.allclose(embeddings, expected, atol=1e-5)
+
+
+def test_open_clip_token_embeddings_are_masked_after_the_end_of_text_token(open_clip_checkpoint):
+    _, _, path = open_clip_checkpoint
+    encoder = load_text_encoder(f"open_clip:{OPEN_CLIP_MODEL}/{path}", device="cpu")
+    tokens, mask = encoder.encode_tokens(["a red star", "a close up photo of a purple heart"])
+    assert mask.sum(dim=1).tolist() == [5, 10]  # start, 3 words, end / start, 8 words, end
+    assert tokens.shape == (2, 10, 256) and torch.all(tokens[~mask] == 0)
+
+
+def test_open_clip_pretrained_tag_offline_raises_hub_unavailable_naming_the_spec_and_the_local_file_syntax():
+    pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+    from probex.errors import HubUnavailableError
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # set by conftest: nothing may reach the network
+    with pytest.raises(HubUnavailableError) as caught:
+        load_text_encoder("open_clip:ViT-B-32/openai", device="cpu")
+    message = str(caught.value)
+    assert "'open_clip:ViT-B-32/openai'" in message and "open_clip:ViT-B-32-quickgelu//" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("open_clip:ViT-B-32", "expected 'open_clip:<model>/<pretrained tag>'"),
+    ("open_clip:No-Such-Model/openai", "no model 'No-Such-Model'"),
+    ("open_clip:ViT-B-32/no-such-tag", "neither a pretrained tag"),
+    ("open_clip:ViT-B-32/weights.pt", "pickled checkpoints"),
+])
+def test_open_clip_bad_specs_raise_value_errors_that_say_what_is_wrong(spec, match):
+    pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+    with pytest.raises(ValueError, match=match):
+        load_text_encoder(spec, device="cpu")
+
+
+def test_open_clip_checkpoint_of_another_model_is_refused_naming_the_file(open_clip_checkpoint, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "wrong.safetensors"
+    save_file({"something.else": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="not a checkpoint of open_clip"):
+        load_text_encoder(f"open_clip:{OPEN_CLIP_MODEL}/{path}", device="cpu")
