@@ -171,3 +171,21 @@ def test_fit_refuses_a_single_class_and_a_name_count_mismatch(data):
 def test_an_unfitted_aligner_says_to_call_fit():
     with pytest.raises(ValueError, match="not fitted yet"):
         ProbeXAligner().encode(torch.zeros(2, 4, 4))
+
+
+def test_an_aligner_trained_with_an_open_clip_encoder_reloads_that_encoder(data, tmp_path):
+    open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-S-32-alt", pretrained=None)
+    checkpoint = tmp_path / "text.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("visual.")}, str(checkpoint))
+    spec = f"open_clip:ViT-S-32-alt/{checkpoint}"
+    (X, *_), names = data["train"]
+    aligner = ProbeXAligner(**{**SMALL, "epochs": 2, "text_encoder": spec}).fit(X, names)
+    aligner.save(tmp_path / "aligned")
+    loaded = load_expert(tmp_path / "aligned")
+    assert loaded.text_encoder_.spec == spec and loaded.text_encoder_.dim == 256 == aligner.text_dim_
+    assert loaded.network_.text_map.in_features == 256
+    assert np.array_equal(loaded.zero_shot_scores(X[:5], HELD_OUT), aligner.zero_shot_scores(X[:5], HELD_OUT))
