@@ -148,8 +148,9 @@ class _NetworkAligner(BaseExpert):
 
     # -- the text side -----------------------------------------------------------------
     def _encoder(self) -> TextEncoder:
+        """The text encoder: the one fitted with once fitted (a later set_params cannot swap it under the network)."""
         encoder = getattr(self, "text_encoder_", None)
-        if encoder is None or encoder.spec != self.text_encoder:
+        if encoder is None or (not hasattr(self, "network_") and encoder.spec != self.text_encoder):
             encoder = load_text_encoder(self.text_encoder, device=self.device)
             self.text_encoder_ = encoder
         return encoder
@@ -299,7 +300,7 @@ class _NetworkAligner(BaseExpert):
     # -- persistence -------------------------------------------------------------------
     def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         state = {
-            "text_encoder": self.text_encoder,
+            "text_encoder": self._encoder().spec,
             "text_dim": self.text_dim_,
             "classes": list(self.classes_),
             "input_shapes": [list(s) for s in self.input_shapes_],

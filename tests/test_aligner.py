@@ -189,3 +189,13 @@ def test_an_aligner_trained_with_an_open_clip_encoder_reloads_that_encoder(data,
     assert loaded.text_encoder_.spec == spec and loaded.text_encoder_.dim == 256 == aligner.text_dim_
     assert loaded.network_.text_map.in_features == 256
     assert np.array_equal(loaded.zero_shot_scores(X[:5], HELD_OUT), aligner.zero_shot_scores(X[:5], HELD_OUT))
+
+
+def test_changing_text_encoder_after_fit_keeps_the_fitted_encoder_until_the_next_fit(data, tmp_path):
+    (X, *_), names = data["train"]
+    aligner = ProbeXAligner(**{**SMALL, "epochs": 2}).fit(X, names)
+    before = aligner.encode_text(HELD_OUT)
+    aligner.set_params(text_encoder="open_clip:ViT-B-32/openai")
+    assert np.array_equal(aligner.encode_text(HELD_OUT), before)
+    aligner.save(tmp_path / "aligned")
+    assert json.loads((tmp_path / "aligned" / "config.json").read_text())["state"]["text_encoder"] == "minilm"
