@@ -2,9 +2,13 @@
 
 For the models of one architecture, flattened to ``flat`` [n, D]:
 
-1. scipy ``linkage`` (``method``, default Ward) on the l2 distances between the models. Above
-   ``max_linkage_models`` models, the linkage runs on a random subset of them and the others
-   join the tree whose mean (over the linked models) is nearest.
+1. scipy ``linkage`` (``method``, default Ward) on the l2 distances between the models. Ward
+   is the default because it is robust: a lone outlier model costs little to merge into a big
+   tree (Ward's merge height grows with the sizes of what it merges), so it does not become a
+   tree of its own, whereas single and average linkage read a forest of models with no shared
+   root as hundreds of singleton trees. Above ``max_linkage_models`` models, the linkage runs
+   on a random subset of them and the others join the tree whose mean (over the linked models)
+   is nearest.
 2. The cut (``probex.dendrogram.cut_height``) gives the trees.
 3. Each tree's centre is the exact mean of its members, and the exact distances of every model
    to every centre are computed (they calibrate the router's radii).
@@ -12,6 +16,12 @@ For the models of one architecture, flattened to ``flat`` [n, D]:
 When D exceeds ``max_coordinates``, step 1 runs on a random subset of coordinates
 (``probex.subset``) and the split is confirmed with the exact means and distances of step 3;
 when the confirmation fails, everything is recomputed on all coordinates.
+
+Reads of the population (it may be a memory map larger than RAM): on the subset path, one
+sequential read gathers the subset *and* sums the models by cell (``probex.cell_sums``), from
+which the exact means follow once the cut is known, and a second read measures the exact
+distances (l2 for the confirmation, and ``metric`` when it is l1). Models outside the linkage
+cost one more read of themselves, to find their nearest tree.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ import numpy as np
 import torch
 from scipy.cluster import hierarchy
 
+from probex.cell_sums import CellMeans, SubsetRead, read_subset_and_cells, tree_means_from_cells
 from probex.dendrogram import cut_height, first_appearance, linkage_from_gram
-from probex.distances import distances_to_centres, exact_gram, tree_means
+from probex.distances import distances_in_metrics, distances_to_centres, exact_gram, tree_means
 from probex.progress import Progress
-from probex.subset import coordinate_blocks, split_confirmed, subset_gram
+from probex.subset import coordinate_blocks, split_confirmed, subset_gram, subset_scale
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +74,12 @@ def split_into_trees(flat: torch.Tensor, *, method: str = "ward", metric: str = 
     if n > max_linkage_models:
         rows = np.sort(rng.choice(n, max_linkage_models, replace=False))
     blocks = coordinate_blocks(dim, max_coordinates, rng) if dim > max_coordinates else None
+    metrics = ("l2",) if metric == "l2" else ("l2", metric)  # l2 confirms, ``metric`` routes
     strategy = "exact"
     while True:
         started = time.perf_counter()
-        gram = exact_gram(flat, rows, progress) if blocks is None else subset_gram(flat, rows, blocks, progress)
+        read = None if blocks is None else read_subset_and_cells(flat, rows, blocks, rng, progress=progress)
+        gram = exact_gram(flat, rows, progress) if read is None else subset_gram(read.subset, subset_scale(dim, blocks))
         linkage = linkage_from_gram(gram, method)
         linked = time.perf_counter()
         cut = cut_height(linkage[:, 2], len(rows), threshold, n_trees, min_gap_ratio)
@@ -76,23 +89,38 @@ def split_into_trees(flat: torch.Tensor, *, method: str = "ward", metric: str = 
         labels[rows] = link_labels
         n_local = int(link_labels.max()) + 1
         if len(rows) < n:  # models outside the linkage join the nearest tree (exact distances)
-            centres = tree_means(flat, rows, link_labels, n_local, progress)
+            linked_means = _means(flat, read, labels, n_local, progress).means
             rest = np.setdiff1d(np.arange(n), rows)
-            labels[rest] = distances_to_centres(flat, centres, "l2", progress, rows=rest).argmin(1)
-        centres = tree_means(flat, np.arange(n), labels, n_local, progress)
-        distances = distances_to_centres(flat, centres, "l2", progress)
-        log.info("%s: linkage of %d models on %s coordinates %.1f s, exact centres and distances %.1f s",
-                 name, len(rows), dim if blocks is None else sum(b - a for a, b in blocks), linked - started,
-                 time.perf_counter() - linked)
+            labels[rest] = distances_to_centres(flat, linked_means, "l2", progress, rows=rest).argmin(1)
+        means = _means(flat, read, labels, n_local, progress)
+        centres = means.means
+        averaged = time.perf_counter()
+        distances = distances_in_metrics(flat, centres, metrics, progress)
+        coordinates = dim if blocks is None else sum(stop - start for start, stop in blocks)
+        read_note = "" if read is None else f"one read of {n} models (subset, cell sums) {read.seconds:.1f} s; "
+        means_note = ("by tree" if read is None else "cells mixed trees, read again by tree" if means.full_read
+                      else f"from cell sums, {means.strays} strays read again")
+        log.info("%s: %slinkage of %d models on %d coordinates %.1f s; exact tree means (%s) %.1f s; exact "
+                 "distances %.1f s", name, read_note, len(rows), coordinates,
+                 linked - started - (0.0 if read is None else read.seconds), means_note, averaged - linked,
+                 time.perf_counter() - averaged)
         if blocks is None:
             break
-        if split_confirmed(distances, labels, centres, gram, link_labels, n_local):
+        if split_confirmed(distances["l2"], labels, centres, gram, link_labels, n_local):
             strategy = "subset, confirmed"
             break
         log.warning("%s: the subset-of-coordinates split was not confirmed by exact distances; recomputing "
                     "the linkage on all %d coordinates (slow)", name, dim)
         blocks, strategy = None, "exact after a failed subset confirmation"
-    if metric != "l2":
-        distances = distances_to_centres(flat, centres, metric, progress)
     return TreeSplit(labels=labels, linkage=linkage, linkage_rows=rows, cut_height=float(cut), strategy=strategy,
-                     centres=centres, distances=distances)
+                     centres=centres, distances=distances[metric])
+
+
+def _means(flat: torch.Tensor, read: SubsetRead | None, labels: np.ndarray, n_trees: int,
+           progress: Progress | None) -> CellMeans:
+    """Exact means of the trees ``labels`` (-1: left out): from the cell sums of a subset read,
+    else by a read of the models."""
+    if read is not None:
+        return tree_means_from_cells(flat, read, labels, n_trees, progress)
+    included = np.flatnonzero(labels >= 0)
+    return CellMeans(tree_means(flat, included, labels[included], n_trees, progress), strays=0, full_read=True)

@@ -9,6 +9,8 @@ clusters or routes on, plus where its models sit in the population.
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -16,8 +18,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from probex.errors import ProbeXError
+from probex.errors import ProbeXError, ZooError
 from probex.progress import Progress
+
+log = logging.getLogger(__name__)
 
 #: ``choose_layer(architecture name, catalog) -> layer name``, or None to leave it out.
 LayerChoice = Callable[[str, Sequence], "str | None"]
@@ -86,6 +90,32 @@ def _zoo_groups(zoo: Any, choose_layer: LayerChoice, progress: Progress | None) 
             positions=np.array([position_of[i] for i in ids], dtype=np.int64), ids=ids,
             true_trees=true_trees_of(bank)))
     return len(position_of), groups
+
+
+def check_layer_exists(layer: str | dict | None, population: Any) -> None:
+    """A layer name given for a ModelZoo must exist in at least one of its architectures."""
+    if not isinstance(layer, str) or not hasattr(population, "architectures"):
+        return
+    catalogs = [sub.catalog() for sub in population.architectures().values()]
+    if not any(layer in {info.name for info in catalog} for catalog in catalogs):
+        names = [info.name for catalog in catalogs for info in catalog]
+        raise ZooError(f"{getattr(population, 'root', 'zoo')}: no architecture has a layer {layer!r}; "
+                       f"available: {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}")
+
+
+def clustering_layer(layer: str | dict | None, name: str, catalog: Sequence) -> str:
+    """The layer to cluster architecture ``name`` on: ``layer`` (a name, or a dict architecture ->
+    name) when the catalog has it, else the largest layer (most values; the first such)."""
+    wanted = layer.get(name) if isinstance(layer, dict) else layer
+    names = [info.name for info in catalog]
+    if wanted is not None and wanted in names:
+        return wanted
+    if wanted is not None and not isinstance(layer, str):
+        raise ZooError(f"architecture {name!r}: layer {wanted!r} missing; available: {', '.join(names[:20])}")
+    largest = max(catalog, key=lambda info: math.prod(info.shape))  # first of the largest
+    if wanted is not None:
+        log.info("architecture %s has no layer %r; clustering on its largest, %r", name, wanted, largest.name)
+    return largest.name
 
 
 def true_trees_of(population: Any) -> list | None:

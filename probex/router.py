@@ -15,12 +15,8 @@ How the trees are found, precisely:
    clustering (``probex.populations``). Within a ModelZoo architecture, the layer is ``layer``
    when given, else the largest layer (most values; the first such in catalog order).
 2. Within an architecture, scipy ``linkage`` (``method``, default ``"ward"``) on the l2
-   distances between the flattened layers (``probex.clustering``). Ward is the default because
-   it is robust: a lone outlier model costs little to merge into a big tree (Ward's merge height
-   grows with the sizes of what it merges), so it does not become a tree of its own, whereas
-   single and average linkage read a forest of models with no shared root as hundreds of
-   singleton trees. Large layers are clustered on a confirmed subset of coordinates
-   (``probex.subset``); inputs may be memory-mapped and are read in chunks, never whole.
+   distances between the flattened layers (``probex.clustering``; large layers on a confirmed
+   subset of coordinates, inputs possibly memory-mapped and read in chunks, never whole).
 3. The number of trees is read off the dendrogram by the *highest significant gap*
    (``probex.dendrogram.highest_gap_cut``); ``threshold`` (a height, in the dendrogram's units)
    or ``n_trees`` (per architecture) replace the rule.
@@ -36,9 +32,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,8 +44,9 @@ import torch
 from probex.clustering import split_into_trees
 from probex.dendrogram import LINKAGE_METHODS, DendrogramData, dendrogram_data, tree_colours
 from probex.distances import METRICS, distances_to_centres, tree_means
-from probex.errors import ProbeXError, ZooError
-from probex.populations import ArchitectureGroup, layer_signature, split_population, true_trees_of
+from probex.errors import ProbeXError
+from probex.populations import (ArchitectureGroup, check_layer_exists, clustering_layer, layer_signature,
+                                split_population, true_trees_of)
 from probex.progress import Progress
 from probex.storage import atomic_directory
 
@@ -119,8 +116,8 @@ class TreeRouter:
     def fit(self, population: Any, progress: Progress | None = None) -> "TreeRouter":
         """Find the trees of ``population`` (ModelZoo, LayerBank, tensor or array [N, d_W, d_H])."""
         self._check_parameters()
-        self._check_layer_exists(population)
-        total, groups = split_population(population, self._fit_layer_choice, progress)
+        check_layer_exists(self.layer, population)
+        total, groups = split_population(population, partial(clustering_layer, self.layer), progress)
         if total == 0:
             raise ProbeXError("TreeRouter.fit: the population is empty; give it at least one model")
         self.tree_names_, self.centers_, self.architectures_ = [], [], []
@@ -173,29 +170,6 @@ class TreeRouter:
             raise ProbeXError(f"TreeRouter: metric {self.metric!r} unknown; use one of {METRICS}")
         if self.threshold is not None and self.n_trees is not None:
             raise ProbeXError("TreeRouter: give threshold or n_trees, not both")
-
-    def _check_layer_exists(self, population: Any) -> None:
-        """A layer name given for a ModelZoo must exist in at least one of its architectures."""
-        if not isinstance(self.layer, str) or not hasattr(population, "architectures"):
-            return
-        catalogs = [sub.catalog() for sub in population.architectures().values()]
-        if not any(self.layer in {info.name for info in catalog} for catalog in catalogs):
-            names = [info.name for catalog in catalogs for info in catalog]
-            raise ZooError(f"{getattr(population, 'root', 'zoo')}: no architecture has a layer {self.layer!r}; "
-                           f"available: {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}")
-
-    def _fit_layer_choice(self, name: str, catalog: Sequence) -> str:
-        """The layer to cluster an architecture on: the one asked for, else the largest."""
-        wanted = self.layer.get(name) if isinstance(self.layer, dict) else self.layer
-        names = [info.name for info in catalog]
-        if wanted is not None and wanted in names:
-            return wanted
-        if wanted is not None and not isinstance(self.layer, str):
-            raise ZooError(f"architecture {name!r}: layer {wanted!r} missing; available: {', '.join(names[:20])}")
-        largest = max(catalog, key=lambda info: math.prod(info.shape))  # first of the largest
-        if wanted is not None:
-            log.info("architecture %s has no layer %r; clustering on its largest, %r", name, wanted, largest.name)
-        return largest.name
 
     def _calibrate_radii(self, member_distances: list[np.ndarray]) -> np.ndarray:
         radii = np.full(len(member_distances), np.nan)
@@ -303,7 +277,7 @@ class TreeRouter:
         if name in self.tree_names_:
             raise ProbeXError(f"TreeRouter.add_tree: a tree named {name!r} exists already")
         choose = (lambda arch, catalog: layer or self._route_layer_choice(arch, catalog)
-                  or self._fit_layer_choice(arch, catalog))
+                  or clustering_layer(self.layer, arch, catalog))
         _, groups = split_population(members, choose, None)
         if len(groups) != 1:
             raise ProbeXError(f"TreeRouter.add_tree: the members of {name!r} span {len(groups)} architectures; give one")

@@ -7,7 +7,9 @@ D / |subset|, estimate them well when the differences between trees are spread o
 reading it touches few pages per model of a memory-mapped population.
 
 An estimate is not trusted: ``split_confirmed`` checks the split it gave against exact
-full-dimensional distances, and the caller recomputes on all coordinates when it fails.
+full-dimensional distances, and the caller recomputes on all coordinates when it fails. The
+coordinates themselves are gathered by ``probex.cell_sums`` in the same read that sums the
+trees.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import numpy as np
 import torch
 
 from probex.distances import add_centred_products
-from probex.progress import Progress
 
 BLOCK = 128  # coordinates per contiguous block of the subset
 CONFIRM_TOLERANCE = 0.25  # relative disagreement allowed between subset estimates and exact values
@@ -34,18 +35,11 @@ def subset_scale(dim: int, blocks: list[tuple[int, int]]) -> float:
     return dim / sum(stop - start for start, stop in blocks)
 
 
-def subset_gram(flat: torch.Tensor, rows: np.ndarray, blocks: list[tuple[int, int]],
-                progress: Progress | None = None) -> np.ndarray:
-    """Centred float64 Gram matrix [r, r] of ``flat[rows]`` on the blocks, rescaled so that its
-    l2 distances estimate full-dimensional ones."""
-    everyone = len(rows) == flat.shape[0]
-    index = torch.from_numpy(rows)
-    parts = [flat[:, start:stop] if everyone else flat[:, start:stop].index_select(0, index)
-             for start, stop in blocks]
-    gram = torch.zeros(len(rows), len(rows), dtype=torch.float64)
-    add_centred_products(gram, torch.cat(parts, dim=1), subset_scale(flat.shape[1], blocks))
-    if progress:
-        progress(1, 1, "pairwise distances")
+def subset_gram(coordinates: torch.Tensor, scale: float) -> np.ndarray:
+    """Centred float64 Gram matrix [r, r] of models' block coordinates [r, s], rescaled by
+    ``scale`` (``subset_scale``) so that its l2 distances estimate full-dimensional ones."""
+    gram = torch.zeros(len(coordinates), len(coordinates), dtype=torch.float64)
+    add_centred_products(gram, coordinates, scale)
     return gram.numpy()
 
 

@@ -152,6 +152,41 @@ def test_subset_of_coordinates_is_confirmed_and_matches_exact():
     np.testing.assert_array_equal(shortcut.labels_, exact.labels_)
 
 
+def test_subset_path_centres_and_radii_match_the_exact_path():
+    population = concat(grow_tree("a", 20, shape=(64, 64), root_seed=1),
+                        grow_tree("b", 12, shape=(64, 64), root_seed=2, seed=3))
+    shortcut = TreeRouter(max_coordinates=512).fit(population)
+    exact = TreeRouter(max_coordinates=64 * 64).fit(population)
+    for fast, slow in zip(shortcut.centers_, exact.centers_):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(shortcut.radii_, exact.radii_, rtol=1e-4)
+    assert shortcut.nearest_ids_ == exact.nearest_ids_
+
+
+def test_more_trees_than_cells_of_the_single_read_are_found_like_the_exact_path():
+    from probex.cell_sums import MAX_CELLS
+
+    trees = [grow_tree(f"t{k}", 6, shape=(64, 64), root_seed=20 + k, seed=k) for k in range(MAX_CELLS + 2)]
+    population = concat(*trees)
+    shortcut = TreeRouter(max_coordinates=512).fit(population)
+    exact = TreeRouter(max_coordinates=64 * 64).fit(population)
+    assert shortcut.architectures_[0].strategy == "subset, confirmed"
+    assert shortcut.n_trees_ == MAX_CELLS + 2
+    np.testing.assert_array_equal(shortcut.labels_, exact.labels_)
+    for fast, slow in zip(shortcut.centers_, exact.centers_):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_subset_path_with_more_models_than_max_linkage_models_matches_the_exact_path():
+    population = concat(grow_tree("a", 20, shape=(64, 64), root_seed=1),
+                        grow_tree("b", 16, shape=(64, 64), root_seed=2, seed=3))
+    shortcut = TreeRouter(max_coordinates=512, max_linkage_models=15).fit(population)
+    exact = TreeRouter(max_coordinates=64 * 64).fit(population)
+    assert len(shortcut.architectures_[0].linkage_rows) == 15
+    np.testing.assert_array_equal(shortcut.labels_, exact.labels_)
+    np.testing.assert_allclose(shortcut.radii_, exact.radii_, rtol=1e-4)
+
+
 def test_subset_that_misses_the_difference_falls_back_to_exact():
     # two trees whose roots differ only in the first 2 rows (128 of 4096 coordinates)
     a = grow_tree("a", 20, shape=(64, 64), root_seed=1, update=0.05)
