@@ -233,6 +233,8 @@ class _NetworkAligner(BaseExpert):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_parameters_ = network.n_parameters()
+        logger.info("%s: %d models of %d classes, best epoch %d of %d (val top-1 %s)", type(self).__name__, len(names),
+                    len(classes), result.best_epoch, len(result.history), result.best_score)
         return self
 
     # -- the shared space ----------------------------------------------------------------

@@ -199,3 +199,12 @@ def test_changing_text_encoder_after_fit_keeps_the_fitted_encoder_until_the_next
     assert np.array_equal(aligner.encode_text(HELD_OUT), before)
     aligner.save(tmp_path / "aligned")
     assert json.loads((tmp_path / "aligned" / "config.json").read_text())["state"]["text_encoder"] == "minilm"
+
+
+def test_validation_on_training_classes_scores_over_the_training_classes(data):
+    (X, *_), names = data["train"]
+    (X_in, *_), names_in = data["test_in"]
+    aligner = ProbeXAligner(**{**SMALL, "epochs": 3}).fit(X, names, val=(X_in, names_in))
+    best = aligner.history_[aligner.best_epoch_ - 1].val_score
+    assert best == max(log.val_score for log in aligner.history_)
+    assert best == pytest.approx(aligner.score(X_in, names_in))  # the same candidates: the 25 training classes
