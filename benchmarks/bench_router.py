@@ -12,11 +12,15 @@ update (std 0.004 per value) plus noise (std 0.001). Trees are drawn with probab
 0.5 / 0.3 / 0.2. Held out: 100 new models of each tree and 100 of a fourth root never seen.
 
 What is timed, separately: writing the data (generation), ``TreeRouter().fit`` (clustering:
-coordinate subset, linkage, exact confirmation, radii), and ``route`` of the 400 held-out
+one read for the coordinate subset and the cell sums, linkage, exact tree means, a second read
+for the exact distances and the confirmation, radii), and ``route`` of the 400 held-out
 models. Peak memory is sampled from /proc/self/status: anonymous memory (RssAnon, what the
 process really holds) and file-backed pages of the memory map (RssFile, page cache the kernel
-can drop). The data file was just written, so part of it may still be in the page cache: a
-cold cache adds disk reads. Results go to bench_router.json beside this script.
+can drop). The data file was just written, so part of it may still be in the page cache (how
+much memory the kernel reports as cached is recorded before each fit): a cold cache adds disk
+reads. The machine is shared, so the 1-minute load average is recorded before and after each
+phase, and the router's own log of its phases is kept. Results go to bench_router.json beside
+this script, rewritten after each size.
 """
 
 from __future__ import annotations
@@ -91,11 +95,35 @@ class MemoryPeak:
         self._thread.join()
 
 
+class RouterLog(logging.Handler):
+    """Keeps the messages of the router's loggers (its phase timings)."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("probex.clustering", "probex.router")):
+            self.messages.append(record.getMessage())
+
+
+def load_1min() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def meminfo_gb(*fields: str) -> dict:
+    values = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return {field: round(int(values[field].split()[0]) * 1024 / 1e9, 1) for field in fields}
+
+
 def run(n: int, workdir: Path) -> dict:
     rng = np.random.default_rng(n)
     root_weights = roots(4)  # the 4th root is the tree never seen in fit
     trees = rng.choice(3, size=n, p=TREE_PROBABILITIES)
     held_out_trees = np.repeat(np.arange(4), 100)
+    router_log = RouterLog()
+    logging.getLogger("probex").addHandler(router_log)
+    load = {"generation_start": load_1min()}
     with MemoryPeak() as memory:
         started = time.perf_counter()
         population = write_population(workdir / f"population_{n}.f16", n, trees, root_weights, seed=1)
@@ -103,13 +131,18 @@ def run(n: int, workdir: Path) -> dict:
                                     root_weights, seed=2)
         generation_s = time.perf_counter() - started
 
+        load["fit_start"] = load_1min()
+        memory_before_fit = meminfo_gb("MemAvailable", "Cached")
         started = time.perf_counter()
         router = TreeRouter().fit(population)
         fit_s = time.perf_counter() - started
+        load["fit_end"] = load_1min()
 
         started = time.perf_counter()
         routed = router.route(held_out)
         route_s = time.perf_counter() - started
+        load["route_end"] = load_1min()
+    logging.getLogger("probex").removeHandler(router_log)
 
     # a found tree is named by the true tree of most of its members
     truth = {k: int(np.bincount(trees[router.labels_ == k]).argmax()) for k in range(router.n_trees_)}
@@ -130,6 +163,9 @@ def run(n: int, workdir: Path) -> dict:
         "unseen_tree_reported_unknown": float(np.mean(predicted[~known] == -1)),
         "peak_rss_anon_gb": round(memory.anon / 1e9, 2),
         "peak_rss_file_gb": round(memory.file / 1e9, 2),
+        "load_average_1min": load,
+        "memory_before_fit_gb": memory_before_fit,
+        "router_log": router_log.messages,
     }
     del population, held_out
     return result
@@ -141,14 +177,18 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary memmaps go")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="    %(name)s: %(message)s")
+    logging.getLogger("probex").setLevel(logging.INFO)
     out = Path(__file__).with_suffix(".json")
     report = {
         "conditions": {
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "date": time.strftime("%Y-%m-%d %H:%M"),
+            "memory_gb": meminfo_gb("MemTotal", "MemAvailable"),
+            "load_average_1min_start": load_1min(),
             "note": "2-core machine shared with other developers' processes; data file freshly written "
-                    "(partly in page cache)",
+                    "(partly in page cache); the router streams on one torch thread "
+                    "(probex.distances.STREAM_THREADS)",
         },
         "runs": [],
     }
@@ -165,6 +205,7 @@ def main() -> int:
               f"held-out accuracy {result['held_out_routing_accuracy']:.3f} | "
               f"unseen->unknown {result['unseen_tree_reported_unknown']:.3f} | "
               f"peak anon {result['peak_rss_anon_gb']} GB, file {result['peak_rss_file_gb']} GB", flush=True)
+        report["conditions"]["load_average_1min_end"] = load_1min()
         out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
