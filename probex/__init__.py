@@ -33,6 +33,9 @@ _PUBLIC = {
     "MixtureOfExperts": "probex.moe",
     "dendrogram_figure": "probex.figures",
     "load_text_encoder": "probex.text",
+    "ProbeXAligner": "probex.aligner",
+    "DenseAligner": "probex.aligner",
+    "StatNNAligner": "probex.aligner",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",
 }
