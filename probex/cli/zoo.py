@@ -43,7 +43,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"architectures: {len(architectures)}")
         for name, group in architectures.items():
             catalog = group.catalog()
-            print(f"  {name}: {len(group)} models, trees {', '.join(group.trees) or '-'}")
+            print(f"  {name}: {len(group)} models, trees {_tree_list(group.trees)}")
             shown = catalog if args.layers <= 0 else catalog[: args.layers]
             width = max(len(layer.name) for layer in shown) if shown else 0
             for layer in shown:
@@ -57,11 +57,30 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Above this many single-model trees (a forest of independently initialised models) the
+# table folds them into one row instead of printing hundreds.
+FOLD_SINGLETONS = 10
+
+
+def _tree_list(trees: list[str]) -> str:
+    if len(trees) > 2 * FOLD_SINGLETONS:
+        return f"{', '.join(trees[:FOLD_SINGLETONS])}, ... ({len(trees)} in all)"
+    return ", ".join(trees) or "-"
+
+
 def _print_counts(zoo) -> None:
-    """A small table: models per tree (rows) and split (columns)."""
+    """A small table: models per tree (rows) and split (columns); many one-model trees share a row."""
     splits = zoo.splits or [None]
     trees = zoo.trees or [None]
     counts = Counter((record.tree, record.split) for record in zoo.records)
+    sizes = Counter(record.tree for record in zoo.records)
+    singletons = [tree for tree in trees if sizes[tree] == 1]
+    if len(singletons) > FOLD_SINGLETONS:
+        folded = f"({len(singletons)} one-model trees: {singletons[0]} ... {singletons[-1]})"
+        for tree in singletons:
+            for split in splits:
+                counts[(folded, split)] += counts[(tree, split)]
+        trees = [tree for tree in trees if sizes[tree] != 1] + [folded]
     names = [str(tree) if tree is not None else "(no tree)" for tree in trees]
     columns = [split if split is not None else "(no split)" for split in splits]
     first = max([len("tree")] + [len(name) for name in names])

@@ -40,3 +40,21 @@ def test_zoo_bank_builds_the_cache_and_reports_the_shape(tmp_path, capsys):
     assert main(argv) == 0
     assert f"{layer}: 2 models x 8 x 6 (float16)" in capsys.readouterr().out
     assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+
+
+def test_zoo_info_folds_a_forest_of_one_model_trees_into_one_row(tmp_path, capsys):
+    import torch
+
+    from probex.zoo.manifest import save_model_file, write_manifest
+    from probex.zoo.records import ModelRecord
+
+    records = []
+    for i in range(15):
+        path = tmp_path / f"m{i}.safetensors"
+        save_model_file(path, {"w": torch.randn(3, 2)}, id=f"m{i}", split="train", tree=f"forest-{i + 1:03d}")
+        records.append(ModelRecord(id=f"m{i}", path=path, split="train", tree=f"forest-{i + 1:03d}", labels=[], metadata={}, images=[]))
+    write_manifest(tmp_path, records, name="forest")
+    assert main(["zoo", "info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(15 one-model trees: forest-001 ... forest-015)" in out
+    assert "forest-007 " not in out.split("labels:")[0]
