@@ -233,6 +233,7 @@ class _NetworkAligner(BaseExpert):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_parameters_ = network.n_parameters()
+        self._remember_layers(X)
         logger.info("%s: %d models of %d classes, best epoch %d of %d (val top-1 %s)", type(self).__name__, len(names),
                     len(classes), result.best_epoch, len(result.history), result.best_score)
         return self
@@ -522,6 +523,7 @@ class StatNNAligner(_NetworkAligner):
         shapes = [list(t.shape[1:]) for t in as_layers(X, "X")]
         self.tensor_shapes_ = shapes  # val tensors are checked against these
         super().fit(X, names, val=val, progress=progress)
+        self._remember_layers(X)
         return self
 
     def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> StatNNNetwork:

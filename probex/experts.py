@@ -26,7 +26,7 @@ from torch import nn
 
 from probex import __version__
 from probex.evaluate import accuracy, mean_binary_accuracy
-from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
+from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of, layer_names_of
 from probex.labels import MULTILABEL, TargetEncoding
 from probex.nn import DenseNetwork, LayersNetwork, ProbeXNetwork
 from probex.storage import atomic_directory, atomic_write_json
@@ -71,8 +71,16 @@ class BaseExpert(ABC):
     def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         """Set the fitted state from what ``_state`` returned."""
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the fitted expert to ``directory`` (config.json + model.safetensors), atomically."""
+    def _remember_layers(self, X: LayerInput) -> None:
+        """Keep the layer names of LayerBank input as ``layers_`` (None for raw tensors)."""
+        self.layers_ = layer_names_of(X)
+
+    def save(self, directory: str | Path, metadata: Optional[dict] = None) -> Path:
+        """Write the fitted expert to ``directory`` (config.json + model.safetensors), atomically.
+
+        The config keeps the layer names it was trained on (``layers_``, when fitted on
+        LayerBanks) and ``metadata``, any JSON-ready facts to keep beside it (the tree, scores).
+        """
         self._check_fitted()
         state, tensors = self._state()
         config = {
@@ -80,6 +88,8 @@ class BaseExpert(ABC):
             "probex_version": __version__,
             "class": type(self).__name__,
             "params": self.get_params(),
+            "layers": getattr(self, "layers_", None),
+            "metadata": dict(metadata or getattr(self, "metadata_", None) or {}),
             "state": state,
         }
         directory = Path(directory)
@@ -150,6 +160,7 @@ class _NetworkClassifier(BaseExpert):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_parameters_ = network.n_parameters()
+        self._remember_layers(X)
         return self
 
     # -- predicting --------------------------------------------------------------------
@@ -344,4 +355,6 @@ def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpe
     if device is not None:
         expert.device = device
     expert._restore(config["state"], load_file(str(directory / WEIGHTS_FILE)))
+    expert.layers_ = config.get("layers")
+    expert.metadata_ = dict(config.get("metadata") or {})
     return expert

@@ -94,3 +94,10 @@ def labels_of(X: LayerInput) -> Any:
     """The labels a LayerBank carries (first layer of a list), or None."""
     first = X[0] if isinstance(X, (list, tuple)) and X else X
     return getattr(first, "labels", None)
+
+
+def layer_names_of(X: LayerInput) -> list[str] | None:
+    """The layer names of LayerBank input (one per layer), or None when X is raw tensors."""
+    items = list(X) if isinstance(X, (list, tuple)) else [X]
+    names = [getattr(item, "layer", None) for item in items]
+    return [str(name) for name in names] if all(isinstance(name, str) for name in names) else None

@@ -151,6 +151,7 @@ class StatNNClassifier(_NetworkClassifier):
         if self.model != "gbt":
             super().fit(features, y, val=val_features, progress=progress)
             self.input_shapes_ = input_shapes
+            self._remember_layers(X)
             return self
         if y is None:
             raise ValueError("y: labels are required (X carries none)")
@@ -164,6 +165,7 @@ class StatNNClassifier(_NetworkClassifier):
         self.n_parameters_ = None  # trees have no fixed parameter count
         self.history_ = []
         self.best_epoch_ = 0
+        self._remember_layers(X)
         return self
 
     def _fit_trees(self, features: np.ndarray, target: np.ndarray) -> None:

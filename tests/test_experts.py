@@ -218,3 +218,19 @@ def test_as_many_labels_as_models_are_required(small):
 def test_predicting_before_fitting_is_refused(small):
     with pytest.raises(ValueError, match="not fitted yet"):
         ProbeXClassifier().predict(small[0].X)
+
+
+def test_the_layer_names_and_metadata_are_saved_with_the_expert(small, tmp_path):
+    from probex.zoo import LayerBank, ModelRecord
+
+    X, y = small[0].X, small[0].Y
+    records = [ModelRecord(id=f"m{i}", path=tmp_path / f"m{i}.safetensors", labels=[str(c) for c in np.flatnonzero(row)])
+               for i, row in enumerate(np.asarray(y))]
+    bank = LayerBank(X, records, layer="blocks.3.attn.q.weight")
+    expert = ProbeXClassifier(epochs=2).fit(bank)
+    assert expert.layers_ == ["blocks.3.attn.q.weight"]
+    expert.save(tmp_path / "expert", metadata={"tree": "A", "val": 0.9})
+    loaded = load_expert(tmp_path / "expert")
+    assert loaded.layers_ == ["blocks.3.attn.q.weight"]
+    assert loaded.metadata_ == {"tree": "A", "val": 0.9}
+    assert ProbeXClassifier(epochs=2).fit(X, y).layers_ is None  # raw tensors carry no names
