@@ -82,7 +82,9 @@ class ModelZoo:
         return model_id in self._by_id
 
     def __repr__(self) -> str:
-        return f"ModelZoo({self.name!r}, layout={self.layout!r}, models={len(self)}, splits={self.splits}, trees={self.trees})"
+        trees = self.trees
+        shown = ", ".join(repr(tree) for tree in trees[:6]) + (f", ... ({len(trees)} trees)" if len(trees) > 6 else "")
+        return f"ModelZoo({self.name!r}, layout={self.layout!r}, models={len(self)}, splits={self.splits}, trees=[{shown}])"
 
     def record(self, model_id: str) -> ModelRecord:
         """The record of one model, by id (ZooError naming close ids if there is none)."""
