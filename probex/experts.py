@@ -75,14 +75,17 @@ class BaseExpert(ABC):
         """Keep the layer names of LayerBank input as ``layers_`` (None for raw tensors)."""
         self.layers_ = layer_names_of(X)
 
-    def save(self, directory: str | Path, metadata: Optional[dict] = None) -> Path:
+    def save(self, directory: str | Path, metadata: Optional[dict] = None, half: bool = False) -> Path:
         """Write the fitted expert to ``directory`` (config.json + model.safetensors), atomically.
 
         The config keeps the layer names it was trained on (``layers_``, when fitted on
         LayerBanks) and ``metadata``, any JSON-ready facts to keep beside it (the tree, scores).
+        ``half=True`` stores float tensors as float16 (half the size; loaded back as float32).
         """
         self._check_fitted()
         state, tensors = self._state()
+        if half:
+            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
         config = {
             "format": FORMAT,
             "probex_version": __version__,
@@ -354,7 +357,8 @@ def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpe
     expert = classes[config["class"]](**config["params"])
     if device is not None:
         expert.device = device
-    expert._restore(config["state"], load_file(str(directory / WEIGHTS_FILE)))
+    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
+    expert._restore(config["state"], tensors)
     expert.layers_ = config.get("layers")
     expert.metadata_ = dict(config.get("metadata") or {})
     return expert

@@ -234,3 +234,15 @@ def test_the_layer_names_and_metadata_are_saved_with_the_expert(small, tmp_path)
     assert loaded.layers_ == ["blocks.3.attn.q.weight"]
     assert loaded.metadata_ == {"tree": "A", "val": 0.9}
     assert ProbeXClassifier(epochs=2).fit(X, y).layers_ is None  # raw tensors carry no names
+
+
+def test_an_expert_saved_in_half_precision_is_half_the_size_and_predicts_alike(small, tmp_path):
+    train, _, test = small
+    expert = ProbeXClassifier(epochs=3).fit(train.X, train.Y)
+    expert.save(tmp_path / "full")
+    expert.save(tmp_path / "half", half=True)
+    full_size = (tmp_path / "full" / "model.safetensors").stat().st_size
+    half_size = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half_size < 0.55 * full_size
+    loaded = load_expert(tmp_path / "half")
+    assert np.abs(loaded.predict_proba(test.X) - expert.predict_proba(test.X)).max() < 1e-2

@@ -1,4 +1,4 @@
-"""``probex jungle build``: build the demo jungle offline (deterministic for a seed)."""
+"""``probex jungle build | validate | check``: build the demo jungle offline, sweep it, measure it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,51 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--workers", type=int, default=1, help="2: build the generative tree in a second process")
     build.add_argument("--roots", help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
+    build.add_argument("--no-validate", dest="validate", action="store_false",
+                       help="skip the validation sweep (recommended layers and pre-trained experts)")
     build.set_defaults(func=run_build)
+    validate = commands.add_parser("validate", help="sweep every layer of every tree; write the recommended "
+                                                    "layers and the pre-trained experts into the jungle")
+    validate.add_argument("path", nargs="?", help="a built jungle (default: the shipped one)")
+    validate.add_argument("--epochs", type=int, help="training epochs per layer (default 100, patience 20)")
+    validate.set_defaults(func=run_validate)
+    check = commands.add_parser("check", help="measure and print the jungle's acceptance figures "
+                                              "(router, experts, forest, alignment)")
+    check.add_argument("path", nargs="?", help="a built jungle (default: the shipped one)")
+    check.set_defaults(func=run_check)
+
+
+def _jungle_path(args: argparse.Namespace):
+    from probex.jungle import SHIPPED, load
+
+    path = args.path or SHIPPED
+    load(path)  # a clear message when there is no jungle there
+    return path
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from probex.jungle.validation import validate_jungle
+    from probex.progress import tqdm_progress
+
+    path = _jungle_path(args)
+    with tqdm_progress("validation sweep", unit="tree") as progress:
+        summary = validate_jungle(path, params={"epochs": args.epochs} if args.epochs else None, progress=progress)
+    for tree, value in summary["trees"].items():
+        shipped = value["shipped"]
+        print(f"{tree}: best layer {value['best']}; shipped expert on {' + '.join(shipped['layers'])} "
+              f"(val {shipped['val']:.3f}, test {shipped['test']:.3f})")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from probex.jungle.check import check_jungle, format_report
+    from probex.progress import tqdm_progress
+
+    path = _jungle_path(args)
+    with tqdm_progress("measuring", unit="step") as progress:
+        report = check_jungle(path, progress=progress)
+    print(format_report(report))
+    return 0
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -24,7 +68,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     with tqdm_progress("demo jungle") as progress:
         out = build_jungle(args.out, size=args.size, seed=args.seed, workers=args.workers, roots=args.roots,
-                           progress=progress)
+                           progress=progress, validate=args.validate)
     report = read_build_report(out)
     print(f"demo jungle written to {out} in {report['total_seconds']} s")
     print(json.dumps(report, indent=2))

@@ -2,13 +2,16 @@
 
     from probex import jungle
     zoo = jungle.load()                 # the shipped jungle as a ModelZoo, no build step
+    jungle.RECOMMENDED_LAYERS           # tree -> best layer, by the build's validation sweep
+    jungle.expert_dirs()                # tree -> its pre-trained expert (probex.load_expert)
     jungle.build_jungle("my-jungle")    # or rebuild it (``probex jungle build``)
 
 Modules: :mod:`~probex.jungle.concepts` (the 64 procedural concepts),
 :mod:`~probex.jungle.architectures` and :mod:`~probex.jungle.forge` (small classifiers, trained
 many at once), :mod:`~probex.jungle.discriminative` (roots, trees, forest),
 :mod:`~probex.jungle.unet` and :mod:`~probex.jungle.generative` (the tiny text-to-image root and
-its LoRA fine-tunes), :mod:`~probex.jungle.build` (the whole build).
+its LoRA fine-tunes), :mod:`~probex.jungle.build` (the whole build),
+:mod:`~probex.jungle.validation` (the layer sweep, recommended layers and shipped experts).
 """
 
 from __future__ import annotations
@@ -33,6 +36,27 @@ def load(path: str | Path | None = None) -> Any:
             "`--size small` takes about 2 minutes)."
         )
     return ModelZoo.open(folder)
+
+
+def expert_dirs(path: str | Path | None = None) -> dict[str, Path]:
+    """tree -> the folder of the pre-trained expert shipped for it (load with ``probex.load_expert``)."""
+    from probex.jungle.validation import expert_dirs as find
+
+    return find(Path(path) if path is not None else SHIPPED)
+
+
+def recommended_layers(path: str | Path | None = None) -> dict[str, str]:
+    """tree -> the best layer by the build's own validation sweep (of the shipped jungle by default)."""
+    from probex.jungle.validation import read_recommended
+
+    return read_recommended(Path(path) if path is not None else SHIPPED)
+
+
+def __getattr__(name: str) -> Any:
+    # RECOMMENDED_LAYERS is read from the shipped jungle when first asked for, not typed in.
+    if name == "RECOMMENDED_LAYERS":
+        return recommended_layers()
+    raise AttributeError(f"module 'probex.jungle' has no attribute {name!r}")
 
 
 def build_jungle(*args: Any, **kwargs: Any) -> Path:

@@ -7,6 +7,8 @@
     out/generative/<split>/model_idx_NNNN/pytorch_lora_weights.safetensors  (+ training_images/)
                                      exactly the Model-J generative layout
     out/roots/<tree>.safetensors     the discriminative roots (reused with ``roots=``)
+    out/recommended_layers.json, out/experts/<tree>/, out/sweeps/   the validation sweep
+                                     (:mod:`probex.jungle.validation`)
     out/build.json                   what was built, how, and how long each part took
 
 Deterministic for a seed (on one machine and torch version). The parts are independent, so
@@ -94,7 +96,8 @@ def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[s
 
 
 def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: int = 1,
-                 roots: Optional[str | Path] = None, progress: Optional[Progress] = None) -> Path:
+                 roots: Optional[str | Path] = None, progress: Optional[Progress] = None,
+                 validate: bool = True) -> Path:
     """Build the demo jungle into ``out`` and return the folder (see the module docstring).
 
     Args:
@@ -103,6 +106,8 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             second process at the same time.
         roots: a folder of roots from an earlier build (``<jungle>/roots`` for the classifiers,
             ``<jungle>/generative/root`` for the text-to-image root): pre-training is skipped.
+        validate: run the build's own validation sweep afterwards (recommended layers and
+            the pre-trained experts: :func:`probex.jungle.validation.validate_jungle`).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}; got {size!r}")
@@ -128,6 +133,13 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
         torch.set_num_threads(threads)
     report["generative"] = {"models": len(generative_entries), "seconds": generative_seconds}
     _write_manifest(out, entries + generative_entries)
+    if validate:
+        from probex.jungle.validation import validate_jungle
+
+        validation_started = time.perf_counter()
+        summary = validate_jungle(out, params={"seed": seed}, progress=progress)
+        report["validation"] = {"seconds": round(time.perf_counter() - validation_started, 1),
+                                "recommended_layers": {tree: value["best"] for tree, value in summary["trees"].items()}}
     report.update(size=size, seed=seed, workers=workers, total_seconds=round(time.perf_counter() - started, 1),
                   torch=torch.__version__)
     atomic_write_json(out / "build.json", report)

@@ -1,0 +1,135 @@
+"""The build's own validation sweep: the recommended layer of every tree, and the experts shipped with it.
+
+After the models are written, ``validate_jungle(path)`` sweeps every matrix layer of every tree
+(:func:`probex.sweep.sweep_layers`: train on ``train``, choose on the validation split), and
+writes into the jungle::
+
+    recommended_layers.json    {tree: best layer by validation}   -> jungle.RECOMMENDED_LAYERS
+    sweeps/<tree>.jsonl        one row per layer: validation and test scores, size, time
+    validation.json            the whole sweep and what shipped, in one file
+    experts/<tree>/            the expert of the best layer, saved in float16 (probex.load_expert)
+
+Discriminative trees get a :class:`~probex.experts.ProbeXClassifier` (training classes);
+the generative tree a :class:`~probex.aligner.ProbeXAligner` with the bundled MiniLM. For the
+aligner, the two best layers together (the paper's multi-layer form) are also tried; the one
+with the better validation score ships. The forest (one model per tree) has no expert.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from probex.progress import Progress
+from probex.storage import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDED_FILE = "recommended_layers.json"
+SWEEPS_FOLDER = "sweeps"
+EXPERTS_FOLDER = "experts"
+GENERATIVE_TREE = "mini-sd"
+#: Trees with fewer models than this (the forest's one-model trees) are not swept.
+MIN_MODELS = 20
+
+
+def trees_to_validate(zoo) -> list[str]:
+    """The trees with enough models for an expert, generative tree last."""
+    counts: dict[str, int] = {}
+    for record in zoo.records:
+        counts[record.tree] = counts.get(record.tree, 0) + 1
+    trees = sorted(tree for tree, count in counts.items() if tree is not None and count >= MIN_MODELS)
+    return [tree for tree in trees if tree != GENERATIVE_TREE] + [tree for tree in trees if tree == GENERATIVE_TREE]
+
+
+def _task(tree: str) -> str:
+    return "align" if tree == GENERATIVE_TREE else "classes"
+
+
+def _score_pair(tree_zoo, layers: list[str], params: dict):
+    """An aligner on several layers at once, scored like the sweep scores one layer."""
+    from probex.aligner import ProbeXAligner, names_of
+
+    started = time.perf_counter()
+    holdout = "val_holdout" in tree_zoo.splits
+    val_split = "val_holdout" if holdout else "val"
+    banks = {split: [tree_zoo.bank(layer, split=split) for layer in layers]
+             for split in ("train", val_split, "test", "test_holdout") if split in tree_zoo.splits}
+    expert = ProbeXAligner(**params).fit(banks["train"], val=(banks[val_split], None))
+
+    def names(split: str) -> list[str]:
+        return sorted(set(names_of(banks[split][0].labels)))
+
+    figures = {
+        "val": round(expert.score(banks[val_split], candidates=names(val_split) if holdout else None), 4),
+        "test": round(expert.score(banks["test"]), 4) if "test" in banks else None,
+        "zero_shot_test": round(expert.score(banks["test_holdout"], candidates=names("test_holdout")), 4) if holdout else None,
+        "n_parameters": int(expert.n_parameters_),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return expert, figures
+
+
+def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: Optional[Progress] = None) -> dict:
+    """Sweep every tree of the jungle at ``path``, write the recommended layers and the experts; return a summary.
+
+    Resumable: layers already in ``sweeps/<tree>.jsonl`` (same parameters) are not trained again (their
+    experts are then refitted only if they are the best, with the same seed).
+    """
+    from probex.sweep import SWEEP_DEFAULTS, sweep_layers
+    from probex.zoo import ModelZoo
+
+    path = Path(path)
+    zoo = ModelZoo.open(path)
+    params = {**SWEEP_DEFAULTS, "device": "auto", **(params or {})}
+    summary: dict = {"params": params, "trees": {}}
+    recommended: dict[str, str] = {}
+    trees = trees_to_validate(zoo)
+    for position, tree in enumerate(trees):
+        started = time.perf_counter()
+        tree_zoo = zoo.select(tree=tree)
+        task = _task(tree)
+        result = sweep_layers(tree_zoo, task=task, params=params, results=path / SWEEPS_FOLDER / f"{tree}.jsonl")
+        best = result.best
+        recommended[tree] = best.layer
+        expert = result.experts.get(best.layer)
+        if expert is None:  # the sweep resumed past it: the same seed refits the same expert
+            from probex.sweep import _fit_layer
+
+            expert, _ = _fit_layer(tree_zoo, task, best.layer, params)
+        shipped = {"layers": [best.layer], "val": best.val, "test": best.test, "zero_shot_test": best.zero_shot_test,
+                   "n_parameters": best.n_parameters}
+        if task == "align" and len(result.scores) > 1:
+            pair = [score.layer for score in result.ranked()[:2]]
+            pair_expert, figures = _score_pair(tree_zoo, pair, params)
+            logger.info("%s: %s together: val %.3f (best single %s: %.3f)", tree, " + ".join(pair), figures["val"], best.layer, best.val)
+            summary.setdefault("pairs", {})[tree] = {"layers": pair, **figures}
+            if figures["val"] > best.val:
+                expert, shipped = pair_expert, {"layers": pair, **{k: figures[k] for k in ("val", "test", "zero_shot_test", "n_parameters")}}
+        metadata = {"tree": tree, "task": task, **shipped, "chosen_by": "validation", "params": params}
+        expert.save(path / EXPERTS_FOLDER / tree, metadata=metadata, half=True)
+        summary["trees"][tree] = {"task": task, "best": best.layer, "shipped": shipped,
+                                  "layers": [vars(score) for score in result.scores],
+                                  "seconds": round(time.perf_counter() - started, 1)}
+        if progress is not None:
+            progress(position + 1, len(trees), f"validated {tree}: {best.layer}")
+    atomic_write_json(path / RECOMMENDED_FILE, recommended)
+    atomic_write_json(path / "validation.json", summary)
+    return summary
+
+
+def read_recommended(path: str | Path) -> dict[str, str]:
+    """The ``recommended_layers.json`` of a validated jungle ({} when it was not validated)."""
+    file = Path(path) / RECOMMENDED_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def expert_dirs(path: str | Path) -> dict[str, Path]:
+    """tree -> the folder of the expert shipped for it (those that exist)."""
+    folder = Path(path) / EXPERTS_FOLDER
+    if not folder.is_dir():
+        return {}
+    return {child.name: child for child in sorted(folder.iterdir()) if (child / "config.json").is_file()}

@@ -1,0 +1,231 @@
+"""Layer sweeps: one expert per candidate layer, the best layer kept by validation.
+
+The best layer differs per tree and task, so the paper trains an expert on every layer and
+picks by validation. ``sweep_layers`` does that on one population (a zoo of one tree)::
+
+    result = sweep_layers(zoo.select(tree="cnn-supervised"), task="classes", results="sweep.jsonl")
+    result.best.layer, result.best.val, result.best.test
+    result.to_frame()          # one row per layer: name, shape, scores, parameters, seconds
+
+Tasks:
+    ``"classes"``: a :class:`~probex.experts.ProbeXClassifier` predicts each model's training
+        classes; fit on ``train``, the epoch and the layer chosen on ``val``, reported on ``test``
+        (mean binary accuracy, chance 0.5 for multi-label).
+    ``"align"``: a :class:`~probex.aligner.ProbeXAligner` maps weights into a text space; fit on
+        ``train``; validation is zero-shot top-1 on ``val_holdout`` when the zoo has held-out
+        classes (else top-1 on ``val``); reported: ``test`` (in-distribution top-1) and
+        ``test_holdout`` (zero-shot top-1 over the held-out classes).
+
+With ``results=PATH`` every finished layer is appended to a JSON-lines file at once, so an
+interrupted sweep started again with the same arguments skips the layers already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from probex.errors import ZooError
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("classes", "align")
+#: Short, fast defaults for sweeping many layers (the experts' own defaults train longer).
+SWEEP_DEFAULTS = {"epochs": 100, "patience": 20}
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class LayerScore:
+    """One layer's expert in a sweep: its scores, size and cost."""
+
+    layer: str
+    shape: tuple[int, int]
+    val: float
+    test: Optional[float]
+    n_parameters: int
+    best_epoch: int
+    seconds: float
+    zero_shot_test: Optional[float] = None  # "align" with held-out classes only
+    key: str = ""  # what was swept (task, expert, parameters): rows of other sweeps are ignored
+
+    @classmethod
+    def from_json(cls, row: dict) -> "LayerScore":
+        row = dict(row)
+        row["shape"] = tuple(row["shape"])
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name in row})
+
+
+@dataclass
+class SweepResult:
+    """Every layer swept, in sweep order; ``best`` is chosen by validation."""
+
+    task: str
+    scores: list[LayerScore]
+    experts: dict[str, Any] = field(default_factory=dict, repr=False)  # layer -> expert fitted in this run
+
+    @property
+    def best(self) -> LayerScore:
+        """The layer with the highest validation score; ties go to the smaller expert, then the earlier layer."""
+        if not self.scores:
+            raise ValueError("the sweep holds no layers")
+        return max(self.scores, key=lambda s: (s.val, -s.n_parameters, -self.scores.index(s)))
+
+    def ranked(self) -> list[LayerScore]:
+        """The layers from best to worst by validation (same tie rule as ``best``)."""
+        order = {id(s): i for i, s in enumerate(self.scores)}
+        return sorted(self.scores, key=lambda s: (-s.val, s.n_parameters, order[id(s)]))
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per layer, with a ``best`` column."""
+        import pandas as pd
+
+        best = self.best.layer if self.scores else None
+        rows = [{**asdict(s), "shape": f"{s.shape[0]}x{s.shape[1]}", "best": s.layer == best} for s in self.scores]
+        frame = pd.DataFrame(rows)
+        return frame.drop(columns=["key"]) if "key" in frame else frame
+
+
+def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
+    """The zoo's layers an expert can read (matrices, not vectors), optionally those matching ``pattern`` (regex)."""
+    layers = [info for info in zoo.catalog() if info.kind != "vector"]
+    if pattern is not None:
+        regex = re.compile(pattern)
+        layers = [info for info in layers if regex.search(info.name)]
+    return layers
+
+
+def _make_expert(task: str, params: dict):
+    if task == "classes":
+        from probex.experts import ProbeXClassifier
+
+        return ProbeXClassifier(**params)
+    from probex.aligner import ProbeXAligner
+
+    return ProbeXAligner(**params)
+
+
+def _sweep_key(task: str, params: dict) -> str:
+    text = json.dumps({"task": task, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
+    done: dict[str, LayerScore] = {}
+    if not path.is_file():
+        return done
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill: that layer runs again
+            logger.warning("%s:%d: unreadable line ignored (an interrupted write)", path, number)
+            continue
+        if row.get("key") == key:
+            done[row["layer"]] = LayerScore.from_json(row)
+    return done
+
+
+def _append_result(path: Path, score: LayerScore) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(asdict(score)) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:  # one line per write: a kill loses at most that line
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fit_layer(zoo, task: str, layer: str, params: dict) -> tuple[Any, LayerScore]:
+    from probex.aligner import names_of
+
+    splits = set(zoo.splits)
+    started = time.perf_counter()
+    expert = _make_expert(task, params)
+    train = zoo.bank(layer, split="train")
+    zero_shot_test = None
+    if task == "classes":
+        val = zoo.bank(layer, split="val")
+        expert.fit(train, val=(val, None))
+        val_score = expert.score(val)
+        test = expert.score(zoo.bank(layer, split="test")) if "test" in splits else None
+    else:
+        holdout = {"val_holdout", "test_holdout"} <= splits
+        val = zoo.bank(layer, split="val_holdout" if holdout else "val")
+        expert.fit(train, val=(val, None))
+        val_names = sorted(set(names_of(val.labels)))
+        val_score = expert.score(val, candidates=val_names if holdout else None)
+        test = expert.score(zoo.bank(layer, split="test")) if "test" in splits else None
+        if holdout:
+            test_holdout = zoo.bank(layer, split="test_holdout")
+            zero_shot_test = expert.score(test_holdout, candidates=sorted(set(names_of(test_holdout.labels))))
+    score = LayerScore(
+        layer=layer,
+        shape=tuple(int(s) for s in train.shape),
+        val=round(float(val_score), 4),
+        test=None if test is None else round(float(test), 4),
+        n_parameters=int(expert.n_parameters_),
+        best_epoch=int(expert.best_epoch_),
+        seconds=round(time.perf_counter() - started, 2),
+        zero_shot_test=None if zero_shot_test is None else round(float(zero_shot_test), 4),
+    )
+    return expert, score
+
+
+def sweep_layers(
+    zoo,
+    task: str = "classes",
+    layers: Optional[Sequence[str] | str] = None,
+    params: Optional[dict] = None,
+    results: Optional[str | os.PathLike] = None,
+    progress: Optional[Progress] = None,
+) -> SweepResult:
+    """Train one expert per layer of ``zoo`` (one tree) and score it; see the module docstring.
+
+    Args:
+        zoo: a ModelZoo of one tree with ``train`` and ``val`` splits (``val_holdout`` for
+            zero-shot alignment).
+        task: ``"classes"`` or ``"align"``.
+        layers: layer names, a regex over the names (a string), or None for every matrix layer.
+        params: expert hyperparameters (default :data:`SWEEP_DEFAULTS`, on the CPU or GPU by
+            ``device="auto"``); the same for every layer.
+        results: a JSON-lines file; finished layers are appended and skipped on a rerun.
+        progress: ``progress(done, total, message)`` after each layer.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+    missing_splits = {"train", "val_holdout" if task == "align" and "val_holdout" in zoo.splits else "val"} - set(zoo.splits)
+    if missing_splits:
+        raise ZooError(f"{zoo.root}: a sweep needs the splits {sorted(missing_splits)}; this zoo has {zoo.splits}")
+    if layers is None or isinstance(layers, str):
+        names = [info.name for info in matrix_layers(zoo, layers)]
+        if not names:
+            raise ZooError(f"{zoo.root}: no matrix layer matches {layers!r}")
+    else:
+        names = list(layers)
+    params = {**SWEEP_DEFAULTS, **(params or {})}
+    key = _sweep_key(task, params)
+    path = Path(results) if results is not None else None
+    done = _read_results(path, key) if path is not None else {}
+    scores, experts = [], {}
+    for position, layer in enumerate(names):
+        if layer in done:
+            logger.info("sweep: %s already done (%s)", layer, path)
+            scores.append(done[layer])
+        else:
+            expert, score = _fit_layer(zoo, task, layer, params)
+            score.key = key
+            experts[layer] = expert
+            scores.append(score)
+            if path is not None:
+                _append_result(path, score)
+            logger.info("sweep: %s val %.3f test %s (%.1f s)", layer, score.val, score.test, score.seconds)
+        if progress is not None:
+            progress(position + 1, len(names), layer)
+    return SweepResult(task, scores, experts)
