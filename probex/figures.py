@@ -96,3 +96,97 @@ def _draw_leaves(figure: go.Figure, data: DendrogramData, column: int) -> None:
                         tickangle=-60, showgrid=False, zeroline=False,
                         title_text=None if labelled else f"{sum(data.leaf_sizes)} models (hover for ids)",
                         row=1, col=column)
+
+
+# -- the explorer's other figures (also for notebooks) ---------------------------------------------
+
+def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequence[str] | None = None,
+                      title: str = "Raw weights, 2-D (PCA)") -> go.Figure:
+    """Models as points on the first two principal components of their raw weights, one panel per colouring.
+
+    Args:
+        X: [N, d_W, d_H] or [N, D] weights (one layer of N models; a tensor or an array).
+        colourings: panel title -> one category per model (e.g. ``{"tree found": ..., "true tree": ...}``);
+            a None category is drawn as "unknown".
+        ids: the model ids shown on hover.
+    """
+    import numpy as np
+
+    values = np.asarray(X.float().numpy() if hasattr(X, "float") else X, dtype=np.float64)
+    values = values.reshape(values.shape[0], -1)
+    centred = values - values.mean(axis=0, keepdims=True)
+    # the top two right singular vectors of the centred weights are the principal axes
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    coordinates = centred @ axes[:2].T
+    if coordinates.shape[1] < 2:  # one model, or one weight: a degenerate map
+        coordinates = np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1])))
+    variance = np.pad(singular ** 2 / max(float(np.sum(singular ** 2)), 1e-30), (0, 2))
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(values))]
+    figure = make_subplots(rows=1, cols=len(colourings), subplot_titles=list(colourings),
+                           horizontal_spacing=0.08)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+    for column, (panel, categories) in enumerate(colourings.items(), start=1):
+        categories = ["unknown" if c is None else str(c) for c in categories]
+        for number, category in enumerate(sorted(set(categories))):
+            rows = [i for i, c in enumerate(categories) if c == category]
+            figure.add_trace(go.Scatter(
+                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name=category,
+                legendgroup=f"{panel}:{category}", legendgrouptitle_text=panel if number == 0 else None,
+                marker=dict(size=6, opacity=0.8, color=palette[number % len(palette)]),
+                hovertext=[f"<b>{ids[i]}</b><br>{panel}: {category}" for i in rows], hoverinfo="text"),
+                row=1, col=column)
+        figure.update_xaxes(title_text=f"PC 1 ({variance[0]:.0%})", row=1, col=column)
+        figure.update_yaxes(title_text=f"PC 2 ({variance[1]:.0%})" if len(variance) > 1 else "PC 2", row=1, col=column)
+    figure.update_layout(title=title, template="plotly_white", height=460, legend=dict(groupclick="toggleitem"),
+                         margin=dict(l=60, r=20, t=70, b=50))
+    return figure
+
+
+def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validation score per layer") -> go.Figure:
+    """A bar per swept layer (validation score, test score on hover), the best layer by validation marked.
+
+    ``scores``: LayerScore records or dicts with layer, val, test, n_parameters (and zero_shot_test).
+    """
+    rows = [score if isinstance(score, dict) else vars(score) for score in scores]
+    if not rows:
+        raise ValueError("layer_sweep_figure: no layer scores to draw")
+    best = max(range(len(rows)), key=lambda i: (rows[i]["val"], -rows[i].get("n_parameters", 0), -i))
+    hover = []
+    for row in rows:
+        lines = [f"<b>{row['layer']}</b>", f"val {row['val']:.3f}"]
+        if row.get("test") is not None:
+            lines.append(f"test {row['test']:.3f}")
+        if row.get("zero_shot_test") is not None:
+            lines.append(f"zero-shot test {row['zero_shot_test']:.3f}")
+        if row.get("n_parameters"):
+            lines.append(f"{row['n_parameters']:,} parameters")
+        hover.append("<br>".join(lines))
+    figure = go.Figure(go.Bar(
+        x=[row["layer"] for row in rows], y=[row["val"] for row in rows], hovertext=hover, hoverinfo="text",
+        marker_color=["#d62728" if i == best else "#9ecae1" for i in range(len(rows))], name="validation"))
+    figure.add_annotation(x=rows[best]["layer"], y=rows[best]["val"], text=f"best: {rows[best]['val']:.3f}",
+                          showarrow=True, arrowhead=2, ay=-30)
+    figure.update_layout(title=title, template="plotly_white", height=420, yaxis_title="validation score",
+                         yaxis_range=[0, 1.08], xaxis_tickangle=-40, margin=dict(l=60, r=20, t=60, b=140))
+    return figure
+
+
+def training_curves_figure(history: Sequence[Any], title: str = "Training") -> go.Figure:
+    """Training loss and validation score per epoch (EpochLog records or dicts), the best epoch marked."""
+    rows = [entry if isinstance(entry, dict) else vars(entry) for entry in history]
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    epochs = [row["epoch"] for row in rows]
+    figure.add_trace(go.Scatter(x=epochs, y=[row["train_loss"] for row in rows], mode="lines",
+                                name="training loss", line=dict(color="#1f77b4")), secondary_y=False)
+    if any(row.get("val_score") is not None for row in rows):
+        figure.add_trace(go.Scatter(x=epochs, y=[row.get("val_score") for row in rows], mode="lines",
+                                    name="validation score", line=dict(color="#2ca02c")), secondary_y=True)
+        best = rows[-1].get("best_epoch") if rows else None
+        if best:
+            figure.add_vline(x=best, line_dash="dot", line_color="#444444", annotation_text=f"best epoch {best}")
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text="training loss", secondary_y=False)
+    figure.update_yaxes(title_text="validation score", secondary_y=True)
+    figure.update_layout(title=title, template="plotly_white", height=360, margin=dict(l=60, r=60, t=60, b=50))
+    return figure
