@@ -1,8 +1,13 @@
-"""The sidebar shared by every page: the device in use (and, as they land, the population)."""
+"""The sidebar shared by every page: which population to explore, and the device in use."""
 
 from __future__ import annotations
 
 import streamlit as st
+
+from explorer.state import POPULATION_KEY, population_path
+
+DEMO = "Demo jungle (shipped)"
+LOCAL = "A local zoo folder"
 
 
 @st.cache_resource
@@ -14,4 +19,17 @@ def compute_device() -> str:
 
 def draw() -> None:
     with st.sidebar:
+        st.subheader("Population")
+        current = population_path()
+        choice = st.radio("Models to explore", (DEMO, LOCAL), index=1 if current else 0, key="population_choice",
+                          help="The demo jungle ships with probex. A local zoo is a folder with a probex "
+                               "manifest or a Model-J layout (downloaded with `probex download`).")
+        if choice == LOCAL:
+            folder = st.text_input("Zoo folder", value=current, key="population_folder",
+                                   placeholder="/path/to/zoo", help="The zoo's root folder on this machine.")
+            st.session_state[POPULATION_KEY] = folder.strip()
+            if not folder.strip():
+                st.caption("Type a folder; until then the demo jungle is shown.")
+        else:
+            st.session_state[POPULATION_KEY] = ""
         st.caption(f"Device: **{compute_device()}**")

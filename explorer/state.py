@@ -1,0 +1,237 @@
+"""What the pages share: the chosen population, its router, experts, sweeps and search indexes.
+
+Every heavy object is loaded once per process (``st.cache_resource``) or once per session
+(experts trained in the page live in ``st.session_state``). Pages ask here, then draw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import streamlit as st
+
+from probex.errors import ProbeXError
+
+logger = logging.getLogger(__name__)
+
+#: session_state keys
+POPULATION_KEY = "population_path"  # "" for the demo jungle, else a zoo folder typed by the user
+TRAINED_KEY = "trained_experts"  # population -> tree -> TrainedExpert
+
+
+@dataclass
+class ExpertChoice:
+    """The expert a page uses for one tree: where it came from and a token that names it for caches."""
+
+    tree: str
+    expert: Any
+    source: str  # "shipped" or "trained in this session"
+    token: str  # changes whenever the expert does (cache key of the indexes built from it)
+
+    @property
+    def aligned(self) -> bool:
+        """Whether it maps models into a text space (prompt search, zero-shot labels)."""
+        return hasattr(self.expert, "encode_text")
+
+
+# -- the population ---------------------------------------------------------------------------
+
+def population_path() -> str:
+    """The folder of the chosen population ("" is the shipped demo jungle)."""
+    return st.session_state.get(POPULATION_KEY, "")
+
+
+def population_name(path: str) -> str:
+    return "the demo jungle" if not path else path
+
+
+@st.cache_resource(show_spinner="Opening the population ...")
+def load_zoo(path: str):
+    """The ModelZoo at ``path`` ("" for the demo jungle)."""
+    from probex import jungle
+    from probex.zoo import ModelZoo
+
+    if not path:
+        return jungle.load()
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ProbeXError(f"{folder}: no such folder. Type the root folder of a zoo (a probex manifest or a "
+                          "Model-J layout), or pick the demo jungle.")
+    return ModelZoo.open(folder)
+
+
+def current_zoo():
+    """The chosen population's ModelZoo; shows the error in the page and stops it if it cannot be opened."""
+    path = population_path()
+    try:
+        return load_zoo(path)
+    except ProbeXError as error:
+        st.error(f"Cannot open {population_name(path)}: {error}")
+        st.stop()
+
+
+def jungle_folder(path: str) -> Optional[Path]:
+    """The folder of a demo-jungle build (shipped experts, sweeps, check.json), or None for other zoos."""
+    from probex import jungle
+
+    folder = jungle.SHIPPED if not path else Path(path).expanduser()
+    return folder if (folder / "recommended_layers.json").is_file() else None
+
+
+def real_trees(zoo) -> list[str]:
+    """The zoo's trees, less the demo jungle's forest (one-model trees, each its own architecture)."""
+    from probex.jungle.check import FOREST_PREFIX
+
+    return [tree for tree in zoo.trees if not tree.startswith(FOREST_PREFIX)]
+
+
+# -- the router -------------------------------------------------------------------------------
+
+@dataclass
+class RouterFit:
+    """A TreeRouter fitted on the population's training models, and how well it routes the others."""
+
+    router: Any
+    fit_ids: list[str]
+    held_ids: list[str]
+    held_accuracy: Optional[float]
+
+
+@st.cache_resource(show_spinner="Finding the Model Trees ...")
+def fit_router(path: str) -> RouterFit:
+    """The trees of the population ("" is the demo jungle), found on its train split when it has one."""
+    from probex.router import TreeRouter
+
+    zoo = load_zoo(path)
+    trees = real_trees(zoo)
+    population = zoo.select(tree=trees) if trees and len(trees) < len(zoo.trees) else zoo
+    fit_zoo = population.select(split="train") if "train" in population.splits else population
+    router = TreeRouter().fit(fit_zoo)
+    fitted = set(fit_zoo.ids)
+    held_ids = [model_id for model_id in population.ids if model_id not in fitted]
+    accuracy = None
+    if held_ids and router.tree_truth_:
+        accuracy = router.score(population.select(ids=held_ids))
+    return RouterFit(router, fit_zoo.ids, held_ids, accuracy)
+
+
+# -- experts ----------------------------------------------------------------------------------
+
+@st.cache_resource(show_spinner="Loading the expert ...")
+def load_shipped_expert(folder: str):
+    from probex.experts import load_expert
+
+    return load_expert(folder)
+
+
+def shipped_expert_dirs(path: str) -> dict[str, Path]:
+    """tree -> folder of its shipped pre-trained expert (demo-jungle builds only)."""
+    from probex import jungle
+
+    folder = jungle_folder(path)
+    if folder is None:
+        return {}
+    try:
+        return jungle.expert_dirs(folder)
+    except (ProbeXError, OSError, ValueError) as error:
+        logger.warning("no shipped experts in %s: %s", folder, error)
+        return {}
+
+
+def trained_experts(path: str) -> dict[str, ExpertChoice]:
+    """tree -> expert trained in this session on the population (kept until the session ends)."""
+    return st.session_state.setdefault(TRAINED_KEY, {}).setdefault(path, {})
+
+
+def keep_trained_expert(path: str, tree: str, expert: Any) -> ExpertChoice:
+    choice = ExpertChoice(tree, expert, "trained in this session", f"session-{uuid.uuid4().hex}")
+    trained_experts(path)[tree] = choice
+    return choice
+
+
+def expert_for(path: str, tree: str) -> Optional[ExpertChoice]:
+    """The expert of one tree: trained in this session if there is one, else the shipped one."""
+    trained = trained_experts(path).get(tree)
+    if trained is not None:
+        return trained
+    folder = shipped_expert_dirs(path).get(tree)
+    if folder is None:
+        return None
+    return ExpertChoice(tree, load_shipped_expert(str(folder)), "shipped", f"shipped-{folder}")
+
+
+def aligned_experts(path: str, zoo) -> dict[str, ExpertChoice]:
+    """tree -> its expert, for the trees whose expert maps models into a text space."""
+    choices = {}
+    for tree in real_trees(zoo):
+        choice = expert_for(path, tree)
+        if choice is not None and choice.aligned:
+            choices[tree] = choice
+    return choices
+
+
+# -- search index ---------------------------------------------------------------------------------
+
+def search_available() -> Optional[str]:
+    """None when probex.search and probex.atlas can be imported, else why not (shown in the page)."""
+    try:
+        import probex.atlas  # noqa: F401
+        import probex.search  # noqa: F401
+    except ImportError as error:
+        return f"Prompt search and the atlas are not available yet in this probex ({error})."
+    return None
+
+
+@st.cache_resource(show_spinner="Embedding every model of the tree ...", max_entries=8)
+def model_index(path: str, tree: str, token: str, _expert: Any):
+    """The ModelIndex of one tree's models under its aligned expert (``token`` names the expert)."""
+    from probex.search import ModelIndex
+
+    zoo = load_zoo(path).select(tree=tree)
+    return ModelIndex.build(_expert, zoo)
+
+
+@st.cache_resource(show_spinner="Projecting the weight-language space (UMAP) ...", max_entries=8)
+def atlas(path: str, tree: str, token: str, _index: Any):
+    from probex.atlas import build_atlas
+
+    return build_atlas(_index)
+
+
+# -- files the jungle build wrote -------------------------------------------------------------------
+
+@st.cache_data
+def sweep_scores(path: str, tree: str) -> list[dict]:
+    """The layer sweep of one tree (one row per layer, in sweep order), [] when none was shipped."""
+    from probex.sweep import LayerScore
+
+    folder = jungle_folder(path)
+    if folder is None or not (folder / "sweeps" / f"{tree}.jsonl").is_file():
+        return []
+    rows = []
+    for line in (folder / "sweeps" / f"{tree}.jsonl").read_text().splitlines():
+        try:
+            rows.append(LayerScore.from_json(json.loads(line)).__dict__)
+        except (json.JSONDecodeError, TypeError, KeyError):  # a line cut short by an interrupted sweep
+            continue
+    return rows
+
+
+@st.cache_data
+def check_figures(path: str) -> dict:
+    """The jungle's acceptance figures (check.json written by ``probex jungle check``), {} when absent."""
+    folder = jungle_folder(path)
+    if folder is None or not (folder / "check.json").is_file():
+        return {}
+    return json.loads((folder / "check.json").read_text())
+
+
+@st.cache_resource(show_spinner="Reading one layer of every model ...", max_entries=16)
+def layer_bank(path: str, layer: str, ids: tuple[str, ...]):
+    """One layer of the given models of the population, stacked (a LayerBank, cached on disk by probex)."""
+    return load_zoo(path).select(ids=list(ids)).bank(layer)

@@ -1,0 +1,62 @@
+"""Uploaded model files: checked, written to a private temporary folder, opened as a one-model zoo.
+
+A bad upload (not safetensors, too large, corrupt) raises ``UploadError`` (a ``ProbeXError``)
+whose message the page shows with ``st.error``; the safetensors header itself is validated by
+probex (``read_header``) before any tensor is trusted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from probex.errors import ProbeXError
+
+#: Larger uploads are refused before they are written anywhere (the jungle's models are < 1 MB).
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+class UploadError(ProbeXError, ValueError):
+    """An uploaded file that cannot be read as a model (the message says why and what to do)."""
+
+
+def open_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES):
+    """A ModelZoo holding the one uploaded model ``name`` with content ``data``.
+
+    Raises:
+        UploadError: not a .safetensors file, empty, larger than ``max_bytes`` or corrupt.
+    """
+    from probex.zoo import ModelRecord, ModelZoo
+    from probex.zoo.zoo import record_header
+
+    if not name.lower().endswith(".safetensors"):
+        raise UploadError(f"{name}: not a .safetensors file. Upload the model's weights as safetensors "
+                          "(pickled .bin/.pt/.ckpt files are never opened here).")
+    if len(data) > max_bytes:
+        raise UploadError(f"{name}: {len(data) / 2**20:.1f} MiB is larger than the {max_bytes / 2**20:.0f} MiB "
+                          "this page reads; use the probex library or CLI for large models.")
+    if not data:
+        raise UploadError(f"{name}: the file is empty.")
+    folder = Path(tempfile.mkdtemp(prefix="probex-upload-"))
+    path = folder / Path(name).name
+    path.write_bytes(data)
+    record = ModelRecord(id=Path(name).stem, path=path)
+    try:
+        record_header(record)
+    except ProbeXError as error:
+        raise UploadError(f"{name}: {_without_path(str(error), path)}") from None
+    return ModelZoo(folder, "upload", [record], name=f"upload {name}")
+
+
+def read_upload(uploaded: Any, max_bytes: int = MAX_UPLOAD_BYTES):
+    """``open_upload`` for a Streamlit UploadedFile (its size is checked before it is read)."""
+    size = getattr(uploaded, "size", None)
+    if size is not None and size > max_bytes:
+        raise UploadError(f"{uploaded.name}: {size / 2**20:.1f} MiB is larger than the {max_bytes / 2**20:.0f} MiB "
+                          "this page reads; use the probex library or CLI for large models.")
+    return open_upload(uploaded.name, uploaded.getvalue(), max_bytes)
+
+
+def _without_path(message: str, path: Path) -> str:
+    return message.replace(f"{path}: ", "").replace(str(path), "the file")

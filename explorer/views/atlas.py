@@ -1,0 +1,4 @@
+"""atlas page."""
+import streamlit as st
+
+st.title("Atlas")

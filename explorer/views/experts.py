@@ -1,0 +1,4 @@
+"""experts page."""
+import streamlit as st
+
+st.title("Experts")

@@ -1,0 +1,4 @@
+"""inspect page."""
+import streamlit as st
+
+st.title("Inspect")

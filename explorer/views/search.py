@@ -1,0 +1,4 @@
+"""search page."""
+import streamlit as st
+
+st.title("Search")

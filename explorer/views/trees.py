@@ -1,0 +1,76 @@
+"""Trees: the Model Trees the router finds, how well it routes, a map of the raw weights, and routing an upload."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer import state, uploads
+from probex.errors import ProbeXError
+from probex.figures import dendrogram_figure, weight_map_figure
+
+st.title("Model Trees")
+st.markdown("The router clusters the models on the raw weights of one layer (hierarchical clustering, "
+            "the number of trees read off the largest gap in the dendrogram), without being told the trees.")
+
+path = state.population_path()
+zoo = state.current_zoo()
+try:
+    fitted = state.fit_router(path)
+except ProbeXError as error:
+    st.error(f"The router could not fit this population: {error}")
+    st.stop()
+router = fitted.router
+
+columns = st.columns(4)
+columns[0].metric("models clustered", f"{len(fitted.fit_ids):,}")
+columns[1].metric("trees found", router.n_trees_)
+columns[2].metric("true trees", len(set(router.tree_truth_.values())) if router.tree_truth_ else "unknown")
+columns[3].metric(f"routing accuracy ({len(fitted.held_ids):,} other models)",
+                  "-" if fitted.held_accuracy is None else f"{fitted.held_accuracy:.1%}")
+if len(state.real_trees(zoo)) < len(zoo.trees):
+    st.caption("The demo jungle's forest (one-model trees of their own architectures) is left out of the clustering.")
+
+st.plotly_chart(dendrogram_figure(router, title=f"Model Trees of {zoo.name}"), width="stretch", key="dendrogram")
+
+st.subheader("Tree sizes")
+table = router.tree_table()
+for row in table:
+    row["true tree"] = row.pop("true_tree") or "-"
+    row["nearest the centre"] = row.pop("nearest_model")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"size": st.column_config.ProgressColumn("size", max_value=max(r["size"] for r in table),
+                                                                     format="%d")})
+
+st.subheader("The raw weights, in two dimensions")
+names = [architecture.name for architecture in router.architectures_]
+chosen = st.selectbox("Architecture", names, key="map_architecture") if len(names) > 1 else names[0]
+architecture = router.architectures_[names.index(chosen)]
+ids = [router.ids_[position] for position in architecture.positions]
+found = [router.tree_names_[router.labels_[position]] for position in architecture.positions]
+truth = [router.true_trees_[position] for position in architecture.positions] if router.true_trees_ else None
+bank = state.layer_bank(path, architecture.layer, tuple(ids))
+colourings = {"tree found": found} if truth is None else {"tree found": found, "true tree": truth}
+st.plotly_chart(weight_map_figure(bank.X, colourings, ids=ids,
+                                  title=f"{chosen}: layer {architecture.layer}, first two principal components"),
+                width="stretch", key="weight_map")
+
+st.subheader("Which tree does a model join?")
+uploaded = st.file_uploader("A model's weights (.safetensors)", key="trees_upload",
+                            help="The router sends it to the nearest tree centre, or says 'unknown tree' when it "
+                                 "is farther than any tree's members are.")
+if uploaded is not None:
+    try:
+        model = uploads.read_upload(uploaded)
+        trees, distances = router.route(model, return_distance=True)
+    except ProbeXError as error:
+        st.error(str(error))
+    else:
+        tree = trees[0]
+        if tree is None:
+            reason = "its architecture matches no tree" if distances[0] != distances[0] else \
+                f"it lies {distances[0]:.3g} from the nearest centre, farther than that tree's models"
+            st.warning(f"**{uploaded.name}**: unknown tree ({reason}).")
+        else:
+            truth_name = router.tree_truth_.get(tree)
+            st.success(f"**{uploaded.name}** joins **{tree}**" + (f" (the {truth_name} tree)" if truth_name else "")
+                       + f", at distance {distances[0]:.3g} from its centre.")
