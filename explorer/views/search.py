@@ -1,4 +1,105 @@
-"""search page."""
+"""Search: a prompt -> the models fine-tuned on it (scores, training images); a model -> its top labels."""
+
+from __future__ import annotations
+
 import streamlit as st
 
-st.title("Search")
+from explorer import state, uploads
+from probex.errors import ProbeXError
+
+PROMPT_MODE = "Find models for a prompt"
+MODEL_MODE = "What is this model?"
+
+st.title("Search models with words")
+
+path = state.population_path()
+zoo = state.current_zoo()
+unavailable = state.search_available()
+if unavailable:
+    st.info(unavailable)
+    st.stop()
+experts = state.aligned_experts(path, zoo)
+if not experts:
+    st.info("No tree of this population has an aligned expert (one that maps models into a text space). "
+            "Train one on the Experts page with the task 'alignment with class names'.")
+    st.stop()
+
+columns = st.columns([1, 2])
+tree = columns[0].selectbox("Tree", list(experts), key="search_tree") if len(experts) > 1 else next(iter(experts))
+choice = experts[tree]
+mode = columns[1].radio("Mode", (PROMPT_MODE, MODEL_MODE), horizontal=True, key="search_mode")
+try:
+    index = state.model_index(path, tree, choice.token, choice.expert)
+except ProbeXError as error:
+    st.error(f"Cannot index the models of {tree}: {error}")
+    st.stop()
+st.caption(f"{len(index):,} models of **{tree}**, expert {choice.source} "
+           f"({type(choice.expert).__name__} on {', '.join(choice.expert.layers_)}).")
+
+
+def image_grid(hits, per_row: int = 5) -> None:
+    """The hits' first training images, best first, with rank, id and score under each."""
+    shown = [hit for hit in hits if hit.images]
+    for start in range(0, len(shown), per_row):
+        for column, hit in zip(st.columns(per_row), shown[start:start + per_row]):
+            column.image([str(image) for image in hit.images[:2]], width=72)
+            column.caption(f"#{hit.rank} · {hit.score:.3f}  \n**{', '.join(hit.labels)}**  \n`{hit.model_id}`")
+
+
+def hits_table(hits) -> None:
+    st.dataframe([{"rank": hit.rank, "model": hit.model_id, "score": hit.score, "concept": ", ".join(hit.labels),
+                   "split": hit.split} for hit in hits], hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.ProgressColumn("score", min_value=-1.0, max_value=1.0,
+                                                                         format="%.3f")})
+
+
+if mode == PROMPT_MODE:
+    if "prompt" not in st.session_state:
+        st.session_state["prompt"] = st.query_params.get("prompt", "")
+    prompt = st.text_input("Prompt", key="prompt", placeholder="a purple heart",
+                           help="Any text; it is read like the class names the expert was trained on "
+                                "('a photo of a ...').")
+    k = st.slider("Models to show", 5, 50, 10, key="search_k")
+    if prompt.strip():
+        st.query_params["prompt"] = prompt
+        try:
+            hits = index.search(prompt, k=k)
+        except (ProbeXError, ValueError) as error:
+            st.error(str(error))
+        else:
+            st.subheader(f"Models for “{prompt}”")
+            hits_table(hits)
+            image_grid(hits)
+    else:
+        st.query_params.pop("prompt", None)
+        st.caption("Try a concept the expert never saw in training, e.g. “a purple square” or “a cyan heart”.")
+else:
+    st.query_params.pop("prompt", None)
+    source = st.radio("Model", ("Pick one of the tree's models", "Upload a model file"), horizontal=True,
+                      key="what_source")
+    model = None
+    if source.startswith("Pick"):
+        model = st.selectbox("Model id", index.ids, key="what_model")
+    else:
+        uploaded = st.file_uploader("A model's weights (.safetensors)", key="what_upload")
+        if uploaded is not None:
+            try:
+                model = uploads.read_upload(uploaded).records[0].path
+            except ProbeXError as error:
+                st.error(str(error))
+    if model is not None:
+        try:
+            labels = index.top_labels(model, k=5)
+        except (ProbeXError, ValueError) as error:
+            st.error(str(error))
+        else:
+            st.subheader("Top zero-shot labels")
+            st.caption(f"Among the {len(index.classes)} class names of {tree}, held-out ones included.")
+            st.dataframe([{"label": label, "score": score} for label, score in labels], hide_index=True,
+                         width="stretch", column_config={"score": st.column_config.ProgressColumn(
+                             "score", min_value=-1.0, max_value=1.0, format="%.3f")})
+            if isinstance(model, str):
+                record = zoo.record(model)
+                st.caption(f"Its true concept: **{', '.join(record.labels)}** ({record.split})")
+                if record.images:
+                    st.image([str(image) for image in record.images[:6]], width=72)
