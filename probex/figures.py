@@ -190,3 +190,67 @@ def training_curves_figure(history: Sequence[Any], title: str = "Training") -> g
     figure.update_yaxes(title_text="validation score", secondary_y=True)
     figure.update_layout(title=title, template="plotly_white", height=360, margin=dict(l=60, r=60, t=60, b=50))
     return figure
+
+
+ATLAS_COLORINGS = ("label", "split", "tree", "kind")
+ATLAS_MAX_LEGEND = 30  # more colour groups than this: no legend (hover still tells)
+
+
+def atlas_figure(atlas: Any, color: str = "label", title: str | None = None, height: int = 620,
+                 show_anchor_text: bool = True) -> go.Figure:
+    """The atlas (``probex.atlas.build_atlas``): models as dots, text anchors as labelled diamonds, prompts as stars.
+
+    ``color`` picks the models' colouring: "label" (concept), "split", "tree" or "kind". With
+    "label", an anchor that names a concept takes that concept's colour. Hover shows the model
+    id, its concept and split; each model point's ``customdata`` is its model id (anchors and
+    prompts carry ""), so an app can react to a selection.
+    """
+    if color not in ATLAS_COLORINGS:
+        raise ValueError(f"atlas_figure: color must be one of {ATLAS_COLORINGS}; got {color!r}")
+    points = atlas.points
+    models = points[points["kind"] == "model"]
+    groups = sorted({str(value) for value in models[color]}, key=lambda value: (value == "", value))
+    palette = _qualitative_palette(len(groups))
+    colour_of = {group: palette[i] for i, group in enumerate(groups)}
+    figure = go.Figure()
+    for group in groups:
+        rows = models[models[color].astype(str) == group]
+        hover = [f"<b>{row.model_id}</b><br>concept: {row.label}<br>split: {row.split or '-'}"
+                 + (f"<br>tree: {row.tree}" if row.tree else "") for row in rows.itertuples()]
+        figure.add_trace(go.Scatter(
+            x=rows["x"], y=rows["y"], mode="markers", name=group or "(none)", legendgroup=group,
+            marker=dict(size=7, color=colour_of[group], opacity=0.8, line=dict(width=0)),
+            customdata=list(rows["model_id"]), hovertext=hover, hoverinfo="text"))
+    anchors = points[points["kind"] == "anchor"]
+    if len(anchors):
+        colours = [colour_of.get(label, "#555555") if color == "label" else "#555555" for label in anchors["label"]]
+        figure.add_trace(go.Scatter(
+            x=anchors["x"], y=anchors["y"], mode="markers+text" if show_anchor_text else "markers", name="text anchors",
+            text=list(anchors["label"]), textposition="top center", textfont=dict(size=10, color=colours),
+            marker=dict(symbol="diamond-open", size=10, color=colours, line=dict(width=2)),
+            customdata=[""] * len(anchors), hovertext=[f"anchor: {label}" for label in anchors["label"]], hoverinfo="text"))
+    prompts = points[points["kind"] == "prompt"]
+    if len(prompts):
+        figure.add_trace(go.Scatter(
+            x=prompts["x"], y=prompts["y"], mode="markers+text", name="prompts", text=list(prompts["label"]),
+            textposition="bottom center", textfont=dict(size=12, color="#111111"),
+            marker=dict(symbol="star", size=18, color="#ffd400", line=dict(width=1.5, color="#111111")),
+            customdata=[""] * len(prompts), hovertext=[f"prompt: {label}" for label in prompts["label"]], hoverinfo="text"))
+    subtitle = getattr(atlas, "message", None)
+    figure.update_layout(
+        title=title or f"Atlas: {len(models)} models and {len(anchors)} words in one space"
+        + (f"<br><sup>{subtitle}</sup>" if subtitle else ""),
+        template="plotly_white", hovermode="closest", height=height, showlegend=len(groups) <= ATLAS_MAX_LEGEND,
+        legend_title_text=color, margin=dict(l=40, r=20, t=70, b=40))
+    method = "PCA" if getattr(atlas, "method", "umap") == "pca" else "UMAP"
+    figure.update_xaxes(title_text=f"{method} 1", showticklabels=False, zeroline=False)
+    figure.update_yaxes(title_text=f"{method} 2", showticklabels=False, zeroline=False)
+    return figure
+
+
+def _qualitative_palette(n: int) -> list[str]:
+    """n distinguishable colours (plotly's qualitative sets, cycled when n is larger)."""
+    import plotly.express as px
+
+    base = list(px.colors.qualitative.Plotly) + list(px.colors.qualitative.Dark24) + list(px.colors.qualitative.Light24)
+    return [base[i % len(base)] for i in range(max(n, 1))]
