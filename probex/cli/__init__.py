@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "probex.cli.zoo",
     "probex.cli.jungle",
     "probex.cli.route",
+    "probex.cli.search",
 )
 
 
