@@ -1,0 +1,170 @@
+"""The atlas (UMAP of models and words in one space) and its figure, on the shipped jungle's held-out models."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from probex import jungle, load_expert
+from probex.atlas import Atlas, build_atlas, cache_key, place_points
+from probex.figures import atlas_figure
+from probex.search import ModelIndex
+
+
+@pytest.fixture(scope="module")
+def index():
+    expert = load_expert(jungle.expert_dirs()["mini-sd"])
+    return ModelIndex.build(expert, jungle.load(), splits=["test_holdout"])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("atlas-cache")
+
+
+@pytest.fixture(scope="module")
+def atlas(index, cache):
+    started = time.perf_counter()
+    result = build_atlas(index, cache_dir=cache)
+    print(f"\natlas of {len(index)} models + {len(index.classes)} anchors, cold (UMAP): {time.perf_counter() - started:.2f} s")
+    return result
+
+
+@pytest.fixture
+def no_umap(monkeypatch):
+    """UMAP raises if anything constructs it: proves a result came without fitting."""
+    import umap
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("UMAP was called")
+
+    monkeypatch.setattr(umap, "UMAP", refuse)
+
+
+def small_index(index: ModelIndex, n: int = 5) -> ModelIndex:
+    return ModelIndex(index.expert, index.records[:n], index.embeddings[:n], index.classes[:3], index.tree)
+
+
+def nearest_model_label(points, x: float, y: float) -> str:
+    models = points[points["kind"] == "model"]
+    return models["label"].iloc[int(np.argmin(np.hypot(models["x"] - x, models["y"] - y)))]
+
+
+def test_atlas_holds_every_model_and_anchor_with_its_columns(atlas, index):
+    points = atlas.points
+    assert list(points.columns) == ["x", "y", "kind", "label", "model_id", "split", "tree", "image"]
+    assert (points["kind"] == "model").sum() == len(index) and (points["kind"] == "anchor").sum() == len(index.classes)
+    assert atlas.method == "umap" and atlas.message is None
+    models = points[points["kind"] == "model"]
+    assert list(models["model_id"]) == index.ids and all(models["image"].str.endswith(".png"))
+    assert np.isfinite(points[["x", "y"]].to_numpy()).all()
+
+
+def test_words_land_among_the_models_they_name(atlas, index):
+    points = atlas.points
+    concepts = sorted({record.labels[0] for record in index.records})
+    anchors = points[(points["kind"] == "anchor") & points["label"].isin(concepts)]
+    rate = np.mean([nearest_model_label(points, row.x, row.y) == row.label for row in anchors.itertuples()])
+    print(f"held-out anchors whose nearest model on the map has their concept: {rate:.3f}")
+    assert rate >= 0.9
+
+
+def test_a_second_build_reads_the_cache_without_umap(atlas, index, cache, no_umap):
+    assert len(list(cache.glob("atlas-umap-*.safetensors"))) == 1
+    started = time.perf_counter()
+    again = build_atlas(index, cache_dir=cache)
+    print(f"\natlas from the cache: {time.perf_counter() - started:.2f} s")
+    np.testing.assert_array_equal(again.points[["x", "y"]].to_numpy(), atlas.points[["x", "y"]].to_numpy())
+
+
+def test_the_cache_key_changes_with_anchors_parameters_and_embeddings(index):
+    vectors = index.embeddings[:10]
+    params = {"n_neighbors": 15, "min_dist": 0.1, "seed": 0, "metric": "cosine"}
+    key = cache_key(vectors, ["a"], "umap", params)
+    assert key == cache_key(vectors.copy(), ["a"], "umap", dict(params))
+    assert key != cache_key(vectors, ["b"], "umap", params)
+    assert key != cache_key(vectors, ["a"], "umap", {**params, "min_dist": 0.2})
+    assert key != cache_key(vectors[::-1].copy(), ["a"], "umap", params)
+
+
+def test_prompts_are_placed_near_their_concepts_without_refitting(atlas, index, no_umap):
+    concepts = sorted({record.labels[0] for record in index.records})[:6]
+    placed = atlas.with_prompts([f"a {concept}" for concept in concepts])
+    prompts = placed.points[placed.points["kind"] == "prompt"]
+    assert len(placed.points) == len(atlas.points) + len(concepts) and list(prompts["label"]) == [f"a {c}" for c in concepts]
+    assert all(nearest_model_label(placed.points, row.x, row.y) == concept for row, concept in zip(prompts.itertuples(), concepts))
+    assert len(atlas.points[atlas.points["kind"] == "prompt"]) == 0  # the original is unchanged
+
+
+def test_placement_is_the_weighted_mean_of_the_nearest_points():
+    vectors = np.eye(3, dtype=np.float32)
+    coordinates = np.array([[0, 0], [10, 0], [0, 10]], dtype=np.float32)
+    np.testing.assert_allclose(place_points(vectors[1:2], vectors, coordinates, k=3), [[10, 0]], atol=1e-4)
+    between = np.array([[1, 1, 0]], dtype=np.float32) / np.sqrt(2)
+    np.testing.assert_allclose(place_points(between, vectors, coordinates, k=2), [[5, 0]], atol=1e-4)
+
+
+def test_a_small_population_gets_a_pca_map_and_a_message(index, tmp_path, no_umap):
+    small = build_atlas(small_index(index), cache_dir=tmp_path)
+    assert small.method == "pca" and "PCA" in small.message and "8 points" in small.message
+    assert len(small.points) == 8 and np.isfinite(small.points[["x", "y"]].to_numpy()).all()
+    assert np.ptp(small.points["x"]) > 0
+    placed = small.with_prompts(["a red star"])
+    assert (placed.points["kind"] == "prompt").sum() == 1
+
+
+def test_an_unreadable_cache_entry_is_recomputed(index, tmp_path, no_umap):
+    first = build_atlas(small_index(index), cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("atlas-pca-*.safetensors")
+    entry.write_bytes(b"garbage")
+    again = build_atlas(small_index(index), cache_dir=tmp_path)
+    np.testing.assert_allclose(again.points[["x", "y"]].to_numpy(), first.points[["x", "y"]].to_numpy(), atol=1e-5)
+
+
+def test_cache_dir_false_writes_no_file(index, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROBEX_CACHE", str(tmp_path))
+    build_atlas(small_index(index), cache_dir=False)
+    assert not list(tmp_path.rglob("*.safetensors"))
+    build_atlas(small_index(index))
+    assert len(list((tmp_path / "atlas").glob("atlas-pca-*.safetensors"))) == 1
+
+
+def test_the_figure_draws_models_anchors_and_prompts_with_model_ids(atlas):
+    figure = atlas_figure(atlas.with_prompts(["a pink circle"]), color="split")
+    names = [trace.name for trace in figure.data]
+    assert names == ["test_holdout", "text anchors", "prompts"]
+    models, anchors, prompts = figure.data
+    assert list(models.customdata) == list(atlas.points[atlas.points["kind"] == "model"]["model_id"])
+    assert "concept:" in models.hovertext[0] and "split: test_holdout" in models.hovertext[0]
+    assert anchors.marker.symbol == "diamond-open" and "red star" in anchors.text
+    assert prompts.marker.symbol == "star" and list(prompts.text) == ["a pink circle"]
+
+
+def test_the_figure_colours_by_concept_and_gives_anchors_their_concepts_colour(atlas):
+    figure = atlas_figure(atlas, color="label")
+    model_traces = [trace for trace in figure.data if trace.name not in ("text anchors", "prompts")]
+    assert len(model_traces) == len(set(atlas.points[atlas.points["kind"] == "model"]["label"]))
+    colour = {trace.name: trace.marker.color for trace in model_traces}
+    anchors = next(trace for trace in figure.data if trace.name == "text anchors")
+    for label, anchor_colour in zip(anchors.text, anchors.marker.color):
+        if label in colour:
+            assert anchor_colour == colour[label]
+
+
+def test_the_figure_subtitle_carries_the_fallback_message(index, tmp_path):
+    small = build_atlas(small_index(index), cache_dir=tmp_path)
+    figure = atlas_figure(small, color="kind")
+    assert "PCA" in figure.layout.title.text and figure.layout.xaxis.title.text == "PCA 1"
+
+
+def test_the_figure_refuses_an_unknown_colouring(atlas):
+    with pytest.raises(ValueError, match="color must be one of"):
+        atlas_figure(atlas, color="size")
+
+
+def test_with_prompts_of_one_string_is_refused(atlas):
+    with pytest.raises(TypeError, match="list of strings"):
+        atlas.with_prompts("a red star")
+    assert isinstance(atlas.with_prompts([]), Atlas)
