@@ -55,8 +55,12 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
         val = zoo.bank(layer, split="val_holdout" if holdout else "val")
         expert = ProbeXAligner(**params).fit(train, val=(val, None), progress=progress)
         if "test" in splits:
-            scores.append({"metric": "in-distribution top-1 (test)", "value": expert.score(zoo.bank(layer, split="test")),
-                           "chance": 1 / len(expert.classes_)})
+            test = zoo.bank(layer, split="test")
+            # in-distribution: the test models of concepts seen in training (a small train split may miss some)
+            seen = [model_id for model_id, name in zip(test.ids, names_of(test.labels)) if name in set(expert.classes_)]
+            if seen:
+                scores.append({"metric": f"in-distribution top-1 ({len(seen)} test models)",
+                               "value": expert.score(test.select(ids=seen)), "chance": 1 / len(expert.classes_)})
         if holdout:
             held = zoo.bank(layer, split="test_holdout")
             candidates = sorted(set(names_of(held.labels)))

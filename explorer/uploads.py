@@ -21,8 +21,10 @@ class UploadError(ProbeXError, ValueError):
     """An uploaded file that cannot be read as a model (the message says why and what to do)."""
 
 
-def open_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES):
+def open_upload(name: str, data: bytes, max_bytes: int | None = None):
     """A ModelZoo holding the one uploaded model ``name`` with content ``data``.
+
+    ``max_bytes`` defaults to :data:`MAX_UPLOAD_BYTES` (read when called).
 
     Raises:
         UploadError: not a .safetensors file, empty, larger than ``max_bytes`` or corrupt.
@@ -30,6 +32,7 @@ def open_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES):
     from probex.zoo import ModelRecord, ModelZoo
     from probex.zoo.zoo import record_header
 
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     if not name.lower().endswith(".safetensors"):
         raise UploadError(f"{name}: not a .safetensors file. Upload the model's weights as safetensors "
                           "(pickled .bin/.pt/.ckpt files are never opened here).")
@@ -49,8 +52,9 @@ def open_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES):
     return ModelZoo(folder, "upload", [record], name=f"upload {name}")
 
 
-def read_upload(uploaded: Any, max_bytes: int = MAX_UPLOAD_BYTES):
+def read_upload(uploaded: Any, max_bytes: int | None = None):
     """``open_upload`` for a Streamlit UploadedFile (its size is checked before it is read)."""
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     size = getattr(uploaded, "size", None)
     if size is not None and size > max_bytes:
         raise UploadError(f"{uploaded.name}: {size / 2**20:.1f} MiB is larger than the {max_bytes / 2**20:.0f} MiB "
