@@ -152,6 +152,9 @@ def _split_args(values: list[str], last: str, command: str) -> tuple[str | None,
     if len(values) == 1:
         return None, values[0]
     if len(values) == 2:
+        if not Path(values[0]).exists():
+            raise ProbeXError(f"no zoo at {values[0]!r} (read as PATH); quote a prompt with spaces "
+                              f"(probex {command} \"{' '.join(values)}\") or give an existing zoo folder")
         return values[0], values[1]
     raise ProbeXError(f"expected [PATH] {last}, got {len(values)} arguments: {values}; quote a prompt with spaces "
                       f"(probex {command} PATH \"a red star\")")

@@ -141,3 +141,9 @@ def test_align_with_an_unknown_layer_exits_2_listing_layers(tiny_generative_zoo,
     assert main(["align", str(tiny_generative_zoo), "--layers", "nope"]) == 2
     err = capsys.readouterr().err
     assert "'nope'" in err and TINY_LAYER in err
+
+
+def test_an_unquoted_prompt_exits_2_asking_to_quote_it(capsys):
+    assert main(["search", "red", "star"]) == 2
+    err = capsys.readouterr().err
+    assert "quote" in err and '"red star"' in err
