@@ -119,25 +119,26 @@ class ModelIndex:
               progress: Optional[Progress] = None) -> "ModelIndex":
         """Encode the zoo's models of the expert's tree (``expert.metadata_["tree"]``) in its space.
 
-        Without a recorded tree, every model that has the expert's layers (in the shapes it was
-        trained on) is indexed. ``splits`` restricts the index to those splits. ``progress`` is
+        Without a recorded tree, or when the zoo has no tree of that name, every model that has
+        the expert's layers (in the shapes it was trained on) is indexed. ``splits`` restricts the index to those splits. ``progress`` is
         called as ``progress(done, total, message)`` while the layers are read.
 
         Raises:
             ProbeXError: the expert is not aligned or does not name its layers.
-            ZooError: the zoo has no model of the expert's tree (or none with its layers).
+            ZooError: no model of the zoo has the expert's layers.
         """
         layers = expert_layers(expert)
         tree = (getattr(expert, "metadata_", None) or {}).get("tree")
-        if tree is not None:
-            if tree not in zoo.trees:
-                raise ZooError(f"{zoo.root}: no model of tree {tree!r} (the expert's tree); "
-                               f"trees here: {', '.join(zoo.trees[:10]) or 'none'}")
+        if tree is not None and tree in zoo.trees:
             tree_zoo = zoo.select(tree=tree)
-        else:
+        else:  # no recorded tree, or a zoo (e.g. a user's folder of LoRAs) that names its trees otherwise
+            if tree is not None:
+                logger.info("%s: no tree %r here; indexing the models that have the expert's layers", zoo.root, tree)
+                tree = None
             tree_zoo = zoo.select(ids=_ids_with_layers(zoo, layers, _input_shapes(expert)))
             if not len(tree_zoo):
-                raise ZooError(f"{zoo.root}: no model has the expert's layers {layers}")
+                raise ZooError(f"{zoo.root}: no model has the expert's layers {', '.join(layers)} "
+                               f"in the shapes it reads; is this a zoo of the expert's tree?")
         classes = tree_zoo.label_names
         selected = tree_zoo.select(split=splits) if splits is not None else tree_zoo
         if not len(selected):

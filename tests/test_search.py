@@ -184,3 +184,15 @@ def test_build_reports_progress(expert, zoo):
     calls = []
     ModelIndex.build(expert, zoo.select(split="test_holdout"), progress=lambda done, total, message: calls.append((done, total)))
     assert calls and calls[-1][0] == calls[-1][1]
+
+
+def test_an_expert_whose_tree_the_zoo_does_not_name_indexes_the_models_with_its_layers(expert, zoo):
+    elsewhere = copy.copy(expert)
+    elsewhere.metadata_ = {"tree": "a-tree-this-zoo-calls-otherwise"}
+    found = ModelIndex.build(elsewhere, zoo.select(split="test_holdout"))
+    assert {record.tree for record in found.records} == {"mini-sd"}
+
+
+def test_a_zoo_without_the_experts_layers_raises_zoo_error(expert, zoo):
+    with pytest.raises(ZooError, match="unet.down.attn.to_q"):
+        ModelIndex.build(expert, zoo.select(tree="cnn-supervised"))
