@@ -17,33 +17,34 @@ _EXPERT_HELP = "an aligned expert's folder (default: the one shipped with the zo
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser(
-        "search", help="rank a zoo's models by a text prompt (aligned expert)",
+        "search", usage="probex search [-h] [--expert DIR] [-k K] [--json] [PATH] PROMPT", help="rank a zoo's models by a text prompt (aligned expert)",
         description="Rank the models of a zoo by how well they match a text prompt in an aligned expert's space; "
                     "print rank, score, model id, concept(s), split and the first training image.")
     search.add_argument("args", nargs="+", metavar="[PATH] PROMPT", help="the zoo (default: the demo jungle) and the prompt")
-    search.add_argument("--expert", type=Path, help=_EXPERT_HELP)
+    search.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
     search.add_argument("-k", type=int, default=10, help="how many models (default 10)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(func=run_search)
 
     zero_shot = subparsers.add_parser(
-        "zero-shot", help="the best-matching labels of one model file (aligned expert)",
+        "zero-shot", usage="probex zero-shot [-h] [--labels A,B,C | --labels-file F] [--expert DIR] [-k K] [PATH] MODEL_FILE",
+        help="the best-matching labels of one model file (aligned expert)",
         description="Encode one model file (e.g. a LoRA .safetensors) with an aligned expert and print the "
                     "candidate labels it matches best; without --labels, every class name the zoo knows.")
     zero_shot.add_argument("args", nargs="+", metavar="[PATH] MODEL_FILE", help="the zoo (default: the demo jungle) and the model file")
     labels = zero_shot.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="candidate labels, comma-separated: 'red star,blue moon'")
     labels.add_argument("--labels-file", type=Path, help="candidate labels, one per line")
-    zero_shot.add_argument("--expert", type=Path, help=_EXPERT_HELP)
+    zero_shot.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
     zero_shot.add_argument("-k", type=int, default=5, help="how many labels (default 5)")
     zero_shot.set_defaults(func=run_zero_shot)
 
     export = subparsers.add_parser(
-        "export", help="write a zoo's embeddings and metadata (CSV or parquet)",
+        "export", usage="probex export [-h] [--expert DIR] [PATH] OUT", help="write a zoo's embeddings and metadata (CSV or parquet)",
         description="Encode the models of the expert's tree and write id, split, tree, labels, path, first image "
                     "and the embedding columns e0..e{d-1} to OUT (.csv or .parquet).")
     export.add_argument("args", nargs="+", metavar="[PATH] OUT", help="the zoo (default: the demo jungle) and the output file")
-    export.add_argument("--expert", type=Path, help=_EXPERT_HELP)
+    export.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
     export.set_defaults(func=run_export)
 
     align = subparsers.add_parser(
