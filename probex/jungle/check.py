@@ -56,11 +56,25 @@ def alignment_figures(expert, banks: dict[str, list], held_out: Sequence[str]) -
         "in_distribution": expert.score(banks["test"], names["test"], candidates=training_names),
         "zero_shot": expert.score(banks["test_holdout"], names["test_holdout"], candidates=list(held_out)),
         "knn": knn_accuracy(train_embeddings, names["train"], test_embeddings, names["test"], k=1),
-        "occ_knn": one_class_auc(train_embeddings, names["train"], test_embeddings, names["test"], method="knn", k=1),
-        "occ_ledoit_wolf": one_class_auc(train_embeddings, names["train"], test_embeddings, names["test"], method="ledoit_wolf"),
+        "occ_knn": _unless_undefined(one_class_auc, train_embeddings, names["train"], test_embeddings, names["test"], method="knn", k=1),
+        "occ_ledoit_wolf": _unless_undefined(one_class_auc, train_embeddings, names["train"], test_embeddings, names["test"],
+                                             method="ledoit_wolf"),
         "retrieval": retrieval_precision_at_k(held_embeddings, held_names, k=1),
         "search_top1": float(np.mean([held_names[row[0]] == concept for concept, row in zip(held_out, ranked)])),
     }
+
+
+def _unless_undefined(metric, *args, **kwargs) -> Optional[float]:
+    """The metric, or None where the population is too small for it (e.g. a one-class AUC with one model per class)."""
+    try:
+        return metric(*args, **kwargs)
+    except ValueError as error:
+        logger.warning("%s: not measurable here (%s)", metric.__name__, error)
+        return None
+
+
+def _figure(value: Optional[float]) -> str:
+    return f"{'n/a':>9s}" if value is None else f"{value:9.3f}"
 
 
 def _raw_retrieval(banks: dict[str, list]) -> float:
@@ -227,7 +241,7 @@ def format_report(report: dict) -> str:
             row = generative[name]
             label = {"shipped": "shipped: ", "single_layer": "ReLU: ", "linear_single_layer": "linear: "}[name]
             label += "+".join(layer.replace("unet.", "").replace(".attn.to_", ".") for layer in (row["layers"] if "layers" in row else [row["layer"]]))
-            lines.append(f"  {label:34s} " + " ".join(f"{row[key]:9.3f}" for key in keys))
+            lines.append(f"  {label:34s} " + " ".join(_figure(row[key]) for key in keys))
         lines.append(f"  raw-weight retrieval (same layer): {generative['raw_weights_retrieval']:.3f}")
     lines.append(f"measured in {report['seconds']} s")
     return "\n".join(lines)

@@ -84,7 +84,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
 
     path = Path(path)
     zoo = ModelZoo.open(path)
-    params = {**SWEEP_DEFAULTS, "device": "auto", **(params or {})}
+    params = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0, **(params or {})}
     summary: dict = {"params": params, "trees": {}}
     recommended: dict[str, str] = {}
     trees = trees_to_validate(zoo)

@@ -11,13 +11,6 @@ from probex.jungle import discriminative as disc
 from probex.jungle import load
 
 
-@pytest.fixture(scope="module")
-def small_jungle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("jungle")
-    assert main(["jungle", "build", "--out", str(out), "--size", "small", "--workers", "2"]) == 0
-    return out
-
-
 def test_the_small_jungle_opens_as_one_zoo_with_every_tree(small_jungle):
     zoo = ModelZoo.open(small_jungle)
     assert not zoo.skipped

@@ -1,0 +1,62 @@
+"""The build's validation sweep: recommended layers measured, experts shipped in half precision, resumable."""
+
+import json
+
+import pytest
+
+from probex import jungle, load_expert
+from probex.cli import main
+from probex.jungle.validation import validate_jungle
+
+TREES = {"cnn-supervised", "cnn-attributes", "mixer-supervised", "mini-sd"}
+
+
+def test_every_tree_but_the_forest_gets_a_recommended_layer_from_its_catalog(small_jungle):
+    recommended = jungle.recommended_layers(small_jungle)
+    assert set(recommended) == TREES
+    zoo = jungle.load(small_jungle)
+    for tree, layer in recommended.items():
+        assert layer in {info.name for info in zoo.select(tree=tree).catalog()}
+
+
+def test_the_recommended_layer_is_the_best_validation_score_of_its_sweep(small_jungle):
+    recommended = jungle.recommended_layers(small_jungle)
+    for tree, layer in recommended.items():
+        rows = [json.loads(line) for line in (small_jungle / "sweeps" / f"{tree}.jsonl").read_text().splitlines()]
+        assert max(row["val"] for row in rows) == next(row["val"] for row in rows if row["layer"] == layer)
+
+
+def test_each_shipped_expert_loads_with_its_layers_tree_and_figures(small_jungle):
+    folders = jungle.expert_dirs(small_jungle)
+    assert set(folders) == TREES
+    recommended = jungle.recommended_layers(small_jungle)
+    for tree, folder in folders.items():
+        expert = load_expert(folder)
+        assert expert.metadata_["tree"] == tree
+        assert expert.layers_ == expert.metadata_["layers"]
+        assert recommended[tree] in expert.layers_
+        assert 0.0 <= expert.metadata_["test"] <= 1.0
+        assert expert.metadata_["chosen_by"] == "validation"
+
+
+def test_the_shipped_experts_predict_on_the_test_split(small_jungle):
+    zoo = jungle.load(small_jungle)
+    expert = load_expert(jungle.expert_dirs(small_jungle)["cnn-supervised"])
+    test = zoo.select(tree="cnn-supervised").bank(expert.layers_[0], split="test")
+    assert expert.score(test) == pytest.approx(expert.metadata_["test"], abs=0.02)  # fp16 weights: the same figure
+
+
+def test_validating_again_trains_no_layer_twice(small_jungle):
+    sweeps = {path.name: path.read_text() for path in (small_jungle / "sweeps").iterdir()}
+    summary = validate_jungle(small_jungle)
+    assert {path.name: path.read_text() for path in (small_jungle / "sweeps").iterdir()} == sweeps
+    assert summary["trees"].keys() == TREES
+
+
+def test_jungle_check_prints_every_acceptance_figure(small_jungle, capsys):
+    assert main(["jungle", "check", str(small_jungle)]) == 0
+    out = capsys.readouterr().out
+    for heading in ("router", "ProbeX", "Dense", "StatNN", "forest", "zero_shot", "retrieval"):
+        assert heading in out
+    report = json.loads((small_jungle / "check.json").read_text())
+    assert report["router"]["held_out_accuracy"] == 1.0

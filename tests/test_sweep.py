@@ -1,0 +1,92 @@
+"""Layer sweeps: one expert per layer, results appended as each layer ends, resumed after a kill."""
+
+import json
+
+import pytest
+
+from probex import jungle
+from probex.errors import ZooError
+from probex.sweep import LayerScore, SweepResult, matrix_layers, sweep_layers
+
+FAST = {"epochs": 3, "patience": 3, "seed": 0}
+LAYERS = ["conv1.weight", "head.weight"]
+
+
+@pytest.fixture(scope="module")
+def cnn_tree():
+    return jungle.load().select(tree="cnn-supervised")
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def test_every_finished_layer_is_appended_to_the_results_file(cnn_tree, tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    result = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=results)
+    rows = [json.loads(line) for line in _lines(results)]
+    assert [row["layer"] for row in rows] == LAYERS
+    assert [s.layer for s in result.scores] == LAYERS
+    assert all(0.0 <= s.val <= 1.0 and 0.0 <= s.test <= 1.0 for s in result.scores)
+    assert result.scores[0].shape == (12, 27)
+
+
+def test_a_restarted_sweep_trains_only_the_layers_not_yet_finished(cnn_tree, tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    first = sweep_layers(cnn_tree, layers=LAYERS[:1], params=FAST, results=results)  # "killed" after one layer
+    again = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=results)
+    assert set(again.experts) == {"head.weight"}
+    assert again.scores[0] == first.scores[0]
+    assert len(_lines(results)) == 2
+
+
+def test_a_line_cut_short_by_a_kill_is_ignored_and_its_layer_runs_again(cnn_tree, tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    sweep_layers(cnn_tree, layers=LAYERS[:1], params=FAST, results=results)
+    with open(results, "a") as handle:
+        handle.write('{"layer": "head.weight", "shape": [12, ')  # the write of head.weight was killed
+    again = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=results)
+    assert set(again.experts) == {"head.weight"}
+
+
+def test_results_of_other_parameters_are_not_reused(cnn_tree, tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    sweep_layers(cnn_tree, layers=LAYERS[:1], params=FAST, results=results)
+    other = sweep_layers(cnn_tree, layers=LAYERS[:1], params={**FAST, "n_probes": 16}, results=results)
+    assert set(other.experts) == {"conv1.weight"}
+    assert len(_lines(results)) == 2
+
+
+def test_a_layer_pattern_selects_matrix_layers_by_name(cnn_tree):
+    assert [info.name for info in matrix_layers(cnn_tree, r"^conv")] == ["conv1.weight", "conv2.weight", "conv3.weight"]
+    assert all(info.kind != "vector" for info in matrix_layers(cnn_tree))
+
+
+def test_a_pattern_matching_no_layer_names_the_zoo(cnn_tree):
+    with pytest.raises(ZooError, match="no matrix layer matches"):
+        sweep_layers(cnn_tree, layers=r"^attention", params=FAST)
+
+
+def test_an_unknown_task_is_refused(cnn_tree):
+    with pytest.raises(ValueError, match="task must be one of"):
+        sweep_layers(cnn_tree, task="regression")
+
+
+def _score(layer, val, n_parameters):
+    return LayerScore(layer=layer, shape=(2, 2), val=val, test=None, n_parameters=n_parameters, best_epoch=0, seconds=0.0)
+
+
+def test_the_best_layer_has_the_highest_validation_and_ties_go_to_the_smaller_expert():
+    result = SweepResult("classes", [_score("a", 0.8, 100), _score("b", 0.9, 500), _score("c", 0.9, 200)])
+    assert result.best.layer == "c"
+    assert [s.layer for s in result.ranked()] == ["c", "b", "a"]
+    frame = result.to_frame()
+    assert frame.loc[frame.best, "layer"].tolist() == ["c"]
+
+
+def test_an_alignment_sweep_reports_zero_shot_on_the_held_out_concepts(tmp_path):
+    generative = jungle.load().select(tree="mini-sd")
+    result = sweep_layers(generative, task="align", layers=["unet.mid.attn.to_q"], params=FAST, results=tmp_path / "a.jsonl")
+    score = result.scores[0]
+    assert score.zero_shot_test is not None and 0.0 <= score.zero_shot_test <= 1.0
+    assert score.test is not None
