@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -100,6 +100,8 @@ class RouterFit:
     fit_ids: list[str]
     held_ids: list[str]
     held_accuracy: Optional[float]
+    held_routes: list = field(default_factory=list)  # tree found for each held-out model (None: unknown)
+    held_truth: list = field(default_factory=list)  # its true tree (None: unknown)
 
 
 @st.cache_resource(show_spinner="Finding the Model Trees ...")
@@ -114,10 +116,13 @@ def fit_router(path: str) -> RouterFit:
     router = TreeRouter().fit(fit_zoo)
     fitted = set(fit_zoo.ids)
     held_ids = [model_id for model_id in population.ids if model_id not in fitted]
-    accuracy = None
-    if held_ids and router.tree_truth_:
-        accuracy = router.score(population.select(ids=held_ids))
-    return RouterFit(router, fit_zoo.ids, held_ids, accuracy)
+    accuracy, routes, truth = None, [], []
+    if held_ids:
+        held = population.select(ids=held_ids)
+        routes, truth = router.route(held), [record.tree for record in held.records]
+        if router.tree_truth_:
+            accuracy = router.score(held)
+    return RouterFit(router, fit_zoo.ids, held_ids, accuracy, routes, truth)
 
 
 # -- experts ----------------------------------------------------------------------------------

@@ -1,17 +1,20 @@
 """Uploaded model files: checked, written to a private temporary folder, opened as a one-model zoo.
 
-A bad upload (not safetensors, too large, corrupt) raises ``UploadError`` (a ``ProbeXError``)
+Uploads are written under ``$TMPDIR/probex-uploads/<content hash>/`` (never executed or
+unpickled). A bad upload (not safetensors, too large, corrupt) raises ``UploadError`` (a ``ProbeXError``)
 whose message the page shows with ``st.error``; the safetensors header itself is validated by
 probex (``read_header``) before any tensor is trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from probex.errors import ProbeXError
+from probex.storage import atomic_write_bytes
 
 #: Larger uploads are refused before they are written anywhere (the jungle's models are < 1 MB).
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -41,9 +44,12 @@ def open_upload(name: str, data: bytes, max_bytes: int | None = None):
                           "this page reads; use the probex library or CLI for large models.")
     if not data:
         raise UploadError(f"{name}: the file is empty.")
-    folder = Path(tempfile.mkdtemp(prefix="probex-upload-"))
+    # one private folder per content: a page's reruns reuse the file instead of writing it again
+    folder = Path(tempfile.gettempdir()) / "probex-uploads" / hashlib.sha256(data).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / Path(name).name
-    path.write_bytes(data)
+    if not path.is_file() or path.stat().st_size != len(data):
+        atomic_write_bytes(path, data)
     record = ModelRecord(id=Path(name).stem, path=path)
     try:
         record_header(record)

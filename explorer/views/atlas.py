@@ -25,7 +25,7 @@ if not experts:
             "'alignment with class names'.")
     st.stop()
 
-columns = st.columns([1, 1, 2])
+columns = st.columns([1, 1, 2]) if len(experts) > 1 else [None, *st.columns([1, 2])]
 tree = columns[0].selectbox("Tree", list(experts), key="atlas_tree") if len(experts) > 1 else next(iter(experts))
 colour = columns[1].radio("Colour by", list(COLOURS), horizontal=True, key="atlas_colour")
 extra = columns[2].text_input("Place prompts on the map (comma-separated)", key="atlas_prompts",

@@ -37,6 +37,7 @@ rows = []
 for tree in trees:
     records = zoo.select(tree=tree).records
     splits = Counter(record.split for record in records)
+    splits = {split: splits[split] for split in zoo.splits if split in splits}
     rows.append({"tree": tree, "models": len(records),
                  "splits": ", ".join(f"{split} {count}" for split, count in splits.items()),
                  "classes": len({label for record in records for label in record.labels}),

@@ -24,7 +24,7 @@ if not experts:
             "Train one on the Experts page with the task 'alignment with class names'.")
     st.stop()
 
-columns = st.columns([1, 2])
+columns = st.columns([1, 2]) if len(experts) > 1 else [None, st.container()]
 tree = columns[0].selectbox("Tree", list(experts), key="search_tree") if len(experts) > 1 else next(iter(experts))
 choice = experts[tree]
 mode = columns[1].radio("Mode", (PROMPT_MODE, MODEL_MODE), horizontal=True, key="search_mode")

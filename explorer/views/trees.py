@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from explorer import state, uploads
@@ -40,6 +41,15 @@ for row in table:
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"size": st.column_config.ProgressColumn("size", max_value=max(r["size"] for r in table),
                                                                      format="%d")})
+
+if fitted.held_routes and any(truth is not None for truth in fitted.held_truth):
+    st.subheader("Where the other models go")
+    st.caption(f"The {len(fitted.held_ids):,} models not clustered, routed to the nearest tree centre: rows are "
+               "their true trees, columns the trees found (named by the true tree most of their members have).")
+    found_names = [("unknown tree" if tree is None else f"{tree} ({router.tree_truth_.get(tree, '?')})")
+                   for tree in fitted.held_routes]
+    st.dataframe(pd.crosstab(pd.Series([t or "unknown" for t in fitted.held_truth], name="true tree"),
+                             pd.Series(found_names, name="tree found")), width="stretch")
 
 st.subheader("The raw weights, in two dimensions")
 names = [architecture.name for architecture in router.architectures_]

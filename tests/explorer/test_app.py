@@ -58,6 +58,14 @@ def test_the_trees_page_finds_the_four_trees_and_routes_the_other_models_right(m
     assert float(accuracy.rstrip("%")) >= 95.0  # a few dozen models per tree calibrate the radii (1 stray seen)
 
 
+def test_the_trees_page_sends_most_other_models_of_each_true_tree_to_the_tree_named_after_it(mini_jungle):
+    app = open_page(mini_jungle, "views/trees.py")
+    table = next(frame.value for frame in app.dataframe if frame.value.index.name == "true tree")
+    assert set(table.index) == {"cnn-attributes", "cnn-supervised", "mixer-supervised", "mini-sd"}
+    for truth, row in table.iterrows():
+        assert row.idxmax().endswith(f"({truth})")
+
+
 def test_the_trees_page_routes_an_uploaded_model_to_its_tree(mini_jungle):
     app = open_page(mini_jungle, "views/trees.py")
     model = ModelZoo.open(mini_jungle).select(tree="cnn-attributes", split="test").records[0]
