@@ -32,6 +32,7 @@ class ExpertChoice:
     expert: Any
     source: str  # "shipped" or "trained in this session"
     token: str  # changes whenever the expert does (cache key of the indexes built from it)
+    scores: list = field(default_factory=list)  # what training in this session measured (metric rows)
 
     @property
     def aligned(self) -> bool:
@@ -153,8 +154,9 @@ def trained_experts(path: str) -> dict[str, ExpertChoice]:
     return st.session_state.setdefault(TRAINED_KEY, {}).setdefault(path, {})
 
 
-def keep_trained_expert(path: str, tree: str, expert: Any) -> ExpertChoice:
-    choice = ExpertChoice(tree, expert, "trained in this session", f"session-{uuid.uuid4().hex}")
+def keep_trained_expert(path: str, tree: str, expert: Any, scores: list | None = None) -> ExpertChoice:
+    """Make ``expert`` the tree's expert for the rest of the session (Search, Atlas and Inspect use it)."""
+    choice = ExpertChoice(tree, expert, "trained in this session", f"session-{uuid.uuid4().hex}", list(scores or []))
     trained_experts(path)[tree] = choice
     return choice
 

@@ -32,12 +32,15 @@ if choice is None:
 else:
     expert = choice.expert
     metadata = getattr(expert, "metadata_", {}) or {}
-    columns = st.columns(4)
-    columns[0].metric("source", choice.source)
-    columns[1].metric("kind", type(expert).__name__)
-    columns[2].metric("parameters", f"{expert.n_parameters_:,}")
-    columns[3].metric("task", TASK_NAMES.get(metadata.get("task"), "zero-shot" if choice.aligned else "classes"))
-    st.caption("Layers read: " + ", ".join(f"`{layer}`" for layer in (expert.layers_ or [])))
+    task = metadata.get("task") or ("align" if choice.aligned else "classes")
+    st.markdown(f"**{type(expert).__name__}** ({choice.source}) for {TASK_NAMES[task]}: "
+                f"**{expert.n_parameters_:,}** parameters, reading "
+                + ", ".join(f"`{layer}`" for layer in (expert.layers_ or [])) + ".")
+    if choice.scores:
+        st.plotly_chart(training_curves_figure(expert.history_, title=f"{tree}: the expert trained in this session"),
+                        width="stretch", key="trained_curves")
+        st.dataframe(choice.scores, hide_index=True, width="stretch",
+                     column_config={"value": st.column_config.NumberColumn(format="%.3f")})
     if metadata:
         figures = {name: metadata[name] for name in ("val", "test", "zero_shot_test") if metadata.get(name) is not None}
         if figures:
@@ -124,7 +127,7 @@ if submitted:
         bar.progress(1.0, text=f"done: best epoch {run.expert.best_epoch_} of {len(history)}")
         chart.plotly_chart(training_curves_figure(history, title=f"{tree}: training {layer}"), width="stretch",
                            key="training_curves")
-        state.keep_trained_expert(path, tree, run.expert)
+        state.keep_trained_expert(path, tree, run.expert, run.scores)
         st.success(f"The new expert is now the {tree} expert for this session"
                    + (" (Search and Atlas use it)." if task == "align" else "."))
         st.dataframe(run.scores, hide_index=True, width="stretch",

@@ -146,6 +146,9 @@ def test_an_expert_trained_on_the_experts_page_is_used_by_search(mini_jungle):
     assert not app.exception
     assert "now the mini-sd expert" in app.success[0].value
     assert app.dataframe[-1].value["metric"][0].startswith("in-distribution")
+    app.run()  # any later run of the page shows the trained expert as the one in use, with its figures
+    assert any("(trained in this session)" in markdown.value for markdown in app.markdown)
+    assert any("metric" in frame.value.columns for frame in app.dataframe)
     app.switch_page("views/search.py").run()
     assert not app.exception
     assert any("trained in this session" in caption.value for caption in app.caption)
