@@ -18,10 +18,17 @@ Tasks:
 
 With ``results=PATH`` every finished layer is appended to a JSON-lines file at once, so an
 interrupted sweep started again with the same arguments skips the layers already there.
+
+Job arrays (Slurm and the like): ``shard=(i, n)`` sweeps every n-th layer starting at the i-th
+(0-based) and appends to its own file beside ``results`` (``sweep.jsonl`` ->
+``sweep.shard-0-of-4.jsonl``), so shards never write to one file. A later sweep without
+``shard`` reads ``results`` and every shard file beside it: it trains only what no shard
+finished and returns the whole table.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -37,6 +44,7 @@ from probex.errors import ZooError
 logger = logging.getLogger(__name__)
 
 TASKS = ("classes", "align")
+BACKENDS = ("local", "ray")
 #: Short, fast defaults for sweeping many layers (the experts' own defaults train longer).
 SWEEP_DEFAULTS = {"epochs": 100, "patience": 20}
 
@@ -118,6 +126,35 @@ def _sweep_key(task: str, params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n), with 0 <= i < n (``SLURM_ARRAY_TASK_ID/count``)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise ValueError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_results_path(path: Path, shard: tuple[int, int]) -> Path:
+    """Where shard i of n appends its rows: ``<stem>.shard-i-of-n<suffix>`` beside ``path``."""
+    index, count = shard
+    return path.with_name(f"{path.stem}.shard-{index}-of-{count}{path.suffix}")
+
+
+def result_files(path: Path) -> list[Path]:
+    """``path`` and the shard files beside it (those that exist)."""
+    shards = sorted(path.parent.glob(f"{glob.escape(path.stem)}.shard-*-of-*{glob.escape(path.suffix)}"))
+    return [file for file in [path, *shards] if file.is_file()]
+
+
+def read_sweep(path: str | os.PathLike, task: str = "classes", params: Optional[dict] = None) -> list[LayerScore]:
+    """The rows of a finished (or partial) sweep, shards included, for one task and parameters."""
+    key = _sweep_key(task, {**SWEEP_DEFAULTS, **(params or {})})
+    done: dict[str, LayerScore] = {}
+    for file in result_files(Path(path)):
+        done.update(_read_results(file, key))
+    return list(done.values())
+
+
 def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
     done: dict[str, LayerScore] = {}
     if not path.is_file():
@@ -185,6 +222,10 @@ def sweep_layers(
     params: Optional[dict] = None,
     results: Optional[str | os.PathLike] = None,
     progress: Optional[Progress] = None,
+    shard: Optional[tuple[int, int]] = None,
+    backend: str = "local",
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
 ) -> SweepResult:
     """Train one expert per layer of ``zoo`` (one tree) and score it; see the module docstring.
 
@@ -197,9 +238,18 @@ def sweep_layers(
             ``device="auto"``); the same for every layer.
         results: a JSON-lines file; finished layers are appended and skipped on a rerun.
         progress: ``progress(done, total, message)`` after each layer.
+        shard: ``(i, n)``: only every n-th layer from the i-th, appended to a shard file
+            beside ``results`` (see the module docstring).
+        backend: ``"local"`` (one layer after another in this process) or ``"ray"`` (layers
+            spread over the workers of a Ray cluster; needs ``pip install ray``).
+        address: the Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts a
+            local Ray instance.
+        workers: CPUs of the local Ray instance (default: all); one layer trains per CPU.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     missing_splits = {"train", "val_holdout" if task == "align" and "val_holdout" in zoo.splits else "val"} - set(zoo.splits)
     if missing_splits:
         raise ZooError(f"{zoo.root}: a sweep needs the splits {sorted(missing_splits)}; this zoo has {zoo.splits}")
@@ -209,23 +259,43 @@ def sweep_layers(
             raise ZooError(f"{zoo.root}: no matrix layer matches {layers!r}")
     else:
         names = list(layers)
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
+        names = names[index::count]
     params = {**SWEEP_DEFAULTS, **(params or {})}
     key = _sweep_key(task, params)
     path = Path(results) if results is not None else None
-    done = _read_results(path, key) if path is not None else {}
-    scores, experts = [], {}
-    for position, layer in enumerate(names):
-        if layer in done:
-            logger.info("sweep: %s already done (%s)", layer, path)
-            scores.append(done[layer])
-        else:
-            expert, score = _fit_layer(zoo, task, layer, params)
-            score.key = key
-            experts[layer] = expert
-            scores.append(score)
-            if path is not None:
-                _append_result(path, score)
-            logger.info("sweep: %s val %.3f test %s (%.1f s)", layer, score.val, score.test, score.seconds)
+    done: dict[str, LayerScore] = {}
+    if path is not None:
+        for file in result_files(path):
+            done.update(_read_results(file, key))
+        if shard is not None:
+            path = shard_results_path(path, shard)
+    finished = {layer: done[layer] for layer in names if layer in done}
+    if finished:
+        logger.info("sweep: %d of %d layers already done (%s)", len(finished), len(names), results)
+    todo = [layer for layer in names if layer not in finished]
+    experts: dict[str, Any] = {}
+
+    def record(layer: str, expert: Any, score: LayerScore) -> None:
+        score.key = key
+        experts[layer], finished[layer] = expert, score
+        if path is not None:
+            _append_result(path, score)
+        logger.info("sweep: %s val %.3f test %s (%.1f s)", layer, score.val, score.test, score.seconds)
         if progress is not None:
-            progress(position + 1, len(names), layer)
+            progress(len(finished), len(names), layer)
+
+    if progress is not None and finished:
+        progress(len(finished), len(names), "resumed")
+    if backend == "ray" and todo:
+        from probex.sweep_ray import fit_layers_on_ray
+
+        fit_layers_on_ray(zoo, task, todo, params, record, address=address, workers=workers)
+    else:
+        for layer in todo:
+            record(layer, *_fit_layer(zoo, task, layer, params))
+    scores = [finished[layer] for layer in names]
     return SweepResult(task, scores, experts)

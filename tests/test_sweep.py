@@ -6,7 +6,7 @@ import pytest
 
 from probex import jungle
 from probex.errors import ZooError
-from probex.sweep import LayerScore, SweepResult, matrix_layers, sweep_layers
+from probex.sweep import LayerScore, SweepResult, matrix_layers, parse_shard, read_sweep, sweep_layers
 
 FAST = {"epochs": 3, "patience": 3, "seed": 0}
 LAYERS = ["conv1.weight", "head.weight"]
@@ -90,3 +90,34 @@ def test_an_alignment_sweep_reports_zero_shot_on_the_held_out_concepts(tmp_path)
     score = result.scores[0]
     assert score.zero_shot_test is not None and 0.0 <= score.zero_shot_test <= 1.0
     assert score.test is not None
+
+
+def test_a_shard_sweeps_every_nth_layer_into_its_own_file_and_a_later_sweep_gathers_them(cnn_tree, tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    layers = ["conv1.weight", "conv2.weight", "head.weight"]
+    first = sweep_layers(cnn_tree, layers=layers, params=FAST, results=results, shard=(0, 2))
+    second = sweep_layers(cnn_tree, layers=layers, params=FAST, results=results, shard=(1, 2))
+    assert [s.layer for s in first.scores] == ["conv1.weight", "head.weight"]
+    assert [s.layer for s in second.scores] == ["conv2.weight"]
+    assert not results.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.shard-0-of-2.jsonl", "sweep.shard-1-of-2.jsonl"]
+    gathered = sweep_layers(cnn_tree, layers=layers, params=FAST, results=results)
+    assert gathered.experts == {}
+    assert [s.layer for s in gathered.scores] == layers
+    assert [s.layer for s in read_sweep(results, params=FAST)] == ["conv1.weight", "head.weight", "conv2.weight"]
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "-1/3", "a/b"])
+def test_a_malformed_shard_is_refused(text):
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        parse_shard(text)
+
+
+def test_the_ray_backend_on_two_local_workers_gives_the_local_table(cnn_tree, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install ray)")
+    local = sweep_layers(cnn_tree, layers=LAYERS, params=FAST)
+    on_ray = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, backend="ray", workers=2, results=tmp_path / "r.jsonl")
+    columns = ["layer", "shape", "val", "test", "n_parameters", "best_epoch"]
+    assert on_ray.to_frame()[columns].equals(local.to_frame()[columns])
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
+    assert set(on_ray.experts) == set(LAYERS)

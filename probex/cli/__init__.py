@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "probex.cli.jungle",
     "probex.cli.route",
     "probex.cli.search",
+    "probex.cli.sweep",
 )
 
 

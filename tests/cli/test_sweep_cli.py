@@ -1,0 +1,44 @@
+"""probex sweep: the per-layer table with the best layer marked, resumable, sharded."""
+
+import json
+
+import pytest
+
+from probex.cli import main
+
+FAST = ["--epochs", "3"]
+
+
+def test_sweep_prints_every_layer_and_marks_the_best(tmp_path, capsys):
+    results = tmp_path / "cnn.jsonl"
+    assert main(["sweep", "--tree", "cnn-supervised", "--layers", "^(conv1|head)", *FAST, "--results", str(results),
+                 "--html", str(tmp_path / "cnn.html")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("  conv", "  head", "* "))]
+    assert [next(word for word in row.split() if word.endswith(".weight")) for row in rows] == ["conv1.weight", "head.weight"]
+    assert sum(row.startswith("*") for row in rows) == 1
+    assert "12x27" in out and len(results.read_text().splitlines()) == 2
+    assert (tmp_path / "cnn.html").read_text().lower().startswith("<!doctype html>")
+
+
+def test_sweep_json_after_two_shards_gathers_them_without_training(tmp_path, capsys):
+    results = tmp_path / "cnn.jsonl"
+    for shard in ("0/2", "1/2"):
+        assert main(["sweep", "--tree", "cnn-supervised", "--layers", "^(conv1|head)", *FAST,
+                     "--results", str(results), "--shard", shard]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--tree", "cnn-supervised", "--layers", "^(conv1|head)", *FAST, "--results", str(results),
+                 "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)["cnn-supervised"]
+    assert [row["layer"] for row in table["layers"]] == ["conv1.weight", "head.weight"]
+    assert not results.exists()  # nothing was left to train, so nothing was appended
+
+
+def test_sweep_of_a_zoo_with_several_trees_asks_for_one(capsys):
+    assert main(["sweep", *FAST]) == 2
+    assert "--tree" in capsys.readouterr().err
+
+
+def test_sweep_of_an_unknown_tree_lists_the_trees(capsys):
+    assert main(["sweep", "--tree", "resnet", *FAST]) == 2
+    assert "cnn-supervised" in capsys.readouterr().err
