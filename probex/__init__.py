@@ -36,6 +36,12 @@ _PUBLIC = {
     "ProbeXAligner": "probex.aligner",
     "DenseAligner": "probex.aligner",
     "StatNNAligner": "probex.aligner",
+    "ModelIndex": "probex.search",
+    "Hit": "probex.search",
+    "build_atlas": "probex.atlas",
+    "Atlas": "probex.atlas",
+    "atlas_figure": "probex.figures",
+    "sweep_layers": "probex.sweep",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",
 }
