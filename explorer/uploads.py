@@ -20,6 +20,11 @@ from probex.storage import atomic_write_bytes
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
+def upload_limit_mb() -> int:
+    """The file uploaders' own limit in MB (at least 1), so the browser refuses larger files before sending them."""
+    return max(1, -(-MAX_UPLOAD_BYTES // 2**20))
+
+
 class UploadError(ProbeXError, ValueError):
     """An uploaded file that cannot be read as a model (the message says why and what to do)."""
 

@@ -31,7 +31,8 @@ model = None
 true_labels = None
 if source == UPLOAD:
     uploaded = st.file_uploader("A model's weights (.safetensors, at most "
-                                f"{uploads.MAX_UPLOAD_BYTES // 2**20} MiB)", key="inspect_upload")
+                                f"{uploads.MAX_UPLOAD_BYTES // 2**20} MiB)", key="inspect_upload",
+                                max_upload_size=uploads.upload_limit_mb())
     if uploaded is not None:
         try:
             model = uploads.read_upload(uploaded)

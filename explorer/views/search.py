@@ -81,7 +81,8 @@ else:
     if source.startswith("Pick"):
         model = st.selectbox("Model id", index.ids, key="what_model")
     else:
-        uploaded = st.file_uploader("A model's weights (.safetensors)", key="what_upload")
+        uploaded = st.file_uploader("A model's weights (.safetensors)", key="what_upload",
+                                    max_upload_size=uploads.upload_limit_mb())
         if uploaded is not None:
             try:
                 model = uploads.read_upload(uploaded).records[0].path

@@ -66,6 +66,7 @@ st.plotly_chart(weight_map_figure(bank.X, colourings, ids=ids,
 
 st.subheader("Which tree does a model join?")
 uploaded = st.file_uploader("A model's weights (.safetensors)", key="trees_upload",
+                            max_upload_size=uploads.upload_limit_mb(),
                             help="The router sends it to the nearest tree centre, or says 'unknown tree' when it "
                                  "is farther than any tree's members are.")
 if uploaded is not None:
