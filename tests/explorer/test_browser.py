@@ -87,9 +87,10 @@ def app_url(chromium, tmp_path_factory):
         finally:
             server.terminate()
             try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                server.wait(timeout=3)
+            except subprocess.TimeoutExpired:  # streamlit lingers over open sessions; the test is done with it
                 server.kill()
+                server.wait(timeout=10)
 
 
 def new_browser():
