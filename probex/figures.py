@@ -280,3 +280,43 @@ def _qualitative_palette(n: int) -> list[str]:
 
     base = list(px.colors.qualitative.Plotly) + list(px.colors.qualitative.Dark24) + list(px.colors.qualitative.Light24)
     return [base[i % len(base)] for i in range(max(n, 1))]
+
+
+def image_grid_figure(images: Sequence[Any], titles: Sequence[str] | None = None, columns: int = 8,
+                      title: str | None = None, tile_px: int = 90) -> go.Figure:
+    """Images in a grid, one tile each: a model's training images, or the images of search hits.
+
+    Args:
+        images: image files (any format Pillow reads) or arrays [H, W, 3] uint8.
+        titles: one caption per image (shown above its tile), or None.
+        columns: tiles per row.
+        tile_px: the drawn size of one tile in pixels (small images are scaled up, unsmoothed).
+    """
+    import math
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    images = list(images)
+    if not images:
+        raise ValueError("image_grid_figure: no images to draw")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
+    columns = max(1, min(columns, len(images)))
+    rows = math.ceil(len(images) / columns)
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=list(titles) if titles is not None else None,
+                           horizontal_spacing=0.02, vertical_spacing=0.25 / rows if titles is not None else 0.02)
+    for number, image in enumerate(images):
+        pixels = image if isinstance(image, np.ndarray) else np.asarray(Image.open(image).convert("RGB"))
+        name = "" if isinstance(image, np.ndarray) else Path(image).name
+        figure.add_trace(go.Image(z=pixels, name=name, hoverinfo="name" if name else "skip"),
+                         row=number // columns + 1, col=number % columns + 1)
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    figure.update_annotations(font_size=10)
+    top = 60 if title else 30
+    figure.update_layout(title=title, template="plotly_white", width=columns * tile_px + 40,
+                         height=rows * (tile_px + (24 if titles is not None else 4)) + top,
+                         margin=dict(l=20, r=20, t=top, b=10))
+    return figure
