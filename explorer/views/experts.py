@@ -10,6 +10,7 @@ from explorer import state
 from explorer.train_now import TASK_NAMES, default_task, train_expert
 from probex.errors import ProbeXError
 from probex.figures import layer_sweep_figure, training_curves_figure
+from probex.sweep import matrix_layers
 
 st.title("Experts")
 st.markdown("One expert per Model Tree, reading one layer's weight matrix: learned probes pass through it, "
@@ -89,8 +90,6 @@ elif generative:
 
 # -- train one now -------------------------------------------------------------------------------
 st.subheader("Train an expert now")
-from probex.sweep import matrix_layers  # noqa: E402  (light; kept next to its only use)
-
 layers = [info.name for info in matrix_layers(tree_zoo)]
 best = max(sweep, key=lambda row: row["val"])["layer"] if sweep else layers[0]
 with st.form("train_form"):

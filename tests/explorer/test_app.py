@@ -152,3 +152,26 @@ def test_an_expert_trained_on_the_experts_page_is_used_by_search(mini_jungle):
     app.switch_page("views/search.py").run()
     assert not app.exception
     assert any("trained in this session" in caption.value for caption in app.caption)
+
+
+def plain_zoo(folder: Path) -> Path:
+    """A user's zoo that says nothing about trees or labels: two groups of 12 models of one architecture."""
+    from probex.zoo import ModelRecord
+    from probex.zoo.manifest import save_model_file, write_manifest
+
+    generator = torch.Generator().manual_seed(0)
+    records = []
+    for number in range(24):
+        base = 5.0 if number < 12 else -5.0
+        tensors = {"fc.weight": base + 0.1 * torch.randn(6, 8, generator=generator), "fc.bias": torch.zeros(6)}
+        path = save_model_file(folder / f"m{number:02d}.safetensors", tensors, id=f"m{number:02d}")
+        records.append(ModelRecord(id=f"m{number:02d}", path=path))
+    write_manifest(folder, records, name="plain")
+    return folder
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_a_zoo_without_trees_labels_or_experts(tmp_path, page):
+    app = open_page(plain_zoo(tmp_path), page)
+    assert not app.exception, app.exception
+    assert not app.error, [error.value for error in app.error]
