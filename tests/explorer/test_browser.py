@@ -7,6 +7,7 @@ browser). Screenshots of each page go to tests/artifacts/ (not committed).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -144,6 +145,7 @@ def result_captions(driver) -> list[str]:
     return [text for text in texts if "mini-sd/model_idx" in text]
 
 
+@functools.lru_cache(maxsize=1)
 def held_out_concept() -> str:
     """A concept of the jungle's generative tree never seen in training (the first, alphabetically)."""
     from probex import jungle
@@ -178,3 +180,11 @@ def test_a_held_out_prompt_typed_on_the_search_page_finds_that_concepts_models(b
     assert all(concept in caption for caption in top), top
     assert f"prompt=a+{concept.replace(' ', '+')}" in browser.current_url
     browser.save_screenshot(str(ARTIFACTS / "search-results.png"))
+
+
+def test_a_shared_search_address_opens_the_same_results(browser, app_url):
+    concept = held_out_concept()
+    browser.get(f"{app_url}/?page=search&prompt=a+{concept.replace(' ', '+')}")
+    WebDriverWait(browser, 60, poll_frequency=0.2).until(lambda d: len(result_captions(d)) >= 3)
+    top = result_captions(browser)[:3]
+    assert all(concept in caption for caption in top), top
