@@ -41,6 +41,7 @@ from probex.experts import BaseExpert
 from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.nn import DenseNetwork, ProbeXNetwork
 from probex.statnn import StatNNNetwork, statnn_features
+from probex.storage import cache_dir
 from probex.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
 from probex.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 
@@ -151,7 +152,7 @@ class _NetworkAligner(BaseExpert):
         """The text encoder: the one fitted with once fitted (a later set_params cannot swap it under the network)."""
         encoder = getattr(self, "text_encoder_", None)
         if encoder is None or (not hasattr(self, "network_") and encoder.spec != self.text_encoder):
-            encoder = load_text_encoder(self.text_encoder, device=self.device)
+            encoder = load_text_encoder(self.text_encoder, device=self.device, cache_dir=cache_dir("text"))
             self.text_encoder_ = encoder
         return encoder
 

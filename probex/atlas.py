@@ -201,8 +201,9 @@ def _rows(coordinates: np.ndarray, kind: str, texts: Sequence[str]) -> "pandas.D
 
 def default_cache_dir() -> Path:
     """Where atlas coordinates are cached: ``$PROBEX_CACHE/atlas``, else ``~/.cache/probex/atlas``."""
-    root = os.environ.get("PROBEX_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "probex") / "atlas"
+    from probex.storage import cache_dir
+
+    return cache_dir("atlas")
 
 
 def cache_key(vectors: np.ndarray, anchors: Sequence[str], method: str, params: dict) -> str:

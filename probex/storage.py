@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def cache_dir(kind: str) -> Path:
+    """probex's cache folder for one kind of entry: ``$PROBEX_CACHE/<kind>``, else ``~/.cache/probex/<kind>``."""
+    root = os.environ.get("PROBEX_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "probex") / kind
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -208,3 +208,15 @@ def test_validation_on_training_classes_scores_over_the_training_classes(data):
     best = aligner.history_[aligner.best_epoch_ - 1].val_score
     assert best == max(log.val_score for log in aligner.history_)
     assert best == pytest.approx(aligner.score(X_in, names_in))  # the same candidates: the 25 training classes
+
+
+def test_class_name_embeddings_are_cached_on_disk_and_read_back(aligner, data):
+    from probex.storage import cache_dir
+
+    names = ["a brand new concept", "another unseen one"]
+    before = set(cache_dir("text").glob("*.safetensors"))
+    first = aligner.encode_text(names)
+    cached = set(cache_dir("text").glob("*.safetensors"))
+    assert len(cached - before) == 1, "the prompts' embeddings were not cached"
+    assert np.allclose(aligner.encode_text(names), first)
+    assert set(cache_dir("text").glob("*.safetensors")) == cached  # the second call read the cache

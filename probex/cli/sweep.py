@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -40,9 +39,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _default_results(zoo, tree: str, task: str) -> Path:
-    root = os.environ.get("PROBEX_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "probex"
-    return base / "sweeps" / f"{zoo.name}-{tree}-{task}.jsonl"
+    from probex.storage import cache_dir
+
+    return cache_dir("sweeps") / f"{zoo.name}-{tree}-{task}.jsonl"
 
 
 def _per_tree(path: Path | None, tree: str | None, trees: list) -> Path | None:

@@ -53,8 +53,9 @@ _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.flo
 
 def default_cache_dir() -> Path:
     """Where banks are cached: ``$PROBEX_CACHE/banks``, else ``~/.cache/probex/banks``."""
-    root = os.environ.get("PROBEX_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "probex") / "banks"
+    from probex.storage import cache_dir
+
+    return cache_dir("banks")
 
 
 class LayerBank:
