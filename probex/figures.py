@@ -37,7 +37,7 @@ def dendrogram_figure(source: Any, architecture: int | str | None = None, max_le
                          annotation_text=f"cut {data.cut_height:.3g}", annotation_position="top left")
         figure.update_yaxes(title_text="merge height" if column == 1 else None, row=1, col=column)
     figure.update_layout(
-        title=title or ("Model Trees: " + _panel_title(panels[0]) if len(panels) == 1 else "Model Trees"),
+        title=title or ("Model Trees: " + _panel_title(panels[0]).replace("<br>", " — ") if len(panels) == 1 else "Model Trees"),
         template="plotly_white", hovermode="closest", legend_title_text="tree",
         height=480, margin=dict(l=60, r=20, t=70, b=120))
     return figure
@@ -55,9 +55,11 @@ def _dendrograms(source: Any, architecture: int | str | None, max_leaves: int) -
     raise TypeError(f"dendrogram_figure: expected a fitted TreeRouter or DendrogramData, got {type(source).__name__}")
 
 
-def _panel_title(data: DendrogramData) -> str:
-    layer = f" — {data.layer}" if data.layer and data.layer not in data.architecture else ""
-    return f"{data.architecture}{layer}"
+def _panel_title(data: DendrogramData, width: int = 36) -> str:
+    """The architecture (shortened to ``width`` characters) and, on a second line, the layer clustered on."""
+    name = data.architecture if len(data.architecture) <= width else data.architecture[: width - 1] + "…"
+    layer = f"<br>{data.layer}" if data.layer and data.layer not in data.architecture else ""
+    return f"{name}{layer}"
 
 
 def _draw_links(figure: go.Figure, data: DendrogramData, column: int, shown_in_legend: set[str]) -> None:
