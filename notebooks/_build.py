@@ -35,14 +35,21 @@ def code(text: str) -> tuple[str, str]:
     return "code", text.strip("\n")
 
 
-def write(name: str, cells: list[tuple[str, str]]) -> Path:
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` (a key of NOTEBOOKS), without outputs."""
     notebook = new_notebook(
-        cells=[new_markdown_cell(text) if kind == "markdown" else new_code_cell(text) for kind, text in cells],
+        cells=[new_markdown_cell(text) if kind == "markdown" else new_code_cell(text) for kind, text in NOTEBOOKS[name]],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                   "language_info": {"name": "python"}})
-    path = HERE / f"{name}.ipynb"
+    for number, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{number:02d}"  # stable ids: a rebuild of an unchanged notebook changes nothing
     nbformat.validate(notebook)
-    nbformat.write(notebook, path)
+    return notebook
+
+
+def write(name: str) -> Path:
+    path = HERE / f"{name}.ipynb"
+    nbformat.write(build(name), path)
     return path
 
 
@@ -170,16 +177,344 @@ Next: notebook 02 shows *why* the trees matter, 03 puts weights and words in one
 ]
 
 
+WHY_TREES = [
+    md("""
+# 02 · Why Model Trees?
+
+The paper's motivating experiment, reproduced on the demo jungle. A *linear probe* (one linear
+layer on a model's flattened weights: the `DenseExpert`) is asked which classes a model was
+fine-tuned on (12 of 24 concepts; mean binary accuracy, chance 0.5). We compare:
+
+1. **within a tree** (models fine-tuned from one shared root) vs **across a forest** of models
+   trained from independent random initialisations: the *intra- vs inter-tree gap*;
+2. **positive transfer**: within a tree, more models help;
+3. **negative transfer**: models of *other* trees mixed into the training set hurt;
+4. **one expert per tree vs one shared expert** (and the router that makes per-tree experts
+   usable: a mixture of experts).
+
+All populations are small CNNs of the same architecture, read at the same layer
+(`conv2.weight`, 24 x 108), so the only difference is where their weights started from.
+Every number below is measured when the notebook runs.
+"""),
+    code(SETUP + """
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from probex import DenseExpert, LayerBank, MixtureOfExperts, TreeRouter, jungle
+from probex.figures import weight_map_figure
+
+LAYER = "conv2.weight"
+PROBE = dict(epochs=100, patience=20, seed=0)   # a short run, the best epoch kept by validation
+
+
+def linear_probe(train, val):
+    \"\"\"A linear probe (DenseExpert) fitted on ``train``, its epoch chosen on ``val``.\"\"\"
+    return DenseExpert(**PROBE).fit(train, val=(val, None))
+
+
+def mix(*banks):
+    \"\"\"One LayerBank holding the models of several banks (of the same layer).\"\"\"
+    return LayerBank(torch.cat([bank.X for bank in banks]), [r for bank in banks for r in bank.records], LAYER)"""),
+    md("""
+## The three populations
+
+Two Model Trees (CNNs fine-tuned from a supervised root and from an attribute-trained root)
+and the forest (CNNs trained from scratch, each from its own random initialisation). In the
+raw weights the trees are two tight clouds; the forest is spread everywhere.
+"""),
+    code("""
+zoo = jungle.load()
+forest_trees = [tree for tree in zoo.trees if tree.startswith("forest-")]
+populations = {"cnn-supervised": zoo.select(tree="cnn-supervised"),
+               "cnn-attributes": zoo.select(tree="cnn-attributes"),
+               "forest": zoo.select(tree=forest_trees)}
+banks = {name: {split: population.bank(LAYER, split=split) for split in ("train", "val", "test")}
+         for name, population in populations.items()}
+pd.DataFrame({name: {split: len(bank) for split, bank in splits.items()} for name, splits in banks.items()}).T"""),
+    code("""
+train_all = mix(*(banks[name]["train"] for name in banks))
+population_of = [name for name in banks for _ in range(len(banks[name]["train"]))]
+weight_map_figure(train_all.X, {"population": population_of}, ids=train_all.ids,
+                  title=f"Raw weights of {LAYER}, training models (PCA)")"""),
+    md("""
+## 1. The intra- vs inter-tree gap
+
+The same linear probe, trained on 210 models and tested on 60 unseen ones: within each tree,
+and on the forest.
+"""),
+    code("""
+probes = {name: linear_probe(splits["train"], splits["val"]) for name, splits in banks.items()}
+gap_table = pd.DataFrame([{"population": name, "training models": len(banks[name]["train"]),
+                           "test mean binary accuracy": probe.score(banks[name]["test"])}
+                          for name, probe in probes.items()]).set_index("population")
+intra = gap_table.loc[["cnn-supervised", "cnn-attributes"], "test mean binary accuracy"].mean()
+forest = gap_table.loc["forest", "test mean binary accuracy"]
+print(f"INTRA_TREE_ACCURACY = {intra:.3f}")
+print(f"FOREST_ACCURACY = {forest:.3f}")
+print(f"INTRA_INTER_GAP = {intra - forest:.3f}")
+gap_table"""),
+    code("""
+figure = go.Figure(go.Bar(x=gap_table.index, y=gap_table["test mean binary accuracy"],
+                          marker_color=["#1f77b4", "#ff7f0e", "#7f7f7f"],
+                          text=[f"{v:.3f}" for v in gap_table["test mean binary accuracy"]], textposition="outside"))
+figure.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
+figure.update_layout(title="Linear probe: within a tree vs across random initialisations", template="plotly_white",
+                     yaxis_title="test mean binary accuracy", yaxis_range=[0, 1.1], height=380)
+figure"""),
+    md("""
+Within a tree the probe reads the training classes almost perfectly; across the forest it is
+at chance. Models of one tree share a coordinate system (their root), so the same weight
+coordinate means the same thing in every model; models trained from different random
+initialisations do not (their units can be permuted, rotated, rescaled).
+
+## 2. Positive transfer within a tree
+
+Train the probe on the first *n* training models of a population (validation and test sets
+unchanged).
+"""),
+    code("""
+sizes = [10, 25, 50, 100, 210]
+
+def probe_on_first(name, n):
+    \"\"\"The test accuracy of a probe trained on the first n training models (all of them: section 1's probe).\"\"\"
+    probe = probes[name] if n == len(banks[name]["train"]) else linear_probe(banks[name]["train"][:n], banks[name]["val"])
+    return probe.score(banks[name]["test"])
+
+growth = pd.DataFrame({name: [probe_on_first(name, n) for n in sizes] for name in banks},
+                      index=pd.Index(sizes, name="training models"))
+for name in ("cnn-supervised", "cnn-attributes"):
+    print(f"POSITIVE_TRANSFER_{name.upper().replace('-', '_')} = {growth[name].iloc[-1] - growth[name].iloc[0]:.3f}")
+growth"""),
+    code("""
+figure = go.Figure([go.Scatter(x=sizes, y=growth[name], mode="lines+markers", name=name) for name in growth])
+figure.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
+figure.update_layout(title="More models of the same tree help; more random-init models do not",
+                     xaxis_title="training models", xaxis_type="log", yaxis_title="test mean binary accuracy",
+                     yaxis_range=[0.4, 1.05], template="plotly_white", height=400)
+figure"""),
+    md("""
+## 3. Negative transfer: mixing in other trees
+
+Keep 50 models of one tree and add *k* models of another population (same architecture, same
+label vocabulary) to the training set. The probe is always tested on the first tree's test
+models.
+"""),
+    code("""
+kept, added = 50, [0, 25, 50, 100, 210]
+pairs = [("cnn-supervised", "cnn-attributes"), ("cnn-attributes", "cnn-supervised"),
+         ("cnn-supervised", "forest"), ("cnn-attributes", "forest")]
+mixing = {}
+for target, other in pairs:
+    mixing[f"{target} + {other}"] = [
+        growth.loc[kept, target] if k == 0 else   # nothing added: the probe of section 2
+        linear_probe(mix(banks[target]["train"][:kept], banks[other]["train"][:k]), banks[target]["val"]).score(banks[target]["test"])
+        for k in added]
+mixing = pd.DataFrame(mixing, index=pd.Index(added, name=f"models of the other population added to {kept}"))
+drops = mixing.iloc[0] - mixing.iloc[-1]
+print(f"NEGATIVE_TRANSFER_MEAN_DROP = {drops.mean():.3f}")
+mixing"""),
+    code("""
+figure = go.Figure([go.Scatter(x=added, y=mixing[column], mode="lines+markers", name=column) for column in mixing])
+figure.update_layout(title=f"{kept} models of a tree, plus k models of another population",
+                     xaxis_title="models of the other population added", yaxis_title="test accuracy on the first tree",
+                     template="plotly_white", height=400)
+figure"""),
+    md("""
+## 4. One expert per tree vs one shared expert
+
+With all training models, one probe per tree (section 1) against one probe trained on both
+trees together. A `MixtureOfExperts` makes per-tree experts usable on a mixed population: its
+`TreeRouter` sends each test model to its tree's expert without being told the tree.
+"""),
+    code("""
+both = ("cnn-supervised", "cnn-attributes")
+shared = linear_probe(mix(*(banks[name]["train"] for name in both)), mix(*(banks[name]["val"] for name in both)))
+two_trees = zoo.select(tree=list(both))
+moe = MixtureOfExperts(TreeRouter(), expert=DenseExpert(**PROBE)).fit(two_trees, layers=LAYER)
+moe_rows = {row["tree"]: row for row in moe.score_table(two_trees.select(split="test"))}
+comparison = pd.DataFrame({
+    "one expert per tree": {name: probes[name].score(banks[name]["test"]) for name in both},
+    "one shared expert": {name: shared.score(banks[name]["test"]) for name in both},
+})
+comparison.loc["both trees"] = comparison.mean()
+print(f"PER_TREE_ACCURACY = {comparison.loc['both trees', 'one expert per tree']:.3f}")
+print(f"SHARED_ACCURACY = {comparison.loc['both trees', 'one shared expert']:.3f}")
+print(f"MIXTURE_OF_EXPERTS_ACCURACY = {moe_rows['overall']['score']:.3f} "
+      f"({moe.router.n_trees_} trees found, {moe_rows['overall']['unrouted']} test models unrouted)")
+comparison"""),
+    md("""
+**What to take away.** Learning from weights works within a Model Tree and fails across
+independently initialised models (section 1); within a tree, more models help (section 2);
+models from other trees, even of the same architecture and task, make a single probe worse
+(section 3). Hence the paper's design: a router finds the trees, and each tree gets its own
+expert (section 4), which also lets each tree use the layer that suits it best.
+"""),
+]
+
+
+LANGUAGE = [
+    md("""
+# 03 · Weights meet language
+
+The `mini-sd` tree holds 1,600 LoRA fine-tunes of a tiny text-to-image model, each on one
+procedural concept ("a purple heart") with its training images. An **aligned** ProbeX expert
+maps a model's weights into the embedding space of a text encoder (MiniLM, bundled and
+offline), trained with a CLIP-like loss over the class prompts. Because the text side is a map
+of *any* text's embedding, the expert can name concepts it never saw in training.
+
+You will see: the held-out concepts, zero-shot classification, the paper's ReLU ablation, the
+atlas of models and words (UMAP), prompt search with the models' images, retrieval and
+one-class classification. Every figure comes with its chance level.
+"""),
+    code(SETUP + """
+
+import numpy as np
+import plotly.graph_objects as go
+
+from probex import ModelIndex, ProbeXAligner, build_atlas, jungle, load_expert
+from probex.aligner import names_of
+from probex.evaluate import retrieval_precision_at_k
+from probex.figures import atlas_figure, image_grid_figure, training_curves_figure
+from probex.jungle.check import alignment_figures"""),
+    md("""
+## 1. Training concepts and held-out concepts
+
+The `train`, `val` and `test` splits share the training concepts; `val_holdout` and
+`test_holdout` hold models of concepts that no expert sees in training.
+"""),
+    code("""
+zoo = jungle.load()
+tree_zoo = zoo.select(tree="mini-sd")
+splits = ("train", "test", "val_holdout", "test_holdout")
+concepts = {split: sorted(set(names_of(tree_zoo.select(split=split).bank("unet.down.attn.to_q").labels))) for split in splits}
+training, held_out = concepts["train"], concepts["test_holdout"]
+print(f"{len(training)} training concepts, {len(held_out)} held-out concepts")
+print("held out:", ", ".join(held_out))
+pd.Series({split: len(tree_zoo.select(split=split)) for split in tree_zoo.splits}, name="models")"""),
+    md("""
+## 2. The shipped aligned expert
+
+`jungle.expert_dirs()["mini-sd"]` is the expert the jungle was shipped with (two layers,
+trained with the build's validation). `alignment_figures` measures every use of its space on
+models it never saw: in-distribution top-1 (test models, training concepts), zero-shot top-1
+(held-out models, held-out concepts), kNN, one-class ROC-AUC, retrieval and prompt search.
+"""),
+    code("""
+shipped = load_expert(jungle.expert_dirs()["mini-sd"])
+
+def banks_for(layers):
+    return {split: [tree_zoo.bank(layer, split=split) for layer in layers] for split in splits}
+
+shipped_banks = banks_for(shipped.layers_)
+chance = {"in_distribution": 1 / len(training), "zero_shot": 1 / len(held_out), "knn": 1 / len(training),
+          "occ_knn": 0.5, "occ_ledoit_wolf": 0.5, "retrieval": 1 / len(held_out), "search_top1": 1 / len(held_out)}
+results = {"shipped (" + " + ".join(shipped.layers_) + ")": alignment_figures(shipped, shipped_banks, held_out)}
+pd.DataFrame({**results, "chance": chance}).T"""),
+    md("""
+## 3. Train your own, and the ReLU ablation
+
+One layer (the jungle's recommended one), a small expert (32 probes) and a short run, so that
+it trains in seconds on a CPU. The paper's ablation removes the non-linearity between the
+probe responses and the encoder (`activation="none"`, the linear ProbeX): zero-shot accuracy
+drops sharply without it.
+"""),
+    code("""
+from probex.evaluate import knn_accuracy
+
+layer = jungle.recommended_layers()["mini-sd"]
+layer_banks = banks_for([layer])
+val_holdout = (layer_banks["val_holdout"], None)   # the best epoch is chosen on held-out concepts
+test_names = names_of(layer_banks["test"][0].labels)
+train_names = names_of(layer_banks["train"][0].labels)
+aligners = {}
+for activation in ("relu", "none"):
+    aligner = ProbeXAligner(activation=activation, n_probes=32, proj_dim=32, rep_dim=64, epochs=80, patience=10,
+                            seed=0).fit(layer_banks["train"], val=val_holdout)
+    aligners[activation] = aligner
+    results[f"{layer}, activation={activation}"] = {
+        "in_distribution": aligner.score(layer_banks["test"], candidates=training),
+        "zero_shot": aligner.score(layer_banks["test_holdout"], candidates=held_out),
+        "knn": knn_accuracy(aligner.encode(layer_banks["train"]), train_names, aligner.encode(layer_banks["test"]), test_names),
+    }
+    print(f"ZERO_SHOT_{activation.upper()} = {results[f'{layer}, activation={activation}']['zero_shot']:.3f}")
+pd.DataFrame({**results, "chance": chance}).T[["in_distribution", "zero_shot", "knn"]]"""),
+    code("""
+training_curves_figure(aligners["relu"].history_, title=f"ProbeX aligner on {layer} (validation: zero-shot on val_holdout)")"""),
+    md("""
+## 4. Zero-shot: naming concepts never seen in training
+
+Each held-out model is matched against the held-out concept names only (chance
+1/16). Below: the accuracy per held-out concept for the shipped expert.
+"""),
+    code("""
+test_holdout = shipped_banks["test_holdout"]
+truth = names_of(test_holdout[0].labels)
+predicted = shipped.zero_shot(test_holdout, held_out)
+per_concept = (pd.DataFrame({"concept": truth, "correct": np.asarray(truth) == np.asarray(predicted)})
+               .groupby("concept")["correct"].mean().sort_values())
+figure = go.Figure(go.Bar(x=per_concept.index, y=per_concept.values, marker_color="#4c78a8"))
+figure.add_hline(y=1 / len(held_out), line_dash="dash", annotation_text="chance")
+figure.update_layout(title="Zero-shot top-1 per held-out concept (shipped expert, test_holdout)",
+                     yaxis_title="accuracy", yaxis_range=[0, 1.05], template="plotly_white", height=380)
+figure"""),
+    md("""
+## 5. The atlas: models and words in one map
+
+`build_atlas` projects the models' embeddings and the concept names (as text anchors) together
+with UMAP (cosine). A model lands near the words that describe it; prompts are placed on the
+same map without refitting.
+"""),
+    code("""
+index = ModelIndex.build(shipped, zoo, splits=["test", "test_holdout"])
+atlas = build_atlas(index).with_prompts(["a purple heart", "something green and round"])
+atlas_figure(atlas, color="label", show_anchor_text=False)"""),
+    md("""
+## 6. Prompt search, with the images the models were trained on
+
+`index.search(prompt)` ranks the indexed models by cosine similarity to the prompt. Below: the
+best matches for a held-out concept, and the first training image of each.
+"""),
+    code("""
+prompt = f"a {held_out[0]}"
+hits = index.search(prompt, k=6)
+display(pd.DataFrame([{"rank": hit.rank, "model": hit.model_id, "split": hit.split, "trained on": ", ".join(hit.labels),
+                       "cosine": hit.score} for hit in hits]))
+image_grid_figure([hit.images[0] for hit in hits], titles=[f"{hit.rank}. {hit.labels[0]}" for hit in hits],
+                  columns=6, title=f"prompt: {prompt!r}")"""),
+    md("""
+## 7. Retrieval and one-class classification
+
+Retrieval: for each held-out model, is its nearest other model of the same concept? In the
+expert's space versus on the raw (merged LoRA) weights of the same layer. One-class
+classification (ROC-AUC) asks whether a model of a concept can be told from the others using
+only models of that concept (kNN and Ledoit-Wolf); see the table in section 2.
+"""),
+    code("""
+held_banks = [layer_banks["val_holdout"][0], layer_banks["test_holdout"][0]]
+held_names = np.asarray(names_of(held_banks[0].labels) + names_of(held_banks[1].labels))
+raw = np.concatenate([bank.X.float().reshape(len(bank), -1).numpy() for bank in held_banks])
+embedded = np.concatenate([aligners["relu"].encode([bank]) for bank in held_banks])
+pd.DataFrame({"retrieval precision@1": {
+    "raw weights": retrieval_precision_at_k(raw, held_names, k=1),
+    "ProbeX aligner space": retrieval_precision_at_k(embedded, held_names, k=1),
+    "chance": 1 / len(held_out)}})"""),
+]
+
+
 NOTEBOOKS = {
     "01_quickstart": QUICKSTART,
+    "02_why_model_trees": WHY_TREES,
+    "03_weights_meet_language": LANGUAGE,
 }
 
 
 def main(names: list[str]) -> None:
-    for name, cells in NOTEBOOKS.items():
+    for name in NOTEBOOKS:
         if names and name not in names:
             continue
-        print(write(name, cells))
+        print(write(name))
 
 
 if __name__ == "__main__":
