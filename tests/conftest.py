@@ -11,3 +11,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["PROBEX_CACHE"] = tempfile.mkdtemp(prefix="probex-test-cache-")
 atexit.register(shutil.rmtree, os.environ["PROBEX_CACHE"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_jungle(tmp_path_factory):
+    """A small demo jungle built once per test session (about 40 s on two cores, validation included)."""
+    from probex.cli import main
+
+    out = tmp_path_factory.mktemp("jungle")
+    assert main(["jungle", "build", "--out", str(out), "--size", "small", "--workers", "2"]) == 0
+    return out

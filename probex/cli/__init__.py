@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "probex.cli.route",
     "probex.cli.search",
     "probex.cli.sweep",
+    "probex.cli.report",
 )
 
 

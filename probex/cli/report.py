@@ -1,0 +1,40 @@
+"""``probex report``: the paper's analyses on a zoo, written as Markdown, HTML and JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="reproduce the paper's tables on a zoo (Markdown + HTML)",
+        description="Measure every analysis of the paper the zoo supports (router, intra- vs inter-tree, "
+                    "Table 1 with the MoE column, alignment Tables 2-4, the per-layer Table 5) and write "
+                    "report.md, report.html and report.json.")
+    parser.add_argument("path", nargs="?", help="the zoo's root folder (default: the demo jungle)")
+    parser.add_argument("--out", type=Path, default=Path("probex-report"), help="the folder to write (default ./probex-report)")
+    parser.add_argument("--epochs", type=int, help="epochs per expert (default 100, patience 20)")
+    parser.add_argument("--sweeps", type=Path, metavar="FOLDER",
+                        help="where the layer sweeps are appended and resumed from (default: OUT/sweeps)")
+    parser.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from probex.progress import tqdm_progress
+    from probex.report import build_report, write_report
+    from probex.zoo import ModelZoo
+
+    if args.path is None:
+        from probex.jungle import load
+
+        zoo = load()
+    else:
+        zoo = ModelZoo.open(args.path)
+    with tqdm_progress("measuring", unit="step") as progress:
+        report = build_report(zoo, params={"epochs": args.epochs} if args.epochs else None,
+                              results_dir=args.sweeps or args.out / "sweeps", progress=progress)
+    markdown, page = write_report(report, args.out)
+    print(markdown.read_text())
+    print(f"written: {markdown}, {page}")
+    return 0

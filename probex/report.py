@@ -1,0 +1,305 @@
+"""The reproduction report: the paper's analyses on any zoo that supports them, as Markdown and HTML.
+
+``build_report(zoo)`` measures what the zoo allows and ``write_report(report, folder)`` writes
+``report.md`` and ``report.html`` (``probex report ZOO --out FOLDER`` does both)::
+
+    Router              trees found, held-out routing accuracy        (>= 2 trees with known names)
+    Intra vs inter      a tree's best expert vs the forest's           (trees named forest-NNN)
+    Table 1             per tree: ProbeX, Dense, StatNN (+ parameters), and the MoE column
+    Table 2             alignment: in-distribution / zero-shot, ProbeX (1 and 2 layers), Dense, StatNN
+    Table 3             kNN accuracy and one-class ROC-AUC (kNN, Ledoit-Wolf) over k
+    Table 4             the ReLU ablation (ReLU vs linear ProbeX), alignment and training classes
+    Table 5             the layer sweep of every tree: every layer's shape and scores
+
+Trees with a ``val_holdout`` split are aligned with text (Tables 2-4); the others predict their
+training classes (Table 1). Each tree's layer is the best of its sweep by validation; sweeps are
+appended to ``results_dir/<tree>.jsonl`` and resumed from there.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from probex.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+KS = (1, 5, 10)
+FOREST_PREFIX = "forest-"
+
+
+def _tree_task(tree_zoo) -> str:
+    return "align" if "val_holdout" in tree_zoo.splits else "classes"
+
+
+def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> dict:
+    """Route the test models of the classifier trees with a router fitted on their training models; each
+    routed model is scored by the expert of its tree (the paper's MoE column)."""
+    from probex.experts import ProbeXClassifier
+    from probex.moe import MixtureOfExperts
+    from probex.router import TreeRouter
+
+    population = zoo.select(tree=trees)
+    mixture = MixtureOfExperts(TreeRouter(), expert=ProbeXClassifier(**params))
+    mixture.fit(population, layers=sorted(set(layers.values())))
+    test = population.select(split="test")
+    rows = mixture.score_table(test)
+    routed = mixture.router.route(test)
+    truth = [record.tree for record in test.records]
+    names = {}
+    for found in set(routed) - {None}:
+        members = [true for true, tree in zip(truth, routed) if tree == found]
+        names[found] = max(set(members), key=members.count)
+    by_tree = {names.get(row["tree"], row["tree"]): row["score"] for row in rows if row["tree"] != "overall"}
+    overall = next(row for row in rows if row["tree"] == "overall")
+    return {"per_tree": by_tree, "overall": overall["score"], "unrouted": overall.get("unrouted", 0)}
+
+
+def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
+    from probex.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
+    from probex.evaluate import knn_accuracy, one_class_auc
+    from probex.jungle.check import _unless_undefined, alignment_figures
+
+    splits = ("train", "val_holdout", "test", "test_holdout")
+    ranked = [score.layer for score in sweep.ranked()]
+
+    def banks_for(layers: list[str]) -> dict[str, list]:
+        return {split: [tree_zoo.bank(layer, split=split) for layer in layers] for split in splits}
+
+    single, pair = banks_for(ranked[:1]), banks_for(ranked[:2])
+    held_out = sorted(set(names_of(single["test_holdout"][0].labels)))
+    training = sorted(set(names_of(single["train"][0].labels)))
+
+    def fit(expert, banks):
+        return expert.fit(banks["train"], val=(banks["val_holdout"], None))
+
+    def in_and_zero(expert, banks) -> dict:
+        return {"in_distribution": expert.score(banks["test"], candidates=training),
+                "zero_shot": expert.score(banks["test_holdout"], candidates=held_out),
+                "n_parameters": int(expert.n_parameters_)}
+
+    experts = {
+        f"ProbeX ({ranked[0]})": (fit(ProbeXAligner(**params), single), single),
+        f"ProbeX ({' + '.join(ranked[:2])})": (fit(ProbeXAligner(**params), pair), pair),
+        f"Dense ({ranked[0]})": (fit(DenseAligner(**params), single), single),
+        "StatNN-Linear (every layer)": None,
+        "StatNN-MLP (every layer)": None,
+    }
+    every = banks_for([info.name for info in tree_zoo.catalog()])
+    for name, model in (("StatNN-Linear (every layer)", "linear"), ("StatNN-MLP (every layer)", "mlp")):
+        experts[name] = (fit(StatNNAligner(model=model, **params), every), every)
+    table2 = {name: in_and_zero(expert, banks) for name, (expert, banks) in experts.items()}
+
+    best_name = max((name for name in table2 if name.startswith("ProbeX")), key=lambda n: table2[n]["zero_shot"])
+    best, banks = experts[best_name]
+    train, test = best.encode(banks["train"]), best.encode(banks["test"])
+    train_names, test_names = names_of(banks["train"][0].labels), names_of(banks["test"][0].labels)
+    table3 = {"expert": best_name, "rows": [
+        {"k": k, "knn": knn_accuracy(train, train_names, test, test_names, k=k),
+         "occ_knn": _unless_undefined(one_class_auc, train, train_names, test, test_names, method="knn", k=k)}
+        for k in KS]}
+    table3["occ_ledoit_wolf"] = _unless_undefined(one_class_auc, train, train_names, test, test_names, method="ledoit_wolf")
+
+    linear = fit(ProbeXAligner(**{**params, "activation": "none"}), single)
+    relu = experts[f"ProbeX ({ranked[0]})"][0]
+    table4 = {"layer": ranked[0], "relu": in_and_zero(relu, single), "linear": in_and_zero(linear, single)}
+    shipped_like = alignment_figures(best, banks, held_out)
+    return {"table2": table2, "table3": table3, "table4": table4, "uses": {"expert": best_name, **shipped_like},
+            "chance": {"in_distribution": 1 / len(training), "zero_shot": 1 / len(held_out)},
+            "concepts": {"training": len(training), "held_out": len(held_out)}}
+
+
+def _linear_ablation_classes(tree_zoo, layer: str, params: dict, relu_score: float) -> dict:
+    from probex.experts import ProbeXClassifier
+
+    train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
+    linear = ProbeXClassifier(**{**params, "activation": "none"}).fit(train, val=(val, None))
+    return {"layer": layer, "relu": relu_score, "linear": linear.score(test)}
+
+
+def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str | Path] = None,
+                 progress: Optional[Progress] = None) -> dict:
+    """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
+    from probex.jungle.check import check_discriminative, check_forest, check_router
+    from probex.jungle.validation import trees_to_validate
+    from probex.sweep import SWEEP_DEFAULTS, sweep_layers
+
+    params = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0, **(params or {})}
+    started = time.perf_counter()
+    trees = trees_to_validate(zoo)
+    has_forest = any(tree.startswith(FOREST_PREFIX) for tree in zoo.trees)
+    steps = (["router"] if len(trees) >= 2 else []) + trees + (["forest"] if has_forest else [])
+    report: dict[str, Any] = {"zoo": zoo.name, "models": len(zoo), "params": params, "sweeps": {}, "table1": {}}
+    layers: dict[str, str] = {}
+    for done, step in enumerate(steps):
+        if progress is not None:
+            progress(done, len(steps), step)
+        if step == "router":
+            report["router"] = check_router(zoo)
+        elif step == "forest":
+            report["forest"] = check_forest(zoo, params)
+        else:
+            tree_zoo = zoo.select(tree=step)
+            task = _tree_task(tree_zoo)
+            results = Path(results_dir) / f"{step}.jsonl" if results_dir is not None else None
+            sweep = sweep_layers(tree_zoo, task=task, params=params, results=results)
+            report["sweeps"][step] = {"task": task, "best": sweep.best.layer, "layers": [vars(s) for s in sweep.scores]}
+            layers[step] = sweep.best.layer
+            if task == "align":
+                report.setdefault("alignment", {})[step] = _alignment_tables(tree_zoo, sweep, params)
+            else:
+                report["table1"][step] = check_discriminative(zoo, step, sweep.best.layer, None, params)
+    classifier_trees = [tree for tree in report["table1"]]
+    if len(classifier_trees) >= 2:
+        report["moe"] = _moe_column(zoo, classifier_trees, {t: layers[t] for t in classifier_trees}, params)
+    if classifier_trees:
+        first = classifier_trees[0]
+        report["table4_classes"] = _linear_ablation_classes(zoo.select(tree=first), layers[first], params,
+                                                            report["table1"][first]["probex"])
+    if progress is not None:
+        progress(len(steps), len(steps), "done")
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+# ---------------------------------------------------------------------------------- writing
+def _number(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_number(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def report_markdown(report: dict) -> str:
+    """The report as Markdown: one section per analysis the zoo supported."""
+    out = [f"# ProbeX reproduction report: {report['zoo']}", "",
+           f"{report['models']:,} models; experts trained with {report['params']}; measured in {report['seconds']} s "
+           "by `probex report`.", ""]
+    router = report.get("router")
+    if router:
+        out += ["## Router", "", f"{router['trees_found']} trees found ({router['true_trees']} true), without being told "
+                f"their number; held-out routing accuracy **{router['held_out_accuracy']:.3f}** on "
+                f"{router['held_out_models']:,} models.", ""]
+    table1, moe, forest = report.get("table1") or {}, report.get("moe"), report.get("forest")
+    if forest and table1:
+        out += ["## Intra- vs inter-tree", "",
+                "A linear-probing expert learns within a Model Tree; across independently initialised models "
+                "(the forest) it does not. Test mean binary accuracy, chance 0.5:", ""]
+        rows = [[tree, "within one tree", row["layer"], row["probex"]] for tree, row in table1.items()]
+        rows.append(["forest", f"{forest['models']} random inits", forest["layer"], forest["probex"]])
+        out += _table(["population", "kind", "layer (best by validation)", "ProbeX"], rows)
+    if table1:
+        out += ["## Table 1: training-class prediction", "",
+                "Test split, mean binary accuracy (chance 0.5); each tree's layer is the best of its sweep by validation.", ""]
+        header = ["tree", "layer", "ProbeX", "params", "Dense", "params", "StatNN"] + (["MoE"] if moe else [])
+        rows = []
+        for tree, row in table1.items():
+            cells = [tree, row["layer"], row["probex"], row["probex_parameters"], row["dense"], row["dense_parameters"],
+                     row["statnn"]]
+            rows.append(cells + ([moe["per_tree"].get(tree)] if moe else []))
+        if moe:
+            rows.append(["overall (routed)", "", None, None, None, None, None, moe["overall"]])
+        out += _table(header, rows)
+    for tree, alignment in (report.get("alignment") or {}).items():
+        chance = alignment["chance"]
+        concepts = alignment["concepts"]
+        out += [f"## Table 2: alignment with text ({tree})", "",
+                f"Top-1 over {concepts['training']} training concepts (in-distribution, chance {chance['in_distribution']:.3f}) "
+                f"and over {concepts['held_out']} held-out concepts never seen in training (zero-shot, chance "
+                f"{chance['zero_shot']:.3f}).", ""]
+        out += _table(["expert", "in-distribution", "zero-shot", "params"],
+                      [[name, row["in_distribution"], row["zero_shot"], row["n_parameters"]]
+                       for name, row in alignment["table2"].items()])
+        table3 = alignment["table3"]
+        out += [f"## Table 3: kNN and one-class classification ({tree})", "",
+                f"In the space of {table3['expert']}; kNN accuracy (chance {chance['in_distribution']:.3f}) and mean "
+                f"one-class ROC-AUC (chance 0.5) of the test models against each training concept. Ledoit-Wolf: "
+                f"{_number(table3['occ_ledoit_wolf'])}.", ""]
+        out += _table(["k", "kNN accuracy", "OCC ROC-AUC (kNN)"], [[r["k"], r["knn"], r["occ_knn"]] for r in table3["rows"]])
+        uses = alignment["uses"]
+        out += [f"Retrieval (held-out models, nearest neighbour shares the concept): {uses['retrieval']:.3f}; "
+                f"a held-out concept's name as a prompt ranks one of its models first: {uses['search_top1']:.3f}.", ""]
+        table4 = alignment["table4"]
+        out += [f"## Table 4: the ReLU ablation ({tree}, {table4['layer']})", ""]
+        out += _table(["ProbeX", "in-distribution", "zero-shot"],
+                      [["ReLU", table4["relu"]["in_distribution"], table4["relu"]["zero_shot"]],
+                       ["linear (no activation)", table4["linear"]["in_distribution"], table4["linear"]["zero_shot"]]])
+    classes = report.get("table4_classes")
+    if classes:
+        out += [f"Training-class prediction on {next(iter(table1))} ({classes['layer']}), test mean binary accuracy: "
+                f"ReLU {classes['relu']:.3f}, linear {classes['linear']:.3f}.", ""]
+    if report["sweeps"]:
+        out += ["## Table 5: the layer sweeps", "",
+                "Every matrix layer, one expert each; the best by validation is marked. Alignment trees: val is "
+                "zero-shot on val_holdout, test is in-distribution top-1.", ""]
+        for tree, sweep in report["sweeps"].items():
+            out += [f"### {tree} ({sweep['task']})", ""]
+            rows = [[("**" + s["layer"] + "**") if s["layer"] == sweep["best"] else s["layer"],
+                     f"{s['shape'][0]}x{s['shape'][1]}", s["val"], s["test"], s.get("zero_shot_test"), s["n_parameters"]]
+                    for s in sweep["layers"]]
+            out += _table(["layer", "shape", "val", "test", "zero-shot test", "params"], rows)
+    return "\n".join(out)
+
+
+def report_html(markdown: str, title: str = "ProbeX reproduction report") -> str:
+    """A self-contained HTML page of the report's Markdown (headings, paragraphs, tables, bold)."""
+    import re
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    body, table = [], []
+
+    def flush_table() -> None:
+        if table:
+            rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table if not line.startswith("|---")]
+            body.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in rows[0]) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+                        + "</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        heading = re.match(r"^(#+) (.*)$", line)
+        if heading:
+            level = len(heading.group(1))
+            body.append(f"<h{level}>{inline(heading.group(2))}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush_table()
+    style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:.25em .6em;"
+             "text-align:right}th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder`` (atomically); their paths."""
+    from probex.storage import atomic_write_json, atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    markdown = report_markdown(report)
+    atomic_write_text(folder / "report.md", markdown + "\n")
+    atomic_write_text(folder / "report.html", report_html(markdown, f"ProbeX reproduction report: {report['zoo']}"))
+    atomic_write_json(folder / "report.json", report)
+    return folder / "report.md", folder / "report.html"
