@@ -503,10 +503,264 @@ pd.DataFrame({"retrieval precision@1": {
 ]
 
 
+MODELJ = [
+    md("""
+# 04 · Model-J on the Hub
+
+The paper's dataset, Model-J, lives on the Hugging Face Hub: one repo per discriminative model
+(`ProbeX/Model-J__MAE__model_idx_0929`, ...) and one repo per generative subset
+(`ProbeX/Model-J__SD_200`). With `probex` you download a subset, or only the layers you need
+(HTTP range requests: one layer of a file instead of the whole file), sweep the layers on a
+GPU, and rebuild the paper's tables. (On the demo jungle's tiny layers the Dense baseline is
+small; on Model-J's 768 x 768 layers it is the one with ~30x the parameters.)
+
+This notebook first tries the Hub and looks for a GPU. **Where either is missing it says so
+and runs the same steps on the demo jungle**, so it runs end to end anywhere. For reference,
+the paper reports on Model-J (real models): ProbeX 0.842 / 0.705 / 0.765 / 0.885 mean binary
+accuracy on ResNet / DINO / MAE / Sup.ViT against Dense 0.713 / 0.614 / 0.666 / 0.663 with
+about 30x the parameters; on SD_200, in-distribution 0.973 and zero-shot 0.898 (0.564 without
+the ReLU); router accuracy 100%.
+"""),
+    code(SETUP + """
+
+import tempfile
+from pathlib import Path
+
+from probex import ModelZoo, TreeRouter, download_modelj, jungle, sweep_layers
+from probex.errors import HubUnavailableError
+from probex.figures import layer_sweep_figure
+from probex.training import resolve_device
+
+work = Path(tempfile.mkdtemp(prefix="modelj-"))"""),
+    md("""
+## 1. Where are we: a GPU? the Hub?
+"""),
+    code("""
+device = resolve_device("auto")
+print(f"device: {device}" + ("" if device.type == "cuda" else
+      " (no GPU here: the sweeps below use small settings so that they finish on a CPU)"))
+
+# Model-J SD_200, validation split only, one attention layer of every model (a few MB instead of GBs)
+SD_LAYER = "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q"
+try:
+    modelj = download_modelj("SD_200", work, splits=["train", "val", "test"], layers=[SD_LAYER])
+    print(f"Model-J SD_200 (layer {SD_LAYER}) downloaded to {modelj}")
+except HubUnavailableError as error:
+    modelj = None
+    print("The Hugging Face Hub cannot be reached from here, so the steps below run on the demo jungle instead.")
+    print(f"(probex says: {error})")"""),
+    code("""
+if modelj is not None:   # the real data
+    zoo = ModelZoo.open(modelj)
+    tree_zoo, candidate_layers, task = zoo, None, "align"
+else:                    # the demo jungle's text-to-image tree, its LoRA query projections
+    zoo = jungle.load()
+    tree_zoo, candidate_layers, task = zoo.select(tree="mini-sd"), r"attn\\.to_q$", "align"
+print(tree_zoo)"""),
+    md("""
+## 2. Layer-selective banks
+
+`zoo.bank(layer, split)` reads only that layer's bytes from every weight file (LoRA pairs
+merged as B @ A) and caches the stacked array on disk; experts train from it.
+"""),
+    code("""
+import time
+
+catalog = tree_zoo.catalog()
+layer = catalog[0].name
+started = time.perf_counter()
+bank = tree_zoo.bank(layer, split="train", cache=False)   # read from every weight file now
+from_files = time.perf_counter() - started
+tree_zoo.bank(layer, split="train")                       # built once into the disk cache ...
+started = time.perf_counter()
+bank = tree_zoo.bank(layer, split="train")               # ... and read back from it
+print(f"{bank}: {from_files:.2f} s from {len(bank)} weight files, {time.perf_counter() - started:.2f} s from the cache")
+pd.DataFrame([{"layer": info.name, "d_W x d_H": f"{info.shape[0]}x{info.shape[1]}", "kind": info.kind} for info in catalog])"""),
+    md("""
+## 3. Sweep the layers
+
+The best layer differs per tree, so the paper trains one expert per layer and keeps the best by
+validation. `sweep_layers` does that; with `results=...` every finished layer is appended to a
+file, so an interrupted sweep resumes. On a GPU use the experts' full settings; here a small,
+short run per layer.
+"""),
+    code("""
+settings = {"epochs": 500, "patience": 50} if device.type == "cuda" else \\
+           {"epochs": 30, "patience": 8, "n_probes": 32, "proj_dim": 32, "rep_dim": 64}
+sweep = sweep_layers(tree_zoo, task=task, layers=candidate_layers, params={**settings, "device": "auto"},
+                     results=work / "sweep.jsonl")
+print(f"best layer by validation: {sweep.best.layer} (val {sweep.best.val:.3f}, zero-shot test {sweep.best.zero_shot_test:.3f})")
+sweep.to_frame()[["layer", "shape", "val", "test", "zero_shot_test", "n_parameters", "seconds", "best"]]"""),
+    code("""
+layer_sweep_figure(sweep.scores, title=f"Layer sweep ({task}): validation per layer")"""),
+    md("""
+## 4. The paper's tables, in miniature
+
+Training-class prediction per tree (the paper's first table): ProbeX (the jungle's shipped
+expert at its recommended layer) against the Dense baseline (trained now on the same layer),
+with both parameter counts, on the test models; and the router's accuracy on models it never
+saw. On the real data these rows are ResNet, DINO, MAE and Sup.ViT. (StatNN, the third
+baseline, takes minutes on a CPU: `probex jungle check` measures it.)
+"""),
+    code("""
+from probex import DenseExpert, load_expert
+
+demo = jungle.load()
+recommended, experts = jungle.recommended_layers(), jungle.expert_dirs()
+rows = {}
+for tree in ("cnn-supervised", "cnn-attributes", "mixer-supervised"):
+    tree_models = demo.select(tree=tree)
+    train, val, test = (tree_models.bank(recommended[tree], split=split) for split in ("train", "val", "test"))
+    probex_expert = load_expert(experts[tree])
+    dense = DenseExpert(epochs=100, patience=20, seed=0).fit(train, val=(val, None))
+    rows[tree] = {"layer": recommended[tree], "ProbeX": probex_expert.score(test), "ProbeX parameters": probex_expert.n_parameters_,
+                  "Dense": dense.score(test), "Dense parameters": dense.n_parameters_, "chance": 0.5, "test models": len(test)}
+pd.DataFrame(rows).T"""),
+    code("""
+population = demo.select(tree=[tree for tree in demo.trees if not tree.startswith("forest-")])
+router = TreeRouter().fit(population.select(split="train"))
+unseen = population.select(split=[split for split in population.splits if split != "train"])
+print(f"router: {router.n_trees_} trees found; accuracy on {len(unseen)} unseen models: {router.score(unseen):.3f}")"""),
+]
+
+
+OWN_ZOO = [
+    md("""
+# 05 · Bring your own zoo
+
+You have a folder of fine-tunes of one base model (here: LoRA fine-tunes of a text-to-image
+model, each with its training images) and want to know what each was trained on, find the
+ones that match a prompt, and place a new file among them. The steps: **open** the folder,
+**route** its models (which Model Tree are they from?), **train** an expert on the models whose
+concepts you know, and **search**.
+
+So that this notebook runs anywhere, it first builds such a folder in a temporary directory by
+copying a few models out of the demo jungle: plain safetensors files in the Model-J LoRA
+layout (`{split}/model_xxx/pytorch_lora_weights.safetensors` + `training_images/`), opened
+with no manifest.
+"""),
+    code(SETUP + """
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from probex import ModelIndex, ModelZoo, ProbeXAligner, TreeRouter, jungle, load_expert
+from probex.errors import HubUnavailableError
+from probex.figures import dendrogram_figure, image_grid_figure"""),
+    md("""
+## 1. A folder of models
+
+Twelve concepts, a handful of models each, split into train / val / test; plus four models of
+*other* concepts that we keep aside as "new files" to identify later.
+"""),
+    code("""
+source = jungle.load().select(tree="mini-sd")
+concepts = sorted({record.labels[0] for record in source.select(split="train")})[:12]
+per_split = {"train": 8, "val": 2, "test": 3}
+folder = Path(tempfile.mkdtemp(prefix="my-lora-zoo-"))
+for split, count in per_split.items():
+    for concept in concepts:
+        for record in [r for r in source.select(split=split) if r.labels[0] == concept][:count]:
+            shutil.copytree(record.path.parent, folder / split / record.path.parent.name)
+new_models = source.select(split="test_holdout").records[:4]   # "new files" of concepts not in the folder
+print(f"{folder}: {sum(1 for _ in folder.rglob('*.safetensors'))} weight files")
+
+my_zoo = ModelZoo.open(folder)
+print(my_zoo)
+pd.DataFrame([{"layer": info.name, "shape": info.shape, "kind": info.kind} for info in my_zoo.catalog()])"""),
+    md("""
+## 2. Route: which Model Tree are these models from?
+
+Clustering the folder on its own finds how many trees it holds (here one: all are fine-tunes
+of one base model). A router fitted on a larger population (the demo jungle) also tells
+*which* known tree they belong to, and answers `None` for a model of a tree it has never seen.
+"""),
+    code("""
+own_router = TreeRouter().fit(my_zoo)
+print(f"trees in the folder: {own_router.n_trees_}")
+dendrogram_figure(own_router, title="My folder's models")"""),
+    code("""
+demo = jungle.load()
+known = demo.select(tree=[tree for tree in demo.trees if not tree.startswith("forest-")], split="train")
+jungle_router = TreeRouter().fit(known)
+routed = pd.Series(jungle_router.route(my_zoo)).map(lambda tree: jungle_router.tree_truth_.get(tree, "unknown"))
+print("my models routed to the jungle's trees:")
+routed.value_counts()"""),
+    md("""
+## 3. Train an expert on the models you know
+
+An aligned ProbeX expert on the layer the jungle's sweep recommends for this kind of model,
+trained on the folder's `train` split (epoch chosen on `val`), tested on its `test` split. The
+shipped expert of the jungle's `mini-sd` tree reads these models too, since they are fine-tunes
+of the same base model: its score is the reference.
+"""),
+    code("""
+layer = jungle.recommended_layers()["mini-sd"]
+train, val, test = (my_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
+expert = ProbeXAligner(n_probes=32, proj_dim=32, rep_dim=64, epochs=80, patience=10, seed=0).fit(train, val=(val, None))
+shipped = load_expert(jungle.expert_dirs()["mini-sd"])
+shipped_test = [my_zoo.bank(name, split="test") for name in shipped.layers_]
+pd.DataFrame({"test top-1 over my 12 concepts": {
+    f"my expert ({len(train)} models, {layer})": expert.score(test, candidates=concepts),
+    "the jungle's shipped mini-sd expert": shipped.score(shipped_test, candidates=concepts),
+    "chance": 1 / len(concepts)}})"""),
+    md("""
+## 4. Search
+
+`ModelIndex.build` encodes every model of the folder once; a prompt is then one matrix
+product. `top_labels` reads files that are not in the folder: four models of concepts none of the
+folder's models was trained on, read by the shipped expert against every concept name the
+jungle knows.
+"""),
+    code("""
+index = ModelIndex.build(expert, my_zoo)
+prompt = f"a {concepts[3]}"
+hits = index.search(prompt, k=5)
+display(pd.DataFrame([{"rank": h.rank, "model": h.model_id, "split": h.split, "trained on": ", ".join(h.labels),
+                       "cosine": h.score} for h in hits]))
+image_grid_figure([h.images[0] for h in hits], titles=[f"{h.rank}. {h.labels[0]}" for h in hits], columns=5,
+                  title=f"my folder, prompt {prompt!r}")"""),
+    code("""
+shipped_index = ModelIndex.build(shipped, my_zoo)
+vocabulary = demo.select(tree="mini-sd").label_names   # every concept name the jungle knows
+rows = []
+for record in new_models:
+    (best, similarity), *_ = shipped_index.top_labels(record.path, candidates=vocabulary, k=1)
+    rows.append({"file": f"{record.split}/{record.path.parent.name}", "read as": best, "cosine": similarity,
+                 "trained on (the truth)": record.labels[0]})
+pd.DataFrame(rows)"""),
+    md("""
+## 5. Your models on the Hub
+
+For a list of Hub repos (fine-tunes of one base model), `download_repos` fetches them in the
+Hugging Face cache layout, and with `layers=[...]` only those tensors (HTTP range requests),
+then `ModelZoo.open` reads the folder as above. Offline it fails at once with a message that
+says what to do instead.
+"""),
+    code("""
+from probex import download_repos
+
+try:
+    # one Model-J fine-tune as an example; list your own repos here (layers=[...] fetches only those tensors)
+    hub_folder = download_repos(["ProbeX/Model-J__MAE__model_idx_0929"], Path(tempfile.mkdtemp()) / "hub")
+    print("downloaded to", hub_folder)
+except HubUnavailableError as error:
+    print("The Hub is not reachable from here, so this step is skipped:")
+    print(error)"""),
+    code("""
+shutil.rmtree(folder)   # the temporary folder of this notebook"""),
+]
+
+
 NOTEBOOKS = {
     "01_quickstart": QUICKSTART,
     "02_why_model_trees": WHY_TREES,
     "03_weights_meet_language": LANGUAGE,
+    "04_model_j_on_the_hub": MODELJ,
+    "05_bring_your_own_zoo": OWN_ZOO,
 }
 
 

@@ -91,10 +91,27 @@ def check_weights_meet_language(notebook) -> None:
     assert measured["ZERO_SHOT_RELU"] > measured["ZERO_SHOT_NONE"] + 0.1, measured  # the ReLU ablation
 
 
+def check_model_j_on_the_hub(notebook) -> None:
+    text = printed(notebook)
+    # offline (HF_HUB_OFFLINE=1) the notebook says so plainly and goes on with the demo jungle
+    assert "The Hugging Face Hub cannot be reached from here, so the steps below run on the demo jungle instead." in text
+    assert re.search(r"best layer by validation: \S+ \(val [0-9.]+", text)
+    assert re.search(r"router: 4 trees found; accuracy on 1030 unseen models: 1\.000", text)
+
+
+def check_bring_your_own_zoo(notebook) -> None:
+    text = printed(notebook)
+    assert re.search(r": 156 weight files", text)
+    assert "trees in the folder: 1" in text
+    assert "The Hub is not reachable from here, so this step is skipped:" in text
+
+
 CHECKS: dict[str, Callable] = {
     "01_quickstart": check_quickstart,
     "02_why_model_trees": check_why_model_trees,
     "03_weights_meet_language": check_weights_meet_language,
+    "04_model_j_on_the_hub": check_model_j_on_the_hub,
+    "05_bring_your_own_zoo": check_bring_your_own_zoo,
 }
 
 
