@@ -19,7 +19,6 @@ import logging
 import warnings
 
 import pandas as pd
-from IPython.display import display
 
 logging.basicConfig(level=logging.WARNING)
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -198,7 +197,6 @@ Every number below is measured when the notebook runs.
 """),
     code(SETUP + """
 
-import numpy as np
 import plotly.graph_objects as go
 import torch
 
@@ -372,6 +370,7 @@ one-class classification. Every figure comes with its chance level.
 
 import numpy as np
 import plotly.graph_objects as go
+from IPython.display import display
 
 from probex import ModelIndex, ProbeXAligner, build_atlas, jungle, load_expert
 from probex.aligner import names_of
@@ -388,8 +387,8 @@ The `train`, `val` and `test` splits share the training concepts; `val_holdout` 
 zoo = jungle.load()
 tree_zoo = zoo.select(tree="mini-sd")
 splits = ("train", "test", "val_holdout", "test_holdout")
-concepts = {split: sorted(set(names_of(tree_zoo.select(split=split).bank("unet.down.attn.to_q").labels))) for split in splits}
-training, held_out = concepts["train"], concepts["test_holdout"]
+training = sorted({record.labels[0] for record in tree_zoo.select(split="train")})
+held_out = sorted({record.labels[0] for record in tree_zoo.select(split="test_holdout")})
 print(f"{len(training)} training concepts, {len(held_out)} held-out concepts")
 print("held out:", ", ".join(held_out))
 pd.Series({split: len(tree_zoo.select(split=split)) for split in tree_zoo.splits}, name="models")"""),
@@ -645,7 +644,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from IPython.display import display
 
 from probex import ModelIndex, ModelZoo, ProbeXAligner, TreeRouter, jungle, load_expert
 from probex.errors import HubUnavailableError
