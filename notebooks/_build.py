@@ -620,6 +620,10 @@ population = demo.select(tree=[tree for tree in demo.trees if not tree.startswit
 router = TreeRouter().fit(population.select(split="train"))
 unseen = population.select(split=[split for split in population.splits if split != "train"])
 print(f"router: {router.n_trees_} trees found; accuracy on {len(unseen)} unseen models: {router.score(unseen):.3f}")"""),
+    code("""
+import shutil
+
+shutil.rmtree(work)   # this notebook's temporary folder (downloads, the sweep's results file)"""),
 ]
 
 
