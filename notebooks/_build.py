@@ -585,7 +585,7 @@ short run per layer.
 """),
     code("""
 settings = {"epochs": 500, "patience": 50} if device.type == "cuda" else \\
-           {"epochs": 30, "patience": 8, "n_probes": 32, "proj_dim": 32, "rep_dim": 64}
+           {"epochs": 20, "patience": 5, "n_probes": 32, "proj_dim": 32, "rep_dim": 64}
 sweep = sweep_layers(tree_zoo, task=task, layers=candidate_layers, params={**settings, "device": "auto"},
                      results=work / "sweep.jsonl")
 print(f"best layer by validation: {sweep.best.layer} (val {sweep.best.val:.3f}, zero-shot test {sweep.best.zero_shot_test:.3f})")
