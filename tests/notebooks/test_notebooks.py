@@ -1,6 +1,7 @@
 """The tutorials in notebooks/ run top to bottom on the shipped demo jungle, offline.
 
-Each notebook is executed with nbclient in a python3 kernel (cwd notebooks/, HF_HUB_OFFLINE=1).
+Each notebook is executed with nbclient in a python3 kernel (cwd notebooks/, HF_HUB_OFFLINE=1,
+one torch thread).
 The notebooks print the figures their stories rest on as ``NAME = value`` lines; the tests
 read them back and check the story holds (e.g. notebook 02's intra- vs inter-tree gap).
 """
@@ -40,6 +41,9 @@ def kernel_name() -> str:
 def execute(path: Path, kernel_name: str, monkeypatch: pytest.MonkeyPatch):
     """The notebook at ``path`` after running every cell (nbclient raises CellExecutionError on the first error)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # one torch thread per kernel: on a CI machine whose cores are shared, two threads spinning
+    # against other processes made notebook 02 take 320 s instead of 19 s
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name=kernel_name,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
