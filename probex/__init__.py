@@ -44,6 +44,7 @@ _PUBLIC = {
     "weight_map_figure": "probex.figures",
     "layer_sweep_figure": "probex.figures",
     "training_curves_figure": "probex.figures",
+    "image_grid_figure": "probex.figures",
     "sweep_layers": "probex.sweep",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",

@@ -62,3 +62,31 @@ def test_large_dendrogram_is_truncated_and_unlabelled(router):
 def test_dendrogram_figure_refuses_an_unfitted_source():
     with pytest.raises(TypeError, match="TreeRouter"):
         dendrogram_figure(object())
+
+
+def test_image_grid_draws_one_tile_per_image_with_its_caption(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from probex.figures import image_grid_figure
+
+    files = []
+    for number in range(3):
+        path = tmp_path / f"image_{number}.png"
+        Image.fromarray(np.full((16, 16, 3), number * 80, dtype=np.uint8)).save(path)
+        files.append(path)
+    figure = image_grid_figure(files + [np.zeros((16, 16, 3), dtype=np.uint8)], titles=["a", "b", "c", "d"], columns=2)
+    assert [trace.type for trace in figure.data] == ["image"] * 4
+    assert [annotation.text for annotation in figure.layout.annotations] == ["a", "b", "c", "d"]
+    assert int(figure.data[1].z[0][0][0]) == 80
+
+
+def test_image_grid_refuses_no_images_and_mismatched_captions():
+    import numpy as np
+
+    from probex.figures import image_grid_figure
+
+    with pytest.raises(ValueError, match="no images"):
+        image_grid_figure([])
+    with pytest.raises(ValueError, match="2 titles for 1 images"):
+        image_grid_figure([np.zeros((4, 4, 3), dtype=np.uint8)], titles=["a", "b"])

@@ -44,7 +44,11 @@ def chromium() -> None:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} missing and not root (cannot apt-get install chromium chromium-driver)")
-    subprocess.run(["apt-get", "install", "-y", "chromium", "chromium-driver"], check=True, capture_output=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
+        done = subprocess.run(command, capture_output=True, text=True, env=environment)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip("apt-get install chromium chromium-driver did not provide /usr/bin/chromium and chromedriver")
 
