@@ -105,6 +105,15 @@ class RouterFit:
     held_truth: list = field(default_factory=list)  # its true tree (None: unknown)
 
 
+def current_router(path: str) -> RouterFit:
+    """:func:`fit_router` for the page; shows the error in the page and stops it if the router cannot fit."""
+    try:
+        return fit_router(path)
+    except ProbeXError as error:
+        st.error(f"The router could not fit this population: {error}")
+        st.stop()
+
+
 @st.cache_resource(show_spinner="Finding the Model Trees ...")
 def fit_router(path: str) -> RouterFit:
     """The trees of the population ("" is the demo jungle), found on its train split when it has one."""
@@ -182,17 +191,17 @@ def aligned_experts(path: str, zoo) -> dict[str, ExpertChoice]:
     return choices
 
 
+def current_aligned_experts(path: str, zoo) -> dict[str, ExpertChoice]:
+    """:func:`aligned_experts`; when there is none, says how to get one in the page and stops it."""
+    experts = aligned_experts(path, zoo)
+    if not experts:
+        st.info("No tree of this population has an aligned expert (one that maps models into a text space). "
+                "Train one on the Experts page with the task 'alignment with class names'.")
+        st.stop()
+    return experts
+
+
 # -- search index ---------------------------------------------------------------------------------
-
-def search_available() -> Optional[str]:
-    """None when probex.search and probex.atlas can be imported, else why not (shown in the page)."""
-    try:
-        import probex.atlas  # noqa: F401
-        import probex.search  # noqa: F401
-    except ImportError as error:
-        return f"Prompt search and the atlas are not available yet in this probex ({error})."
-    return None
-
 
 @st.cache_resource(show_spinner="Embedding every model of the tree ...", max_entries=8)
 def model_index(path: str, tree: str, token: str, _expert: Any):

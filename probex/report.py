@@ -19,21 +19,13 @@ appended to ``results_dir/<tree>.jsonl`` and resumed from there.
 from __future__ import annotations
 
 import html
-import logging
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from probex.progress import Progress
 
-logger = logging.getLogger(__name__)
-
 KS = (1, 5, 10)
-FOREST_PREFIX = "forest-"
-
-
-def _tree_task(tree_zoo) -> str:
-    return "align" if "val_holdout" in tree_zoo.splits else "classes"
 
 
 def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> dict:
@@ -82,16 +74,14 @@ def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
                 "zero_shot": expert.score(banks["test_holdout"], candidates=held_out),
                 "n_parameters": int(expert.n_parameters_)}
 
+    every = banks_for([info.name for info in tree_zoo.catalog()])
     experts = {
         f"ProbeX ({ranked[0]})": (fit(ProbeXAligner(**params), single), single),
         f"ProbeX ({' + '.join(ranked[:2])})": (fit(ProbeXAligner(**params), pair), pair),
         f"Dense ({ranked[0]})": (fit(DenseAligner(**params), single), single),
-        "StatNN-Linear (every layer)": None,
-        "StatNN-MLP (every layer)": None,
+        "StatNN-Linear (every layer)": (fit(StatNNAligner(model="linear", **params), every), every),
+        "StatNN-MLP (every layer)": (fit(StatNNAligner(model="mlp", **params), every), every),
     }
-    every = banks_for([info.name for info in tree_zoo.catalog()])
-    for name, model in (("StatNN-Linear (every layer)", "linear"), ("StatNN-MLP (every layer)", "mlp")):
-        experts[name] = (fit(StatNNAligner(model=model, **params), every), every)
     table2 = {name: in_and_zero(expert, banks) for name, (expert, banks) in experts.items()}
 
     best_name = max((name for name in table2 if name.startswith("ProbeX")), key=lambda n: table2[n]["zero_shot"])
@@ -124,9 +114,9 @@ def _linear_ablation_classes(tree_zoo, layer: str, params: dict, relu_score: flo
 def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str | Path] = None,
                  progress: Optional[Progress] = None) -> dict:
     """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
-    from probex.jungle.check import check_discriminative, check_forest, check_router
+    from probex.jungle.check import FOREST_PREFIX, check_discriminative, check_forest, check_router
     from probex.jungle.validation import trees_to_validate
-    from probex.sweep import SWEEP_DEFAULTS, sweep_layers
+    from probex.sweep import SWEEP_DEFAULTS, default_task, sweep_layers
 
     params = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0, **(params or {})}
     started = time.perf_counter()
@@ -144,7 +134,7 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
             report["forest"] = check_forest(zoo, params)
         else:
             tree_zoo = zoo.select(tree=step)
-            task = _tree_task(tree_zoo)
+            task = default_task(tree_zoo)
             results = Path(results_dir) / f"{step}.jsonl" if results_dir is not None else None
             sweep = sweep_layers(tree_zoo, task=task, params=params, results=results)
             report["sweeps"][step] = {"task": task, "best": sweep.best.layer, "layers": [vars(s) for s in sweep.scores]}

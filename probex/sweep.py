@@ -111,6 +111,11 @@ def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
     return layers
 
 
+def default_task(zoo) -> str:
+    """``"align"`` where the zoo holds held-out classes (zero-shot is then measurable), else ``"classes"``."""
+    return "align" if "val_holdout" in zoo.splits else "classes"
+
+
 def _make_expert(task: str, params: dict):
     if task == "classes":
         from probex.experts import ProbeXClassifier
@@ -148,11 +153,15 @@ def result_files(path: Path) -> list[Path]:
 
 def read_sweep(path: str | os.PathLike, task: str = "classes", params: Optional[dict] = None) -> list[LayerScore]:
     """The rows of a finished (or partial) sweep, shards included, for one task and parameters."""
-    key = _sweep_key(task, {**SWEEP_DEFAULTS, **(params or {})})
+    return list(_read_all(Path(path), _sweep_key(task, {**SWEEP_DEFAULTS, **(params or {})})).values())
+
+
+def _read_all(path: Path, key: str) -> dict[str, LayerScore]:
+    """layer -> its row, from ``path`` and its shard files, for the sweep ``key``."""
     done: dict[str, LayerScore] = {}
-    for file in result_files(Path(path)):
+    for file in result_files(path):
         done.update(_read_results(file, key))
-    return list(done.values())
+    return done
 
 
 def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
@@ -179,7 +188,8 @@ def _append_result(path: Path, score: LayerScore) -> None:
         os.fsync(handle.fileno())
 
 
-def _fit_layer(zoo, task: str, layer: str, params: dict) -> tuple[Any, LayerScore]:
+def fit_layer(zoo, task: str, layer: str, params: dict) -> tuple[Any, LayerScore]:
+    """One layer's expert for ``task`` (fit on ``train``, scored as the module docstring says) and its LayerScore."""
     from probex.aligner import names_of
 
     splits = set(zoo.splits)
@@ -267,12 +277,9 @@ def sweep_layers(
     params = {**SWEEP_DEFAULTS, **(params or {})}
     key = _sweep_key(task, params)
     path = Path(results) if results is not None else None
-    done: dict[str, LayerScore] = {}
-    if path is not None:
-        for file in result_files(path):
-            done.update(_read_results(file, key))
-        if shard is not None:
-            path = shard_results_path(path, shard)
+    done = _read_all(path, key) if path is not None else {}
+    if path is not None and shard is not None:
+        path = shard_results_path(path, shard)
     finished = {layer: done[layer] for layer in names if layer in done}
     if finished:
         logger.info("sweep: %d of %d layers already done (%s)", len(finished), len(names), results)
@@ -296,6 +303,6 @@ def sweep_layers(
         fit_layers_on_ray(zoo, task, todo, params, record, address=address, workers=workers)
     else:
         for layer in todo:
-            record(layer, *_fit_layer(zoo, task, layer, params))
+            record(layer, *fit_layer(zoo, task, layer, params))
     scores = [finished[layer] for layer in names]
     return SweepResult(task, scores, experts)

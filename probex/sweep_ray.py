@@ -25,10 +25,10 @@ def _fit_one(zoo, task: str, layer: str, params: dict):
     """Runs in a Ray worker: one layer's expert and its scores."""
     import torch
 
-    from probex.sweep import _fit_layer
+    from probex.sweep import fit_layer
 
     torch.set_num_threads(1)  # one CPU per task: threads would only fight each other
-    return _fit_layer(zoo, task, layer, params)
+    return fit_layer(zoo, task, layer, params)
 
 
 def _import_ray():

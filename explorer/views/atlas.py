@@ -15,15 +15,7 @@ st.markdown("Every model of a tree, embedded by its aligned expert, and the tree
 
 path = state.population_path()
 zoo = state.current_zoo()
-unavailable = state.search_available()
-if unavailable:
-    st.info(unavailable)
-    st.stop()
-experts = state.aligned_experts(path, zoo)
-if not experts:
-    st.info("No tree of this population has an aligned expert. Train one on the Experts page with the task "
-            "'alignment with class names'.")
-    st.stop()
+experts = state.current_aligned_experts(path, zoo)
 
 columns = st.columns([1, 1, 2]) if len(experts) > 1 else [None, *st.columns([1, 2])]
 tree = columns[0].selectbox("Tree", list(experts), key="atlas_tree") if len(experts) > 1 else next(iter(experts))

@@ -19,11 +19,7 @@ st.markdown("A model file goes to the router, which finds its Model Tree (or say
 
 path = state.population_path()
 zoo = state.current_zoo()
-try:
-    fitted = state.fit_router(path)
-except ProbeXError as error:
-    st.error(f"The router could not fit this population: {error}")
-    st.stop()
+fitted = state.current_router(path)
 router = fitted.router
 
 source = st.radio("Model", (UPLOAD, EXAMPLE), horizontal=True, key="inspect_source")

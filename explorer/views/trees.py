@@ -15,11 +15,7 @@ st.markdown("The router clusters the models on the raw weights of one layer (hie
 
 path = state.population_path()
 zoo = state.current_zoo()
-try:
-    fitted = state.fit_router(path)
-except ProbeXError as error:
-    st.error(f"The router could not fit this population: {error}")
-    st.stop()
+fitted = state.current_router(path)
 router = fitted.router
 
 columns = st.columns(4)

@@ -16,6 +16,14 @@ from typing import Sequence
 
 from probex.errors import ProbeXError
 
+
+def open_zoo(path: str | None):
+    """The ModelZoo a command was given, or the shipped demo jungle when no path was."""
+    from probex import jungle
+    from probex.zoo import ModelZoo
+
+    return jungle.load() if path is None else ModelZoo.open(path)
+
 # One module per command group; each defines add_commands(subparsers).
 COMMAND_MODULES = (
     "probex.cli.info",

@@ -21,16 +21,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from probex.cli import open_zoo
     from probex.progress import tqdm_progress
     from probex.report import build_report, write_report
-    from probex.zoo import ModelZoo
 
-    if args.path is None:
-        from probex.jungle import load
-
-        zoo = load()
-    else:
-        zoo = ModelZoo.open(args.path)
+    zoo = open_zoo(args.path)
     with tqdm_progress("measuring", unit="step") as progress:
         report = build_report(zoo, params={"epochs": args.epochs} if args.epochs else None,
                               results_dir=args.sweeps or args.out / "sweeps", progress=progress)

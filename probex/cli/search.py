@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from probex.cli import open_zoo
 from probex.errors import ProbeXError
 
 _EXPERT_HELP = "an aligned expert's folder (default: the one shipped with the zoo, e.g. the demo jungle's mini-sd)"
@@ -110,7 +111,8 @@ def run_align(args: argparse.Namespace) -> int:
     from probex.jungle.check import alignment_figures
     from probex.progress import tqdm_progress
 
-    path, zoo = _open_zoo(args.path)
+    zoo = open_zoo(args.path)
+    path = Path(zoo.root)
     tree = _tree(zoo, args.tree)
     tree_zoo = zoo.select(tree=tree)
     needed = ("train", "test", "val_holdout", "test_holdout")
@@ -161,15 +163,6 @@ def _split_args(values: list[str], last: str, command: str) -> tuple[str | None,
                       f"(probex {command} PATH \"a red star\")")
 
 
-def _open_zoo(path: str | None):
-    from probex import jungle
-    from probex.zoo import ModelZoo
-
-    if path is None:
-        return jungle.SHIPPED, jungle.load()
-    return Path(path), ModelZoo.open(path)
-
-
 def _load_expert(folder: Path):
     from probex.experts import load_expert
 
@@ -200,8 +193,8 @@ def _index(path: str | None, expert_dir: Path | None, encode: bool = True):
     from probex.progress import tqdm_progress
     from probex.search import ModelIndex
 
-    root, zoo = _open_zoo(path)
-    expert = _load_expert(expert_dir or _default_expert_dir(root))
+    zoo = open_zoo(path)
+    expert = _load_expert(expert_dir or _default_expert_dir(Path(zoo.root)))
     if not encode:  # zero-shot reads one file: the zoo only gives the tree's class names
         return _classes_only_index(expert, zoo)
     with tqdm_progress("encoding models", unit="model") as progress:

@@ -71,23 +71,18 @@ def _trees(zoo, tree: str | None) -> list[str]:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from probex.figures import layer_sweep_figure
+    from probex.cli import open_zoo
     from probex.progress import tqdm_progress
-    from probex.sweep import parse_shard, sweep_layers
-    from probex.zoo import ModelZoo
+    from probex.sweep import default_task, parse_shard, sweep_layers
 
-    if args.path is None:
-        from probex.jungle import load
-
-        zoo = load()
-    else:
-        zoo = ModelZoo.open(args.path)
+    zoo = open_zoo(args.path)
     shard = parse_shard(args.shard) if args.shard else None
     params = {"epochs": args.epochs} if args.epochs else None
     trees = _trees(zoo, args.tree)
     tables = {}
     for tree in trees:
         tree_zoo = zoo.select(tree=tree) if tree is not None else zoo
-        task = args.task if args.task != "auto" else ("align" if "val_holdout" in tree_zoo.splits else "classes")
+        task = args.task if args.task != "auto" else default_task(tree_zoo)
         results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task)
         layers = args.layer_list or args.layers
         with tqdm_progress(f"sweeping {tree or zoo.name}", unit="layer") as progress:

@@ -79,7 +79,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
     Resumable: layers already in ``sweeps/<tree>.jsonl`` (same parameters) are not trained again (their
     experts are then refitted only if they are the best, with the same seed).
     """
-    from probex.sweep import SWEEP_DEFAULTS, sweep_layers
+    from probex.sweep import SWEEP_DEFAULTS, fit_layer, sweep_layers
     from probex.zoo import ModelZoo
 
     path = Path(path)
@@ -97,9 +97,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
         recommended[tree] = best.layer
         expert = result.experts.get(best.layer)
         if expert is None:  # the sweep resumed past it: the same seed refits the same expert
-            from probex.sweep import _fit_layer
-
-            expert, _ = _fit_layer(tree_zoo, task, best.layer, params)
+            expert, _ = fit_layer(tree_zoo, task, best.layer, params)
         shipped = {"layers": [best.layer], "val": best.val, "test": best.test, "zero_shot_test": best.zero_shot_test,
                    "n_parameters": best.n_parameters}
         if task == "align" and len(result.scores) > 1:
