@@ -1,0 +1,40 @@
+import torch
+
+from probex.nn import ProbeXNetwork
+from probex.training import adam
+
+
+def _network() -> ProbeXNetwork:
+    torch.manual_seed(0)
+    return ProbeXNetwork([(6, 10)], 3)
+
+
+def test_the_experts_optimiser_is_fused_on_the_cpu():
+    optimizer = adam(_network())
+    assert optimizer.defaults["fused"] is True
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["weight_decay"] == 1e-5
+
+
+def test_the_fused_update_follows_torchs_default_adam():
+    fused_net, plain_net = _network(), _network()
+    fused = adam(fused_net, lr=1e-2, weight_decay=1e-4)
+    plain = torch.optim.Adam(plain_net.parameters(), lr=1e-2, weight_decay=1e-4)
+    X, y = torch.randn(16, 6, 10), torch.randint(0, 3, (16,))
+    for _ in range(20):
+        for network, optimizer in ((fused_net, fused), (plain_net, plain)):
+            loss = torch.nn.functional.cross_entropy(network([X]), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    moved = 0.0
+    for (name, a), b, start in zip(fused_net.named_parameters(), plain_net.parameters(), _network().parameters()):
+        a, b, start = a.detach(), b.detach(), start.detach()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        moved = max(moved, float((a - start).abs().max()))
+    assert moved > 0.05  # the networks really trained
+
+
+def test_frozen_parameters_are_left_out():
+    network = _network()
+    network.encoders[0].probes.requires_grad_(False)
+    assert sum(len(group["params"]) for group in adam(network).param_groups) == len(list(network.parameters())) - 1
