@@ -22,6 +22,13 @@ from explorer import sidebar  # noqa: E402
 
 st.set_page_config(page_title="ProbeX Explorer", page_icon=":deciduous_tree:", layout="wide")
 
+try:
+    from probex.training import set_threads
+
+    set_threads()  # $PROBEX_THREADS, when set
+except ValueError as error:
+    st.warning(f"{error}; training uses torch's default threads.")
+
 PAGES = {
     "home": st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
     "trees": st.Page("views/trees.py", title="Trees", icon=":material/account_tree:", url_path="trees"),

@@ -32,4 +32,12 @@ def draw() -> None:
                 st.caption("Type a folder; until then the demo jungle is shown.")
         else:
             st.session_state[POPULATION_KEY] = ""
-        st.caption(f"Device: **{compute_device()}**")
+        device = compute_device()
+        if device == "cpu":
+            import torch
+
+            threads = torch.get_num_threads()
+            device += f"** · {threads} torch thread{'s' if threads > 1 else ''} (set with $PROBEX_THREADS)"
+        else:
+            device += "**"
+        st.caption(f"Device: **{device}")

@@ -46,6 +46,7 @@ _PUBLIC = {
     "training_curves_figure": "probex.figures",
     "image_grid_figure": "probex.figures",
     "sweep_layers": "probex.sweep",
+    "set_threads": "probex.training",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",
 }

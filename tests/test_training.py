@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from probex.nn import ProbeXNetwork
@@ -38,3 +39,21 @@ def test_frozen_parameters_are_left_out():
     network = _network()
     network.encoders[0].probes.requires_grad_(False)
     assert sum(len(group["params"]) for group in adam(network).param_groups) == len(list(network.parameters())) - 1
+
+
+def test_set_threads_reads_the_environment_and_refuses_nonsense(monkeypatch):
+    from probex import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("PROBEX_THREADS", raising=False)
+        assert set_threads() == before  # nothing asked: torch's default stays
+        monkeypatch.setenv("PROBEX_THREADS", "1")
+        assert set_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("PROBEX_THREADS", "many")
+        with pytest.raises(ValueError, match="PROBEX_THREADS"):
+            set_threads()
+        with pytest.raises(ValueError, match=">= 1"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)

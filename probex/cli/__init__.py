@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"probex {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: $PROBEX_THREADS, else one per core); 1 is often "
+                             "faster on a machine shared with other busy processes")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
@@ -64,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    if args.threads is not None or os.environ.get("PROBEX_THREADS"):
+        from probex.training import set_threads  # imports torch: only when asked
+
+        try:
+            set_threads(args.threads)
+        except ValueError as error:
+            print(f"probex: {error}", file=sys.stderr)
+            return 2
     try:
         return int(args.func(args) or 0)
     except ProbeXError as error:

@@ -22,4 +22,5 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"python {platform.python_version()}, torch {torch.__version__}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name})")
+    print(f"torch CPU threads: {torch.get_num_threads()} (set with --threads or $PROBEX_THREADS)")
     return 0

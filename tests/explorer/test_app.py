@@ -42,6 +42,18 @@ def test_the_app_opens_on_the_demo_jungle_home_page():
     assert any("Device" in caption.value for caption in app.sidebar.caption)
 
 
+def test_probex_threads_is_honoured_and_a_bad_value_is_a_warning(monkeypatch):
+    # torch's thread setting belongs to the thread that sets it: the script's, which the sidebar reports
+    monkeypatch.setenv("PROBEX_THREADS", "1")
+    app = app_on()
+    assert not app.exception
+    assert any("1 torch thread " in caption.value for caption in app.sidebar.caption)
+    monkeypatch.setenv("PROBEX_THREADS", "two")
+    app = app_on()
+    assert not app.exception
+    assert any("PROBEX_THREADS" in warning.value for warning in app.warning)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_an_exception(mini_jungle, page):
     app = open_page(mini_jungle, page)
