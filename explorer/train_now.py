@@ -1,7 +1,7 @@
-"""Training one expert from the Experts page: the probex calls, with the page's progress callback.
+"""Training one expert from the Experts page: the sweep's fit of one layer, with the page's progress callback.
 
-The same fit and scores as the layer sweep (``probex.sweep``), for one layer and with a
-progress callback per epoch so that the page can draw live curves.
+``probex.sweep.fit_layer`` trains and scores the expert (the same splits and scores as a layer
+sweep); this module turns its LayerScore into the rows the page shows, with chance levels.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ class TrainingRun:
     scores: list[dict]
 
 
-def default_task(zoo) -> str:
-    """'align' for a tree with held-out classes (zero-shot is then measurable), else 'classes'."""
-    return "align" if {"val_holdout", "test_holdout"} <= set(zoo.splits) else "classes"
+def _concepts(zoo, split: str) -> int:
+    return len({record.labels[0] for record in zoo.records if record.split == split and record.labels})
 
 
 def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_dim: int, epochs: int,
@@ -32,40 +31,27 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
     Raises:
         ZooError: the zoo lacks the splits or the layer (the message says which).
     """
-    from probex.aligner import ProbeXAligner, names_of
-    from probex.errors import ZooError
-    from probex.experts import ProbeXClassifier
+    from probex.sweep import fit_layer
 
-    splits = set(zoo.splits)
-    holdout = {"val_holdout", "test_holdout"} <= splits
-    needed = {"train", "val_holdout" if task == "align" and holdout else "val"}
-    if not needed <= splits:
-        raise ZooError(f"{zoo.root}: training needs the splits {sorted(needed)}; this tree has {zoo.splits}")
     params = dict(n_probes=n_probes, proj_dim=proj_dim, rep_dim=rep_dim, epochs=epochs, patience=patience)
-    train = zoo.bank(layer, split="train")
+    expert, score = fit_layer(zoo, task, layer, params, progress=progress)
     scores: list[dict] = []
     if task == "classes":
-        val = zoo.bank(layer, split="val")
-        expert = ProbeXClassifier(**params).fit(train, val=(val, None), progress=progress)
-        scores.append({"metric": "validation mean binary accuracy", "value": expert.score(val), "chance": 0.5})
-        if "test" in splits:
-            scores.append({"metric": "test mean binary accuracy", "value": expert.score(zoo.bank(layer, split="test")),
-                           "chance": 0.5})
+        scores.append({"metric": "validation mean binary accuracy", "value": score.val, "chance": 0.5})
+        if score.test is not None:
+            scores.append({"metric": "test mean binary accuracy", "value": score.test, "chance": 0.5})
     else:
-        val = zoo.bank(layer, split="val_holdout" if holdout else "val")
-        expert = ProbeXAligner(**params).fit(train, val=(val, None), progress=progress)
-        if "test" in splits:
-            test = zoo.bank(layer, split="test")
-            # in-distribution: the test models of concepts seen in training (a small train split may miss some)
-            seen = [model_id for model_id, name in zip(test.ids, names_of(test.labels)) if name in set(expert.classes_)]
-            if seen:
-                scores.append({"metric": f"in-distribution top-1 ({len(seen)} test models)",
-                               "value": expert.score(test.select(ids=seen)), "chance": 1 / len(expert.classes_)})
-        if holdout:
-            held = zoo.bank(layer, split="test_holdout")
-            candidates = sorted(set(names_of(held.labels)))
-            scores.append({"metric": f"zero-shot top-1 over {len(candidates)} held-out classes (test_holdout)",
-                           "value": expert.score(held, candidates=candidates), "chance": 1 / len(candidates)})
-    scores.append({"metric": "parameters", "value": expert.n_parameters_, "chance": None})
-    scores.append({"metric": "best epoch", "value": expert.best_epoch_, "chance": None})
+        holdout = "val_holdout" in zoo.splits
+        val_split = "val_holdout" if holdout else "val"
+        scores.append({"metric": f"{'zero-shot ' if holdout else ''}validation top-1 ({val_split})", "value": score.val,
+                       "chance": 1 / max(_concepts(zoo, val_split) if holdout else len(expert.classes_), 1)})
+        if score.test is not None:
+            scores.append({"metric": "in-distribution top-1 (test models of seen concepts)", "value": score.test,
+                           "chance": 1 / len(expert.classes_)})
+        if score.zero_shot_test is not None:
+            held = _concepts(zoo, "test_holdout")
+            scores.append({"metric": f"zero-shot top-1 over {held} held-out classes (test_holdout)",
+                           "value": score.zero_shot_test, "chance": 1 / held})
+    scores.append({"metric": "parameters", "value": score.n_parameters, "chance": None})
+    scores.append({"metric": "best epoch", "value": score.best_epoch, "chance": None})
     return TrainingRun(expert, scores)

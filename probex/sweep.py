@@ -13,8 +13,9 @@ Tasks:
         (mean binary accuracy, chance 0.5 for multi-label).
     ``"align"``: a :class:`~probex.aligner.ProbeXAligner` maps weights into a text space; fit on
         ``train``; validation is zero-shot top-1 on ``val_holdout`` when the zoo has held-out
-        classes (else top-1 on ``val``); reported: ``test`` (in-distribution top-1) and
-        ``test_holdout`` (zero-shot top-1 over the held-out classes).
+        classes (else top-1 on ``val``); reported: ``test`` (in-distribution top-1, on the test
+        models whose concept was seen in training) and ``test_holdout`` (zero-shot top-1 over
+        the held-out classes).
 
 With ``results=PATH`` every finished layer is appended to a JSON-lines file at once, so an
 interrupted sweep started again with the same arguments skips the layers already there.
@@ -188,10 +189,27 @@ def _append_result(path: Path, score: LayerScore) -> None:
         os.fsync(handle.fileno())
 
 
-def fit_layer(zoo, task: str, layer: str, params: dict) -> tuple[Any, LayerScore]:
-    """One layer's expert for ``task`` (fit on ``train``, scored as the module docstring says) and its LayerScore."""
+def require_splits(zoo, task: str) -> None:
+    """Raise ZooError naming the splits ``task`` needs that ``zoo`` lacks (``train`` and a validation split)."""
+    needed = {"train", "val_holdout" if task == "align" and "val_holdout" in zoo.splits else "val"}
+    missing = needed - set(zoo.splits)
+    if missing:
+        raise ZooError(f"{zoo.root}: training a {task!r} expert needs the splits {sorted(missing)}; "
+                       f"this zoo has {zoo.splits}")
+
+
+def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[Any, LayerScore]:
+    """One layer's expert for ``task`` (fit on ``train``, scored as the module docstring says) and its LayerScore.
+
+    ``progress(epoch, epochs, log)`` is called after every training epoch (see
+    :mod:`probex.training`); the app draws its live curves from it.
+
+    Raises:
+        ZooError: the zoo lacks the splits the task needs, or the layer.
+    """
     from probex.aligner import names_of
 
+    require_splits(zoo, task)
     splits = set(zoo.splits)
     started = time.perf_counter()
     expert = _make_expert(task, params)
@@ -199,17 +217,21 @@ def fit_layer(zoo, task: str, layer: str, params: dict) -> tuple[Any, LayerScore
     zero_shot_test = None
     if task == "classes":
         val = zoo.bank(layer, split="val")
-        expert.fit(train, val=(val, None))
+        expert.fit(train, val=(val, None), progress=progress)
         val_score = expert.score(val)
         test = expert.score(zoo.bank(layer, split="test")) if "test" in splits else None
     else:
-        holdout = {"val_holdout", "test_holdout"} <= splits
+        holdout = "val_holdout" in splits
         val = zoo.bank(layer, split="val_holdout" if holdout else "val")
-        expert.fit(train, val=(val, None))
+        expert.fit(train, val=(val, None), progress=progress)
         val_names = sorted(set(names_of(val.labels)))
         val_score = expert.score(val, candidates=val_names if holdout else None)
-        test = expert.score(zoo.bank(layer, split="test")) if "test" in splits else None
-        if holdout:
+        test = None
+        if "test" in splits:  # in-distribution: the test models of concepts seen in training
+            bank = zoo.bank(layer, split="test")
+            seen = [i for i, name in zip(bank.ids, names_of(bank.labels)) if name in set(expert.classes_)]
+            test = expert.score(bank.select(ids=seen)) if seen else None
+        if "test_holdout" in splits:
             test_holdout = zoo.bank(layer, split="test_holdout")
             zero_shot_test = expert.score(test_holdout, candidates=sorted(set(names_of(test_holdout.labels))))
     score = LayerScore(
@@ -260,9 +282,7 @@ def sweep_layers(
         raise ValueError(f"task must be one of {TASKS}; got {task!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    missing_splits = {"train", "val_holdout" if task == "align" and "val_holdout" in zoo.splits else "val"} - set(zoo.splits)
-    if missing_splits:
-        raise ZooError(f"{zoo.root}: a sweep needs the splits {sorted(missing_splits)}; this zoo has {zoo.splits}")
+    require_splits(zoo, task)
     if layers is None or isinstance(layers, str):
         names = [info.name for info in matrix_layers(zoo, layers)]
         if not names:

@@ -6,7 +6,7 @@ import pytest
 
 from probex import jungle
 from probex.errors import ZooError
-from probex.sweep import LayerScore, SweepResult, matrix_layers, parse_shard, read_sweep, sweep_layers
+from probex.sweep import LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep, sweep_layers
 
 FAST = {"epochs": 3, "patience": 3, "seed": 0}
 LAYERS = ["conv1.weight", "head.weight"]
@@ -90,6 +90,23 @@ def test_an_alignment_sweep_reports_zero_shot_on_the_held_out_concepts(tmp_path)
     score = result.scores[0]
     assert score.zero_shot_test is not None and 0.0 <= score.zero_shot_test <= 1.0
     assert score.test is not None
+
+
+def test_fit_layer_reports_every_epoch_to_its_progress_callback(cnn_tree):
+    seen = []
+    expert, score = fit_layer(cnn_tree, "classes", "head.weight", {"epochs": 4, "seed": 0},
+                              progress=lambda done, total, log: seen.append((done, total, log.val_score)))
+    assert [(done, total) for done, total, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert all(val is not None for _, _, val in seen)  # validated every epoch
+    assert score.best_epoch in (1, 2, 3, 4) and expert.best_epoch_ == score.best_epoch
+
+
+def test_training_without_a_validation_split_names_the_missing_split(cnn_tree):
+    no_val = cnn_tree.select(split=["train", "test"])
+    with pytest.raises(ZooError, match="'val'"):
+        fit_layer(no_val, "classes", "head.weight", FAST)
+    with pytest.raises(ZooError, match="'val'"):
+        sweep_layers(no_val, layers=["head.weight"], params=FAST)
 
 
 def test_a_shard_sweeps_every_nth_layer_into_its_own_file_and_a_later_sweep_gathers_them(cnn_tree, tmp_path):

@@ -7,10 +7,10 @@ import time
 import streamlit as st
 
 from explorer import state
-from explorer.train_now import TASK_NAMES, default_task, train_expert
+from explorer.train_now import TASK_NAMES, train_expert
 from probex.errors import ProbeXError
 from probex.figures import layer_sweep_figure, training_curves_figure
-from probex.sweep import matrix_layers
+from probex.sweep import default_task, matrix_layers
 
 st.title("Experts")
 st.markdown("One expert per Model Tree, reading one layer's weight matrix: learned probes pass through it, "
