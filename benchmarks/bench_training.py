@@ -20,6 +20,7 @@ same matrices and targets as the bank. Each tree is measured under three setting
   DataLoader starting its workers again every epoch.
 
     python benchmarks/bench_training.py [--tree all|NAME] [--epochs 50] [--official-epochs 10] [--repeats 3]
+                                        [--device cpu|cuda]
 
 Prints the figures and writes bench_training.json beside itself.
 """
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from probex import jungle
 from probex.nn import ProbeXNetwork
-from probex.training import adam, train_network
+from probex.training import adam, resolve_device, train_network
 
 HERE = Path(__file__).resolve().parent
 TREES = ("cnn-supervised", "cnn-attributes", "mixer-supervised", "mini-sd")
@@ -86,22 +87,32 @@ def _network(shape, n_classes: int) -> ProbeXNetwork:
     return ProbeXNetwork([tuple(shape)], n_classes)
 
 
-def time_cached(X: torch.Tensor, targets: torch.Tensor, loss, n_classes: int, epochs: int, batch_size: int) -> float:
-    """Seconds per epoch of probex's training loop on the bank held in memory."""
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_cached(X: torch.Tensor, targets: torch.Tensor, loss, n_classes: int, epochs: int, batch_size: int,
+                device: torch.device) -> float:
+    """Seconds per epoch of probex's training loop on the bank held in memory (on the device)."""
     warm_up = _network(X.shape[1:], n_classes)  # torch's first steps pay one-off set-up costs: not timed
     warm_up.fit_normalization([X])
-    train_network(warm_up, [X], targets, loss, epochs=2, batch_size=batch_size)
+    train_network(warm_up, [X], targets, loss, epochs=2, batch_size=batch_size, device=device)
     network = _network(X.shape[1:], n_classes)
     network.fit_normalization([X])
+    _synchronize(device)
     started = time.perf_counter()
-    train_network(network, [X], targets, loss, epochs=epochs, batch_size=batch_size)
+    train_network(network, [X], targets, loss, epochs=epochs, batch_size=batch_size, device=device)
+    _synchronize(device)
     return (time.perf_counter() - started) / epochs
 
 
-def time_official(dataset: Dataset, X: torch.Tensor, loss_fn, n_classes: int, epochs: int, batch_size: int, workers: int) -> float:
+def time_official(dataset: Dataset, X: torch.Tensor, loss_fn, n_classes: int, epochs: int, batch_size: int, workers: int,
+                  device: torch.device) -> float:
     """Seconds per epoch of the same training step fed by the official pattern's DataLoader."""
     network = _network(X.shape[1:], n_classes)
     network.fit_normalization([X])
+    network.to(device)
     optimizer = adam(network)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
@@ -111,14 +122,17 @@ def time_official(dataset: Dataset, X: torch.Tensor, loss_fn, n_classes: int, ep
         if epoch == 1:
             started = time.perf_counter()
         for matrices, target in loader:
+            matrices, target = matrices.to(device), target.to(device)
             loss = loss_fn(network([matrices]), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    _synchronize(device)
     return (time.perf_counter() - started) / epochs
 
 
-def measure_tree(tree: str, layer: str | None, epochs: int, official_epochs: int, repeats: int) -> dict:
+def measure_tree(tree: str, layer: str | None, epochs: int, official_epochs: int, repeats: int,
+                 device: torch.device) -> dict:
     zoo = jungle.load().select(tree=tree)
     layer = layer or jungle.recommended_layers()[tree]
     records = [record for record in zoo.records if record.split == "train"]
@@ -151,8 +165,8 @@ def measure_tree(tree: str, layer: str | None, epochs: int, official_epochs: int
     for name, (batch_size, workers) in SETTINGS.items():
         runs = []
         for _ in range(repeats):  # the two paths alternate, so a change of load hits both
-            cached = time_cached(X, targets, loss, len(classes), epochs, batch_size)
-            official = time_official(dataset, X, loss, len(classes), official_epochs, batch_size, workers)
+            cached = time_cached(X, targets, loss, len(classes), epochs, batch_size, device)
+            official = time_official(dataset, X, loss, len(classes), official_epochs, batch_size, workers, device)
             runs.append((official / cached, cached, official))
         ratio, cached, official = sorted(runs)[len(runs) // 2]  # the run with the median ratio
         figures["settings"][name] = {
@@ -178,21 +192,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50, help="epochs timed on the cached bank")
     parser.add_argument("--official-epochs", type=int, default=10, help="epochs timed with the official pattern")
     parser.add_argument("--repeats", type=int, default=3, help="runs of both paths per setting; the median ratio is reported")
+    parser.add_argument("--out", type=Path, default=HERE / "bench_training.json", help="the JSON written (default: beside this script)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto: where both paths train")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the training steps of both runs")
     args = parser.parse_args()
     if args.layer and args.tree == "all":
         parser.error("--layer needs one --tree")
 
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
     # The official settings start 4 workers whatever the cores; torch warns about that on small machines.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     machine = {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-               "torch_threads": args.threads, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+               "torch_threads": args.threads, "device": str(device), "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     results = {}
     for tree in TREES if args.tree == "all" else (args.tree,):
-        results[tree] = measure_tree(tree, args.layer, args.epochs, args.official_epochs, args.repeats)
+        results[tree] = measure_tree(tree, args.layer, args.epochs, args.official_epochs, args.repeats, device)
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    out = HERE / "bench_training.json"
+    out = args.out
     out.write_text(json.dumps({"machine": machine, "trees": results}, indent=2) + "\n")
     print(f"load average before/after: {machine['load_average_before'][0]} / {machine['load_average_after'][0]}; wrote {out.name}")
 
