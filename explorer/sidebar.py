@@ -32,12 +32,10 @@ def draw() -> None:
                 st.caption("Type a folder; until then the demo jungle is shown.")
         else:
             st.session_state[POPULATION_KEY] = ""
-        device = compute_device()
-        if device == "cpu":
+        text = f"Device: **{compute_device()}**"
+        if compute_device() == "cpu":
             import torch
 
-            threads = torch.get_num_threads()
-            device += f"** · {threads} torch thread{'s' if threads > 1 else ''} (set with $PROBEX_THREADS)"
-        else:
-            device += "**"
-        st.caption(f"Device: **{device}")
+            threads = torch.get_num_threads()  # this script thread's: set from $PROBEX_THREADS by app.py
+            text += f" · {threads} torch thread{'s' if threads > 1 else ''} (set with $PROBEX_THREADS)"
+        st.caption(text)
