@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "probex.cli.search",
     "probex.cli.sweep",
     "probex.cli.report",
+    "probex.cli.cache",
 )
 
 
