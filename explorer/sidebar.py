@@ -32,8 +32,9 @@ def draw() -> None:
                 st.caption("Type a folder; until then the demo jungle is shown.")
         else:
             st.session_state[POPULATION_KEY] = ""
-        text = f"Device: **{compute_device()}**"
-        if compute_device() == "cpu":
+        device = compute_device()
+        text = f"Device: **{device}**"
+        if device == "cpu":
             import torch
 
             threads = torch.get_num_threads()  # this script thread's: set from $PROBEX_THREADS by app.py

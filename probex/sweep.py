@@ -229,7 +229,8 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
         test = None
         if "test" in splits:  # in-distribution: the test models of concepts seen in training
             bank = zoo.bank(layer, split="test")
-            seen = [i for i, name in zip(bank.ids, names_of(bank.labels)) if name in set(expert.classes_)]
+            known = set(expert.classes_)
+            seen = [i for i, name in zip(bank.ids, names_of(bank.labels)) if name in known]
             test = expert.score(bank.select(ids=seen)) if seen else None
         if "test_holdout" in splits:
             test_holdout = zoo.bank(layer, split="test_holdout")

@@ -21,12 +21,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     clear.set_defaults(func=run_clear)
 
 
-def _size(n_bytes: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n_bytes < 1000 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+def _size(n_bytes: float) -> str:
+    if n_bytes < 1000:
+        return f"{n_bytes:.0f} B"
+    for unit in ("kB", "MB", "GB"):
         n_bytes /= 1000
-    raise AssertionError("unreachable")
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.1f} {unit}"
 
 
 def run_info(args: argparse.Namespace) -> int:
