@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probex.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
-from probex.evaluate import cosine_similarity, knn_accuracy, one_class_auc, retrieval_precision_at_k
+from probex.experts.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
+from probex.experiments.metrics import cosine_similarity, knn_accuracy, one_class_auc, retrieval_precision_at_k
 from probex.zoo import ModelZoo
 
 SHORT = {

@@ -139,8 +139,8 @@ def search_in_browser(driver, prompt: str) -> float:
 
 def library_search(prompts: list[str], repeats: int = 5) -> list[float]:
     from probex import jungle
-    from probex.experts import load_expert
-    from probex.search import ModelIndex
+    from probex.experts.base import load_expert
+    from probex.language.search import ModelIndex
 
     expert = load_expert(jungle.expert_dirs()["mini-sd"])
     index = ModelIndex.build(expert, jungle.load().select(tree="mini-sd"))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from probex.experts import DenseExpert, ProbeXClassifier
+from probex.experts.classifier import DenseExpert, ProbeXClassifier
 from probex.jungle.generative import LORA_WEIGHTS, RECIPES, ROOT_FOLDER, build_generative, generate_images
 from probex.jungle.unet import load_root
 from probex.zoo.safefile import read_header, read_tensors

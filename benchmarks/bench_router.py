@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from probex.router import TreeRouter
+from probex.trees.router import TreeRouter
 
 SHAPE = (768, 768)
 TREE_PROBABILITIES = (0.5, 0.3, 0.2)
@@ -103,7 +103,7 @@ class RouterLog(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(("probex.clustering", "probex.router")):
+        if record.name.startswith(("probex.trees.clustering", "probex.trees.router")):
             self.messages.append(record.getMessage())
 
 
@@ -188,7 +188,7 @@ def main() -> int:
             "load_average_1min_start": load_1min(),
             "note": "2-core machine shared with other developers' processes; data file freshly written "
                     "(partly in page cache); the router streams on one torch thread "
-                    "(probex.distances.STREAM_THREADS)",
+                    "(probex.trees.distances.STREAM_THREADS)",
         },
         "runs": [],
     }

@@ -7,7 +7,7 @@ target from the labels stored there, through a DataLoader with workers, every ep
 size 128 and 4 DataLoader workers by default). probex reads each layer once into a LayerBank
 (cached on disk) and trains from memory.
 
-Both runs here train the same ProbeX network with the same optimiser (probex.training.adam),
+Both runs here train the same ProbeX network with the same optimiser (probex.experts.training.adam),
 loss and batch size on the same models of the shipped demo jungle, in one process, one after
 the other; only the data path differs. The official-pattern reader is checked to give the
 same matrices and targets as the bank. Each tree is measured under three settings:
@@ -40,8 +40,8 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
 
 from probex import jungle
-from probex.nn import ProbeXNetwork
-from probex.training import adam, resolve_device, train_network
+from probex.experts.nn import ProbeXNetwork
+from probex.experts.training import adam, resolve_device, train_network
 
 HERE = Path(__file__).resolve().parent
 TREES = ("cnn-supervised", "cnn-attributes", "mixer-supervised", "mini-sd")

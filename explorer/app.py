@@ -23,7 +23,7 @@ from explorer import sidebar  # noqa: E402
 st.set_page_config(page_title="ProbeX Explorer", page_icon=":deciduous_tree:", layout="wide")
 
 try:
-    from probex.training import set_threads
+    from probex.experts.training import set_threads
 
     set_threads()  # $PROBEX_THREADS, when set
 except ValueError as error:

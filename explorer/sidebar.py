@@ -12,7 +12,7 @@ LOCAL = "A local zoo folder"
 
 @st.cache_resource
 def compute_device() -> str:
-    from probex.training import resolve_device
+    from probex.experts.training import resolve_device
 
     return str(resolve_device("auto"))
 

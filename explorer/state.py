@@ -117,7 +117,7 @@ def current_router(path: str) -> RouterFit:
 @st.cache_resource(show_spinner="Finding the Model Trees ...")
 def fit_router(path: str) -> RouterFit:
     """The trees of the population ("" is the demo jungle), found on its train split when it has one."""
-    from probex.router import TreeRouter
+    from probex.trees.router import TreeRouter
 
     zoo = load_zoo(path)
     trees = real_trees(zoo)
@@ -139,7 +139,7 @@ def fit_router(path: str) -> RouterFit:
 
 @st.cache_resource(show_spinner="Loading the expert ...")
 def load_shipped_expert(folder: str):
-    from probex.experts import load_expert
+    from probex.experts.base import load_expert
 
     return load_expert(folder)
 
@@ -206,7 +206,7 @@ def current_aligned_experts(path: str, zoo) -> dict[str, ExpertChoice]:
 @st.cache_resource(show_spinner="Embedding every model of the tree ...", max_entries=8)
 def model_index(path: str, tree: str, token: str, _expert: Any):
     """The ModelIndex of one tree's models under its aligned expert (``token`` names the expert)."""
-    from probex.search import ModelIndex
+    from probex.language.search import ModelIndex
 
     zoo = load_zoo(path).select(tree=tree)
     return ModelIndex.build(_expert, zoo)
@@ -214,7 +214,7 @@ def model_index(path: str, tree: str, token: str, _expert: Any):
 
 @st.cache_resource(show_spinner="Projecting the weight-language space (UMAP) ...", max_entries=8)
 def atlas(path: str, tree: str, token: str, _index: Any):
-    from probex.atlas import build_atlas
+    from probex.language.atlas import build_atlas
 
     return build_atlas(_index)
 
@@ -224,7 +224,7 @@ def atlas(path: str, tree: str, token: str, _index: Any):
 @st.cache_data
 def sweep_scores(path: str, tree: str) -> list[dict]:
     """The layer sweep of one tree (one row per layer, in sweep order), [] when none was shipped."""
-    from probex.sweep import LayerScore
+    from probex.experiments.sweep import LayerScore
 
     folder = jungle_folder(path)
     if folder is None or not (folder / "sweeps" / f"{tree}.jsonl").is_file():

@@ -1,6 +1,6 @@
 """Training one expert from the Experts page: the sweep's fit of one layer, with the page's progress callback.
 
-``probex.sweep.fit_layer`` trains and scores the expert (the same splits and scores as a layer
+``probex.experiments.sweep.fit_layer`` trains and scores the expert (the same splits and scores as a layer
 sweep); this module turns its LayerScore into the rows the page shows, with chance levels.
 """
 
@@ -31,7 +31,7 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
     Raises:
         ZooError: the zoo lacks the splits or the layer (the message says which).
     """
-    from probex.sweep import fit_layer
+    from probex.experiments.sweep import fit_layer
 
     params = dict(n_probes=n_probes, proj_dim=proj_dim, rep_dim=rep_dim, epochs=epochs, patience=patience)
     expert, score = fit_layer(zoo, task, layer, params, progress=progress)

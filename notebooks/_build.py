@@ -72,7 +72,7 @@ Everything runs on a laptop CPU in about a minute.
 
 from probex import ModelIndex, ProbeXClassifier, TreeRouter, jungle, load_expert
 from probex.figures import dendrogram_figure, image_grid_figure, training_curves_figure
-from probex.training import resolve_device
+from probex.experts.training import resolve_device
 
 print("device:", resolve_device("auto"))'''),
     md("""
@@ -373,8 +373,8 @@ import plotly.graph_objects as go
 from IPython.display import display
 
 from probex import ModelIndex, ProbeXAligner, build_atlas, jungle, load_expert
-from probex.aligner import names_of
-from probex.evaluate import retrieval_precision_at_k
+from probex.experts.aligner import names_of
+from probex.experiments.metrics import retrieval_precision_at_k
 from probex.figures import atlas_figure, image_grid_figure, training_curves_figure
 from probex.jungle.check import alignment_figures"""),
     md("""
@@ -420,7 +420,7 @@ probe responses and the encoder (`activation="none"`, the linear ProbeX): zero-s
 drops sharply without it.
 """),
     code("""
-from probex.evaluate import knn_accuracy
+from probex.experiments.metrics import knn_accuracy
 
 layer = jungle.recommended_layers()["mini-sd"]
 layer_banks = banks_for([layer])
@@ -528,7 +528,7 @@ from pathlib import Path
 from probex import ModelZoo, TreeRouter, download_modelj, jungle, sweep_layers
 from probex.errors import HubUnavailableError
 from probex.figures import layer_sweep_figure
-from probex.training import resolve_device
+from probex.experts.training import resolve_device
 
 work = Path(tempfile.mkdtemp(prefix="modelj-"))"""),
     md("""

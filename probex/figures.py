@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from probex.dendrogram import ABOVE_CUT_COLOR, DendrogramData
+from probex.trees.dendrogram import ABOVE_CUT_COLOR, DendrogramData
 
 MAX_LEAF_LABELS = 60  # more leaves than this: no model ids under the axis (hover still tells)
 
@@ -226,7 +226,7 @@ ATLAS_MAX_LEGEND = 30  # more colour groups than this: no legend (hover still te
 
 def atlas_figure(atlas: Any, color: str = "label", title: str | None = None, height: int = 620,
                  show_anchor_text: bool = True) -> go.Figure:
-    """The atlas (``probex.atlas.build_atlas``): models as dots, text anchors as labelled diamonds, prompts as stars.
+    """The atlas (``probex.language.atlas.build_atlas``): models as dots, text anchors as labelled diamonds, prompts as stars.
 
     ``color`` picks the models' colouring: "label" (concept), "split", "tree" or "kind". With
     "label", an anchor that names a concept takes that concept's colour. Hover shows the model

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from probex.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
-from probex.experts import load_expert
-from probex.text import class_prompts, load_text_encoder
+from probex.experts.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
+from probex.experts.base import load_expert
+from probex.language.text import class_prompts, load_text_encoder
 from probex.zoo.bank import LayerBank
 from probex.zoo.records import ModelRecord
 

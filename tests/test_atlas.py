@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from probex import jungle, load_expert
-from probex.atlas import Atlas, build_atlas, cache_key, place_points
+from probex.language.atlas import Atlas, build_atlas, cache_key, place_points
 from probex.figures import atlas_figure
-from probex.search import ModelIndex
+from probex.language.search import ModelIndex
 
 
 @pytest.fixture(scope="module")

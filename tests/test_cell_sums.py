@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from probex.cell_sums import block_columns, read_subset_and_cells, tree_means_from_cells
-from probex.distances import tree_means
-from probex.subset import coordinate_blocks
+from probex.trees.cell_sums import block_columns, read_subset_and_cells, tree_means_from_cells
+from probex.trees.distances import tree_means
+from probex.trees.subset import coordinate_blocks
 
 from tests.test_router import concat, grow_tree
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probex.dendrogram import highest_gap_cut
+from probex.trees.dendrogram import highest_gap_cut
 
 
 def test_gap_rule_ignores_duplicates_at_the_bottom():

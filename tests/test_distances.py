@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probex.distances import distances_in_metrics, distances_to_centres, streaming_threads, tree_means
+from probex.trees.distances import distances_in_metrics, distances_to_centres, streaming_threads, tree_means
 
 
 def models(n: int = 50, dim: int = 300, seed: int = 0) -> torch.Tensor:

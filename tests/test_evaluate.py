@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from probex.evaluate import (
+from probex.experiments.metrics import (
     accuracy,
     knn_accuracy,
     knn_predict,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probex import DenseExpert, ProbeXClassifier, load_expert
-from probex.training import EpochLog
+from probex.experts.training import EpochLog
 from synthetic import make_population
 
 FAST = dict(n_probes=16, proj_dim=16, rep_dim=16, epochs=30)
@@ -160,7 +160,7 @@ def test_a_failed_save_leaves_the_previous_expert_intact(small, tmp_path, monkey
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("probex.experts.save_file", broken_save)
+    monkeypatch.setattr("probex.experts.base.save_file", broken_save)
     with pytest.raises(OSError):
         ProbeXClassifier(**FAST, seed=5).fit(train.X, train.Y).save(tmp_path / "expert")
     assert np.array_equal(load_expert(tmp_path / "expert").predict_proba(test.X), before)

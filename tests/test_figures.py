@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 import pytest
 
 from probex.figures import dendrogram_figure
-from probex.dendrogram import ABOVE_CUT_COLOR
-from probex.router import TreeRouter
+from probex.trees.dendrogram import ABOVE_CUT_COLOR
+from probex.trees.router import TreeRouter
 
 from tests.test_router import concat, forest, grow_tree
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from probex.errors import ProbeXError
-from probex.experts import ProbeXClassifier
-from probex.moe import MixtureOfExperts
-from probex.router import TreeRouter
+from probex.experts.classifier import ProbeXClassifier
+from probex.experts.moe import MixtureOfExperts
+from probex.trees.router import TreeRouter
 
 TREES = {  # tree -> (layer shape, root seed, its classes)
     "a": ((24, 16), 1, ["cat", "dog", "fox", "owl"]),
@@ -144,7 +144,7 @@ def test_adding_a_tree_leaves_the_other_experts_bit_identical(zoo, tmp_path):
 
 def test_model_of_an_unknown_tree_gets_no_prediction_and_is_reported(mixture, caplog):
     stranger = torch.randn(2, 24, 16, generator=torch.Generator().manual_seed(123)) * 3
-    with caplog.at_level(logging.WARNING, logger="probex.moe"):
+    with caplog.at_level(logging.WARNING, logger="probex.experts.moe"):
         assert mixture.predict(stranger) == [None, None]
     assert "2 of 2 models belong to no known tree" in caplog.text
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from probex import ProbeX
-from probex.nn import DenseNetwork, ProbeXNetwork
+from probex.experts.nn import DenseNetwork, ProbeXNetwork
 
 
 def _dense_apply(weights, bias, layers):

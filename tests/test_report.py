@@ -6,7 +6,7 @@ import pytest
 
 from probex import jungle
 from probex.cli import main
-from probex.report import report_html
+from probex.experiments.report import report_html
 
 SECTIONS = ("## Router", "## Intra- vs inter-tree", "## Table 1", "## Table 2", "## Table 3", "## Table 4", "## Table 5")
 

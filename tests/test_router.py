@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from probex.errors import ProbeXError
-from probex.router import TreeRouter
+from probex.trees.router import TreeRouter
 
 
 @dataclass
@@ -164,7 +164,7 @@ def test_subset_path_centres_and_radii_match_the_exact_path():
 
 
 def test_more_trees_than_cells_of_the_single_read_are_found_like_the_exact_path():
-    from probex.cell_sums import MAX_CELLS
+    from probex.trees.cell_sums import MAX_CELLS
 
     trees = [grow_tree(f"t{k}", 6, shape=(64, 64), root_seed=20 + k, seed=k) for k in range(MAX_CELLS + 2)]
     population = concat(*trees)

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from probex import jungle, load_expert
 from probex.errors import ZooError
-from probex.search import Hit, ModelIndex, prompt_as_class_name
+from probex.language.search import Hit, ModelIndex, prompt_as_class_name
 
 HELD_OUT_SPLITS = ("val_holdout", "test_holdout")
 

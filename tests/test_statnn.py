@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from probex import StatNNClassifier, load_expert, statnn_features
-from probex.statnn import STATISTICS
+from probex.experts.statnn import STATISTICS
 from synthetic import make_population
 
 

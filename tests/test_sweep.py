@@ -6,7 +6,7 @@ import pytest
 
 from probex import jungle
 from probex.errors import ZooError
-from probex.sweep import LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep, sweep_layers
+from probex.experiments.sweep import LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep, sweep_layers
 
 FAST = {"epochs": 3, "patience": 3, "seed": 0}
 LAYERS = ["conv1.weight", "head.weight"]

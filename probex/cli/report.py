@@ -23,7 +23,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from probex.cli import open_zoo
     from probex.progress import tqdm_progress
-    from probex.report import build_report, write_report
+    from probex.experiments.report import build_report, write_report
 
     zoo = open_zoo(args.path)
     with tqdm_progress("measuring", unit="step") as progress:

@@ -30,7 +30,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_route(args: argparse.Namespace) -> int:
     from probex.progress import tqdm_progress
-    from probex.router import TreeRouter
+    from probex.trees.router import TreeRouter
     from probex.zoo import ModelZoo
 
     with tqdm_progress("reading headers", unit="model") as progress:

@@ -107,7 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_align(args: argparse.Namespace) -> int:
-    from probex.aligner import ProbeXAligner, names_of
+    from probex.experts.aligner import ProbeXAligner, names_of
     from probex.jungle.check import alignment_figures
     from probex.progress import tqdm_progress
 
@@ -164,7 +164,7 @@ def _split_args(values: list[str], last: str, command: str) -> tuple[str | None,
 
 
 def _load_expert(folder: Path):
-    from probex.experts import load_expert
+    from probex.experts.base import load_expert
 
     try:
         return load_expert(folder)
@@ -191,7 +191,7 @@ def _default_expert_dir(path: Path) -> Path:
 def _index(path: str | None, expert_dir: Path | None, encode: bool = True):
     """The ModelIndex of the zoo at ``path`` (demo jungle by default) in the chosen expert's space."""
     from probex.progress import tqdm_progress
-    from probex.search import ModelIndex
+    from probex.language.search import ModelIndex
 
     zoo = open_zoo(path)
     expert = _load_expert(expert_dir or _default_expert_dir(Path(zoo.root)))
@@ -205,7 +205,7 @@ def _classes_only_index(expert, zoo):
     """An index without model embeddings: the expert and the class names of its tree (for top_labels of a file)."""
     import numpy as np
 
-    from probex.search import ModelIndex, expert_layers
+    from probex.language.search import ModelIndex, expert_layers
 
     expert_layers(expert)
     tree = (getattr(expert, "metadata_", None) or {}).get("tree")

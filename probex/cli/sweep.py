@@ -73,7 +73,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from probex.figures import layer_sweep_figure
     from probex.cli import open_zoo
     from probex.progress import tqdm_progress
-    from probex.sweep import default_task, parse_shard, sweep_layers
+    from probex.experiments.sweep import default_task, parse_shard, sweep_layers
 
     zoo = open_zoo(args.path)
     shard = parse_shard(args.shard) if args.shard else None

@@ -41,8 +41,8 @@ def alignment_figures(expert, banks: dict[str, list], held_out: Sequence[str]) -
             "val_holdout", "test_holdout".
         held_out: the held-out class names.
     """
-    from probex.aligner import names_of
-    from probex.evaluate import cosine_similarity, knn_accuracy, one_class_auc, retrieval_precision_at_k
+    from probex.experts.aligner import names_of
+    from probex.experiments.metrics import cosine_similarity, knn_accuracy, one_class_auc, retrieval_precision_at_k
 
     names = {split: names_of(layers[0].labels) for split, layers in banks.items()}
     train_embeddings = expert.encode(banks["train"])
@@ -78,8 +78,8 @@ def _figure(value: Optional[float]) -> str:
 
 
 def _raw_retrieval(banks: dict[str, list]) -> float:
-    from probex.aligner import names_of
-    from probex.evaluate import retrieval_precision_at_k
+    from probex.experts.aligner import names_of
+    from probex.experiments.metrics import retrieval_precision_at_k
 
     held = [np.concatenate([bank.X.float().reshape(len(bank), -1).numpy() for bank in banks[split]], axis=1)
             for split in ("val_holdout", "test_holdout")]
@@ -88,7 +88,7 @@ def _raw_retrieval(banks: dict[str, list]) -> float:
 
 
 def check_router(zoo) -> dict:
-    from probex.router import TreeRouter
+    from probex.trees.router import TreeRouter
 
     trees = [tree for tree in zoo.trees if not tree.startswith(FOREST_PREFIX)]
     population = zoo.select(tree=trees)
@@ -100,9 +100,10 @@ def check_router(zoo) -> dict:
 
 
 def check_discriminative(zoo, tree: str, layer: str, expert_dir: Optional[Path], params: dict) -> dict:
-    from probex.experts import DenseExpert, load_expert
-    from probex.statnn import StatNNClassifier
-    from probex.sweep import matrix_layers
+    from probex.experts.classifier import DenseExpert
+    from probex.experts.base import load_expert
+    from probex.experts.statnn import StatNNClassifier
+    from probex.experiments.sweep import matrix_layers
 
     tree_zoo = zoo.select(tree=tree)
     train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
@@ -110,7 +111,7 @@ def check_discriminative(zoo, tree: str, layer: str, expert_dir: Optional[Path],
         probex_expert = load_expert(expert_dir)
         source = "shipped"
     else:
-        from probex.experts import ProbeXClassifier
+        from probex.experts.classifier import ProbeXClassifier
 
         probex_expert = ProbeXClassifier(**params).fit(train, val=(val, None))
         source = "trained now"
@@ -128,7 +129,7 @@ def check_discriminative(zoo, tree: str, layer: str, expert_dir: Optional[Path],
 
 
 def check_forest(zoo, params: dict) -> dict:
-    from probex.sweep import sweep_layers
+    from probex.experiments.sweep import sweep_layers
 
     forest = zoo.select(tree=[tree for tree in zoo.trees if tree.startswith(FOREST_PREFIX)])
     result = sweep_layers(forest, "classes", params=params)
@@ -137,8 +138,8 @@ def check_forest(zoo, params: dict) -> dict:
 
 
 def check_generative(zoo, tree: str, expert_dir: Optional[Path], recommended: Optional[str], params: dict) -> dict:
-    from probex.aligner import ProbeXAligner, names_of
-    from probex.experts import load_expert
+    from probex.experts.aligner import ProbeXAligner, names_of
+    from probex.experts.base import load_expert
 
     tree_zoo = zoo.select(tree=tree)
     splits = ("train", "test", "val_holdout", "test_holdout")
@@ -180,7 +181,7 @@ def check_jungle(path: str | Path, params: Optional[dict] = None, progress: Opti
     """Every acceptance figure of the jungle at ``path`` (see the module docstring); also written to check.json."""
     from probex.jungle.validation import GENERATIVE_TREE, expert_dirs, read_recommended, trees_to_validate
     from probex.storage import atomic_write_json
-    from probex.sweep import SWEEP_DEFAULTS
+    from probex.experiments.sweep import SWEEP_DEFAULTS
     from probex.zoo import ModelZoo
 
     path = Path(path)

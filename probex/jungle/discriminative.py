@@ -37,7 +37,7 @@ from torch import nn
 from probex.jungle.architectures import make_model
 from probex.jungle.concepts import COLOUR_NAMES, SHAPES, concept, render
 from probex.jungle.forge import train_stacked
-from probex.training import seeded
+from probex.experts.training import seeded
 
 logger = logging.getLogger(__name__)
 

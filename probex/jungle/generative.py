@@ -51,7 +51,7 @@ from probex.jungle.unet import (
 )
 from probex.storage import atomic_directory, atomic_write_json
 from probex.zoo.safefile import write_safetensors
-from probex.text import PROMPT_TEMPLATES, TextEncoder, load_text_encoder
+from probex.language.text import PROMPT_TEMPLATES, TextEncoder, load_text_encoder
 
 logger = logging.getLogger(__name__)
 

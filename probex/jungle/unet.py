@@ -2,7 +2,7 @@
 
 Images are 16x16 RGB. The U-Net works at 16x16 and 8x8 and has three cross-attention layers
 whose keys and values come from the frozen MiniLM token embeddings of the caption
-(:meth:`probex.text.TextEncoder.encode_tokens`)::
+(:meth:`probex.language.text.TextEncoder.encode_tokens`)::
 
     conv_in 3->32 | enc16 ResBlock 32 | downsample ->64 @8x8
     down: ResBlock 64 + attn (8x8, 64 ch)

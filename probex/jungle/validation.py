@@ -1,7 +1,7 @@
 """The build's own validation sweep: the recommended layer of every tree, and the experts shipped with it.
 
 After the models are written, ``validate_jungle(path)`` sweeps every matrix layer of every tree
-(:func:`probex.sweep.sweep_layers`: train on ``train``, choose on the validation split), and
+(:func:`probex.experiments.sweep.sweep_layers`: train on ``train``, choose on the validation split), and
 writes into the jungle::
 
     recommended_layers.json    {tree: best layer by validation}   -> jungle.RECOMMENDED_LAYERS
@@ -10,7 +10,7 @@ writes into the jungle::
     experts/<tree>/            the expert of the best layer, saved in float16 (probex.load_expert)
 
 Discriminative trees get a :class:`~probex.experts.ProbeXClassifier` (training classes);
-the generative tree a :class:`~probex.aligner.ProbeXAligner` with the bundled MiniLM. For the
+the generative tree a :class:`~probex.experts.aligner.ProbeXAligner` with the bundled MiniLM. For the
 aligner, the two best layers together (the paper's multi-layer form) are also tried; the one
 with the better validation score ships. The forest (one model per tree) has no expert.
 """
@@ -51,7 +51,7 @@ def _task(tree: str) -> str:
 
 def _score_pair(tree_zoo, layers: list[str], params: dict):
     """An aligner on several layers at once, scored like the sweep scores one layer."""
-    from probex.aligner import ProbeXAligner, names_of
+    from probex.experts.aligner import ProbeXAligner, names_of
 
     started = time.perf_counter()
     holdout = "val_holdout" in tree_zoo.splits
@@ -79,7 +79,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
     Resumable: layers already in ``sweeps/<tree>.jsonl`` (same parameters) are not trained again (their
     experts are then refitted only if they are the best, with the same seed).
     """
-    from probex.sweep import SWEEP_DEFAULTS, fit_layer, sweep_layers
+    from probex.experiments.sweep import SWEEP_DEFAULTS, fit_layer, sweep_layers
     from probex.zoo import ModelZoo
 
     path = Path(path)

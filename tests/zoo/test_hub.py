@@ -118,7 +118,7 @@ def fake_hub(loopback, monkeypatch, tmp_path):
     # tests/conftest.py turns huggingface_hub offline for the whole session; this test is online (on loopback).
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(hub, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(hub.download, "RETRY_DELAYS", (0.0, 0.0, 0.0))
     return hub_server
 
 

@@ -31,9 +31,9 @@ KS = (1, 5, 10)
 def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> dict:
     """Route the test models of the classifier trees with a router fitted on their training models; each
     routed model is scored by the expert of its tree (the paper's MoE column)."""
-    from probex.experts import ProbeXClassifier
-    from probex.moe import MixtureOfExperts
-    from probex.router import TreeRouter
+    from probex.experts.classifier import ProbeXClassifier
+    from probex.experts.moe import MixtureOfExperts
+    from probex.trees.router import TreeRouter
 
     population = zoo.select(tree=trees)
     mixture = MixtureOfExperts(TreeRouter(), expert=ProbeXClassifier(**params))
@@ -52,8 +52,8 @@ def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> 
 
 
 def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
-    from probex.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
-    from probex.evaluate import knn_accuracy, one_class_auc
+    from probex.experts.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
+    from probex.experiments.metrics import knn_accuracy, one_class_auc
     from probex.jungle.check import _unless_undefined, alignment_figures
 
     splits = ("train", "val_holdout", "test", "test_holdout")
@@ -104,7 +104,7 @@ def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
 
 
 def _linear_ablation_classes(tree_zoo, layer: str, params: dict, relu_score: float) -> dict:
-    from probex.experts import ProbeXClassifier
+    from probex.experts.classifier import ProbeXClassifier
 
     train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
     linear = ProbeXClassifier(**{**params, "activation": "none"}).fit(train, val=(val, None))
@@ -116,7 +116,7 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
     """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
     from probex.jungle.check import FOREST_PREFIX, check_discriminative, check_forest, check_router
     from probex.jungle.validation import trees_to_validate
-    from probex.sweep import SWEEP_DEFAULTS, default_task, sweep_layers
+    from probex.experiments.sweep import SWEEP_DEFAULTS, default_task, sweep_layers
 
     params = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0, **(params or {})}
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Aligned experts: model weights and class names mapped into one embedding space (CLIP-like).
 
 A model's layer goes through an encoder (ProbeX, Dense or StatNN features) and a linear head
-to ``embed_dim``; a class name goes through a frozen text encoder (``probex.text``) as the
+to ``embed_dim``; a class name goes through a frozen text encoder (``probex.language.text``) as the
 prompt ``template.format(name)`` and a learned linear map to ``embed_dim``. Both sides are
 L2-normalised, the logits are their cosine similarities divided by a temperature (learnable
 by default), and a cross-entropy over the candidate classes trains the pair. Because the text
@@ -36,14 +36,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from probex.evaluate import accuracy
-from probex.experts import BaseExpert
-from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
-from probex.nn import DenseNetwork, ProbeXNetwork
-from probex.statnn import StatNNNetwork, statnn_features
+from probex.experiments.metrics import accuracy
+from probex.experts.base import BaseExpert
+from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
+from probex.experts.nn import DenseNetwork, ProbeXNetwork
+from probex.experts.statnn import StatNNNetwork, statnn_features
 from probex.storage import cache_dir
-from probex.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
-from probex.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+from probex.language.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
+from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ classes a model was fine-tuned on (multi-label, the paper's task) or one class p
 
     expert = ProbeXClassifier(n_probes=64).fit(X_train, y_train, val=(X_val, y_val))
     expert.predict(X_test); expert.score(X_test, y_test)
-    expert.save("experts/tree-A"); load_expert("experts/tree-A")
+    expert.save("experts/tree-A")   # probex.load_expert("experts/tree-A") reads it back
 
 X is one layer per model [N, d_W, d_H] (tensor, array or LayerBank) or a list of such layers;
 hyperparameters are stored unchanged by ``__init__`` and learned state ends with ``_``.
@@ -13,93 +13,19 @@ hyperparameters are stored unchanged by ``__init__`` and learned state ends with
 
 from __future__ import annotations
 
-import inspect
-from abc import ABC, abstractmethod
-import json
-from pathlib import Path
+from abc import abstractmethod
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from probex import __version__
-from probex.evaluate import accuracy, mean_binary_accuracy
-from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of, layer_names_of
-from probex.labels import MULTILABEL, TargetEncoding
-from probex.nn import DenseNetwork, LayersNetwork, ProbeXNetwork
-from probex.storage import atomic_directory, atomic_write_json
-from probex.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT = "probex-expert"
-
-
-class BaseExpert(ABC):
-    """Parameters, repr and save/load shared by every expert."""
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor's arguments as stored (scikit-learn's contract)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def set_params(self, **params: Any) -> "BaseExpert":
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; parameters: {sorted(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "targets_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
-
-    # -- persistence: subclasses provide their state as JSON and tensors -----------------
-    @abstractmethod
-    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        """The fitted state: JSON-ready values and named tensors."""
-
-    @abstractmethod
-    def _restore(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        """Set the fitted state from what ``_state`` returned."""
-
-    def _remember_layers(self, X: LayerInput) -> None:
-        """Keep the layer names of LayerBank input as ``layers_`` (None for raw tensors)."""
-        self.layers_ = layer_names_of(X)
-
-    def save(self, directory: str | Path, metadata: Optional[dict] = None, half: bool = False) -> Path:
-        """Write the fitted expert to ``directory`` (config.json + model.safetensors), atomically.
-
-        The config keeps the layer names it was trained on (``layers_``, when fitted on
-        LayerBanks) and ``metadata``, any JSON-ready facts to keep beside it (the tree, scores).
-        ``half=True`` stores float tensors as float16 (half the size; loaded back as float32).
-        """
-        self._check_fitted()
-        state, tensors = self._state()
-        if half:
-            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-        config = {
-            "format": FORMAT,
-            "probex_version": __version__,
-            "class": type(self).__name__,
-            "params": self.get_params(),
-            "layers": getattr(self, "layers_", None),
-            "metadata": dict(metadata or getattr(self, "metadata_", None) or {}),
-            "state": state,
-        }
-        directory = Path(directory)
-        with atomic_directory(directory) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
-            atomic_write_json(tmp / CONFIG_FILE, config)
-        return directory
+from probex.experiments.metrics import accuracy, mean_binary_accuracy
+from probex.experts.base import BaseExpert
+from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
+from probex.experts.labels import MULTILABEL, TargetEncoding
+from probex.experts.nn import DenseNetwork, LayersNetwork, ProbeXNetwork
+from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 
 
 class _NetworkClassifier(BaseExpert):
@@ -333,32 +259,3 @@ class DenseExpert(_NetworkClassifier):
 
     def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> DenseNetwork:
         return DenseNetwork(layer_shapes, out_dim)
-
-
-def _expert_classes() -> dict[str, type]:
-    from probex.aligner import DenseAligner, ProbeXAligner, StatNNAligner
-    from probex.statnn import StatNNClassifier
-
-    return {cls.__name__: cls for cls in (ProbeXClassifier, DenseExpert, StatNNClassifier, ProbeXAligner, DenseAligner, StatNNAligner)}
-
-
-def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpert:
-    """Load an expert written by ``expert.save(directory)``; ``device`` overrides the saved one."""
-    directory = Path(directory)
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise ValueError(f"{directory}: not a saved expert (no {CONFIG_FILE})")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a probex expert config (format {config.get('format')!r})")
-    classes = _expert_classes()
-    if config["class"] not in classes:
-        raise ValueError(f"{config_path}: unknown expert class {config['class']!r}; known: {sorted(classes)}")
-    expert = classes[config["class"]](**config["params"])
-    if device is not None:
-        expert.device = device
-    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
-    expert._restore(config["state"], tensors)
-    expert.layers_ = config.get("layers")
-    expert.metadata_ = dict(config.get("metadata") or {})
-    return expert

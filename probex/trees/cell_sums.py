@@ -1,6 +1,6 @@
 """One streamed read for the coordinate-subset shortcut: the subset, and exact tree means later.
 
-The shortcut (``probex.subset``) needs, for every model, its coordinates on a few random
+The shortcut (``probex.trees.subset``) needs, for every model, its coordinates on a few random
 blocks (for the linkage), then each tree's exact mean and every model's exact distance to it
 (for the confirmation and the radii). Read naively, that is three reads of a population that
 may be a 12 GB memory map: gathering the blocks (on a cold page cache the kernel reads whole
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probex.distances import CHUNK_BYTES, row_chunks, streaming_threads, tree_means
+from probex.trees.distances import CHUNK_BYTES, row_chunks, streaming_threads, tree_means
 from probex.progress import Progress
 
 MAX_CELLS = 8  # seeds; more cells separate more trees but cost a wider product per chunk

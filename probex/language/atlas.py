@@ -1,6 +1,6 @@
 """The atlas: one 2-D map (UMAP) of models and words in an aligned expert's weight-language space.
 
-The models of a :class:`~probex.search.ModelIndex` and text anchors (by default every class
+The models of a :class:`~probex.language.search.ModelIndex` and text anchors (by default every class
 name of the tree, through the expert's prompt template) are embedded in the same space, so
 they are projected together: UMAP with the cosine metric on the concatenated unit rows. A
 model lands near the words that describe it::
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from probex.search import ModelIndex
+from probex.language.search import ModelIndex
 
 if TYPE_CHECKING:
     import pandas

@@ -1,4 +1,4 @@
-"""The Ray backend of :func:`probex.sweep.sweep_layers`: one task per layer on a Ray cluster.
+"""The Ray backend of :func:`probex.experiments.sweep.sweep_layers`: one task per layer on a Ray cluster.
 
 Ray is an optional extra (``pip install ray``). Without an address a local Ray instance is
 started (and stopped afterwards) with ``workers`` CPUs; with ``address`` (``"auto"``,
@@ -25,7 +25,7 @@ def _fit_one(zoo, task: str, layer: str, params: dict):
     """Runs in a Ray worker: one layer's expert and its scores."""
     import torch
 
-    from probex.sweep import fit_layer
+    from probex.experiments.sweep import fit_layer
 
     torch.set_num_threads(1)  # one CPU per task: threads would only fight each other
     return fit_layer(zoo, task, layer, params)

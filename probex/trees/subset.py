@@ -8,7 +8,7 @@ reading it touches few pages per model of a memory-mapped population.
 
 An estimate is not trusted: ``split_confirmed`` checks the split it gave against exact
 full-dimensional distances, and the caller recomputes on all coordinates when it fails. The
-coordinates themselves are gathered by ``probex.cell_sums`` in the same read that sums the
+coordinates themselves are gathered by ``probex.trees.cell_sums`` in the same read that sums the
 trees.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probex.distances import add_centred_products
+from probex.trees.distances import add_centred_products
 
 BLOCK = 128  # coordinates per contiguous block of the subset
 CONFIRM_TOLERANCE = 0.25  # relative disagreement allowed between subset estimates and exact values

@@ -24,7 +24,7 @@ import numpy as np
 
 from probex.errors import ProbeXError
 from probex.progress import Progress
-from probex.router import TreeRouter
+from probex.trees.router import TreeRouter
 from probex.storage import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class MixtureOfExperts:
 
     def _new_expert(self) -> Any:
         if self.expert is None:
-            from probex.experts import ProbeXClassifier
+            from probex.experts.classifier import ProbeXClassifier
 
             return ProbeXClassifier()
         return type(self.expert)(**self.expert.get_params())
@@ -213,7 +213,7 @@ class MixtureOfExperts:
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None) -> "MixtureOfExperts":
         """Read a mixture written by ``save``."""
-        from probex.experts import load_expert
+        from probex.experts.base import load_expert
 
         directory = Path(directory)
         try:

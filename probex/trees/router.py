@@ -12,13 +12,13 @@ How the trees are found, precisely:
 
 1. Architectures first. Models whose architectures differ (a ModelZoo's ``architectures()``;
    for tensors and LayerBanks, the layer name and shape) are different trees before any
-   clustering (``probex.populations``). Within a ModelZoo architecture, the layer is ``layer``
+   clustering (``probex.trees.populations``). Within a ModelZoo architecture, the layer is ``layer``
    when given, else the largest layer (most values; the first such in catalog order).
 2. Within an architecture, scipy ``linkage`` (``method``, default ``"ward"``) on the l2
-   distances between the flattened layers (``probex.clustering``; large layers on a confirmed
+   distances between the flattened layers (``probex.trees.clustering``; large layers on a confirmed
    subset of coordinates, inputs possibly memory-mapped and read in chunks, never whole).
 3. The number of trees is read off the dendrogram by the *highest significant gap*
-   (``probex.dendrogram.highest_gap_cut``); ``threshold`` (a height, in the dendrogram's units)
+   (``probex.trees.dendrogram.highest_gap_cut``); ``threshold`` (a height, in the dendrogram's units)
    or ``n_trees`` (per architecture) replace the rule.
 4. Each tree's centre is the mean of its members' weights; ``route`` sends a model to the
    nearest centre of its architecture (``metric`` "l2", or "l1" as in the arXiv v1 formula).
@@ -41,11 +41,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from probex.clustering import split_into_trees
-from probex.dendrogram import LINKAGE_METHODS, DendrogramData, dendrogram_data, tree_colours
-from probex.distances import METRICS, distances_to_centres, tree_means
+from probex.trees.clustering import split_into_trees
+from probex.trees.dendrogram import LINKAGE_METHODS, DendrogramData, dendrogram_data, tree_colours
+from probex.trees.distances import METRICS, distances_to_centres, tree_means
 from probex.errors import ProbeXError
-from probex.populations import (ArchitectureGroup, check_layer_exists, clustering_layer, layer_signature,
+from probex.trees.populations import (ArchitectureGroup, check_layer_exists, clustering_layer, layer_signature,
                                 split_population, true_trees_of)
 from probex.progress import Progress
 from probex.storage import atomic_directory

@@ -9,16 +9,16 @@ For the models of one architecture, flattened to ``flat`` [n, D]:
    root as hundreds of singleton trees. Above ``max_linkage_models`` models, the linkage runs
    on a random subset of them and the others join the tree whose mean (over the linked models)
    is nearest.
-2. The cut (``probex.dendrogram.cut_height``) gives the trees.
+2. The cut (``probex.trees.dendrogram.cut_height``) gives the trees.
 3. Each tree's centre is the exact mean of its members, and the exact distances of every model
    to every centre are computed (they calibrate the router's radii).
 
 When D exceeds ``max_coordinates``, step 1 runs on a random subset of coordinates
-(``probex.subset``) and the split is confirmed with the exact means and distances of step 3;
+(``probex.trees.subset``) and the split is confirmed with the exact means and distances of step 3;
 when the confirmation fails, everything is recomputed on all coordinates.
 
 Reads of the population (it may be a memory map larger than RAM): on the subset path, one
-sequential read gathers the subset *and* sums the models by cell (``probex.cell_sums``), from
+sequential read gathers the subset *and* sums the models by cell (``probex.trees.cell_sums``), from
 which the exact means follow once the cut is known, and a second read measures the exact
 distances (l2 for the confirmation, and ``metric`` when it is l1). Models outside the linkage
 cost one more read of themselves, to find their nearest tree.
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from scipy.cluster import hierarchy
 
-from probex.cell_sums import CellMeans, SubsetRead, read_subset_and_cells, tree_means_from_cells
-from probex.dendrogram import cut_height, first_appearance, linkage_from_gram
-from probex.distances import distances_in_metrics, distances_to_centres, exact_gram, tree_means
+from probex.trees.cell_sums import CellMeans, SubsetRead, read_subset_and_cells, tree_means_from_cells
+from probex.trees.dendrogram import cut_height, first_appearance, linkage_from_gram
+from probex.trees.distances import distances_in_metrics, distances_to_centres, exact_gram, tree_means
 from probex.progress import Progress
-from probex.subset import coordinate_blocks, split_confirmed, subset_gram, subset_scale
+from probex.trees.subset import coordinate_blocks, split_confirmed, subset_gram, subset_scale
 
 log = logging.getLogger(__name__)
 

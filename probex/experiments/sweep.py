@@ -11,7 +11,7 @@ Tasks:
     ``"classes"``: a :class:`~probex.experts.ProbeXClassifier` predicts each model's training
         classes; fit on ``train``, the epoch and the layer chosen on ``val``, reported on ``test``
         (mean binary accuracy, chance 0.5 for multi-label).
-    ``"align"``: a :class:`~probex.aligner.ProbeXAligner` maps weights into a text space; fit on
+    ``"align"``: a :class:`~probex.experts.aligner.ProbeXAligner` maps weights into a text space; fit on
         ``train``; validation is zero-shot top-1 on ``val_holdout`` when the zoo has held-out
         classes (else top-1 on ``val``); reported: ``test`` (in-distribution top-1, on the test
         models whose concept was seen in training) and ``test_holdout`` (zero-shot top-1 over
@@ -119,10 +119,10 @@ def default_task(zoo) -> str:
 
 def _make_expert(task: str, params: dict):
     if task == "classes":
-        from probex.experts import ProbeXClassifier
+        from probex.experts.classifier import ProbeXClassifier
 
         return ProbeXClassifier(**params)
-    from probex.aligner import ProbeXAligner
+    from probex.experts.aligner import ProbeXAligner
 
     return ProbeXAligner(**params)
 
@@ -202,12 +202,12 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
     """One layer's expert for ``task`` (fit on ``train``, scored as the module docstring says) and its LayerScore.
 
     ``progress(epoch, epochs, log)`` is called after every training epoch (see
-    :mod:`probex.training`); the app draws its live curves from it.
+    :mod:`probex.experts.training`); the app draws its live curves from it.
 
     Raises:
         ZooError: the zoo lacks the splits the task needs, or the layer.
     """
-    from probex.aligner import names_of
+    from probex.experts.aligner import names_of
 
     require_splits(zoo, task)
     splits = set(zoo.splits)
@@ -319,7 +319,7 @@ def sweep_layers(
     if progress is not None and finished:
         progress(len(finished), len(names), "resumed")
     if backend == "ray" and todo:
-        from probex.sweep_ray import fit_layers_on_ray
+        from probex.experiments.sweep_ray import fit_layers_on_ray
 
         fit_layers_on_ray(zoo, task, todo, params, record, address=address, workers=workers)
     else:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from probex.experts import _NetworkClassifier
-from probex.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
-from probex.labels import MULTILABEL, TargetEncoding
-from probex.training import ProgressCallback
+from probex.experts.classifier import _NetworkClassifier
+from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
+from probex.experts.labels import MULTILABEL, TargetEncoding
+from probex.experts.training import ProgressCallback
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 STATISTICS = ("mean", "var") + tuple(f"q{int(q * 100)}" for q in QUANTILES)

@@ -1,162 +1,35 @@
-"""The Hugging Face Hub: where it is, whether it answers, and downloads of Model-J and user repos.
+"""Downloads from the Hub: Model-J subsets and users' repos, a few at a time, retried, resumable.
 
 Every entry point checks, before any long work, that the Hub answers within a few seconds
-(:func:`check_hub_reachable`); offline (no network, or ``HF_HUB_OFFLINE=1``) it fails at once
-with a :class:`~probex.errors.HubUnavailableError` whose one paragraph says how to work from
-files on disk instead.
-
-Environment variables honoured: ``HF_ENDPOINT`` (the Hub's address), ``HF_HUB_OFFLINE``
-(never touch the network), ``HF_TOKEN`` / the token saved by ``huggingface-cli login``
-(gated or private repos).
+(:func:`~probex.zoo.hub.reachability.check_hub_reachable`); offline (no network, or
+``HF_HUB_OFFLINE=1``) it fails at once with a :class:`~probex.errors.HubUnavailableError`
+whose one paragraph says how to work from files on disk instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from probex.errors import HubUnavailableError, ZooError
 from probex.progress import Progress
+from probex.zoo.hub.catalogue import (DISCRIMINATIVE_SPLITS, GENERATIVE_SPLITS, GENERATIVE_SUBSETS, modelj_model_ids,
+                                      modelj_subset)
+from probex.zoo.hub.environment import hub_auth_headers, hub_unreachable_error
+from probex.zoo.hub.reachability import check_hub_reachable
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_ENDPOINT = "https://huggingface.co"
-
-#: Seconds the reachability check waits before calling the Hub unreachable.
-REACHABILITY_TIMEOUT = 5.0
-
-
-def hub_endpoint() -> str:
-    """The Hub's base URL: ``HF_ENDPOINT`` when set, else ``https://huggingface.co``."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def is_hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks that nothing touch the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_auth_headers() -> dict[str, str]:
-    """``{"Authorization": "Bearer <token>"}`` when the user has a Hub token, else ``{}``."""
-    try:
-        from huggingface_hub import get_token
-    except ImportError:  # the hub extra is not installed: only the environment variable counts
-        token = os.environ.get("HF_TOKEN")
-    else:
-        token = get_token()
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-_OFFLINE_ADVICE = (
-    "To work without the Hub, point probex at files on disk: `ModelZoo.open(PATH)` in Python or "
-    "`probex zoo info PATH` on the command line, where PATH is a folder made by `probex download` "
-    "on a connected machine and copied here."
-)
-
-
-def hub_offline_error(endpoint: str | None = None) -> HubUnavailableError:
-    """The error for ``HF_HUB_OFFLINE=1``: one paragraph that says what to do instead."""
-    endpoint = endpoint or hub_endpoint()
-    return HubUnavailableError(
-        f"the Hugging Face Hub at {endpoint} is not contacted because HF_HUB_OFFLINE is set. "
-        f"Unset it to download. {_OFFLINE_ADVICE}"
-    )
-
-
-def hub_unreachable_error(endpoint: str, reason: object) -> HubUnavailableError:
-    """The error for a Hub that does not answer: one paragraph that says what to do instead."""
-    return HubUnavailableError(
-        f"the Hugging Face Hub at {endpoint} is unreachable ({reason}). Check the network (and "
-        f"HF_ENDPOINT if you use a mirror). {_OFFLINE_ADVICE}"
-    )
-
-
-def check_hub_reachable(endpoint: str | None = None, timeout: float = REACHABILITY_TIMEOUT) -> str:
-    """Fail fast when the Hub cannot be used; return its endpoint when it answers.
-
-    Any HTTP answer counts as reachable (even an error status); a refused connection, a DNS
-    failure or silence for ``timeout`` seconds does not. The check runs in a helper thread so
-    that a slow DNS resolver cannot stretch it past ``timeout``.
-
-    Raises:
-        HubUnavailableError: ``HF_HUB_OFFLINE`` is set or the Hub does not answer.
-    """
-    endpoint = (endpoint or hub_endpoint()).rstrip("/")
-    if is_hub_offline():
-        raise hub_offline_error(endpoint)
-    outcome: dict[str, object] = {}
-
-    def probe() -> None:
-        request = urllib.request.Request(f"{endpoint}/api/models?limit=1", method="HEAD")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout):
-                pass
-        except urllib.error.HTTPError:
-            pass  # the server answered, which is all we ask here
-        except Exception as error:  # noqa: BLE001 - any failure to connect means unreachable
-            outcome["error"] = getattr(error, "reason", None) or error
-        outcome["done"] = True
-
-    thread = threading.Thread(target=probe, name="probex-hub-check", daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    if "done" not in outcome:
-        raise hub_unreachable_error(endpoint, f"no answer within {timeout:g} s")
-    if "error" in outcome:
-        raise hub_unreachable_error(endpoint, outcome["error"])
-    return endpoint
-
-
-# --- downloads ----------------------------------------------------------------------------------
-
-MODELJ_DATASET = "ProbeX/Model-J"
-DISCRIMINATIVE_SUBSETS = ("SupViT", "DINO", "MAE", "ResNet")
-GENERATIVE_SUBSETS = ("SD_200", "SD_1k")
-DISCRIMINATIVE_SPLITS = ("train", "val", "test")
-GENERATIVE_SPLITS = ("train", "val", "test", "val_holdout", "test_holdout")
 
 #: Pickle-based files are never fetched (Model-J ships ``training_args.bin``).
 NEVER_DOWNLOAD = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib"]
 
 #: Seconds to wait before each retry of a download that failed for a transient reason.
 RETRY_DELAYS = (1.0, 4.0, 10.0)
-
-
-def modelj_subset(name: str) -> str:
-    """The canonical Model-J subset name for ``name`` (case and dots ignored: ``sup.vit`` -> ``SupViT``)."""
-    wanted = name.replace(".", "").replace("-", "_").lower()
-    for subset in DISCRIMINATIVE_SUBSETS + GENERATIVE_SUBSETS:
-        if subset.lower() == wanted:
-            return subset
-    raise ZooError(
-        f"unknown Model-J subset {name!r}; choose one of "
-        f"{', '.join(DISCRIMINATIVE_SUBSETS + GENERATIVE_SUBSETS)}"
-    )
-
-
-def modelj_model_ids(subset: str, split: str, *, endpoint: str | None = None, cache_dir: str | os.PathLike | None = None) -> list[str]:
-    """Hub repo ids of the models of one split of a discriminative Model-J subset.
-
-    Read from the metadata dataset ``ProbeX/Model-J`` (one config per subset; the table's
-    ``hf_model_id`` column). This is the only place that knows where the model list lives.
-    """
-    table = _read_modelj_table(modelj_subset(subset), split, endpoint=endpoint, cache_dir=cache_dir)
-    for column in ("hf_model_id", "model_id", "repo_id"):
-        if column in table:
-            return [str(value) for value in table[column]]
-    raise ZooError(
-        f"{MODELJ_DATASET} ({subset}/{split}): the table has no hf_model_id column; "
-        f"columns: {', '.join(table)}"
-    )
 
 
 def download_modelj(
@@ -399,77 +272,6 @@ def _repo_files(repo_id: str, revision: str, endpoint: str, *patterns: str, repo
 
     files = HfApi(endpoint=endpoint).list_repo_files(repo_id, revision=revision, repo_type=repo_type)
     return sorted(filter_repo_objects(files, allow_patterns=list(patterns) or None, ignore_patterns=NEVER_DOWNLOAD))
-
-
-def _read_modelj_table(subset: str, split: str, endpoint: str | None, cache_dir: str | os.PathLike | None) -> dict[str, list]:
-    """The metadata table of one subset and split of the ``ProbeX/Model-J`` dataset, as columns.
-
-    Looks for table files (parquet, csv, jsonl) whose path names the subset and the split, on
-    the main branch and then on the Hub's automatic parquet conversion.
-    """
-    from huggingface_hub import HfApi, hf_hub_download
-
-    endpoint = endpoint or hub_endpoint()
-    api = HfApi(endpoint=endpoint)
-    seen: list[str] = []
-    for revision in ("main", "refs/convert/parquet"):
-        try:
-            files = api.list_repo_files(MODELJ_DATASET, repo_type="dataset", revision=revision)
-        except Exception as error:  # noqa: BLE001 - the conversion branch may not exist
-            if _is_transient(error):
-                raise
-            logger.info("%s@%s: cannot list files (%s)", MODELJ_DATASET, revision, error)
-            continue
-        seen += files
-        chosen = [name for name in files if _names_subset_and_split(name, subset, split)]
-        if not chosen:
-            continue
-        columns: dict[str, list] = {}
-        for name in sorted(chosen):
-            local = hf_hub_download(
-                MODELJ_DATASET, name, repo_type="dataset", revision=revision, cache_dir=cache_dir, endpoint=endpoint
-            )
-            for key, values in _read_table(Path(local)).items():
-                columns.setdefault(key, []).extend(values)
-        return columns
-    raise ZooError(
-        f"{MODELJ_DATASET}: no table for subset {subset!r}, split {split!r} "
-        f"(files seen: {', '.join(seen[:10]) or 'none'}); use `probex download repos ID...` with the model ids instead"
-    )
-
-
-_TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
-
-
-def _names_subset_and_split(path: str, subset: str, split: str) -> bool:
-    if not path.lower().endswith(_TABLE_SUFFIXES):
-        return False
-    # Split on "/", "-" and "." only: "val_holdout" stays one token and never matches "val".
-    tokens = [token.lower() for token in re.split(r"[/.\-]", path)]
-    return subset.lower() in tokens and split.lower() in tokens
-
-
-def _read_table(path: Path) -> dict[str, list]:
-    """A small table file as ``{column: values}``."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as parquet
-
-        return parquet.read_table(path).to_pydict()
-    if path.suffix == ".csv":
-        import csv
-
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
-        import json
-
-        text = path.read_text(encoding="utf-8")
-        rows = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
-    columns: dict[str, list] = {}
-    for row in rows:
-        for key, value in row.items():
-            columns.setdefault(key, []).append(value)
-    return columns
 
 
 def _is_transient(error: BaseException) -> bool:
