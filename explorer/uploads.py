@@ -38,7 +38,6 @@ def open_upload(name: str, data: bytes, max_bytes: int | None = None):
         UploadError: not a .safetensors file, empty, larger than ``max_bytes`` or corrupt.
     """
     from probex.zoo import ModelRecord, ModelZoo
-    from probex.zoo.zoo import record_header
 
     max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     if not name.lower().endswith(".safetensors"):
@@ -57,7 +56,7 @@ def open_upload(name: str, data: bytes, max_bytes: int | None = None):
         atomic_write_bytes(path, data)
     record = ModelRecord(id=Path(name).stem, path=path)
     try:
-        record_header(record)
+        record.read_header()
     except ProbeXError as error:
         raise UploadError(f"{name}: {_without_path(str(error), path)}") from None
     return ModelZoo(folder, "upload", [record], name=f"upload {name}")

@@ -9,7 +9,7 @@ from probex.figures import dendrogram_figure
 from probex.trees.dendrogram import ABOVE_CUT_COLOR
 from probex.trees.router import TreeRouter
 
-from tests.test_router import concat, forest, grow_tree
+from tests.trees.test_router import concat, forest, grow_tree
 
 
 @pytest.fixture(scope="module")

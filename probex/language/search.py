@@ -340,11 +340,10 @@ def _input_shapes(expert: Any) -> Optional[list[tuple[int, int]]]:
 
 def _ids_with_layers(zoo: "ModelZoo", layers: Sequence[str], shapes: Optional[Sequence[tuple[int, int]]]) -> list[str]:
     from probex.zoo.catalog import layer_catalog
-    from probex.zoo.zoo import record_header
 
     ids = []
     for record in zoo.records:
-        catalog = {info.name: info.shape for info in layer_catalog(record_header(record))}
+        catalog = {info.name: info.shape for info in layer_catalog(record.read_header())}
         if all(layer in catalog and (shapes is None or tuple(catalog[layer]) == tuple(shapes[i]))
                for i, layer in enumerate(layers)):
             ids.append(record.id)

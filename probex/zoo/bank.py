@@ -289,12 +289,11 @@ def cache_key(records: Sequence[ModelRecord], layer: str, dtype: torch.dtype, in
 
 def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str) -> list[LayerInfo]:
     """The layer's catalog entry in every record; ZooError if one lacks it or shapes differ."""
-    from probex.zoo.zoo import record_header
 
     infos: list[LayerInfo] = []
     lookups: dict[int, dict[str, LayerInfo]] = {}
     for record in records:
-        catalog = layer_catalog(record_header(record))
+        catalog = layer_catalog(record.read_header())
         lookup = lookups.setdefault(id(catalog), {info.name: info for info in catalog})
         info = lookup.get(layer)
         if info is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probex.zoo.safefile import SafetensorsHeader
+from probex.zoo.safefile import SafetensorsHeader, read_header
 
 
 @dataclass
@@ -34,6 +34,12 @@ class ModelRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     images: list[Path] = field(default_factory=list)
     header: SafetensorsHeader | None = field(default=None, repr=False, compare=False)
+
+    def read_header(self) -> SafetensorsHeader:
+        """The validated safetensors header of its weight file (read now if the record was built without one)."""
+        if self.header is None:
+            self.header = read_header(self.path)
+        return self.header
 
 
 @dataclass(frozen=True)

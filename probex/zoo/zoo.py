@@ -21,7 +21,6 @@ from probex.zoo.catalog import architecture_name, architecture_signature, layer_
 from probex.zoo.folders import split_order
 from probex.zoo.layouts import scan_zoo
 from probex.zoo.records import LayerInfo, ModelRecord
-from probex.zoo.safefile import SafetensorsHeader, read_header
 
 if TYPE_CHECKING:
     from probex.zoo.bank import LayerBank
@@ -152,7 +151,7 @@ class ModelZoo:
             record = self.records[0]
         elif isinstance(record, str):
             record = self.record(record)
-        return list(layer_catalog(record_header(record)))
+        return list(layer_catalog(record.read_header()))
 
     def architectures(self) -> dict[str, "ModelZoo"]:
         """Sub-zoos of models with the same layer names and shapes, keyed by a short readable signature.
@@ -162,7 +161,7 @@ class ModelZoo:
         groups: dict[tuple, list[ModelRecord]] = {}
         names: dict[tuple, str] = {}
         for record in self.records:
-            catalog = layer_catalog(record_header(record))
+            catalog = layer_catalog(record.read_header())
             signature = architecture_signature(catalog)
             if signature not in groups:
                 groups[signature] = []
@@ -199,13 +198,6 @@ class ModelZoo:
 
         zoo = self.select(split=split) if split is not None else self
         return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root)
-
-
-def record_header(record: ModelRecord) -> SafetensorsHeader:
-    """The record's validated safetensors header (read now if the record was built without one)."""
-    if record.header is None:
-        record.header = read_header(record.path)
-    return record.header
 
 
 def _ordered_splits(splits: set[str]) -> list[str]:

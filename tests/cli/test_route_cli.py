@@ -8,7 +8,7 @@ import pytest
 
 from probex.cli import main
 
-from tests.test_router import write_forest_zoo
+from tests.trees.test_router import write_forest_zoo
 
 
 @pytest.fixture(scope="module")

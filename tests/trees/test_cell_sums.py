@@ -10,7 +10,7 @@ from probex.trees.cell_sums import block_columns, read_subset_and_cells, tree_me
 from probex.trees.distances import tree_means
 from probex.trees.subset import coordinate_blocks
 
-from tests.test_router import concat, grow_tree
+from tests.trees.test_router import concat, grow_tree
 
 
 def population(*sizes: int):
