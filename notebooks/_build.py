@@ -87,9 +87,11 @@ and LoRA fine-tunes of a tiny text-to-image model (`mini-sd`).
 zoo = jungle.load()
 print(zoo)
 
+forest = set(zoo.trees_with_role("forest"))   # the manifest says what each tree is for
+
 def family(tree):
     """The forest's one-model trees are counted together."""
-    return "forest (random inits)" if tree.startswith("forest-") else tree
+    return "forest (random inits)" if tree in forest else tree
 
 pd.crosstab(pd.Series([family(r.tree) for r in zoo], name="tree"), pd.Series([r.split for r in zoo], name="split"),
             margins=True, margins_name="all")'''),
@@ -101,7 +103,7 @@ one layer (Ward linkage) and reads the number of trees off the dendrogram. It is
 how many trees there are. We fit it on the training models and route every other model.
 """),
     code('''
-trees = [tree for tree in zoo.trees if not tree.startswith("forest-")]
+trees = zoo.trees_with_role("classifier", "aligned")   # every tree but the forest
 population = zoo.select(tree=trees)
 router = TreeRouter().fit(population.select(split="train"))
 unseen = population.select(split=[split for split in population.splits if split != "train"])
@@ -224,7 +226,7 @@ raw weights the trees are two tight clouds; the forest is spread everywhere.
 """),
     code("""
 zoo = jungle.load()
-forest_trees = [tree for tree in zoo.trees if tree.startswith("forest-")]
+forest_trees = zoo.trees_with_role("forest")
 populations = {"cnn-supervised": zoo.select(tree="cnn-supervised"),
                "cnn-attributes": zoo.select(tree="cnn-attributes"),
                "forest": zoo.select(tree=forest_trees)}
@@ -376,7 +378,7 @@ from probex import ModelIndex, ProbeXAligner, build_atlas, jungle, load_expert
 from probex.experts.aligner import names_of
 from probex.experiments.metrics import retrieval_precision_at_k
 from probex.figures import atlas_figure, image_grid_figure, training_curves_figure
-from probex.jungle.check import alignment_figures"""),
+from probex.experiments.harness import alignment_figures, banks_for, chance_levels"""),
     md("""
 ## 1. Training concepts and held-out concepts
 
@@ -403,12 +405,8 @@ models it never saw: in-distribution top-1 (test models, training concepts), zer
     code("""
 shipped = load_expert(jungle.expert_dirs()["mini-sd"])
 
-def banks_for(layers):
-    return {split: [tree_zoo.bank(layer, split=split) for layer in layers] for split in splits}
-
-shipped_banks = banks_for(shipped.layers_)
-chance = {"in_distribution": 1 / len(training), "zero_shot": 1 / len(held_out), "knn": 1 / len(training),
-          "occ_knn": 0.5, "occ_ledoit_wolf": 0.5, "retrieval": 1 / len(held_out), "search_top1": 1 / len(held_out)}
+shipped_banks = banks_for(tree_zoo, shipped.layers_, splits)
+chance = chance_levels(len(training), len(held_out))
 results = {"shipped (" + " + ".join(shipped.layers_) + ")": alignment_figures(shipped, shipped_banks, held_out)}
 pd.DataFrame({**results, "chance": chance}).T"""),
     md("""
@@ -423,7 +421,7 @@ drops sharply without it.
 from probex.experiments.metrics import knn_accuracy
 
 layer = jungle.recommended_layers()["mini-sd"]
-layer_banks = banks_for([layer])
+layer_banks = banks_for(tree_zoo, [layer], splits)
 val_holdout = (layer_banks["val_holdout"], None)   # the best epoch is chosen on held-out concepts
 test_names = names_of(layer_banks["test"][0].labels)
 train_names = names_of(layer_banks["train"][0].labels)
@@ -616,7 +614,7 @@ for tree in ("cnn-supervised", "cnn-attributes", "mixer-supervised"):
                   "Dense": dense.score(test), "Dense parameters": dense.n_parameters_, "chance": 0.5, "test models": len(test)}
 pd.DataFrame(rows).T"""),
     code("""
-population = demo.select(tree=[tree for tree in demo.trees if not tree.startswith("forest-")])
+population = demo.select(tree=demo.trees_with_role("classifier", "aligned"))
 router = TreeRouter().fit(population.select(split="train"))
 unseen = population.select(split=[split for split in population.splits if split != "train"])
 print(f"router: {router.n_trees_} trees found; accuracy on {len(unseen)} unseen models: {router.score(unseen):.3f}")"""),
@@ -687,7 +685,7 @@ print(f"trees in the folder: {own_router.n_trees_}")
 dendrogram_figure(own_router, title="My folder's models")"""),
     code("""
 demo = jungle.load()
-known = demo.select(tree=[tree for tree in demo.trees if not tree.startswith("forest-")], split="train")
+known = demo.select(tree=demo.trees_with_role("classifier", "aligned"), split="train")
 jungle_router = TreeRouter().fit(known)
 routed = pd.Series(jungle_router.route(my_zoo)).map(lambda tree: jungle_router.tree_truth_.get(tree, "unknown"))
 print("my models routed to the jungle's trees:")

@@ -6,14 +6,34 @@ never a half-written file under the name that readers trust.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name(name: str) -> str:
+    """A single, safe file-name component for a name that comes from data (a tree, a zoo, a model id).
+
+    Names that are already safe (letters, digits, ``.``, ``_``, ``-``; not starting with a dot;
+    at most 100 characters) come back unchanged; any other name has its unsafe characters
+    replaced and a short hash of the original appended, so two different names never share a
+    file (``runwayml/stable-diffusion-v1-5`` -> ``runwayml_stable-diffusion-v1-5-<hash>``).
+    """
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:80] or "name"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{cleaned}-{digest}"
 
 
 def cache_dir(kind: str) -> Path:

@@ -58,8 +58,9 @@ if sweep:
 
 # -- ProbeX vs the baselines ---------------------------------------------------------------------
 figures = state.check_figures(path)
-discriminative = figures.get("discriminative", {}).get(tree)
-generative = figures.get("generative") if tree in state.shipped_expert_dirs(path) and choice and choice.aligned else None
+discriminative = figures.get("classifiers", {}).get(tree)
+generative = (figures.get("aligned", {}).get(tree)
+              if tree in state.shipped_expert_dirs(path) and choice and choice.aligned else None)
 if discriminative:
     st.subheader("ProbeX vs Dense vs StatNN (test, mean binary accuracy)")
     st.dataframe([
@@ -75,7 +76,7 @@ elif generative:
     st.subheader("Aligned experts (test; chance in the last column)")
     chance = generative.get("chance", {})
     rows = []
-    for name, title in (("shipped", "ProbeX, shipped"), ("single_layer", "ProbeX, one layer"),
+    for name, title in (("expert", "ProbeX, shipped"), ("single_layer", "ProbeX, one layer"),
                         ("linear_single_layer", "linear ProbeX (no ReLU), one layer")):
         if name in generative:
             entry = generative[name]

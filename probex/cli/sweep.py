@@ -53,7 +53,7 @@ def _per_tree(path: Path | None, tree: str | None, trees: list) -> Path | None:
 
 def _trees(zoo, tree: str | None) -> list[str]:
     from probex.errors import ZooError
-    from probex.jungle.validation import trees_to_validate
+    from probex.experiments.harness import evaluated_trees as trees_to_validate
 
     known = sorted({record.tree for record in zoo.records if record.tree is not None})
     if tree == "all":

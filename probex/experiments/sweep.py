@@ -12,10 +12,11 @@ Tasks:
         classes; fit on ``train``, the epoch and the layer chosen on ``val``, reported on ``test``
         (mean binary accuracy, chance 0.5 for multi-label).
     ``"align"``: a :class:`~probex.experts.aligner.ProbeXAligner` maps weights into a text space; fit on
-        ``train``; validation is zero-shot top-1 on ``val_holdout`` when the zoo has held-out
+        ``train``; validation is zero-shot top-1 on the held-out validation split (``val_holdout``
+        in Model-J; :meth:`~probex.zoo.ModelZoo.held_out_splits`) when the zoo has held-out
         classes (else top-1 on ``val``); reported: ``test`` (in-distribution top-1, on the test
-        models whose concept was seen in training) and ``test_holdout`` (zero-shot top-1 over
-        the held-out classes).
+        models whose concept was seen in training) and the held-out test split (zero-shot top-1
+        over the held-out classes).
 
 With ``results=PATH`` every finished layer is appended to a JSON-lines file at once, so an
 interrupted sweep started again with the same arguments skips the layers already there.
@@ -113,8 +114,8 @@ def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
 
 
 def default_task(zoo) -> str:
-    """``"align"`` where the zoo holds held-out classes (zero-shot is then measurable), else ``"classes"``."""
-    return "align" if "val_holdout" in zoo.splits else "classes"
+    """``"align"`` where the zoo holds held-out classes (its aligned trees'), else ``"classes"``."""
+    return "align" if zoo.held_out_splits() else "classes"
 
 
 def _make_expert(task: str, params: dict):
@@ -191,7 +192,8 @@ def _append_result(path: Path, score: LayerScore) -> None:
 
 def require_splits(zoo, task: str) -> None:
     """Raise ZooError naming the splits ``task`` needs that ``zoo`` lacks (``train`` and a validation split)."""
-    needed = {"train", "val_holdout" if task == "align" and "val_holdout" in zoo.splits else "val"}
+    held_out = zoo.held_out_splits() if task == "align" else ()
+    needed = {"train", held_out[0] if held_out else "val"}
     missing = needed - set(zoo.splits)
     if missing:
         raise ZooError(f"{zoo.root}: training a {task!r} expert needs the splits {sorted(missing)}; "
@@ -221,8 +223,9 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
         val_score = expert.score(val)
         test = expert.score(zoo.bank(layer, split="test")) if "test" in splits else None
     else:
-        holdout = "val_holdout" in splits
-        val = zoo.bank(layer, split="val_holdout" if holdout else "val")
+        held_out = zoo.held_out_splits()
+        holdout = bool(held_out)
+        val = zoo.bank(layer, split=held_out[0] if holdout else "val")
         expert.fit(train, val=(val, None), progress=progress)
         val_names = sorted(set(names_of(val.labels)))
         val_score = expert.score(val, candidates=val_names if holdout else None)
@@ -232,8 +235,8 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
             known = set(expert.classes_)
             seen = [i for i, name in zip(bank.ids, names_of(bank.labels)) if name in known]
             test = expert.score(bank.select(ids=seen)) if seen else None
-        if "test_holdout" in splits:
-            test_holdout = zoo.bank(layer, split="test_holdout")
+        if len(held_out) > 1:
+            test_holdout = zoo.bank(layer, split=held_out[1])
             zero_shot_test = expert.score(test_holdout, candidates=sorted(set(names_of(test_holdout.labels))))
     score = LayerScore(
         layer=layer,

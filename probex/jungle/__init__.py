@@ -40,16 +40,16 @@ def load(path: str | Path | None = None) -> Any:
 
 def expert_dirs(path: str | Path | None = None) -> dict[str, Path]:
     """tree -> the folder of the pre-trained expert shipped for it (load with ``probex.load_expert``)."""
-    from probex.jungle.validation import expert_dirs as find
+    from probex.zoo.extras import expert_dirs as find
 
     return find(Path(path) if path is not None else SHIPPED)
 
 
 def recommended_layers(path: str | Path | None = None) -> dict[str, str]:
     """tree -> the best layer by the build's own validation sweep (of the shipped jungle by default)."""
-    from probex.jungle.validation import read_recommended
+    from probex.zoo.extras import recommended_layers as read
 
-    return read_recommended(Path(path) if path is not None else SHIPPED)
+    return read(Path(path) if path is not None else SHIPPED)
 
 
 def __getattr__(name: str) -> Any:

@@ -147,13 +147,27 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
     return out
 
 
+def tree_roles(trees: set[str]) -> dict:
+    """What each of the jungle's trees is for: the forest's one-model trees, the aligned LoRA tree, classifiers."""
+    from probex.jungle.generative import TREE as ALIGNED_TREE
+    from probex.zoo.records import ALIGNED, CLASSIFIER, FOREST, HELD_OUT_SPLITS, TreeRole
+
+    def role(tree: str) -> TreeRole:
+        if tree.startswith(disc.FOREST.name + "-"):
+            return TreeRole(FOREST)
+        return TreeRole(ALIGNED, HELD_OUT_SPLITS) if tree == ALIGNED_TREE else TreeRole(CLASSIFIER)
+
+    return {tree: role(tree) for tree in sorted(trees)}
+
+
 def _write_manifest(out: Path, entries: list[dict]) -> None:
     from probex.zoo.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 
     models = [{key: entry[key] for key in ("id", "path", "split", "tree", "labels", "metadata", "images")}
               for entry in entries]
+    trees = {tree: role.to_json() for tree, role in tree_roles({entry["tree"] for entry in entries}).items()}
     atomic_write_json(out / MANIFEST_NAME, {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": NAME,
-                                            "description": DESCRIPTION, "models": models})
+                                            "description": DESCRIPTION, "models": models, "trees": trees})
 
 
 def read_build_report(jungle: str | Path) -> dict:

@@ -4,11 +4,11 @@ An aligned expert (``ProbeXAligner`` and its baselines) maps a model's layers an
 into one space. :class:`ModelIndex` encodes a zoo's models once, then every query is one
 matrix product against those unit rows::
 
-    expert = load_expert(jungle.expert_dirs()["mini-sd"])
-    index = ModelIndex.build(expert, jungle.load())         # the models of the expert's tree
+    expert = load_expert("zoo/experts/sd-loras")             # an aligned expert of one tree
+    index = ModelIndex.build(expert, ModelZoo.open("zoo"))   # the models of the expert's tree
     index.search("a red star", k=5)                           # [Hit(rank=1, model_id=..., score=...), ...]
     index.top_labels("uploads/pytorch_lora_weights.safetensors")   # [("red star", 0.83), ...]
-    index.neighbours("mini-sd/model_idx_0042")                # its nearest models, with their images
+    index.neighbours("model_idx_0042")                        # its nearest models, with their images
     index.export("embeddings.parquet")                        # ids, metadata, e0..e{d-1}
 
 Prompts are read the way the aligner was trained: its text map only ever saw class names
@@ -294,7 +294,7 @@ def expert_layers(expert: Any) -> list[str]:
     """The layer names an aligned expert reads (ProbeXError if it is not an aligned expert with names)."""
     if not hasattr(expert, "encode_text") or not hasattr(expert, "encode"):
         raise ProbeXError(f"{type(expert).__name__} is not an aligned expert (no encode_text); "
-                          "load a ProbeXAligner, e.g. the demo jungle's mini-sd expert")
+                          "load a ProbeXAligner (e.g. a zoo's experts/<aligned tree>/)")
     layers = getattr(expert, "layers_", None)
     if not layers:
         raise ProbeXError(f"this {type(expert).__name__} does not name the layers it was trained on "

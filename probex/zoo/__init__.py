@@ -15,7 +15,7 @@ tensors are layers and their 2-D shapes), :mod:`~probex.zoo.zoo` (ModelZoo),
 from __future__ import annotations
 
 from probex.zoo.bank import LayerBank
-from probex.zoo.records import LayerInfo, ModelRecord
+from probex.zoo.records import ALIGNED, CLASSIFIER, FOREST, LayerInfo, ModelRecord, TreeRole
 from probex.zoo.zoo import ModelZoo
 
-__all__ = ["LayerBank", "LayerInfo", "ModelRecord", "ModelZoo"]
+__all__ = ["ALIGNED", "CLASSIFIER", "FOREST", "LayerBank", "LayerInfo", "ModelRecord", "ModelZoo", "TreeRole"]

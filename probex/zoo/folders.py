@@ -14,7 +14,7 @@ from typing import Iterator
 
 from probex.errors import ZooError
 from probex.progress import Progress
-from probex.zoo.records import ModelRecord
+from probex.zoo.records import ModelRecord, TreeRole
 from probex.zoo.safefile import SafetensorsHeader, read_header
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
@@ -30,6 +30,7 @@ class ZooScan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     name: str = ""
     description: str = ""
+    roles: dict[str, TreeRole] = field(default_factory=dict)  # tree -> its declared role
 
 
 def split_order(split: str | None) -> tuple[int, str]:

@@ -47,7 +47,7 @@ from probex.errors import ZooError
 from probex.progress import Progress
 from probex.zoo.classnames import cifar100_names, imagenet_name
 from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress, skip_reason, split_order, subdirs
-from probex.zoo.records import ModelRecord
+from probex.zoo.records import ALIGNED, CLASSIFIER, HELD_OUT_SPLITS, ModelRecord, TreeRole
 
 GENERATIVE_LAYOUT = "modelj-generative"
 DISCRIMINATIVE_LAYOUT = "modelj-discriminative"
@@ -207,7 +207,10 @@ def scan_generative(root: Path, progress: Progress | None) -> ZooScan:
         )
     records = _make_ids_unique(records, [record.split for record in records], skipped)
     name = f"Model-J {subset}" if subset else root.name
-    return ZooScan(root=root, layout=GENERATIVE_LAYOUT, records=records, skipped=skipped, name=name)
+    # Model-J's SD subsets are aligned with text; their *_holdout splits hold the zero-shot concepts.
+    held_out = tuple(split for split in HELD_OUT_SPLITS if any(record.split == split for record in records))
+    roles = {record.tree: TreeRole(ALIGNED, held_out) for record in records if record.tree is not None}
+    return ZooScan(root=root, layout=GENERATIVE_LAYOUT, records=records, skipped=skipped, name=name, roles=roles)
 
 
 def _imagenet_labels(metadata: dict[str, str]) -> list[str]:
@@ -294,7 +297,8 @@ def scan_discriminative(root: Path, groups: list[tuple[str | None, list[Path]]],
         )
         qualifiers.append(qualifier)
     records = _make_ids_unique(records, qualifiers, skipped)
-    return ZooScan(root=root, layout=DISCRIMINATIVE_LAYOUT, records=records, skipped=skipped, name=root.name)
+    roles = {record.metadata["subset"]: TreeRole(CLASSIFIER) for record in records if "subset" in record.metadata}
+    return ZooScan(root=root, layout=DISCRIMINATIVE_LAYOUT, records=records, skipped=skipped, name=root.name, roles=roles)
 
 
 def _cifar_labels(metadata: dict[str, str]) -> list[str]:
