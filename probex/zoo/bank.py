@@ -39,7 +39,7 @@ from probex.errors import ZooError
 from probex.progress import Progress
 from probex.storage import atomic_path
 from probex.zoo.catalog import layer_catalog, layer_matrix
-from probex.zoo.lora import metadata_alpha
+from probex.zoo.lora import LORA_KINDS, lora_scaling
 from probex.zoo.records import LayerInfo, ModelRecord
 from probex.zoo.safefile import read_tensors
 
@@ -282,7 +282,7 @@ def cache_key(records: Sequence[ModelRecord], layer: str, dtype: torch.dtype, in
     models = []
     for record, info in zip(records, infos):
         stat = os.stat(record.path)
-        alpha = metadata_alpha(record.metadata) if info.kind == "lora" else None
+        alpha = lora_scaling(record.metadata) if info.kind in LORA_KINDS else None
         models.append([record.id, str(Path(record.path).absolute()), stat.st_size, stat.st_mtime_ns, alpha])
     material = {"format": CACHE_FORMAT, "layer": layer, "dtype": str(dtype), "models": models,
                 "presented": [infos[0].kind, list(infos[0].shape)] if infos else None}
@@ -326,7 +326,7 @@ def _fill(
     skipped: list[tuple[str, str]] = []
     for position, (record, info) in enumerate(zip(records, infos)):
         tensors = read_tensors(record.path, info.tensors, header=record.header)
-        matrix = layer_matrix(info, tensors, alpha=metadata_alpha(record.metadata), source=str(record.path))
+        matrix = layer_matrix(info, tensors, scaling=lora_scaling(record.metadata), source=str(record.path))
         if not bool(torch.isfinite(matrix).all()):
             bad = int((~torch.isfinite(matrix)).sum())
             reason = f"layer '{info.name}' has {bad} NaN/Inf values"

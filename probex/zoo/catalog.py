@@ -12,8 +12,10 @@ checkpoint with at least one value is a candidate layer, presented as:
   kernel whose squeezed shape is 4-D becomes ``W.squeeze().reshape(-1, out)``, a raw reshape to
   [in*kh*kw, out] (kind ``"conv-modelj"``; see :mod:`probex.zoo.modelj_layers`). Pass
   ``conv_layout="out-first"`` or ``"modelj"`` to choose the layout explicitly;
-- a LoRA pair (see :mod:`probex.zoo.lora`): one layer named by its module, merged to
-  [out, in] (kind ``"lora"``); its factors and alpha are not listed on their own.
+- a LoRA pair (see :mod:`probex.zoo.lora`): one layer named by its module, X = s B A of shape
+  [out, in] (kind ``"lora"``; ``"lora-embedding"`` for PEFT embedding pairs, [vocab, dim]);
+  its factors, alpha and DoRA magnitude are not listed on their own. A DoRA pair is listed
+  (kind ``"dora"``) but reading it raises ZooError: its matrix needs the base model.
 
 Integer and boolean tensors (``position_ids``, ``num_batches_tracked``) and scalars are not
 layers. The catalog depends only on tensor names, dtypes and shapes, so models of one
@@ -31,7 +33,7 @@ from typing import Mapping
 import torch
 
 from probex.errors import ZooError
-from probex.zoo.lora import find_lora_pairs, lora_matrix_shape, merge_lora
+from probex.zoo.lora import LORA_KINDS, LoraScaling, find_lora_pairs, lora_factors, lora_matrix_shape
 from probex.zoo.modelj_layers import check_conv_layout, default_conv_layout
 from probex.zoo.records import LayerInfo
 from probex.zoo.safefile import SafetensorsHeader
@@ -93,7 +95,7 @@ def _catalog_of_signature(signature: HeaderSignature, conv_layout: str) -> tuple
     position = {name: index for index, (name, _, _) in enumerate(signature)}
     entries: list[tuple[int, LayerInfo]] = []
     for pair in pairs:
-        merged = lora_matrix_shape(shapes[pair.up], shapes[pair.down])
+        merged = lora_matrix_shape(shapes[pair.up], shapes[pair.down], embedding=pair.kind == "lora-embedding")
         if merged is None or dtypes[pair.up] not in FLOAT_DTYPES or dtypes[pair.down] not in FLOAT_DTYPES:
             logger.warning(
                 "LoRA pair %s skipped: up %s and down %s do not form [out, r] @ [r, in]",
@@ -103,12 +105,12 @@ def _catalog_of_signature(signature: HeaderSignature, conv_layout: str) -> tuple
         tensors = pair.tensors
         if pair.alpha is not None and math.prod(shapes[pair.alpha]) != 1:
             logger.warning("LoRA alpha %s is not a scalar (%s); ignored", pair.alpha, shapes[pair.alpha])
-            tensors = (pair.up, pair.down)
+            tensors = (pair.up, pair.down) + ((pair.magnitude,) if pair.magnitude else ())
         info = LayerInfo(
             name=pair.module,
             shape=merged,
             source_shape=tuple(shapes[name] for name in tensors),
-            kind="lora",
+            kind=pair.kind,
             tensors=tensors,
             dtype=dtypes[pair.up],
         )
@@ -126,20 +128,22 @@ def _catalog_of_signature(signature: HeaderSignature, conv_layout: str) -> tuple
     return tuple(info for _, info in entries)
 
 
-def layer_matrix(info: LayerInfo, tensors: Mapping[str, torch.Tensor], *, alpha: float | None = None, source: str = "") -> torch.Tensor:
+def layer_matrix(
+    info: LayerInfo, tensors: Mapping[str, torch.Tensor], *, scaling: LoraScaling | None = None, source: str = ""
+) -> torch.Tensor:
     """The float32 matrix [d_W, d_H] of one layer, from its stored tensors (as read from the file).
 
     Args:
         info: the layer, from :func:`layer_catalog`.
         tensors: at least the tensors named in ``info.tensors``.
-        alpha: file-wide LoRA alpha (from the metadata) used when the pair stores none.
+        scaling: the file's LoRA scaling (:func:`probex.zoo.lora.lora_scaling` of its metadata);
+            None: scale 1 unless the pair stores an alpha.
         source: the file, for error messages.
     """
     label = f"{source}: layer '{info.name}'" if source else f"layer '{info.name}'"
-    if info.kind == "lora":
-        up, down = tensors[info.tensors[0]], tensors[info.tensors[1]]
-        stored_alpha = tensors[info.tensors[2]] if len(info.tensors) > 2 else None
-        matrix = merge_lora(up, down, stored_alpha if stored_alpha is not None else alpha, name=label)
+    if info.kind in LORA_KINDS:
+        B, A, scale = lora_factors(info, tensors, scaling, source=source)
+        matrix = scale * (B @ A)
     else:
         # a plain reshape of the stored values: [out, in*kh*kw] for "conv", and for "conv-modelj"
         # exactly the official W.squeeze().reshape(-1, out) (squeezing moves no value)
