@@ -118,7 +118,7 @@ def fake_hub(loopback, monkeypatch, tmp_path):
     # tests/conftest.py turns huggingface_hub offline for the whole session; this test is online (on loopback).
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(hub.download, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(hub.retry, "RETRY_DELAYS", (0.0, 0.0, 0.0))
     return hub_server
 
 
@@ -188,7 +188,7 @@ def test_download_repos_writes_the_hf_cache_layout_without_pickles(fake_hub, tmp
     repo = discriminative_repo(7)
     fake_hub.add("alice/vit-cifar", repo)
 
-    out = hub.download_repos(["alice/vit-cifar"], tmp_path / "zoo")
+    out = hub.download_repos(["alice/vit-cifar"], tmp_path / "zoo").root
 
     folder = out / "models--alice--vit-cifar"
     assert (folder / "refs" / "main").read_text() == COMMIT
@@ -224,20 +224,22 @@ def test_a_transient_server_error_is_retried(fake_hub, tmp_path, caplog):
     fake_hub.add("alice/flaky", repo)
     fake_hub.fail_next["model.safetensors"] = 1
 
-    out = hub.download_repos(["alice/flaky"], tmp_path)
+    out = hub.download_repos(["alice/flaky"], tmp_path).root
 
     assert fake_hub.served_503 == 1
     assert "alice/flaky" in caplog.text and "retrying" in caplog.text
     assert (out / "models--alice--flaky" / "snapshots" / COMMIT / "model.safetensors").read_bytes() == repo["model.safetensors"]
 
 
-def test_a_missing_repo_is_skipped_while_the_others_download(fake_hub, tmp_path, caplog):
+def test_a_missing_repo_fails_while_the_others_download_and_the_report_says_which(fake_hub, tmp_path):
     fake_hub.add("alice/present", discriminative_repo(1))
 
-    out = hub.download_repos(["alice/absent", "alice/present"], tmp_path)
+    with pytest.raises(hub.DownloadIncompleteError, match="1 of 2 models .* are missing .first: alice/absent") as caught:
+        hub.download_repos(["alice/absent", "alice/present"], tmp_path)
 
-    assert (out / "models--alice--present" / "snapshots" / COMMIT / "model.safetensors").exists()
-    assert "alice/absent" in caplog.text
+    report = caught.value.report
+    assert (tmp_path / "models--alice--present" / "snapshots" / COMMIT / "model.safetensors").exists()
+    assert report.downloaded == ["alice/present"] and [item for item, _ in report.failed] == ["alice/absent"]
 
 
 def test_layers_only_download_writes_just_those_tensors_and_transfers_little(fake_hub, tmp_path):
@@ -245,7 +247,7 @@ def test_layers_only_download_writes_just_those_tensors_and_transfers_little(fak
     fake_hub.add("alice/vit-cifar", repo)
     layer = "vit.encoder.layer.3.attention.query"  # a module: its weight and bias
 
-    out = hub.download_repos(["alice/vit-cifar"], tmp_path, layers=[layer])
+    out = hub.download_repos(["alice/vit-cifar"], tmp_path, layers=[layer]).root
 
     path = out / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors"
     got = read_tensors(path)
@@ -283,7 +285,7 @@ def test_modelj_model_ids_come_from_the_metadata_dataset(fake_hub, tmp_path):
 def test_download_modelj_discriminative_fills_one_cache_folder_per_split(fake_hub, tmp_path):
     add_modelj_mae(fake_hub, {"train": [0, 1], "val": [2], "test": [3]})
 
-    root = hub.download_modelj("mae", tmp_path)
+    root = hub.download_modelj("mae", tmp_path).root
 
     assert root == tmp_path / "MAE"
     found = {split: sorted(p.name for p in (root / split).glob("models--*")) for split in ("train", "val", "test")}
@@ -300,9 +302,9 @@ def test_download_modelj_discriminative_fills_one_cache_folder_per_split(fake_hu
 def test_download_modelj_generative_fetches_the_asked_splits_without_images_or_pickles(fake_hub, tmp_path):
     add_sd_200(fake_hub)
 
-    root = hub.download_modelj("SD_200", tmp_path, splits=["train", "val_holdout"])
+    root = hub.download_modelj("SD_200", tmp_path, splits=["train", "val_holdout"]).root
 
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and ".cache" not in p.parts)
     assert files == [
         "train/model_idx_0000/pytorch_lora_weights.safetensors",
         "train/model_idx_0001/pytorch_lora_weights.safetensors",
@@ -314,7 +316,7 @@ def test_download_modelj_generative_fetches_the_asked_splits_without_images_or_p
 def test_download_modelj_generative_with_images_fetches_training_images(fake_hub, tmp_path):
     add_sd_200(fake_hub)
 
-    root = hub.download_modelj("SD_200", tmp_path, splits=["test"], images=True)
+    root = hub.download_modelj("SD_200", tmp_path, splits=["test"], images=True).root
 
     assert (root / "test" / "model_idx_0003" / "training_images" / "0.png").read_bytes() == b"\x89PNG fake image"
     assert not list(root.rglob("*.bin"))
@@ -324,7 +326,7 @@ def test_download_modelj_generative_layers_only_keeps_the_lora_pair_of_the_modul
     add_sd_200(fake_hub)
     module = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"
 
-    root = hub.download_modelj("SD_200", tmp_path, splits=["val"], layers=[module])
+    root = hub.download_modelj("SD_200", tmp_path, splits=["val"], layers=[module]).root
 
     header = read_header(root / "val" / "model_idx_0002" / "pytorch_lora_weights.safetensors")
     assert set(header.tensors) == {f"{module}.lora.down.weight", f"{module}.lora.up.weight"}
@@ -405,7 +407,7 @@ def test_cli_download_repos_against_the_fake_hub_writes_the_snapshot(fake_hub, t
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "zoo" / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors").exists()
-    assert "downloaded 1 repo(s)" in result.stdout
+    assert "1 Hub repo in" in result.stdout and "downloaded: 1" in result.stdout and "failed: 0" in result.stdout
 
 
 # --- what the downloads write is what ModelZoo reads ---------------------------------------------
@@ -415,10 +417,11 @@ def test_model_zoo_opens_a_downloaded_generative_subset_with_its_images(fake_hub
     from probex.zoo import ModelZoo
 
     add_sd_200(fake_hub)
-    root = hub.download_modelj("SD_200", tmp_path, images=True)
+    report = hub.download_modelj("SD_200", tmp_path, images=True)
 
-    zoo = ModelZoo.open(root)
+    zoo = ModelZoo.open(report)  # a report stands for its folder
 
+    assert zoo.trees == ["SD_200"] and report.root == tmp_path / "SD_200"
     assert sorted(record.split for record in zoo.records) == sorted(["train", "train", "val", "test", "val_holdout", "test_holdout"])
     assert all(len(record.images) == 1 for record in zoo.records)
 
@@ -427,7 +430,7 @@ def test_model_zoo_builds_a_layer_bank_from_a_layers_only_download(fake_hub, tmp
     from probex.zoo import ModelZoo
 
     add_modelj_mae(fake_hub, {"train": [0, 1], "val": [2], "test": [3]})
-    root = hub.download_modelj("MAE", tmp_path, layers=["vit.encoder.layer.3.attention.query.weight"])
+    root = hub.download_modelj("MAE", tmp_path, layers=["vit.encoder.layer.3.attention.query.weight"]).root
 
     zoo = ModelZoo.open(root)
     bank = zoo.bank("vit.encoder.layer.3.attention.query.weight", split="train")
