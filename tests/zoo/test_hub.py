@@ -13,8 +13,11 @@ import hashlib
 import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -37,6 +40,16 @@ class FakeHub:
         self.repos: dict[tuple[str, str], dict[str, bytes]] = {}
         self.fail_next: dict[str, int] = {}  # path -> how many GETs answer 503 first
         self.served_503 = 0
+        self.limit_every: int | None = None  # answer every N-th request with 429 (Retry-After: 0)
+        self.retry_after = "0"
+        self.unavailable: set[str] = set()  # files listed in the tree that answer 404 when fetched
+        self.hang_after: int | None = None  # weight reads answered before the next ones hang until released
+        self.hanging = threading.Event()
+        self.release = threading.Event()
+        self.answered: list[tuple[str, str, str]] = []  # (method, path, range) of every request answered < 400
+        self._count = 0
+        self._weights_answered = 0
+        self._lock = threading.Lock()
         self.server = loopback.serve(self.route)
         self.reply = loopback.Reply
         self.file_reply = loopback.file_reply
@@ -53,6 +66,27 @@ class FakeHub:
         return [r.path for r in self.server.requests if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(suffix)]
 
     def route(self, method: str, raw_path: str, headers: dict):
+        with self._lock:
+            self._count += 1
+            limited = self.limit_every is not None and self._count % self.limit_every == 0
+        if limited:
+            return self.reply(429, b"rate limited", {"Retry-After": self.retry_after})
+        weights = method == "GET" and raw_path.endswith(".safetensors") and "/resolve/" in raw_path
+        if weights and self.hang_after is not None:
+            with self._lock:
+                hang = self._weights_answered >= self.hang_after
+            if hang:
+                self.hanging.set()
+                self.release.wait(60)
+                return self.reply(503, b"gone")
+        reply = self._route(method, raw_path, headers)
+        if reply.status < 400:
+            with self._lock:
+                self.answered.append((method, raw_path, headers.get("range", "")))
+                self._weights_answered += weights
+        return reply
+
+    def _route(self, method: str, raw_path: str, headers: dict):
         path = urllib.parse.unquote(raw_path.split("?")[0])
         parts = path.strip("/").split("/")
         if parts[:1] == ["api"] and len(parts) in (4, 6, 7) and parts[1] in ("models", "datasets"):
@@ -83,7 +117,7 @@ class FakeHub:
             files = self._files(repo_type, repo_id, revision)
             if isinstance(files, tuple):
                 return self.reply(*files)
-            if filename not in files:
+            if filename not in files or filename in self.unavailable:
                 return self.reply(404, b"entry not found", {"X-Error-Code": "EntryNotFound"})
             if method == "GET" and self.fail_next.get(filename, 0) > 0:
                 self.fail_next[filename] -= 1
@@ -118,7 +152,7 @@ def fake_hub(loopback, monkeypatch, tmp_path):
     # tests/conftest.py turns huggingface_hub offline for the whole session; this test is online (on loopback).
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(hub.retry, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(hub.retry, "RETRY_DELAYS", (0.0,) * 8)
     return hub_server
 
 
@@ -437,3 +471,186 @@ def test_model_zoo_builds_a_layer_bank_from_a_layers_only_download(fake_hub, tmp
 
     assert tuple(bank.X.shape) == (2, 32, 32)
     assert [record.labels for record in zoo.records] == [["apple", "bee"]] * 4
+
+
+# --- rate limits, resumption and the summary -------------------------------------------------------
+
+SD_LAYER_46 = "unet.down_blocks.2.attentions.1.transformer_blocks.0.attn2.to_q"
+SD_SPLITS = {"train": 6, "val": 2, "test": 2, "val_holdout": 2, "test_holdout": 2}
+
+
+def add_sd_unet_repo(fake_hub: FakeHub, per_split: dict[str, int] = SD_SPLITS) -> list[str]:
+    """ProbeX/Model-J__SD_200 with the 128 LoRA pairs of a real SD UNet per model; returns the weight files."""
+    from modelj_architectures import sd_unet_lora_tensors
+
+    files, index = {}, 0
+    for split, count in per_split.items():
+        for _ in range(count):
+            tensors = sd_unet_lora_tensors(torch.Generator().manual_seed(index), rank=16)  # ~160 kB: more than the first request
+            folder = f"{split}/model_idx_{index:04d}"
+            files[f"{folder}/pytorch_lora_weights.safetensors"] = save(tensors, metadata={"imagenet_class_id": str(index), "rank": "2"})
+            files[f"{folder}/training_images/0.png"] = b"\x89PNG fake image"
+            index += 1
+    fake_hub.add("ProbeX/Model-J__SD_200", files)
+    return sorted(name for name in files if name.endswith(".safetensors"))
+
+
+def weight_reads(requests: list[tuple[str, str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for method, path, _ in requests:
+        if method == "GET" and path.endswith(".safetensors"):
+            counts[path] = counts.get(path, 0) + 1
+    return counts
+
+
+def test_a_rate_limited_hub_is_waited_out_and_every_model_arrives(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub)
+    fake_hub.limit_every = 3
+
+    report = hub.download_modelj("SD_200", tmp_path, layers=["46"])
+
+    assert report.complete and len(report.downloaded) == len(weights)
+    for name in weights:
+        header = read_header(report.root / name)
+        assert set(header.tensors) == {f"{SD_LAYER_46}.lora.down.weight", f"{SD_LAYER_46}.lora.up.weight"}
+        assert json.loads(header.metadata["probex_paper_layers"]) == {SD_LAYER_46: 46}
+    # two requests per model: the whole header, then the layer's two factors in one range (a 429 retries
+    # only the request it refused)
+    assert sorted(weight_reads(fake_hub.answered).values()) == [2] * len(weights)
+
+
+def test_retry_after_is_honoured(fake_hub, tmp_path, monkeypatch):
+    add_sd_unet_repo(fake_hub, {"train": 2})
+    fake_hub.limit_every, fake_hub.retry_after = 3, "7"
+    waits: list[float] = []
+    monkeypatch.setattr(hub.retry, "_sleep", waits.append)
+
+    hub.download_modelj("SD_200", tmp_path, splits=["train"], layers=[SD_LAYER_46])
+
+    assert waits and set(waits) == {7.0}
+
+
+def test_a_model_that_cannot_be_fetched_ends_in_the_report_and_the_others_arrive(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub, {"train": 3})
+    fake_hub.unavailable.add(weights[1])
+
+    with pytest.raises(hub.DownloadIncompleteError) as caught:
+        hub.download_modelj("SD_200", tmp_path, splits=["train"], layers=["46"])
+
+    report = caught.value.report
+    assert report.downloaded == ["train/model_idx_0000", "train/model_idx_0002"]
+    assert [item for item, _ in report.failed] == ["train/model_idx_0001"] and "404" in report.failed[0][1]
+    assert "failed: 1\n    train/model_idx_0001: " in report.summary()
+
+
+def test_a_finished_download_is_not_asked_for_again_even_offline(fake_hub, tmp_path, monkeypatch, closed_port):
+    add_sd_unet_repo(fake_hub, {"train": 2, "val": 1})
+    hub.download_modelj("SD_200", tmp_path, layers=["46"])
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")  # no Hub at all now
+
+    report = hub.download_modelj("SD_200", tmp_path, layers=["46"])
+
+    assert report.downloaded == [] and [reason for _, reason in report.skipped] == ["already present (finished by an earlier run)"] * 3
+
+
+def cli_env(fake_hub: FakeHub, tmp_path: Path) -> dict[str, str]:
+    return {"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": ""}
+
+
+def test_cli_download_under_a_rate_limit_killed_and_rerun_asks_for_nothing_finished(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub)
+    fake_hub.limit_every = 3  # 429 on every third request
+    fake_hub.hang_after = 9  # weight reads answered before the first run hangs (and is killed)
+    out = tmp_path / "Model-J"
+    args = ["download", "modelj", "SD_200", "--layers", "46", "--out", str(out)]
+    env = {**os.environ, **cli_env(fake_hub, tmp_path)}
+
+    first = subprocess.Popen([sys.executable, "-m", "probex.cli", *args], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert fake_hub.hanging.wait(60), "the first run never reached the hanging read"
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    answered_first = list(fake_hub.answered)
+    finished_first = {name for name in weights if (out / "SD_200" / name).exists()}
+    fake_hub.hang_after = None
+    fake_hub.release.set()
+
+    result, _ = run_cli(args, cli_env(fake_hub, tmp_path), tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert all((out / "SD_200" / name).exists() for name in weights)
+    assert 0 < len(finished_first) < len(weights)
+    downloaded = int(re.search(r"downloaded: (\d+)", result.stdout).group(1))
+    skipped = int(re.search(r"(\d+): already present \(finished by an earlier run\)", result.stdout).group(1))
+    # a model written but not yet recorded when the kill came is taken from disk, without a request
+    assert downloaded + skipped == len(weights) and skipped <= len(finished_first)
+    assert "failed: 0" in result.stdout
+    rerun = fake_hub.answered[len(answered_first):]
+    asked_again = [path for _, path, _ in rerun if any(path.endswith(name) for name in finished_first)]
+    assert asked_again == []  # no finished model is asked for again
+    assert [path for _, path, _ in rerun if path.startswith("/api/") and not path.startswith("/api/models?")] == []  # listings kept
+    assert len(rerun) == len(set(rerun))  # and nothing is asked twice within the rerun
+
+
+def test_cli_download_with_a_missing_model_exits_2_with_a_summary_and_one_line(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub, {"train": 2})
+    fake_hub.unavailable.add(weights[0])
+
+    result, _ = run_cli(["download", "modelj", "SD_200", "--splits", "train", "--layers", "46", "--out", str(tmp_path / "out")],
+                        cli_env(fake_hub, tmp_path), tmp_path)
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "1 of 2 models of Model-J SD_200 are missing" in result.stderr
+    assert "downloaded: 1" in result.stdout and "failed: 1\n    train/model_idx_0000: " in result.stdout
+
+
+# --- what RemoteSafetensors learns from the Hub's redirect -----------------------------------------
+
+
+def redirecting_hub(loopback, versions: list[bytes]):
+    """A Hub that redirects resolve URLs to a CDN host, naming the commit and ETag only on the redirect.
+
+    ``versions``: the file's content per request (a push to main between two reads changes it).
+    """
+    served = []
+
+    def cdn(method, path, headers):
+        body = versions[min(len(served), len(versions) - 1)]
+        served.append(path)
+        return loopback.file_reply(method, body, headers, True, {"ETag": '"cdn-etag"'})
+
+    cdn_server = loopback.serve(cdn)
+
+    def resolve(method, path, headers):
+        body = versions[min(len(served), len(versions) - 1)]
+        return loopback.Reply(302, b"", {"Location": cdn_server.url + "/blob", "X-Repo-Commit": COMMIT,
+                                         "X-Linked-Etag": f'"{hashlib.sha256(body).hexdigest()}"'})
+
+    return loopback.serve(resolve)
+
+
+def big_file(seed: int) -> bytes:
+    """A file larger than the first range request, so that reading its tensors takes a second one."""
+    return save({"w": torch.randn(64, 64, generator=torch.Generator().manual_seed(seed))})
+
+
+def test_remote_safetensors_reads_the_commit_from_the_redirect(loopback):
+    from probex.zoo.remote import RemoteSafetensors
+
+    blob = big_file(0)
+    server = redirecting_hub(loopback, [blob])
+
+    remote = RemoteSafetensors(f"{server.url}/alice/lora/resolve/main/pytorch_lora_weights.safetensors")
+    remote.read_tensors()
+
+    assert remote.commit == COMMIT and remote.etag == f'"{hashlib.sha256(blob).hexdigest()}"'
+
+
+def test_a_file_that_changes_on_main_while_it_is_read_is_an_error(loopback):
+    from probex.zoo.remote import RemoteSafetensors
+
+    server = redirecting_hub(loopback, [big_file(0), big_file(1)])
+    remote = RemoteSafetensors(f"{server.url}/alice/lora/resolve/main/pytorch_lora_weights.safetensors")
+
+    with pytest.raises(ZooError, match=f"changed on the server while it was read.*revision={COMMIT}"):
+        remote.read_tensors()

@@ -16,8 +16,7 @@ already on disk.
 
 Layers-only downloads (``layers=...``) read each weight file's header and then only the asked
 tensors with HTTP range requests: two requests per SD LoRA model (the header, then the asked
-layer's factors in one range), since the header size of the first file is asked for in full
-from the next ones on.
+layer's factors in one range); see :data:`FIRST_HEADER_BYTES`.
 """
 
 from __future__ import annotations
@@ -48,7 +47,12 @@ NEVER_DOWNLOAD = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.jo
 #: Models downloaded at once.
 MAX_WORKERS = 4
 
-#: Bytes asked beyond the first file's header size for the next headers (their metadata differ a little).
+#: Bytes asked for in the first request of a layers-only read: the whole header of a Model-J SD LoRA
+#: (~40 kB) or ViT checkpoint (~25 kB) arrives at once. Larger headers (ResNet-101, ~70 kB) take a
+#: second request in the first file only: from then on the largest header seen is asked for.
+FIRST_HEADER_BYTES = 64 * 1024
+
+#: Bytes asked beyond the largest header seen (the next files' metadata differ a little).
 HEADER_SLACK = 2048
 
 
@@ -151,7 +155,7 @@ class _Session:
         self.what = what
         self.layers = [str(layer) for layer in layers] if layers else None
         self.journal = DownloadJournal(root)
-        self.header_bytes = 4096  # grows to the largest header seen, so later headers arrive in one request
+        self.header_bytes = FIRST_HEADER_BYTES  # grows to the largest header seen, so headers arrive in one request
         self._endpoint: str | None = None
         self._bytes = 0
         self._lock = threading.Lock()
@@ -206,7 +210,10 @@ class _Session:
             self.journal.finish(job.item, job.what, files)
 
         with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
-            futures = {pool.submit(attempt, job): job for job in pending}
+            futures = {pool.submit(attempt, job): job for job in pending[:1]}
+            if self.layers and futures:  # the first header tells the size to ask for from the next files on
+                next(iter(futures)).exception()
+            futures.update({pool.submit(attempt, job): job for job in pending[1:]})
             for future in as_completed(futures):
                 job = futures[future]
                 try:
@@ -219,8 +226,7 @@ class _Session:
                     hub_error.append(first_line(error))
                     outcome[job.item] = str(error).splitlines()[0]
                 except ZooError as error:
-                    outcome[job.item] = str(error)
-                    logger.warning("%s: %s", job.item, error)
+                    outcome[job.item] = str(error)  # in the report; the caller decides how to say it
                 done += 1
                 if progress is not None:
                     progress(done, len(jobs), job.item)
@@ -310,9 +316,11 @@ def _write_layers(session: _Session, repo_id: str, commit: str, filename: str, t
         except ZooError:
             pass  # a damaged earlier attempt: write it again
     url = hub_file_url(repo_id, filename, revision=commit, endpoint=session.endpoint)
-    remote = RemoteSafetensors(url, headers=hub_auth_headers(), first_request_bytes=session.header_bytes)
+    # the header and the tensors retried apart: a rate limit on the second costs no second header
+    remote = with_retries(lambda: RemoteSafetensors(url, headers=hub_auth_headers(), first_request_bytes=session.header_bytes),
+                          filename, session.endpoint)
     names = _matching_tensors(remote.header, session.layers or [], remote.url)
-    tensors = remote.read_tensors(names)
+    tensors = with_retries(lambda: remote.read_tensors(names), filename, session.endpoint)
     numbers = {name: number for name, number in paper_layer_numbers(remote.header).items()
                if any(kept == name or kept.startswith(name + ".") for kept in names)}
     metadata = {**remote.header.metadata, "probex_layers_only": origin, "probex_layers_asked": asked}
