@@ -207,3 +207,21 @@ def add_sd_unet_repo(fake_hub: FakeHub, per_split: dict[str, int] = SD_SPLITS) -
             index += 1
     fake_hub.add("ProbeX/Model-J__SD_200", files)
     return sorted(name for name in files if name.endswith(".safetensors"))
+
+
+def loopback_factory():
+    """A LoopbackFactory (tests/zoo/conftest.py) for tests outside tests/zoo, where that conftest's fixtures do not reach.
+
+    Call ``stop_all()`` on it when done.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module = sys.modules.get("zoo_loopback")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("zoo_loopback", Path(__file__).with_name("conftest.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["zoo_loopback"] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return module.LoopbackFactory()
