@@ -34,7 +34,7 @@ def resnet_zoo(tmp_path):
     written = {}
     for index, split in enumerate(["train", "train", "val"]):
         tensors = resnet101_tensors(generator)
-        path = write_modelj_repo(tmp_path, split, "ResNet", index, tensors)
+        write_modelj_repo(tmp_path, split, "ResNet", index, tensors)
         written[f"model_idx_{index:04d}"] = tensors
     return ModelZoo.open(tmp_path), written
 
