@@ -25,7 +25,8 @@ from typing import Iterable
 import torch
 
 from probex.errors import HubUnavailableError, ZooError
-from probex.zoo.hub.environment import HubBusyError, hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline, retry_after_seconds
+from probex.zoo.hub.environment import (HubBusyError, hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline,
+                                        retry_after_seconds)
 from probex.zoo.safefile import (
     LENGTH_FIELD_BYTES,
     SafetensorsHeader,

@@ -136,7 +136,7 @@ def download_repos(
 
 @dataclass
 class _Job:
-    """One model to fetch: ``work()`` fetches it and returns the files that make it up."""
+    """One model to fetch: ``work()`` fetches it (retrying what it asks the Hub) and returns the files that make it up."""
 
     item: str
     what: str
@@ -206,8 +206,7 @@ class _Session:
         def attempt(job: _Job) -> None:
             if stop.is_set():
                 raise _NotAttempted
-            files = with_retries(job.work, job.item, self.endpoint)
-            self.journal.finish(job.item, job.what, files)
+            self.journal.finish(job.item, job.what, job.work())
 
         with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
             futures = {pool.submit(attempt, job): job for job in pending[:1]}
@@ -251,11 +250,13 @@ def _repo_job(session: _Session, repo_id: str, cache_dir: Path, item: str) -> _J
     def work() -> list[Path]:
         endpoint = session.endpoint
         if session.layers:
-            snapshot = _snapshot(repo_id, cache_dir, endpoint, extra_ignore=["*.safetensors"])
-            for filename in _repo_files(repo_id, snapshot.name, endpoint, "*.safetensors"):
+            snapshot = with_retries(lambda: _snapshot(repo_id, cache_dir, endpoint, extra_ignore=["*.safetensors"]),
+                                    repo_id, endpoint)
+            names = with_retries(lambda: _repo_files(repo_id, snapshot.name, endpoint, "*.safetensors"), repo_id, endpoint)
+            for filename in names:
                 _write_layers(session, repo_id, snapshot.name, filename, snapshot / filename)
         else:
-            snapshot = _snapshot(repo_id, cache_dir, endpoint)
+            snapshot = with_retries(lambda: _snapshot(repo_id, cache_dir, endpoint), repo_id, endpoint)
             session.received(sum(path.stat().st_size for path in snapshot.rglob("*") if path.is_file()))
         files = [path for path in snapshot.rglob("*") if path.is_file()]
         if not any(path.suffix == ".safetensors" for path in files):
@@ -282,18 +283,19 @@ def _generative_jobs(session: _Session, subset: str, splits: Sequence[str], imag
     what = session.layers_key + (" with images" if images else "")
 
     def job(model: str, filenames: list[str]) -> _Job:
+        # each request retried on its own, so a rate limit never costs what was already fetched
         def fetch(filename: str) -> Path:
             if session.layers and filename.endswith(".safetensors"):
                 return _write_layers(session, repo_id, commit, filename, session.root / filename)
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(repo_id, filename, revision=commit, local_dir=session.root,
-                                        endpoint=session.endpoint, tqdm_class=_quiet_tqdm()))
+            path = with_retries(lambda: Path(hf_hub_download(repo_id, filename, revision=commit, local_dir=session.root,
+                                                             endpoint=session.endpoint, tqdm_class=_quiet_tqdm())),
+                                filename, session.endpoint)
             session.received(path.stat().st_size)
             return path
 
-        # each file retried on its own, so a rate limit never costs the files already fetched
-        return _Job(model, what, lambda: [with_retries(lambda f=f: fetch(f), f, session.endpoint) for f in filenames])
+        return _Job(model, what, lambda: [fetch(filename) for filename in filenames])
 
     return [job(model, filenames) for model, filenames in by_model.items()]
 
