@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "probex.cli.info",
     "probex.cli.download",
     "probex.cli.zoo",
+    "probex.cli.layers",
     "probex.cli.jungle",
     "probex.cli.route",
     "probex.cli.search",

@@ -269,7 +269,8 @@ def sweep_layers(
         zoo: a ModelZoo of one tree with ``train`` and ``val`` splits (``val_holdout`` for
             zero-shot alignment).
         task: ``"classes"`` or ``"align"``.
-        layers: layer names, a regex over the names (a string), or None for every matrix layer.
+        layers: layer names (in Model-J zoos also the paper's layer numbers, ``["46"]``), a
+            regex over the names (a string), or None for every matrix layer.
         params: expert hyperparameters (default :data:`SWEEP_DEFAULTS`, on the CPU or GPU by
             ``device="auto"``); the same for every layer.
         results: a JSON-lines file; finished layers are appended and skipped on a rerun.
@@ -292,7 +293,7 @@ def sweep_layers(
         if not names:
             raise ZooError(f"{zoo.root}: no matrix layer matches {layers!r}")
     else:
-        names = list(layers)
+        names = [zoo.layer_name(layer) for layer in layers]  # names, or the paper's numbers in Model-J zoos
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:

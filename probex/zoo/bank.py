@@ -39,7 +39,7 @@ from probex.errors import ZooError
 from probex.progress import Progress
 from probex.storage import atomic_path
 from probex.zoo.catalog import layer_catalog, layer_matrix
-from probex.zoo.lora import metadata_alpha
+from probex.zoo.lora import LORA_KINDS, lora_scaling
 from probex.zoo.records import LayerInfo, ModelRecord
 from probex.zoo.safefile import read_tensors
 
@@ -221,6 +221,7 @@ def build_bank(
     progress: Progress | None = None,
     cache: bool | str | os.PathLike = True,
     zoo_root: Path | None = None,
+    conv_layout: str | None = None,
 ) -> LayerBank:
     """Stack ``layer`` of every record into a LayerBank, reusing a cached build when one is valid.
 
@@ -231,7 +232,7 @@ def build_bank(
     where = str(zoo_root) if zoo_root is not None else "zoo"
     if not records:
         raise ZooError(f"{where}: no models selected, so there is no bank of layer '{layer}'")
-    infos = _layer_infos(records, layer, where)
+    infos = _layer_infos(records, layer, where, conv_layout)
     if cache is False:
         array, kept, skipped = _fill(records, infos, dtype, progress, out=None)
         _require_some(kept, layer, where)
@@ -281,19 +282,20 @@ def cache_key(records: Sequence[ModelRecord], layer: str, dtype: torch.dtype, in
     models = []
     for record, info in zip(records, infos):
         stat = os.stat(record.path)
-        alpha = metadata_alpha(record.metadata) if info.kind == "lora" else None
+        alpha = lora_scaling(record.metadata) if info.kind in LORA_KINDS else None
         models.append([record.id, str(Path(record.path).absolute()), stat.st_size, stat.st_mtime_ns, alpha])
-    material = {"format": CACHE_FORMAT, "layer": layer, "dtype": str(dtype), "models": models}
+    material = {"format": CACHE_FORMAT, "layer": layer, "dtype": str(dtype), "models": models,
+                "presented": [infos[0].kind, list(infos[0].shape)] if infos else None}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str) -> list[LayerInfo]:
+def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str, conv_layout: str | None = None) -> list[LayerInfo]:
     """The layer's catalog entry in every record; ZooError if one lacks it or shapes differ."""
 
     infos: list[LayerInfo] = []
     lookups: dict[int, dict[str, LayerInfo]] = {}
     for record in records:
-        catalog = layer_catalog(record.read_header())
+        catalog = layer_catalog(record.read_header(), conv_layout)
         lookup = lookups.setdefault(id(catalog), {info.name: info for info in catalog})
         info = lookup.get(layer)
         if info is None:
@@ -324,7 +326,7 @@ def _fill(
     skipped: list[tuple[str, str]] = []
     for position, (record, info) in enumerate(zip(records, infos)):
         tensors = read_tensors(record.path, info.tensors, header=record.header)
-        matrix = layer_matrix(info, tensors, alpha=metadata_alpha(record.metadata), source=str(record.path))
+        matrix = layer_matrix(info, tensors, scaling=lora_scaling(record.metadata), source=str(record.path))
         if not bool(torch.isfinite(matrix).all()):
             bad = int((~torch.isfinite(matrix)).sum())
             reason = f"layer '{info.name}' has {bad} NaN/Inf values"

@@ -9,7 +9,8 @@ Splits train, val, test, val_holdout, test_holdout. The metadata's ``imagenet_cl
 index 0..999 or a synset id such as ``n01440764``) gives the label, read as its ImageNet
 name. ROOT may also be one split folder, the Hugging Face cache folder
 ``models--ProbeX--Model-J__SD_200`` (its ``refs/main`` snapshot), or a cache holding that one
-repo. Tree: the subset named by a ``Model-J__SUBSET`` folder on the path, else the metadata's
+repo. Tree: the subset named by a ``Model-J__SUBSET`` folder on the path, or by an ``SD_200`` /
+``SD_1k`` folder (where ``probex download modelj`` puts them), else the metadata's
 ``base_model`` / ``pretrained_model_name_or_path``, else ``"generative"``.
 
 Discriminative (Sup.ViT, DINO, MAE, ResNet: one Hub repo per model) in the Hugging Face cache
@@ -60,6 +61,7 @@ KNOWN_SPLITS = ("train", "val", "validation", "test", "val_holdout", "test_holdo
 _SNAPSHOT_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", LORA_WEIGHTS)
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _MODELJ_REPO = re.compile(r"^Model-J__(?P<subset>.+?)__(?P<model>model_idx_\d+)$")
+_GENERATIVE_SUBSETS = ("SD_200", "SD_1k")  # the folder names probex download gives them
 _MODELJ_SUBSET_FOLDER = re.compile(r"^(?:models--[^/]+?--)?Model-J__(?P<subset>[^/]+)$")
 _REVISION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_LITERAL_CHARS = 200_000
@@ -164,11 +166,14 @@ def generative_root(root: Path) -> Path | None:
 
 
 def _modelj_subset(root: Path) -> str | None:
-    """The Model-J subset named by a folder on the path (``Model-J__SD_200`` -> ``SD_200``)."""
+    """The Model-J subset named by a folder on the path: ``Model-J__SD_200`` (the Hub cache) or
+    ``SD_200`` / ``SD_1k`` (where ``probex download modelj`` puts it) -> ``SD_200``."""
     for folder in [root, *list(root.parents)[:3]]:
         match = _MODELJ_SUBSET_FOLDER.match(folder.name)
         if match:
             return match.group("subset")
+        if folder.name in _GENERATIVE_SUBSETS:
+            return folder.name
     return None
 
 

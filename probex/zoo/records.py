@@ -51,7 +51,8 @@ class LayerInfo:
         shape: ``(d_W, d_H)``, the 2-D matrix ProbeX reads (conv kernels flattened with the
             output channels first, 1-D tensors as a column, LoRA pairs merged).
         source_shape: the stored shape of each source tensor, aligned with ``tensors``.
-        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"vector"`` (1-D),
+        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"conv-modelj"`` (a
+            Model-J ResNet kernel as the official loader reads it), ``"vector"`` (1-D),
             ``"embedding"`` (leading singleton axes dropped, e.g. ``pos_embed`` [1, 197, 768])
             or ``"lora"`` (a merged LoRA pair).
         tensors: names of the stored tensors it is made from (for a LoRA layer: up, down and

@@ -25,7 +25,8 @@ from typing import Iterable
 import torch
 
 from probex.errors import HubUnavailableError, ZooError
-from probex.zoo.hub.environment import hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline
+from probex.zoo.hub.environment import (HubBusyError, hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline,
+                                        retry_after_seconds)
 from probex.zoo.safefile import (
     LENGTH_FIELD_BYTES,
     SafetensorsHeader,
@@ -76,27 +77,41 @@ class RemoteSafetensors:
         headers: extra request headers (e.g. ``Authorization``); dropped on redirects to
             another host, so a token never leaks to a CDN.
         timeout: seconds to wait for the server on each request.
+        first_request_bytes: bytes asked for in the first request; a header that fits arrives
+            in one round trip (a download of many files of one architecture passes the size of
+            the first file's header here).
 
     Attributes:
         header: the validated :class:`~probex.zoo.safefile.SafetensorsHeader`.
         file_size: total size of the remote file in bytes (from ``Content-Range``).
         bytes_transferred: response body bytes received so far (header and tensors).
         requests_made: number of HTTP requests sent so far.
+        commit: the Hub's ``X-Repo-Commit`` (the Hub sends it on the redirect to its CDN, and
+            on the answer itself when it serves the file directly), else None.
+        etag: the file's ETag (the Hub's ``X-Linked-Etag`` on the redirect, else ``ETag``);
+            every later answer must carry the same one, so a file that changes on the server
+            while it is read (a new commit on ``main``) is an error, never a mix of two files.
 
     Raises:
         ZooError: the server does not support range requests, the file is missing or
-            forbidden, or its header is malformed.
+            forbidden, its header is malformed, or it changed while being read.
+        HubBusyError: the server answered 429 or 5xx (``retry_after`` says when to try again).
         HubUnavailableError: the host cannot be reached (refused, DNS failure, timeout).
     """
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30):
+    def __init__(
+        self, url: str, headers: dict[str, str] | None = None, timeout: float = 30,
+        first_request_bytes: int = FIRST_REQUEST_BYTES,
+    ):
         self.url = url
         self.timeout = timeout
         self._headers = dict(headers or {})
+        self._first_request_bytes = max(LENGTH_FIELD_BYTES, int(first_request_bytes))
         self.bytes_transferred = 0
         self.requests_made = 0
         self.file_size: int | None = None
-        self.commit: str | None = None  # the Hub's X-Repo-Commit, when the server sends it
+        self.commit: str | None = None
+        self.etag: str | None = None
         self._prefix = b""  # the first bytes of the file, kept: small tensors may lie in them
         self.header: SafetensorsHeader = self._read_header()
 
@@ -148,7 +163,7 @@ class RemoteSafetensors:
         return {info.name: tensor_from_bytes(info, raw[info.name]) for info in infos}
 
     def _read_header(self) -> SafetensorsHeader:
-        first = self._fetch(0, FIRST_REQUEST_BYTES, allow_short=True)
+        first = self._fetch(0, self._first_request_bytes, allow_short=True)
         length = header_length(first, self.file_size, self.url)
         needed = LENGTH_FIELD_BYTES + length
         if len(first) < needed:
@@ -180,7 +195,7 @@ class RemoteSafetensors:
                 first, last, total = _parse_content_range(response.headers.get("Content-Range"), self.url)
                 if self.file_size is None:
                     self.file_size = total
-                self.commit = self.commit or response.headers.get("X-Repo-Commit")
+                self._check_identity(response.headers, getattr(request, "redirect_headers", None))
                 expected = (min(end, total) if allow_short and total is not None else end) - start
                 if first != start or last + 1 - first != expected:
                     raise ZooError(
@@ -196,8 +211,24 @@ class RemoteSafetensors:
             raise ZooError(f"{self.url}: the connection ended after {len(body)} of {expected} bytes")
         return body
 
+    def _check_identity(self, headers, redirect_headers) -> None:
+        """Keep the commit and ETag of the first answer; refuse an answer about another version of the file."""
+        redirect_headers = redirect_headers or {}
+        self.commit = self.commit or redirect_headers.get("X-Repo-Commit") or headers.get("X-Repo-Commit")
+        etag = redirect_headers.get("X-Linked-Etag") or redirect_headers.get("ETag") or headers.get("ETag")
+        if etag is None:
+            return
+        if self.etag is None:
+            self.etag = etag
+        elif etag != self.etag:
+            raise ZooError(
+                f"{self.url}: the file changed on the server while it was read (ETag {self.etag} became "
+                f"{etag}: a new commit on the branch?); read a fixed revision, e.g. revision={self.commit or 'COMMIT'}"
+            )
+
     def _http_error(self, error: urllib.error.HTTPError, start: int, end: int) -> Exception:
         status = error.code
+        retry_after = retry_after_seconds(error.headers.get("Retry-After") if error.headers else None)
         error.close()
         if status == 416:
             return ZooError(
@@ -211,9 +242,12 @@ class RemoteSafetensors:
             )
         if status == 404:
             return ZooError(f"{self.url}: not found (HTTP 404); check the repo id, revision and file name")
+        if status == 429:
+            return HubBusyError(f"{self.url}: rate limited (HTTP 429); try again later", retry_after=retry_after)
         if status >= 500:
-            return HubUnavailableError(
-                f"{self.url}: the server failed (HTTP {status}); try again later, or work from files on disk"
+            return HubBusyError(
+                f"{self.url}: the server failed (HTTP {status}); try again later, or work from files on disk",
+                retry_after=retry_after,
             )
         return ZooError(f"{self.url}: HTTP {status} to a range request")
 
@@ -256,6 +290,12 @@ class _DropAuthOnCrossHostRedirect(urllib.request.HTTPRedirectHandler):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
             new.remove_header("Authorization")
+        # The Hub names the commit (X-Repo-Commit) and the file's ETag only on this redirect:
+        # keep them on the request the reader made, which it reads after the answer.
+        origin = getattr(req, "origin_request", req)
+        if new is not None:
+            new.origin_request = origin
+            origin.redirect_headers = headers
         return new
 
 
