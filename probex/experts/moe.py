@@ -74,7 +74,7 @@ class MixtureOfExperts(Estimator):
         return hasattr(self, "experts_")
 
     @classmethod
-    def from_experts(cls, router: TreeRouter, experts: dict[str, Any],
+    def from_experts(cls, router: TreeRouter, experts: dict[str, BaseExpert],
                      layers: dict[str, str | None] | None = None) -> "MixtureOfExperts":
         """A fitted mixture of a fitted ``router`` and experts trained elsewhere (tree name -> expert),
         each reading ``layers[tree]`` (its layer name; a LayerBank or tensor input needs none)."""

@@ -88,10 +88,10 @@ class TreeRouter(Estimator):
     """Finds the Model Trees of a population (hierarchical clustering) and routes new models.
 
     A scikit-learn estimator (``clone``, ``get_params``, ``set_params``; parameters checked at
-    the start of ``fit``; NotFittedError before it). Hyperparameters, stored unchanged: ``layer`` (name, or dict
-    architecture -> name; ModelZoo input only), ``method`` (scipy linkage method), ``metric``
-    ("l2" or "l1", for routing and radii; the clustering itself is on l2), ``threshold`` /
-    ``n_trees`` (override the largest gap rule), ``min_gap_ratio``, ``radius_quantile``,
+    the start of ``fit``; NotFittedError before it). Hyperparameters, stored unchanged:
+    ``layer`` (name, or dict architecture -> name; ModelZoo input only), ``method`` (scipy
+    linkage method), ``metric`` ("l2" or "l1", for routing and radii; the clustering itself is
+    on l2), ``threshold`` / ``n_trees`` (override the largest gap rule), ``min_gap_ratio``, ``radius_quantile``,
     ``radius_margin`` (None: never report unknown), ``max_coordinates``, ``max_linkage_models``
     (above it, the linkage runs on a random subset of models and the others join the nearest
     tree), ``random_state``.
