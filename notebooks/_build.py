@@ -342,7 +342,7 @@ comparison.loc["both trees"] = comparison.mean()
 print(f"PER_TREE_ACCURACY = {comparison.loc['both trees', 'one expert per tree']:.3f}")
 print(f"SHARED_ACCURACY = {comparison.loc['both trees', 'one shared expert']:.3f}")
 print(f"MIXTURE_OF_EXPERTS_ACCURACY = {moe_rows['overall']['score']:.3f} "
-      f"({moe.router.n_trees_} trees found, {moe_rows['overall']['unrouted']} test models unrouted)")
+      f"({moe.router_.n_trees_} trees found, {moe_rows['overall']['unrouted']} test models unrouted)")
 comparison"""),
     md("""
 **What to take away.** Learning from weights works within a Model Tree and fails across

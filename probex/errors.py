@@ -15,5 +15,14 @@ class ZooError(ProbeXError, ValueError):
     """
 
 
+class ParameterError(ProbeXError, ValueError):
+    """A hyperparameter out of its range, of the wrong type or not among its choices.
+
+    Raised at the start of ``fit``, before any data is read; the message names the estimator,
+    the parameter, what it may be and what it was, e.g.
+    ``ParameterError("ProbeXClassifier: n_probes must be an integer >= 1; got 0")``.
+    """
+
+
 class HubUnavailableError(ProbeXError, ConnectionError):
     """The Hugging Face Hub (or another remote host) cannot be reached; the message says what to do offline."""

@@ -42,7 +42,7 @@ def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> 
     mixture.fit(population, layers=sorted(set(layers.values())))
     test = population.select(split="test")
     rows = mixture.score_table(test)
-    routed = mixture.router.route(test)
+    routed = mixture.router_.route(test)
     truth = [record.tree for record in test.records]
     names = {}
     for found in set(routed) - {None}:

@@ -36,13 +36,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from probex.estimator import Rule, boolean, integer, one_of, real
 from probex.experiments.metrics import accuracy
-from probex.experts.base import BaseExpert
+from probex.experts.base import TRAINING_RULES, BaseExpert
+from probex.experts.classifier import PROBEX_RULES
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.nn import DenseNetwork, ProbeXNetwork
-from probex.experts.statnn import StatNNNetwork, statnn_features
+from probex.experts.statnn import NETWORK_MODELS, StatNNNetwork, statnn_features
 from probex.storage import cache_dir
-from probex.language.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
+from probex.language.text import DEFAULT_TEMPLATE, OPEN_CLIP_PREFIX, SUPPORTED_SPECS, TextEncoder, class_prompts, load_text_encoder
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,24 @@ logger = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = 100.0
 
 _TRAIN_BLOCK, _VAL_BLOCK = 0, 1
+
+
+def _is_text_encoder_spec(spec: Any) -> bool:
+    if not isinstance(spec, str):
+        return False
+    model_name, slash, source = spec[len(OPEN_CLIP_PREFIX):].partition("/")
+    return spec == "minilm" or (spec.startswith(OPEN_CLIP_PREFIX) and bool(model_name and slash and source))
+
+
+#: the hyperparameters every aligned expert shares (besides TRAINING_RULES)
+ALIGNMENT_RULES = {
+    "text_encoder": Rule("a text encoder spec: " + " or ".join(repr(spec) for spec in SUPPORTED_SPECS), _is_text_encoder_spec),
+    "template": Rule("a prompt with exactly one '{}' for the class name",
+                     lambda template: isinstance(template, str) and template.count("{}") == 1),
+    "embed_dim": integer(low=1),
+    "temperature": real(low=0, low_open=True),
+    "learn_temperature": boolean(),
+}
 
 
 def names_of(labels: Any, where: str = "names") -> list[str]:
@@ -143,9 +163,10 @@ class _NetworkAligner(BaseExpert):
         """What the model side reads: by default the layers themselves."""
         return as_layers(X, name)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, names) first")
+    _fit_hint = "call fit(X, names) first, or load a saved expert with load_expert"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "network_")
 
     # -- the text side -----------------------------------------------------------------
     def _encoder(self) -> TextEncoder:
@@ -183,6 +204,7 @@ class _NetworkAligner(BaseExpert):
         so may the names of ``val = (X_val, names_val)``. With ``val`` the epoch with the best
         validation top-1 is kept (see the module docstring for its candidates).
         """
+        self._check_params()
         self.__dict__.pop("network_", None)
         layers = self._inputs(X, "X")
         names = names_of(labels_of(X) if names is None else names, "names")
@@ -270,11 +292,13 @@ class _NetworkAligner(BaseExpert):
 
     def zero_shot_scores(self, X: LayerInput, candidates: Optional[Sequence[str]] = None) -> np.ndarray:
         """Cosine similarity of every model to every candidate class name [N, C] (default: the training classes)."""
+        self._check_fitted()
         candidates = self.classes_ if candidates is None else candidates
         return (self._encode(X) @ self._encode_text(candidates).T).numpy()
 
     def zero_shot(self, X: LayerInput, candidates: Optional[Sequence[str]] = None) -> list[str]:
         """The best-matching candidate class name for every model (default candidates: the training classes)."""
+        self._check_fitted()
         candidates = list(self.classes_ if candidates is None else candidates)
         scores = self.zero_shot_scores(X, candidates)
         return [candidates[i] for i in scores.argmax(axis=1)]
@@ -285,6 +309,7 @@ class _NetworkAligner(BaseExpert):
 
     def score(self, X: LayerInput, names: Optional[Sequence[str]] = None, candidates: Optional[Sequence[str]] = None) -> float:
         """Top-1 accuracy over ``candidates`` (default: the training classes; pass held-out names for zero-shot)."""
+        self._check_fitted()
         candidates = list(self.classes_ if candidates is None else candidates)
         names = names_of(labels_of(X) if names is None else names, "names")
         missing = sorted(set(names) - set(candidates))
@@ -373,6 +398,7 @@ class ProbeXAligner(_NetworkAligner):
     """
 
     __doc__ += _SHARED_DOC
+    parameter_rules = {**PROBEX_RULES, **ALIGNMENT_RULES, **TRAINING_RULES}
 
     def __init__(
         self,
@@ -428,6 +454,7 @@ class DenseAligner(_NetworkAligner):
     """The Dense alignment baseline: one linear layer from the flattened weights to the shared space."""
 
     __doc__ += _SHARED_DOC
+    parameter_rules = {**ALIGNMENT_RULES, **TRAINING_RULES}
 
     def __init__(
         self,
@@ -461,9 +488,6 @@ class DenseAligner(_NetworkAligner):
         return DenseNetwork(input_shapes, out_dim)
 
 
-STATNN_ALIGNER_MODELS = ("linear", "mlp")
-
-
 class StatNNAligner(_NetworkAligner):
     """The StatNN alignment baselines: per-tensor weight statistics -> a linear layer or an MLP.
 
@@ -476,6 +500,7 @@ class StatNNAligner(_NetworkAligner):
     """
 
     __doc__ += _SHARED_DOC
+    parameter_rules = {"model": one_of(*NETWORK_MODELS), "hidden": integer(low=1), **ALIGNMENT_RULES, **TRAINING_RULES}
 
     def __init__(
         self,
@@ -511,8 +536,6 @@ class StatNNAligner(_NetworkAligner):
 
     def _inputs(self, X: LayerInput, name: str) -> list[torch.Tensor]:
         """[N, n_features, 1]: the StatNN features as a one-column 'layer' for the shared machinery."""
-        if self.model not in STATNN_ALIGNER_MODELS:
-            raise ValueError(f"model must be one of {STATNN_ALIGNER_MODELS}; got {self.model!r}")
         layers = as_layers(X, name)
         shapes = [list(t.shape[1:]) for t in layers]
         if hasattr(self, "tensor_shapes_") and shapes != self.tensor_shapes_:
@@ -520,6 +543,7 @@ class StatNNAligner(_NetworkAligner):
         return [statnn_features(layers)[:, :, None]]
 
     def fit(self, X: LayerInput, names: Optional[Sequence[str]] = None, val=None, progress=None) -> "StatNNAligner":
+        self._check_params()
         self.__dict__.pop("tensor_shapes_", None)
         shapes = [list(t.shape[1:]) for t in as_layers(X, "X")]
         self.tensor_shapes_ = shapes  # val tensors are checked against these
