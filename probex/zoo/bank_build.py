@@ -237,6 +237,7 @@ def _require_some(kept: list[int], layer: str, where: str) -> None:
 
 def _bank(arrays: dict[str, np.ndarray], records: Sequence[ModelRecord], layer: str, info: LayerInfo,
           skipped: Sequence[tuple[str, str]]) -> LayerBank:
+    """The bank of ``arrays`` (their first len(records) rows)."""
     tensors = {name: _as_tensor(array[: len(records)]) for name, array in arrays.items()}
     weights = LoraFactors(tensors["B"], tensors["A"], tensors["scale"]) if "B" in tensors else tensors["X"]
     return LayerBank(weights, records, layer, info, skipped)
@@ -253,6 +254,7 @@ def _cached_bank(records: Sequence[ModelRecord], infos: Sequence[LayerInfo], lay
     stem = bank_cache.entry_stem(layer, key)
     bank_cache.remove_stale_temporaries(cache_dir)
     by_id = {record.id: record for record in records}
+    targets = {name: cache_dir / f"{stem}.{name}.npy" for name in names}
     loaded = bank_cache.load_entry(cache_dir, stem, key, [record.id for record in records], names)
     if loaded is not None:
         arrays, index = loaded
@@ -261,7 +263,6 @@ def _cached_bank(records: Sequence[ModelRecord], infos: Sequence[LayerInfo], lay
             progress(len(records), len(records), "loaded from cache")
         return _bank(arrays, [by_id[i] for i in index["ids"]], layer, infos[0], [tuple(s) for s in index["skipped"]])
 
-    targets = {name: cache_dir / f"{stem}.{name}.npy" for name in names}
     cache_dir.mkdir(parents=True, exist_ok=True)
     temporaries = {name: bank_cache.temporary_name(path) for name, path in targets.items()}
     try:

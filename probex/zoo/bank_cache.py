@@ -176,12 +176,13 @@ def _index_problem(index: Any, key: str, expected_ids: Sequence[str], arrays: Se
     return None
 
 
-def write_index(cache_dir: Path, stem: str, index: dict[str, Any]) -> None:
-    """Write the index (with its checksum) last: it is what makes the arrays trusted."""
+def write_index(cache_dir: Path, stem: str, index: dict[str, Any]) -> dict[str, Any]:
+    """Write the index (with its checksum) last: it is what makes the arrays trusted. Returns it as written."""
     index = dict(index, format=CACHE_FORMAT)
     index["checksum"] = index_checksum(index)
     with temporary_path(cache_dir / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(index), encoding="utf-8")
+    return index
 
 
 @contextmanager
