@@ -196,7 +196,8 @@ class LayerBank:
         if ids is not None:
             ids = [ids] if isinstance(ids, str) else list(ids)
             position = {self.records[i].id: i for i in keep}
-            missing = [model_id for model_id in ids if model_id not in {record.id for record in self.records}]
+            present = {record.id for record in self.records}
+            missing = [model_id for model_id in ids if model_id not in present]
             if missing:
                 close = difflib.get_close_matches(missing[0], self.ids, n=5, cutoff=0.5)
                 raise ZooError(f"bank '{self.layer}': no model {missing[0]!r}" + (f"; closest: {', '.join(close)}" if close else ""))

@@ -63,7 +63,7 @@ def cache_key(layer: str, dtype: str, models: Sequence[tuple[str, Path, FileIden
         "format": CACHE_FORMAT,
         "layer": layer,
         "dtype": dtype,
-        "models": [[model_id, str(Path(path).absolute()), list(identity), alpha] for model_id, path, identity, alpha in models],
+        "models": [[model_id, os.path.abspath(path), list(identity), alpha] for model_id, path, identity, alpha in models],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
