@@ -18,7 +18,7 @@ import torch
 from probex.errors import ZooError
 from probex.progress import Progress
 from probex.zoo import bank_cache
-from probex.zoo.bank import _FLOAT32_MAX_SQUARED, _NUMPY_DTYPES, LayerBank, default_cache_dir
+from probex.zoo.bank import LayerBank, default_cache_dir
 from probex.zoo.catalog import layer_catalog, layer_matrix
 from probex.zoo.factored import LoraFactors
 from probex.zoo.lora import lora_factors, metadata_alpha
@@ -27,6 +27,8 @@ from probex.zoo.safefile import read_tensors
 
 logger = logging.getLogger(__name__)
 
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+_FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
 _DENSE_ARRAYS = ("X",)
 _LORA_ARRAYS = ("B", "A", "scale")
 _COMPACT_ROWS = 64
