@@ -7,7 +7,7 @@ evicted on its own; :func:`cache_usage` says what is there and :func:`clear_cach
 all of it or by kind and age. Only those four folders are ever touched, so pointing
 ``$PROBEX_CACHE`` at a folder that holds other things is safe.
 
-An entry is what one cached item wrote: a bank's ``.npy`` and ``.json`` share a name and count
+An entry is what one cached item wrote: a bank's arrays and index share a stem and count
 as one; the hidden temporaries of a write cut short by a crash count as entries of their own.
 """
 
@@ -57,6 +57,15 @@ def _size_and_time(path: Path) -> tuple[int, float]:
     return size, latest or path.stat().st_mtime
 
 
+def _entry_name(kind: str, file_name: str) -> str:
+    """The entry a cached file belongs to: a bank's arrays and index share its stem, other files their name."""
+    if kind == "banks":
+        from probex.zoo.bank_cache import entry_of
+
+        return entry_of(file_name)
+    return file_name.rsplit(".", 1)[0]
+
+
 def cache_entries(kinds: Optional[Iterable[str]] = None) -> list[CacheEntry]:
     """Every entry of the chosen kinds (default: all), oldest first."""
     entries = []
@@ -66,7 +75,7 @@ def cache_entries(kinds: Optional[Iterable[str]] = None) -> list[CacheEntry]:
             continue
         groups: dict[str, list[Path]] = {}
         for path in folder.iterdir():
-            name = path.name if path.is_dir() or path.name.startswith(".") else path.name.rsplit(".", 1)[0]
+            name = path.name if path.is_dir() or path.name.startswith(".") else _entry_name(kind, path.name)
             groups.setdefault(name, []).append(path)
         for name, paths in groups.items():
             measured = [_size_and_time(path) for path in paths]

@@ -51,6 +51,7 @@ class ModelZoo:
         name: str = "",
         description: str = "",
         roles: dict[str, TreeRole] | None = None,
+        population: Iterable[ModelRecord] | None = None,
     ) -> None:
         self.root = Path(root)
         self.layout = layout
@@ -63,6 +64,8 @@ class ModelZoo:
         self._by_id = {record.id: record for record in self.records}
         if len(self._by_id) != len(self.records):
             raise ZooError(f"{self.root}: model ids must be unique within a zoo")
+        # the records of the zoo as opened: a sub-zoo's banks are views of the whole zoo's
+        self._population = self.records if population is None else list(population)
 
     @classmethod
     def open(cls, path: str | os.PathLike, progress: Progress | None = None) -> "ModelZoo":
@@ -200,8 +203,10 @@ class ModelZoo:
         return self._with(records)
 
     def _with(self, records: list[ModelRecord]) -> "ModelZoo":
-        """A sub-zoo of these records, keeping the zoo's name, skipped files and declared roles."""
-        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description, self.declared_roles)
+        """A sub-zoo of these records, keeping the zoo's name, skipped files, declared roles and population
+        (a sub-zoo's banks are views of the whole zoo's)."""
+        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description,
+                        self.declared_roles, self._population)
 
     # -- layers ----------------------------------------------------------------------------
 
@@ -251,18 +256,23 @@ class ModelZoo:
         self,
         layer: str | int,
         split: str | Iterable[str] | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         progress: Progress | None = None,
         cache: bool | str | os.PathLike = True,
         conv_layout: str | None = None,
     ) -> "LayerBank":
-        """One layer of every model (of ``split``, if given) stacked into a LayerBank, X: [N, d_W, d_H].
+        """One layer of every model (of ``split``, if given) stacked into a LayerBank: X [N, d_W, d_H], or
+        a LoRA layer's factors B [N, d_W, r] and A [N, r, d_H] (see :mod:`probex.zoo.bank`).
+
+        The zoo as opened has one cached bank per layer; the bank of a split or a sub-zoo is a
+        view of it (built once, stored once).
 
         Args:
             layer: a name from :meth:`catalog` (a LoRA layer by its module name), or in a
                 Model-J zoo the paper's layer number (``"59"``; see :meth:`layer_name`).
             split: only the models of this split (or these splits).
-            dtype: ``torch.float32`` (default) or ``torch.float16`` (half the memory and disk).
+            dtype: None (default) keeps the files' dtype (float16 files stay float16, others
+                float32); ``torch.float32`` or ``torch.float16`` ask for one.
             progress: called as ``progress(done, total, message)`` while the bank is built.
             cache: True for the default cache folder (``$PROBEX_CACHE/banks``, else
                 ``~/.cache/probex/banks``), a folder to cache in, or False to build in memory.
@@ -275,11 +285,11 @@ class ModelZoo:
             ZooError: a model lacks the layer (names the file and the closest layer names), or
                 the models disagree on its shape.
         """
-        from probex.zoo.bank import build_bank
+        from probex.zoo.bank_build import build_bank
 
         zoo = self.select(split=split) if split is not None else self
         return build_bank(zoo.records, self.layer_name(layer), dtype=dtype, progress=progress, cache=cache,
-                          zoo_root=self.root, conv_layout=conv_layout)
+                          zoo_root=self.root, population=self._population, conv_layout=conv_layout)
 
 
 def _ordered_splits(splits: set[str]) -> list[str]:

@@ -215,7 +215,8 @@ def unreadable(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("data was read (or a text encoder loaded) before the parameters were checked")
 
-    monkeypatch.setattr(LayerBank, "X", property(refuse), raising=False)  # shadows every bank's own X
+    for name in ("X", "stack", "factors"):  # shadows every bank's own weights, merged or not
+        monkeypatch.setattr(LayerBank, name, property(refuse), raising=False)
     monkeypatch.setattr(LayerBank, "labels", property(refuse))
     monkeypatch.setattr("probex.experts.aligner.load_text_encoder", refuse)
 
