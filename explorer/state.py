@@ -226,11 +226,13 @@ def sweep_scores(path: str, tree: str) -> list[dict]:
     """The layer sweep of one tree (one row per layer, in sweep order), [] when none was shipped."""
     from probex.experiments.sweep import LayerScore
 
+    from probex.jungle.validation import sweep_file
+
     folder = jungle_folder(path)
-    if folder is None or not (folder / "sweeps" / f"{tree}.jsonl").is_file():
+    if folder is None or not sweep_file(folder, tree).is_file():
         return []
     rows = []
-    for line in (folder / "sweeps" / f"{tree}.jsonl").read_text().splitlines():
+    for line in sweep_file(folder, tree).read_text().splitlines():
         try:
             rows.append(LayerScore.from_json(json.loads(line)).__dict__)
         except (json.JSONDecodeError, TypeError, KeyError):  # a line cut short by an interrupted sweep

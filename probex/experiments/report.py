@@ -13,7 +13,9 @@
 
 Trees with a ``val_holdout`` split are aligned with text (Tables 2-4); the others predict their
 training classes (Table 1). Each tree's layer is the best of its sweep by validation; sweeps are
-appended to ``results_dir/<tree>.jsonl`` and resumed from there.
+appended to ``results_dir/<tree>.jsonl`` (the tree's name made safe for a path,
+:func:`probex.storage.safe_name`) and resumed from there. ``write_report`` writes only into a folder
+that is new, empty or an earlier report's.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
                  progress: Optional[Progress] = None) -> dict:
     """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
     from probex.jungle.check import FOREST_PREFIX, check_discriminative, check_forest, check_router
+    from probex.storage import safe_name
     from probex.jungle.validation import trees_to_validate
     from probex.experiments.sweep import SWEEP_DEFAULTS, default_task, sweep_layers
 
@@ -135,7 +138,7 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
         else:
             tree_zoo = zoo.select(tree=step)
             task = default_task(tree_zoo)
-            results = Path(results_dir) / f"{step}.jsonl" if results_dir is not None else None
+            results = Path(results_dir) / f"{safe_name(step)}.jsonl" if results_dir is not None else None
             sweep = sweep_layers(tree_zoo, task=task, params=params, results=results)
             report["sweeps"][step] = {"task": task, "best": sweep.best.layer, "layers": [vars(s) for s in sweep.scores]}
             layers[step] = sweep.best.layer
@@ -282,12 +285,22 @@ def report_html(markdown: str, title: str = "ProbeX reproduction report") -> str
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+REPORT_KIND = "probex-report"
+
+
+def claim_report_folder(folder: str | Path) -> Path:
+    """``folder`` made ready for a report: new, empty or an earlier report's (ProbeXError otherwise)."""
+    from probex.storage import claim_directory, json_field
+
+    written_before_markers = lambda path: json_field(Path(path) / "report.json", "zoo") is not None  # noqa: E731
+    return claim_directory(folder, REPORT_KIND, legacy=written_before_markers)
+
+
 def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder`` (atomically); their paths."""
     from probex.storage import atomic_write_json, atomic_write_text
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_report_folder(folder)
     markdown = report_markdown(report)
     atomic_write_text(folder / "report.md", markdown + "\n")
     atomic_write_text(folder / "report.html", report_html(markdown, f"ProbeX reproduction report: {report['zoo']}"))

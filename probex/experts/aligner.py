@@ -36,14 +36,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from probex.errors import ProbeXError
 from probex.experiments.metrics import accuracy
 from probex.experts.base import BaseExpert
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.nn import DenseNetwork, ProbeXNetwork
 from probex.experts.statnn import StatNNNetwork, statnn_features
-from probex.storage import cache_dir
-from probex.language.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+from probex.language.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
+from probex.storage import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +57,17 @@ _TRAIN_BLOCK, _VAL_BLOCK = 0, 1
 def names_of(labels: Any, where: str = "names") -> list[str]:
     """One class name per model: strings as given, or the first label of each label list."""
     if labels is None:
-        raise ValueError(f"{where}: class names are required (one string per model), and X carries no labels")
+        raise ProbeXError(f"{where}: class names are required (one string per model), and X carries no labels")
     if isinstance(labels, str):
-        raise ValueError(f"{where}: expected one class name per model, not one string; wrap it: [{labels!r}]")
+        raise ProbeXError(f"{where}: expected one class name per model, not one string; wrap it: [{labels!r}]")
     names = []
     for index, label in enumerate(labels):
         if isinstance(label, (list, tuple)):
             if not label:
-                raise ValueError(f"{where}[{index}]: a model with no label; give it a class name")
+                raise ProbeXError(f"{where}[{index}]: a model with no label; give it a class name")
             label = label[0]
         if not isinstance(label, str):
-            raise ValueError(f"{where}[{index}]: class names must be strings; got {type(label).__name__} ({label!r})")
+            raise ProbeXError(f"{where}[{index}]: class names must be strings; got {type(label).__name__} ({label!r})")
         names.append(label)
     return names
 
@@ -82,7 +83,7 @@ class AlignmentNetwork(nn.Module):
     def __init__(self, model_side: nn.Module, text_dim: int, embed_dim: int, temperature: float, learn_temperature: bool):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
+            raise ProbeXError(f"temperature must be > 0; got {temperature}")
         self.model_side = model_side
         self.text_map = nn.Linear(text_dim, embed_dim)
         scale = torch.tensor(math.log(1.0 / temperature))
@@ -145,7 +146,7 @@ class _NetworkAligner(BaseExpert):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, names) first")
+            raise ProbeXError(f"this {type(self).__name__} is not fitted yet: call fit(X, names) first")
 
     # -- the text side -----------------------------------------------------------------
     def _encoder(self) -> TextEncoder:
@@ -187,10 +188,10 @@ class _NetworkAligner(BaseExpert):
         layers = self._inputs(X, "X")
         names = names_of(labels_of(X) if names is None else names, "names")
         if len(names) != layers[0].shape[0]:
-            raise ValueError(f"names: expected one class name per model ({layers[0].shape[0]}); got {len(names)}")
+            raise ProbeXError(f"names: expected one class name per model ({layers[0].shape[0]}); got {len(names)}")
         classes = sorted(set(names))
         if len(classes) < 2:
-            raise ValueError(f"names: alignment needs at least 2 classes to contrast; got {classes}")
+            raise ProbeXError(f"names: alignment needs at least 2 classes to contrast; got {classes}")
         index = {name: i for i, name in enumerate(classes)}
         targets = _block_targets(_TRAIN_BLOCK, [index[name] for name in names])
         blocks = [self._text_features(classes)]
@@ -200,7 +201,7 @@ class _NetworkAligner(BaseExpert):
             check_layer_shapes(val_layers, [tuple(t.shape[1:]) for t in layers], "val X")
             val_names = names_of(labels_of(val[0]) if val[1] is None else val[1], "val names")
             if len(val_names) != val_layers[0].shape[0]:
-                raise ValueError(f"val names: expected one class name per model ({val_layers[0].shape[0]}); got {len(val_names)}")
+                raise ProbeXError(f"val names: expected one class name per model ({val_layers[0].shape[0]}); got {len(val_names)}")
             val_classes = classes if set(val_names) <= index.keys() else sorted(set(val_names))
             val_index = {name: i for i, name in enumerate(val_classes)}
             val_data = (val_layers, _block_targets(_VAL_BLOCK, [val_index[name] for name in val_names]))
@@ -289,10 +290,10 @@ class _NetworkAligner(BaseExpert):
         names = names_of(labels_of(X) if names is None else names, "names")
         missing = sorted(set(names) - set(candidates))
         if missing:
-            raise ValueError(f"names: {len(missing)} true class(es) are not among the candidates, e.g. {missing[:3]}; add them to candidates")
+            raise ProbeXError(f"names: {len(missing)} true class(es) are not among the candidates, e.g. {missing[:3]}; add them to candidates")
         predicted = self.zero_shot(X, candidates)
         if len(predicted) != len(names):
-            raise ValueError(f"names: expected one class name per model ({len(predicted)}); got {len(names)}")
+            raise ProbeXError(f"names: expected one class name per model ({len(predicted)}); got {len(names)}")
         return accuracy(np.asarray(names), np.asarray(predicted))
 
     @property
@@ -328,7 +329,7 @@ class _NetworkAligner(BaseExpert):
         self.history_ = [EpochLog(**log) for log in state.get("history", [])]
         encoder = self._encoder()  # the same text encoder it was trained with, loaded now
         if encoder.dim != self.text_dim_:
-            raise ValueError(
+            raise ProbeXError(
                 f"text encoder {self.text_encoder!r} gives {encoder.dim}-dimensional embeddings, "
                 f"but this aligner was trained on {self.text_dim_}"
             )
@@ -344,7 +345,7 @@ def _block_targets(block: int, indices: list[int]) -> torch.Tensor:
 def _check_candidates(names: Sequence[str]) -> list[str]:
     names = names_of(names, "candidates")
     if not names:
-        raise ValueError("candidates: expected at least one class name")
+        raise ProbeXError("candidates: expected at least one class name")
     return names
 
 
@@ -512,11 +513,11 @@ class StatNNAligner(_NetworkAligner):
     def _inputs(self, X: LayerInput, name: str) -> list[torch.Tensor]:
         """[N, n_features, 1]: the StatNN features as a one-column 'layer' for the shared machinery."""
         if self.model not in STATNN_ALIGNER_MODELS:
-            raise ValueError(f"model must be one of {STATNN_ALIGNER_MODELS}; got {self.model!r}")
+            raise ProbeXError(f"model must be one of {STATNN_ALIGNER_MODELS}; got {self.model!r}")
         layers = as_layers(X, name)
         shapes = [list(t.shape[1:]) for t in layers]
         if hasattr(self, "tensor_shapes_") and shapes != self.tensor_shapes_:
-            raise ValueError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
+            raise ProbeXError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
         return [statnn_features(layers)[:, :, None]]
 
     def fit(self, X: LayerInput, names: Optional[Sequence[str]] = None, val=None, progress=None) -> "StatNNAligner":

@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from probex import __version__
+from probex.errors import ProbeXError
 from probex.experts.inputs import LayerInput, layer_names_of
-from probex.storage import atomic_directory, atomic_write_json
+from probex.storage import atomic_directory, atomic_write_json, holds_only, json_field, open_regular, read_regular_bytes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -85,10 +86,22 @@ class BaseExpert(ABC):
             "state": state,
         }
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, FORMAT, legacy=_saved_before_markers) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
             atomic_write_json(tmp / CONFIG_FILE, config)
         return directory
+
+
+def _safetensors_error() -> type:
+    """The exception safetensors raises for a malformed file."""
+    from safetensors import SafetensorError
+
+    return SafetensorError
+
+
+def _saved_before_markers(folder: Path) -> bool:
+    """An expert folder saved before probex marked its folders (it may be replaced like a marked one)."""
+    return holds_only(folder, {CONFIG_FILE, WEIGHTS_FILE}) and json_field(folder / CONFIG_FILE, "format") == FORMAT
 
 
 def _expert_classes() -> dict[str, type]:
@@ -104,18 +117,25 @@ def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpe
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
-        raise ValueError(f"{directory}: not a saved expert (no {CONFIG_FILE})")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a probex expert config (format {config.get('format')!r})")
+        raise ProbeXError(f"{directory}: not a saved expert (no {CONFIG_FILE})")
+    try:
+        config = json.loads(read_regular_bytes(config_path, 64 * 2**20, "expert config"))
+    except (OSError, ValueError) as error:
+        raise ProbeXError(f"{config_path}: not readable as an expert's config ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ProbeXError(f"{config_path}: not a probex expert config (format {config.get('format') if isinstance(config, dict) else None!r})")
     classes = _expert_classes()
-    if config["class"] not in classes:
-        raise ValueError(f"{config_path}: unknown expert class {config['class']!r}; known: {sorted(classes)}")
-    expert = classes[config["class"]](**config["params"])
-    if device is not None:
-        expert.device = device
-    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
-    expert._restore(config["state"], tensors)
+    if not isinstance(config.get("class"), str) or config["class"] not in classes:
+        raise ProbeXError(f"{config_path}: unknown expert class {config.get('class')!r}; known: {sorted(classes)}")
+    try:
+        expert = classes[config["class"]](**config["params"])
+        if device is not None:
+            expert.device = device
+        open_regular(directory / WEIGHTS_FILE).close()  # a FIFO or a device would block the loader
+        tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
+        expert._restore(config["state"], tensors)
+    except (KeyError, TypeError, OSError, _safetensors_error()) as error:
+        raise ProbeXError(f"{directory}: a damaged saved expert ({type(error).__name__}: {error}); save it again") from None
     expert.layers_ = config.get("layers")
     expert.metadata_ = dict(config.get("metadata") or {})
     return expert

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from probex.errors import ProbeXError
 
 LayerInput = Any  # torch.Tensor | np.ndarray | LayerBank, or a list of those
 
@@ -21,19 +22,19 @@ def _as_tensor(item: Any, position: str) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.asarray(value))
     if not isinstance(value, torch.Tensor):
-        raise ValueError(
+        raise ProbeXError(
             f"{position}: expected a tensor of shape [N, d_W, d_H], a numpy array or a LayerBank; "
             f"got {type(item).__name__}"
         )
     if value.ndim != 3:
-        raise ValueError(
+        raise ProbeXError(
             f"{position}: expected shape [N, d_W, d_H] (one weight matrix per model); "
             f"got a tensor of shape {tuple(value.shape)}"
         )
     if not (value.is_floating_point() or value.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
-        raise ValueError(f"{position}: expected real-valued weights; got dtype {value.dtype}")
+        raise ProbeXError(f"{position}: expected real-valued weights; got dtype {value.dtype}")
     if value.shape[0] == 0:
-        raise ValueError(f"{position}: got no models (N = 0)")
+        raise ProbeXError(f"{position}: got no models (N = 0)")
     return value
 
 
@@ -52,7 +53,7 @@ def check_finite(tensor: torch.Tensor, item: Any = None, position: str = "X", ch
         finite = torch.isfinite(block.reshape(block.shape[0], -1)).all(dim=1)
         bad.extend(int(i) + start for i in torch.nonzero(~finite).flatten())
     if bad:
-        raise ValueError(
+        raise ProbeXError(
             f"{position}: NaN or Inf in the weights of {len(bad)} model(s): "
             f"{_model_names(item, bad)}; remove or repair them before fitting"
         )
@@ -66,7 +67,7 @@ def as_layers(X: LayerInput, name: str = "X") -> list[torch.Tensor]:
     """
     items = list(X) if isinstance(X, (list, tuple)) else [X]
     if not items:
-        raise ValueError(f"{name}: expected at least one layer; got an empty list")
+        raise ProbeXError(f"{name}: expected at least one layer; got an empty list")
     layers = []
     for index, item in enumerate(items):
         position = name if len(items) == 1 else f"{name}[{index}]"
@@ -75,19 +76,19 @@ def as_layers(X: LayerInput, name: str = "X") -> list[torch.Tensor]:
         layers.append(tensor)
     counts = {t.shape[0] for t in layers}
     if len(counts) > 1:
-        raise ValueError(f"{name}: every layer must hold the same models; got model counts {[t.shape[0] for t in layers]}")
+        raise ProbeXError(f"{name}: every layer must hold the same models; got model counts {[t.shape[0] for t in layers]}")
     return layers
 
 
 def check_layer_shapes(layers: Sequence[torch.Tensor], expected: Sequence[tuple[int, int]], name: str = "X") -> None:
     """Raise ValueError unless the layers have the per-model shapes seen in fit."""
     if len(layers) != len(expected):
-        raise ValueError(f"{name}: the expert was fitted on {len(expected)} layer(s); got {len(layers)}")
+        raise ProbeXError(f"{name}: the expert was fitted on {len(expected)} layer(s); got {len(layers)}")
     for index, (tensor, shape) in enumerate(zip(layers, expected)):
         given = tuple(tensor.shape[1:])
         if given != tuple(shape):
             where = name if len(expected) == 1 else f"{name}[{index}]"
-            raise ValueError(f"{where}: expected per-model shape {tuple(shape)} as in fit; got {given}")
+            raise ProbeXError(f"{where}: expected per-model shape {tuple(shape)} as in fit; got {given}")
 
 
 def labels_of(X: LayerInput) -> Any:

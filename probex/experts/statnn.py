@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from probex.errors import ProbeXError
 from probex.experts.classifier import _NetworkClassifier
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.labels import MULTILABEL, TargetEncoding
@@ -137,7 +138,7 @@ class StatNNClassifier(_NetworkClassifier):
         progress: Optional[ProgressCallback] = None,
     ) -> "StatNNClassifier":
         if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}; got {self.model!r}")
+            raise ProbeXError(f"model must be one of {MODELS}; got {self.model!r}")
         for name in ("targets_", "input_shapes_"):
             self.__dict__.pop(name, None)
         y = labels_of(X) if y is None else y
@@ -154,7 +155,7 @@ class StatNNClassifier(_NetworkClassifier):
             self._remember_layers(X)
             return self
         if y is None:
-            raise ValueError("y: labels are required (X carries none)")
+            raise ProbeXError("y: labels are required (X carries none)")
         self.targets_ = TargetEncoding.from_labels(y, self.classes)
         self.classes_ = list(self.targets_.classes)
         target = self.targets_.encode(y, features.shape[0], "y")

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from probex.errors import ProbeXError
 from probex.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def check_generative(zoo, tree: str, expert_dir: Optional[Path], recommended: Op
     else:
         layers = [recommended] if recommended else None
         if layers is None:
-            raise ValueError(f"{tree}: neither a shipped aligner nor a recommended layer to train one on")
+            raise ProbeXError(f"{tree}: neither a shipped aligner nor a recommended layer to train one on")
         banks = banks_for(layers)
         shipped = ProbeXAligner(**params).fit(banks["train"], val=(banks["val_holdout"], None))
         shipped.layers_ = layers
@@ -205,7 +206,7 @@ def check_jungle(path: str | Path, params: Optional[dict] = None, progress: Opti
         else:
             layer = recommended.get(step)
             if layer is None:
-                raise ValueError(f"{path}: no recommended layer for {step}; run `probex jungle validate {path}` first")
+                raise ProbeXError(f"{path}: no recommended layer for {step}; run `probex jungle validate {path}` first")
             report["discriminative"][step] = check_discriminative(zoo, step, layer, experts.get(step), params)
     if progress is not None:
         progress(len(steps), len(steps), "done")

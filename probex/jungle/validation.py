@@ -9,6 +9,10 @@ writes into the jungle::
     validation.json            the whole sweep and what shipped, in one file
     experts/<tree>/            the expert of the best layer, saved in float16 (probex.load_expert)
 
+``<tree>`` is the tree's name made safe for a path (:func:`probex.storage.safe_name`: the jungle's
+own names stay as they are; a name with ``/`` or ``..`` gets a readable stem and a hash), so a
+tree name from a manifest never writes outside the jungle.
+
 Discriminative trees get a :class:`~probex.experts.ProbeXClassifier` (training classes);
 the generative tree a :class:`~probex.experts.aligner.ProbeXAligner` with the bundled MiniLM. For the
 aligner, the two best layers together (the paper's multi-layer form) are also tried; the one
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from probex.progress import Progress
-from probex.storage import atomic_write_json
+from probex.storage import atomic_write_json, json_field, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
         started = time.perf_counter()
         tree_zoo = zoo.select(tree=tree)
         task = _task(tree)
-        result = sweep_layers(tree_zoo, task=task, params=params, results=path / SWEEPS_FOLDER / f"{tree}.jsonl")
+        result = sweep_layers(tree_zoo, task=task, params=params, results=sweep_file(path, tree))
         best = result.best
         recommended[tree] = best.layer
         expert = result.experts.get(best.layer)
@@ -108,7 +112,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
             if figures["val"] > best.val:
                 expert, shipped = pair_expert, {"layers": pair, **{k: figures[k] for k in ("val", "test", "zero_shot_test", "n_parameters")}}
         metadata = {"tree": tree, "task": task, **shipped, "chosen_by": "validation", "params": params}
-        expert.save(path / EXPERTS_FOLDER / tree, metadata=metadata, half=True)
+        expert.save(path / EXPERTS_FOLDER / safe_name(tree), metadata=metadata, half=True)
         summary["trees"][tree] = {"task": task, "best": best.layer, "shipped": shipped,
                                   "layers": [vars(score) for score in result.scores],
                                   "seconds": round(time.perf_counter() - started, 1)}
@@ -125,9 +129,24 @@ def read_recommended(path: str | Path) -> dict[str, str]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
+def sweep_file(path: str | Path, tree: str) -> Path:
+    """The results file of one tree's validation sweep in the jungle at ``path``."""
+    return Path(path) / SWEEPS_FOLDER / f"{safe_name(tree)}.jsonl"
+
+
 def expert_dirs(path: str | Path) -> dict[str, Path]:
-    """tree -> the folder of the expert shipped for it (those that exist)."""
+    """tree -> the folder of the expert shipped for it (those that exist).
+
+    The tree is the one the expert's metadata names (its folder name is that name made safe).
+    """
     folder = Path(path) / EXPERTS_FOLDER
     if not folder.is_dir():
         return {}
-    return {child.name: child for child in sorted(folder.iterdir()) if (child / "config.json").is_file()}
+    found = {}
+    for child in sorted(folder.iterdir()):
+        if not child.is_dir() or not (child / "config.json").is_file():
+            continue
+        metadata = json_field(child / "config.json", "metadata")
+        tree = metadata.get("tree") if isinstance(metadata, dict) else None
+        found[tree if isinstance(tree, str) and safe_name(tree) == child.name else child.name] = child
+    return found

@@ -24,7 +24,7 @@ from typing import Iterable
 
 import torch
 
-from probex.errors import HubUnavailableError, ZooError
+from probex.errors import HubUnavailableError, ProbeXError, ZooError
 from probex.zoo.hub.environment import hub_auth_headers, hub_endpoint, hub_offline_error, is_hub_offline
 from probex.zoo.safefile import (
     LENGTH_FIELD_BYTES,
@@ -61,7 +61,7 @@ def hub_file_url(
     base = (endpoint or hub_endpoint()).rstrip("/")
     prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}.get(repo_type)
     if prefix is None:
-        raise ValueError(f"repo_type must be 'model', 'dataset' or 'space', got {repo_type!r}")
+        raise ProbeXError(f"repo_type must be 'model', 'dataset' or 'space', got {repo_type!r}")
     return (
         f"{base}/{prefix}{repo_id}/resolve/{urllib.parse.quote(revision, safe='')}/"
         f"{urllib.parse.quote(filename, safe='/')}"
