@@ -27,6 +27,7 @@ from typing import Mapping
 import torch
 
 from probex.errors import ZooError
+from probex.zoo.limits import check_layer_bytes
 from probex.zoo.lora import find_lora_pairs, lora_matrix_shape, merge_lora
 from probex.zoo.records import LayerInfo
 from probex.zoo.safefile import SafetensorsHeader
@@ -58,12 +59,12 @@ def presented_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int], str] | Non
         return (shape[0], 1), "vector"
     if len(shape) == 2:
         return (shape[0], shape[1]), "linear"
-    squeezed = tuple(shape)
-    while len(squeezed) > 2 and squeezed[0] == 1:
-        squeezed = squeezed[1:]
-    if squeezed != tuple(shape):
-        if len(squeezed) == 2:
-            return (squeezed[0], squeezed[1]), "embedding"
+    leading = 0  # leading singleton axes, counted (not sliced off one by one: linear in the shape's length)
+    while leading < len(shape) - 2 and shape[leading] == 1:
+        leading += 1
+    squeezed = tuple(shape[leading:])
+    if leading and len(squeezed) == 2:
+        return (squeezed[0], squeezed[1]), "embedding"
     return (squeezed[0], math.prod(squeezed[1:])), "conv"
 
 
@@ -114,6 +115,9 @@ def _catalog_of_signature(signature: HeaderSignature) -> tuple[LayerInfo, ...]:
 def layer_matrix(info: LayerInfo, tensors: Mapping[str, torch.Tensor], *, alpha: float | None = None, source: str = "") -> torch.Tensor:
     """The float32 matrix [d_W, d_H] of one layer, from its stored tensors (as read from the file).
 
+    A layer larger than ``PROBEX_MAX_LAYER_BYTES`` as float32 is refused (LimitError) before it
+    is formed (:mod:`probex.zoo.limits`).
+
     Args:
         info: the layer, from :func:`layer_catalog`.
         tensors: at least the tensors named in ``info.tensors``.
@@ -121,6 +125,7 @@ def layer_matrix(info: LayerInfo, tensors: Mapping[str, torch.Tensor], *, alpha:
         source: the file, for error messages.
     """
     label = f"{source}: layer '{info.name}'" if source else f"layer '{info.name}'"
+    check_layer_bytes(info.shape, label)  # before anything is allocated: a LoRA pair may declare any size
     if info.kind == "lora":
         up, down = tensors[info.tensors[0]], tensors[info.tensors[1]]
         stored_alpha = tensors[info.tensors[2]] if len(info.tensors) > 2 else None

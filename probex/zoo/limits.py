@@ -11,12 +11,16 @@ read each time a limit is checked::
     PROBEX_MAX_TENSORS              100_000          tensors declared in one safetensors file
     PROBEX_MAX_ZOO_HEADER_BYTES     1_073_741_824    header bytes of all the files of one zoo
     PROBEX_MAX_ZOO_TENSORS          5_000_000        tensors of all the files of one zoo
-    PROBEX_MAX_LAYER_BYTES          1_073_741_824    one layer as a float32 matrix [d_W, d_H], and
-                                                     any one tensor read from a file or a server
+    PROBEX_MAX_LAYER_BYTES          134_217_728      one layer as a float32 matrix [d_W, d_H] (128 MiB,
+                                                     e.g. 8192 x 4096), and any one tensor read from
+                                                     a server
     PROBEX_REMOTE_DEADLINE          300              seconds one remote read may take in all
     ==============================  ===============  ===============================================
 
-A tensor shape has at most :data:`MAX_DIMENSIONS` axes (no real checkpoint comes near it).
+The layer limit sits well above the largest matrices of the models ProbeX is used on (Stable Diffusion's
+largest LoRA-merged layer is 1280 x 10240, 52 MB; ViT-L's 4096 x 1024): a rank-1 LoRA pair of a
+few kilobytes may declare a 100000 x 100000 layer (40 GB once merged), and is refused before the
+merge. A tensor shape has at most :data:`MAX_DIMENSIONS` axes (no real checkpoint comes near it).
 Going over a limit raises :class:`~probex.errors.LimitError` (a ``ZooError``), whose message
 names the file, the figure, the limit and the variable to set.
 """
@@ -36,7 +40,7 @@ DEFAULTS: dict[str, int] = {
     "PROBEX_MAX_TENSORS": 100_000,
     "PROBEX_MAX_ZOO_HEADER_BYTES": 1 << 30,
     "PROBEX_MAX_ZOO_TENSORS": 5_000_000,
-    "PROBEX_MAX_LAYER_BYTES": 1 << 30,
+    "PROBEX_MAX_LAYER_BYTES": 1 << 27,
     "PROBEX_REMOTE_DEADLINE": 300,
 }
 

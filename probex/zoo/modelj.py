@@ -39,14 +39,17 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from probex.errors import ZooError
 from probex.progress import Progress
+from probex.storage import read_regular_bytes
 from probex.zoo.classnames import cifar100_names, imagenet_name
-from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress, skip_reason, split_order, subdirs
+from probex.zoo.folders import (HeaderBudget, ZooScan, list_images, read_header_or_skip, report_progress, skip_reason,
+                                split_order, subdirs)
 from probex.zoo.records import ModelRecord
 
 GENERATIVE_LAYOUT = "modelj-generative"
@@ -74,8 +77,8 @@ def hf_snapshot(repo_dir: Path) -> Path:
     """
     ref = repo_dir / "refs" / "main"
     snapshots = repo_dir / "snapshots"
-    if ref.is_file():
-        revision = ref.read_text(encoding="utf-8", errors="replace").strip()
+    if os.path.lexists(ref):
+        revision = read_regular_bytes(ref, 4096, "ref file").decode("utf-8", errors="replace").strip()
         if not _REVISION.match(revision) or revision in (".", ".."):
             raise ZooError(f"{ref}: not a revision hash ({revision[:60]!r})")
         snapshot = snapshots / revision
@@ -99,10 +102,8 @@ def _split_name(folder: Path) -> str | None:
 def _read_json_side_file(path: Path) -> dict[str, Any]:
     """A small JSON file beside a model (config.json, adapter_config.json), or {} if absent or unreadable."""
     try:
-        if path.stat().st_size > _MAX_JSON_SIDE_FILE:
-            return {}
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        value = json.loads(read_regular_bytes(path, _MAX_JSON_SIDE_FILE, "JSON file").decode("utf-8"))
+    except (OSError, ZooError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -177,13 +178,14 @@ def scan_generative(root: Path, progress: Progress | None) -> ZooScan:
     folders = [(split, folder) for split, models in _generative_groups(root) for folder in models]
     records: list[ModelRecord] = []
     skipped: list[tuple[Path, str]] = []
+    budget = HeaderBudget(root)
     for done, (split, folder) in enumerate(folders, start=1):
         path = folder / LORA_WEIGHTS
         report_progress(progress, done, len(folders), "reading model headers")
-        if not path.is_file():
+        if not os.path.lexists(path):
             skipped.append((folder, f"no {LORA_WEIGHTS} in the model folder"))
             continue
-        header = read_header_or_skip(path, skipped)
+        header = read_header_or_skip(path, skipped, budget)
         if header is None:
             continue
         metadata = dict(header.metadata)
@@ -262,6 +264,7 @@ def scan_discriminative(root: Path, groups: list[tuple[str | None, list[Path]]],
     records: list[ModelRecord] = []
     qualifiers: list[str | None] = []
     skipped: list[tuple[Path, str]] = []
+    budget = HeaderBudget(root)
     for done, (split, repo) in enumerate(repos, start=1):
         report_progress(progress, done, len(repos), "reading model headers")
         try:
@@ -270,7 +273,7 @@ def scan_discriminative(root: Path, groups: list[tuple[str | None, list[Path]]],
         except ZooError as error:
             skipped.append((repo, skip_reason(error, repo)))
             continue
-        header = read_header_or_skip(path, skipped)
+        header = read_header_or_skip(path, skipped, budget)
         if header is None:
             continue
         owner, _, name = repo.name[len("models--"):].partition("--")
