@@ -136,12 +136,13 @@ def _make_ids_unique(
 def _generative_groups(root: Path) -> list[tuple[str | None, list[Path]]]:
     """(split, model folders) of a generative zoo rooted at ``root``; empty if it is not one."""
     direct = list(subdirs(root))
-    if any((folder / LORA_WEIGHTS).is_file() for folder in direct):
+    # lexists, not is_file: a model whose file is a FIFO or a broken link is found, then skipped with a reason
+    if any(os.path.lexists(folder / LORA_WEIGHTS) for folder in direct):
         return [(_split_name(root), direct)]
     groups = []
     for split_folder in direct:
         models = list(subdirs(split_folder))
-        if any((folder / LORA_WEIGHTS).is_file() for folder in models):
+        if any(os.path.lexists(folder / LORA_WEIGHTS) for folder in models):
             groups.append((split_folder.name, models))
     return _by_split(groups)
 
