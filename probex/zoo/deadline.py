@@ -1,8 +1,9 @@
 """An overall deadline for one HTTP request made with urllib (the remote reader's requests).
 
 A socket timeout bounds each wait, not their sum: a server that sends one byte a second never
-trips it. Here a timer shuts the request's sockets down when its time is up, which makes a
-blocked read return at once. A request carries its :class:`Deadline` as the attribute
+trips it. Here a timer acts when the request's time is up: it shuts its sockets down (which
+wakes a blocked read) and cuts their timeout to a millisecond (so the next read fails unless a
+byte is already there); the body is read in small steps that stop once the time is up. A request carries its :class:`Deadline` as the attribute
 ``probex_deadline`` (a redirect handler copies it onto the redirected request); the handlers of
 :func:`deadline_handlers` register each connection they open with it.
 """
@@ -23,7 +24,8 @@ class Deadline:
     """The time one request may take in all: when it is up, the request's sockets are shut down.
 
     A socket timeout bounds each wait, not the sum of them: a server that sends one byte a second
-    never trips it. Shutting the socket down from a timer makes the blocked read return at once.
+    never trips it. Shutting the socket down from a timer makes the blocked read return at once,
+    and a millisecond timeout makes every later read fail.
     """
 
     def __init__(self, seconds: float):
@@ -58,16 +60,21 @@ def _shut(connection: http.client.HTTPConnection) -> None:
     sock = getattr(connection, "sock", None)
     if sock is not None:
         try:
+            sock.settimeout(0.001)
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
 
 def read_body(response: http.client.HTTPResponse, expected: int, deadline: Deadline) -> bytes:
-    """``expected`` bytes of the body, read in chunks (at most ``expected`` bytes are ever held)."""
+    """``expected`` bytes of the body, read as they arrive (at most ``expected`` bytes are ever held).
+
+    ``read1`` returns after one read from the socket, so the deadline is looked at between any
+    two arrivals, however small.
+    """
     body = bytearray()
     while len(body) < expected and not deadline.expired:
-        chunk = response.read(min(CHUNK_BYTES, expected - len(body)))
+        chunk = response.read1(min(CHUNK_BYTES, expected - len(body)))
         if not chunk:
             break
         body += chunk

@@ -207,6 +207,7 @@ class RemoteSafetensors:
         request = urllib.request.Request(self.url, headers=headers)
         deadline = Deadline(self.deadline)
         request.probex_deadline = deadline
+        request.probex_linked = {}  # the Hub's X-Linked-* headers, filled in by the redirect handler
         self.requests_made += 1
         try:
             with _OPENER.open(request, timeout=min(self.timeout, max(deadline.remaining(), 0.001))) as response:
@@ -238,6 +239,10 @@ class RemoteSafetensors:
             if deadline.expired:
                 raise self._too_slow() from None
             raise _unreachable(self.url, error) from None
+        except ZooError:
+            if deadline.expired:  # an answer cut short by the deadline looks malformed: say what happened
+                raise self._too_slow() from None
+            raise
         finally:
             deadline.cancel()
         if deadline.expired:
@@ -336,7 +341,7 @@ class _DropAuthOnCrossHostRedirect(urllib.request.HTTPRedirectHandler):
             new.remove_header("Authorization")
         if new is not None:
             new.probex_deadline = getattr(req, "probex_deadline", None)
-            linked = dict(getattr(req, "probex_linked", {}))
+            linked = getattr(req, "probex_linked", {})  # one dict, shared along the chain of redirects
             for key in ("X-Linked-Size", "X-Linked-Etag"):
                 if headers.get(key):
                     linked[key.lower()] = headers[key]

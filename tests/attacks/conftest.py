@@ -29,3 +29,24 @@ def ground(tmp_path_factory) -> dict[str, Path]:
     (broken / "config.json").write_text(json.dumps({"format": "probex-expert", "params": {}}))
     return {"root": root, "zoo": zoo, "user": user, "notes": root / "notes.txt", "secret": root / "secret.env",
             "html": root / "mine.html", "csv": root / "mine.csv", "jsonl": root / "mine.jsonl", "broken": broken}
+
+
+def _zoo_conftest():
+    """The loopback HTTP server of tests/zoo (loaded under its own name: it is a conftest there)."""
+    import importlib.util
+
+    name = "zoo_loopback_server"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "zoo" / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def loopback():
+    """Loopback HTTP servers (``serve_files``, ``serve``), stopped after the test (see tests/zoo/conftest.py)."""
+    factory = _zoo_conftest().LoopbackFactory()
+    yield factory
+    factory.stop_all()
