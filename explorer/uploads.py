@@ -2,9 +2,9 @@
 
 Uploads are written into one folder per app process, made by ``tempfile.mkdtemp`` (mode 0700,
 a new random name each time, so no other user can plant or read files in it and nothing is
-reused by name), under a name derived from the content's hash. A file is written once with
-``O_EXCL | O_NOFOLLOW`` and read back only after checking it is still the regular file this
-process wrote (same inode and size): a planted file or a symbolic link is never read. Files are
+reused by name), under a name derived from the content's hash. A file is written with
+``O_EXCL | O_NOFOLLOW`` and reused only after checking it is still a regular file (not a link)
+holding exactly the uploaded bytes: a planted file or a symbolic link is never read. Files are
 never executed or unpickled. A bad upload (not safetensors, too large, corrupt) raises
 ``UploadError`` (a ``ProbeXError``) whose message the page shows with ``st.error``; the
 safetensors header itself is validated by probex (``read_header``) before any tensor is trusted.
@@ -36,7 +36,6 @@ CACHED_UPLOADS = 8
 
 _lock = threading.Lock()
 _folder: Path | None = None
-_written: dict[str, tuple[int, int]] = {}  # file name -> (inode, size) of what this process wrote
 _opened: OrderedDict[tuple[str, str], Any] = OrderedDict()  # (sha256, name) -> the one-model zoo, or its UploadError
 
 
@@ -55,7 +54,6 @@ def upload_folder() -> Path:
     with _lock:
         if _folder is None or not _folder.is_dir():
             _folder = Path(tempfile.mkdtemp(prefix="probex-uploads-"))
-            _written.clear()
             atexit.register(shutil.rmtree, _folder, ignore_errors=True)
         return _folder
 
@@ -107,31 +105,32 @@ def open_upload(name: str, data: bytes, max_bytes: int | None = None):
     return result
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    """True when ``path`` is a regular file (not a link, not a FIFO) holding exactly ``data``."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return handle.read(len(data) + 1) == data
+
+
 def _write_once(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` unless this process already wrote it there; never follow or reuse a planted file."""
+    """Make ``path`` a regular file holding ``data``: reused if it already is, else (re)written; never followed."""
     with _lock:
-        known = _written.get(path.name)
-        if known is not None:
-            try:
-                found = os.lstat(path)
-            except FileNotFoundError:
-                found = None
-            if found is not None and stat.S_ISREG(found.st_mode) and (found.st_ino, found.st_size) == known:
-                return
-            if found is not None:
-                os.unlink(path)  # not what this process wrote: replaced, never read
+        if _holds(path, data):
+            return
+        if os.path.lexists(path):
+            os.unlink(path)  # not the upload (a link, a FIFO, other bytes): replaced, never read
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:  # something appeared in our private folder: remove it and write ours
-            os.unlink(path)
-            fd = os.open(path, flags, 0o600)
+        fd = os.open(path, flags, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-            written = os.fstat(handle.fileno())
-        _written[path.name] = (written.st_ino, written.st_size)
 
 
 def read_upload(uploaded: Any, max_bytes: int | None = None):
