@@ -71,6 +71,15 @@ def safe_name(name: str) -> str:
     return f"{readable}~{digest}"
 
 
+def is_relative_inside(relative: str) -> bool:
+    """True when the relative POSIX path ``relative`` (a file name a server or a manifest gives) stays
+    inside the folder it is joined to: not absolute, no ``..`` part, no empty part, no NUL or backslash."""
+    text = str(relative)
+    if not text or text.startswith("/") or "\0" in text or "\\" in text or re.match(r"^[A-Za-z]:", text):
+        return False
+    return all(part not in ("", ".", "..") for part in text.split("/"))
+
+
 # -- reading only regular files -------------------------------------------------------------------
 
 def _file_kind(mode: int) -> str:

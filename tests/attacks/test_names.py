@@ -92,3 +92,42 @@ def test_report_writes_only_into_its_output_folder(watched):
     assert main(["report", str(zoo), "--epochs", "1", "--out", str(report)]) == 0
     moved = changed(before, snapshot(root))
     assert moved and _only_inside(moved, report, cache) == []
+
+
+def _fake_hub_module():
+    """The fake Hub of tests/zoo/test_hub.py (loaded under its own name)."""
+    import importlib.util
+    import sys
+
+    name = "zoo_fake_hub"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "zoo" / "test_hub.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.mark.parametrize("hostile", ["../../escaped.safetensors", "sub/../../escaped.safetensors", "/tmp/escaped.safetensors"])
+def test_file_names_listed_by_a_server_never_leave_the_download_folder(hostile, loopback, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from probex.errors import ZooError
+    from probex.zoo import hub
+
+    module = _fake_hub_module()
+    fake = module.FakeHub(loopback)
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(hub.download, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    repo = module.discriminative_repo(5)
+    fake.add("alice/vit", {**repo, hostile: repo["model.safetensors"]})
+    root = tmp_path / "watched"
+    (root / "out").mkdir(parents=True)
+    before = snapshot(root)
+    with pytest.raises(ZooError, match="leave the download folder"):
+        hub.download_repos(["alice/vit"], root / "out", layers=["classifier"])
+    assert _only_inside(changed(before, snapshot(root)), root / "out") == []
+    assert not (tmp_path / "escaped.safetensors").exists() and not Path("/tmp/escaped.safetensors").exists()

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,19 +34,30 @@ from probex.zoo.safefile import read_header, read_tensors
 SECONDS = 5
 
 
+class StillRunning(BaseException):
+    """Raised into a reader that runs too long (not an OSError or Exception, which a reader may catch)."""
+
+
 @contextmanager
 def within(seconds: float = SECONDS):
-    """Fail (instead of hanging) when the block runs longer than ``seconds`` (SIGALRM interrupts a blocking open)."""
+    """Fail (instead of hanging) when the block runs longer than ``seconds``.
+
+    A timer thread sends SIGALRM to this (the main) thread itself: a signal sent to the process
+    may land on any other thread and leave a blocking ``open`` of a FIFO waiting forever.
+    """
     def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
+        raise StillRunning(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    main = threading.main_thread().ident
+    timer = threading.Timer(seconds, signal.pthread_kill, (main, signal.SIGALRM))
+    timer.daemon = True
     started = time.perf_counter()
+    timer.start()
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        timer.cancel()
         signal.signal(signal.SIGALRM, previous)
     assert time.perf_counter() - started < seconds
 

@@ -36,7 +36,7 @@ def test_saved_statnn_predicts_identically_without_pickle(model, population, tmp
     train, _, test = population
     expert = StatNNClassifier(model=model, epochs=10, max_iter=20).fit(train.X, train.Y)
     expert.save(tmp_path / "statnn")
-    assert sorted(p.name for p in (tmp_path / "statnn").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "statnn").iterdir()) == [".probex-artifact.json", "config.json", "model.safetensors"]
     loaded = load_expert(tmp_path / "statnn")
     assert np.array_equal(loaded.predict_proba(test.X), expert.predict_proba(test.X))
 
