@@ -26,9 +26,9 @@ BAD_INVOCATIONS = [
     "align --text-encoder open_clip:", "align --out {user}", "align --out {notes}", "align --out /proc/probex",
     "align --epochs 1 --out {user}", "align {root}/nowhere", "align {zoo} --tree nope", "align {zoo} --layers nope",
     # sweep
-    "sweep --layers '['", "sweep --layers '(?'", "sweep --shard 5/2", "sweep --shard 1/0", "sweep --shard x",
-    "sweep --shard -1/2", "sweep --epochs 0", "sweep --workers 0", "sweep --results {notes}", "sweep --results {jsonl}",
-    "sweep --results /proc/probex.jsonl", "sweep --results {user}", "sweep --html /proc/probex.html", "sweep --html {html}",
+    "sweep {zoo} --tree tree-a --layers '['", "sweep {zoo} --tree tree-a --layers '(?'", "sweep --shard 5/2", "sweep --shard 1/0", "sweep --shard x",
+    "sweep --shard -1/2", "sweep --epochs 0", "sweep --workers 0", "sweep {zoo} --tree tree-a --results {notes}", "sweep {zoo} --tree tree-a --results {jsonl}",
+    "sweep {zoo} --tree tree-a --results /proc/probex.jsonl", "sweep --results {user}", "sweep {zoo} --tree tree-a --html /proc/probex.html", "sweep --html {html}",
     "sweep --html out.txt", "sweep {zoo} --tree nope", "sweep --task nope", "sweep --backend nope", "sweep {zoo}",
     # route
     "route", "route {root}/nowhere", "route {zoo} --n-trees 0", "route {zoo} --n-trees -3", "route {zoo} --n-trees 1000",
