@@ -126,7 +126,8 @@ def header_length(first_bytes: bytes, file_size: int | None, source: str) -> int
     bound = limit("PROBEX_MAX_HEADER_BYTES")
     if length > bound:
         if length > 4 * DEFAULTS["PROBEX_MAX_HEADER_BYTES"]:
-            raise ZooError(f"{source}: not a safetensors file: its first 8 bytes do not hold a plausible header length")
+            raise ZooError(f"{source}: not a safetensors file, or a corrupt one: its first 8 bytes do not hold a "
+                           "plausible header length")
         raise LimitError(f"{source}: the header is larger than the limit of {bound:,} bytes; if the file is "
                          "genuine, raise the limit with the environment variable PROBEX_MAX_HEADER_BYTES")
     if file_size is not None and LENGTH_FIELD_BYTES + length > file_size:
