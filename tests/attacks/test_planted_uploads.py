@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -43,10 +44,15 @@ def test_the_upload_folder_is_private_fresh_and_not_named_in_advance():
 def test_a_file_planted_at_the_old_shared_path_is_never_read(tmp_path):
     real, planted = model(1.0), model(2.0)
     assert len(real) == len(planted)
-    old = Path(tempfile.gettempdir()) / "probex-uploads" / hashlib.sha256(real).hexdigest()[:24]
+    shared = Path(tempfile.gettempdir()) / "probex-uploads"
+    made = not shared.exists()
+    old = shared / hashlib.sha256(real).hexdigest()[:24]
     old.mkdir(parents=True, exist_ok=True)
     (old / "mine.safetensors").write_bytes(planted)
-    assert _read_value(open_upload("mine.safetensors", real)) == 1.0
+    try:
+        assert _read_value(open_upload("mine.safetensors", real)) == 1.0
+    finally:  # leave /tmp as it was
+        shutil.rmtree(shared if made else old, ignore_errors=True)
 
 
 PLANTS = {
