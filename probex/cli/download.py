@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from probex.cli import checks
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -26,19 +27,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="download_command", metavar="WHAT", required=True)
 
     modelj = commands.add_parser("modelj", help="a subset of the paper's Model-J dataset")
-    modelj.add_argument("subset", metavar="SUBSET", help=f"one of {', '.join(DISCRIMINATIVE_SUBSETS + GENERATIVE_SUBSETS)}")
-    modelj.add_argument("--splits", nargs="+", metavar="SPLIT", help="splits to fetch (default: all)")
+    modelj.add_argument("subset", metavar="SUBSET", choices=DISCRIMINATIVE_SUBSETS + GENERATIVE_SUBSETS,
+                        help=f"one of {', '.join(DISCRIMINATIVE_SUBSETS + GENERATIVE_SUBSETS)}")
+    modelj.add_argument("--splits", nargs="+", type=checks.text, metavar="SPLIT", help="splits to fetch (default: all)")
     modelj.add_argument("--images", action="store_true", help="also fetch training images (SD subsets)")
-    modelj.add_argument("--layers", nargs="+", metavar="LAYER",
+    modelj.add_argument("--layers", nargs="+", type=checks.text, metavar="LAYER",
                         help="fetch only these layers, by byte-range reads: names, module prefixes or the paper's "
                              "layer numbers (`probex layers` lists them), e.g. --layers 46")
-    modelj.add_argument("--out", type=Path, default=Path("Model-J"), help="output folder (default: ./Model-J)")
+    modelj.add_argument("--out", type=checks.writable_folder, default="Model-J", help="output folder (default: ./Model-J)")
     modelj.set_defaults(func=run_download_modelj)
 
     repos = commands.add_parser("repos", help="your own list of Hub model repos")
-    repos.add_argument("repo_ids", nargs="+", metavar="ID", help="Hub model repo ids, e.g. owner/name")
-    repos.add_argument("--layers", nargs="+", metavar="LAYER", help="fetch only these layers, by byte-range reads")
-    repos.add_argument("--out", type=Path, default=Path("hub-models"), help="output folder (default: ./hub-models)")
+    repos.add_argument("repo_ids", nargs="+", type=checks.repo_id, metavar="ID", help="Hub model repo ids, e.g. owner/name")
+    repos.add_argument("--layers", nargs="+", type=checks.text, metavar="LAYER", help="fetch only these layers, by byte-range reads")
+    repos.add_argument("--out", type=checks.writable_folder, default="hub-models", help="output folder (default: ./hub-models)")
     repos.set_defaults(func=run_download_repos)
 
 

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SweepResult:
     def best(self) -> LayerScore:
         """The layer with the highest validation score; ties go to the smaller expert, then the earlier layer."""
         if not self.scores:
-            raise ValueError("the sweep holds no layers")
+            raise ProbeXError("the sweep holds no layers")
         return max(self.scores, key=lambda s: (s.val, -s.n_parameters, -self.scores.index(s)))
 
     def ranked(self) -> list[LayerScore]:
@@ -108,7 +108,10 @@ def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
     """The zoo's layers an expert can read (matrices, not vectors), optionally those matching ``pattern`` (regex)."""
     layers = [info for info in zoo.catalog() if info.kind != "vector"]
     if pattern is not None:
-        regex = re.compile(pattern)
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise ProbeXError(f"layers: {pattern!r} is not a valid regular expression ({error})") from None
         layers = [info for info in layers if regex.search(info.name)]
     return layers
 
@@ -137,7 +140,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n), with 0 <= i < n (``SLURM_ARRAY_TASK_ID/count``)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if match is None or not 0 <= int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+        raise ProbeXError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -166,17 +169,37 @@ def _read_all(path: Path, key: str) -> dict[str, LayerScore]:
     return done
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse ``path`` as a results file unless it is absent, empty or a sweep's own (rows are appended to it)."""
+    from probex.storage import open_regular
+
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise ProbeXError(f"{path}: not a regular file; sweep results go to a file of their own (choose another)")
+    with open_regular(path) as handle:
+        first = handle.readline(1 << 20)
+    try:
+        row = json.loads(first) if first.strip() else {"layer": None, "key": None}
+    except ValueError:
+        row = None
+    if not isinstance(row, dict) or "layer" not in row or "key" not in row:
+        raise ProbeXError(f"{path}: not a probex sweep results file, and rows would be appended to it; "
+                          "choose another results file")
+
+
 def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
     done: dict[str, LayerScore] = {}
     if not path.is_file():
         return done
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    check_results_file(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: that layer runs again
             logger.warning("%s:%d: unreadable line ignored (an interrupted write)", path, number)
             continue
-        if row.get("key") == key:
+        if isinstance(row, dict) and row.get("key") == key and isinstance(row.get("layer"), str):
             done[row["layer"]] = LayerScore.from_json(row)
     return done
 
@@ -284,9 +307,9 @@ def sweep_layers(
         workers: CPUs of the local Ray instance (default: all); one layer trains per CPU.
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+        raise ProbeXError(f"task must be one of {TASKS}; got {task!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        raise ProbeXError(f"backend must be one of {BACKENDS}; got {backend!r}")
     require_splits(zoo, task)
     if layers is None or isinstance(layers, str):
         names = [info.name for info in matrix_layers(zoo, layers)]
@@ -297,7 +320,7 @@ def sweep_layers(
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
-            raise ValueError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
+            raise ProbeXError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
         names = names[index::count]
     params = {**SWEEP_DEFAULTS, **(params or {})}
     key = _sweep_key(task, params)
@@ -305,6 +328,8 @@ def sweep_layers(
     done = _read_all(path, key) if path is not None else {}
     if path is not None and shard is not None:
         path = shard_results_path(path, shard)
+    if path is not None:
+        check_results_file(path)
     finished = {layer: done[layer] for layer in names if layer in done}
     if finished:
         logger.info("sweep: %d of %d layers already done (%s)", len(finished), len(names), results)

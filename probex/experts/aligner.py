@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from probex.errors import ProbeXError
 from probex.estimator import Rule, boolean, integer, one_of, real
 from probex.experiments.metrics import accuracy
 from probex.experts.base import TRAINING_RULES, BaseExpert
@@ -77,17 +78,17 @@ ALIGNMENT_RULES = {
 def names_of(labels: Any, where: str = "names") -> list[str]:
     """One class name per model: strings as given, or the first label of each label list."""
     if labels is None:
-        raise ValueError(f"{where}: class names are required (one string per model), and X carries no labels")
+        raise ProbeXError(f"{where}: class names are required (one string per model), and X carries no labels")
     if isinstance(labels, str):
-        raise ValueError(f"{where}: expected one class name per model, not one string; wrap it: [{labels!r}]")
+        raise ProbeXError(f"{where}: expected one class name per model, not one string; wrap it: [{labels!r}]")
     names = []
     for index, label in enumerate(labels):
         if isinstance(label, (list, tuple)):
             if not label:
-                raise ValueError(f"{where}[{index}]: a model with no label; give it a class name")
+                raise ProbeXError(f"{where}[{index}]: a model with no label; give it a class name")
             label = label[0]
         if not isinstance(label, str):
-            raise ValueError(f"{where}[{index}]: class names must be strings; got {type(label).__name__} ({label!r})")
+            raise ProbeXError(f"{where}[{index}]: class names must be strings; got {type(label).__name__} ({label!r})")
         names.append(label)
     return names
 
@@ -103,7 +104,7 @@ class AlignmentNetwork(nn.Module):
     def __init__(self, model_side: nn.Module, text_dim: int, embed_dim: int, temperature: float, learn_temperature: bool):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
+            raise ProbeXError(f"temperature must be > 0; got {temperature}")
         self.model_side = model_side
         self.text_map = nn.Linear(text_dim, embed_dim)
         scale = torch.tensor(math.log(1.0 / temperature))
@@ -210,10 +211,10 @@ class _NetworkAligner(BaseExpert):
         layers = self._inputs(X, "X")
         names = names_of(labels_of(X) if names is None else names, "names")
         if len(names) != layers[0].shape[0]:
-            raise ValueError(f"names: expected one class name per model ({layers[0].shape[0]}); got {len(names)}")
+            raise ProbeXError(f"names: expected one class name per model ({layers[0].shape[0]}); got {len(names)}")
         classes = sorted(set(names))
         if len(classes) < 2:
-            raise ValueError(f"names: alignment needs at least 2 classes to contrast; got {classes}")
+            raise ProbeXError(f"names: alignment needs at least 2 classes to contrast; got {classes}")
         index = {name: i for i, name in enumerate(classes)}
         targets = _block_targets(_TRAIN_BLOCK, [index[name] for name in names])
         blocks = [self._text_features(classes)]
@@ -223,7 +224,7 @@ class _NetworkAligner(BaseExpert):
             check_layer_shapes(val_layers, [tuple(t.shape[1:]) for t in layers], "val X")
             val_names = names_of(labels_of(val[0]) if val[1] is None else val[1], "val names")
             if len(val_names) != val_layers[0].shape[0]:
-                raise ValueError(f"val names: expected one class name per model ({val_layers[0].shape[0]}); got {len(val_names)}")
+                raise ProbeXError(f"val names: expected one class name per model ({val_layers[0].shape[0]}); got {len(val_names)}")
             val_classes = classes if set(val_names) <= index.keys() else sorted(set(val_names))
             val_index = {name: i for i, name in enumerate(val_classes)}
             val_data = (val_layers, _block_targets(_VAL_BLOCK, [val_index[name] for name in val_names]))
@@ -315,10 +316,10 @@ class _NetworkAligner(BaseExpert):
         names = names_of(labels_of(X) if names is None else names, "names")
         missing = sorted(set(names) - set(candidates))
         if missing:
-            raise ValueError(f"names: {len(missing)} true class(es) are not among the candidates, e.g. {missing[:3]}; add them to candidates")
+            raise ProbeXError(f"names: {len(missing)} true class(es) are not among the candidates, e.g. {missing[:3]}; add them to candidates")
         predicted = self.zero_shot(X, candidates)
         if len(predicted) != len(names):
-            raise ValueError(f"names: expected one class name per model ({len(predicted)}); got {len(names)}")
+            raise ProbeXError(f"names: expected one class name per model ({len(predicted)}); got {len(names)}")
         return accuracy(np.asarray(names), np.asarray(predicted))
 
     @property
@@ -354,7 +355,7 @@ class _NetworkAligner(BaseExpert):
         self.history_ = [EpochLog(**log) for log in state.get("history", [])]
         encoder = self._encoder()  # the same text encoder it was trained with, loaded now
         if encoder.dim != self.text_dim_:
-            raise ValueError(
+            raise ProbeXError(
                 f"text encoder {self.text_encoder!r} gives {encoder.dim}-dimensional embeddings, "
                 f"but this aligner was trained on {self.text_dim_}"
             )
@@ -370,7 +371,7 @@ def _block_targets(block: int, indices: list[int]) -> torch.Tensor:
 def _check_candidates(names: Sequence[str]) -> list[str]:
     names = names_of(names, "candidates")
     if not names:
-        raise ValueError("candidates: expected at least one class name")
+        raise ProbeXError("candidates: expected at least one class name")
     return names
 
 
@@ -540,7 +541,7 @@ class StatNNAligner(_NetworkAligner):
         layers = as_layers(X, name)
         shapes = [list(t.shape[1:]) for t in layers]
         if hasattr(self, "tensor_shapes_") and shapes != self.tensor_shapes_:
-            raise ValueError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
+            raise ProbeXError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
         return [as_stack(statnn_features(layers)[:, :, None])]
 
     def fit(self, X: LayerInput, names: Optional[Sequence[str]] = None, val=None, progress=None) -> "StatNNAligner":

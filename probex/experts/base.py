@@ -29,7 +29,7 @@ from probex.errors import ProbeXError
 from probex.estimator import Estimator, Rule, integer, real
 from probex.experts.inputs import LayerInput, layer_names_of
 from probex.experts.training import resolve_device
-from probex.storage import atomic_directory, atomic_write_json
+from probex.storage import atomic_directory, atomic_write_json, holds_only, json_field, open_regular, read_regular_bytes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -115,10 +115,22 @@ class BaseExpert(Estimator, ABC):
             "state": state,
         }
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, FORMAT, legacy=_saved_before_markers) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
             atomic_write_json(tmp / CONFIG_FILE, config)
         return directory
+
+
+def _safetensors_error() -> type:
+    """The exception safetensors raises for a malformed file."""
+    from safetensors import SafetensorError
+
+    return SafetensorError
+
+
+def _saved_before_markers(folder: Path) -> bool:
+    """An expert folder saved before probex marked its folders (it may be replaced like a marked one)."""
+    return holds_only(folder, {CONFIG_FILE, WEIGHTS_FILE}) and json_field(folder / CONFIG_FILE, "format") == FORMAT
 
 
 def _import_builtin_experts() -> None:
@@ -138,23 +150,30 @@ def load_expert(directory: str | Path, device: Optional[str] = None) -> BaseExpe
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
-        raise ValueError(f"{directory}: not a saved expert (no {CONFIG_FILE})")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a probex expert config (format {config.get('format')!r})")
+        raise ProbeXError(f"{directory}: not a saved expert (no {CONFIG_FILE})")
+    try:
+        config = json.loads(read_regular_bytes(config_path, 64 * 2**20, "expert config"))
+    except (OSError, ValueError) as error:
+        raise ProbeXError(f"{config_path}: not readable as an expert's config ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ProbeXError(f"{config_path}: not a probex expert config (format {config.get('format') if isinstance(config, dict) else None!r})")
     _import_builtin_experts()
-    expert_class = EXPERT_CLASSES.get(config["class"])
+    expert_class = EXPERT_CLASSES.get(config.get("class")) if isinstance(config.get("class"), str) else None
     if expert_class is None:
-        raise ValueError(
-            f"{config_path}: unknown expert class {config['class']!r}; known: {sorted(EXPERT_CLASSES)}. "
+        raise ProbeXError(
+            f"{config_path}: unknown expert class {config.get('class')!r}; known: {sorted(EXPERT_CLASSES)}. "
             "If it is your own subclass of BaseExpert, define or import it before loading"
         )
-    expert = expert_class._from_saved(config["params"])
-    if device is not None and "device" in expert.get_params():
-        expert.set_params(device=device)
-    expert._check_params()
-    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
-    expert._restore(config["state"], tensors)
+    try:
+        expert = expert_class._from_saved(config["params"])
+        if device is not None and "device" in expert.get_params():
+            expert.set_params(device=device)
+        expert._check_params()
+        open_regular(directory / WEIGHTS_FILE).close()  # a FIFO or a device would block the loader
+        tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
+        expert._restore(config["state"], tensors)
+    except (KeyError, TypeError, OSError, _safetensors_error()) as error:
+        raise ProbeXError(f"{directory}: a damaged saved expert ({type(error).__name__}: {error}); save it again") from None
     expert.layers_ = config.get("layers")
     expert.metadata_ = dict(config.get("metadata") or {})
     return expert

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from probex.errors import ProbeXError
 from probex.experiments.metrics import accuracy, mean_binary_accuracy
 from probex.estimator import instance_of, integer, one_of
 from probex.experts.base import TRAINING_RULES, BaseExpert
@@ -112,7 +113,7 @@ class _NetworkClassifier(_Classifier):
         layers = as_layers(X, "X")
         y = labels_of(X) if y is None else y
         if y is None:
-            raise ValueError("y: labels are required (X carries none)")
+            raise ProbeXError("y: labels are required (X carries none)")
         targets = TargetEncoding.from_labels(y, getattr(self, "classes", None))
         target = targets.encode(y, layers[0].shape[0], "y")
         val_data = None

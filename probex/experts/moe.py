@@ -29,7 +29,7 @@ from probex.estimator import Estimator, Rule, instance_of
 from probex.experts.base import BaseExpert
 from probex.progress import Progress
 from probex.trees.router import TreeRouter
-from probex.storage import atomic_directory
+from probex.storage import atomic_directory, json_field
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,8 @@ class MixtureOfExperts(Estimator):
         self._check_fitted()
         directory = Path(directory)
         folders = {tree: f"{number:03d}" for number, tree in enumerate(self.experts_)}
-        with atomic_directory(directory) as tmp:
+        saved_before_markers = lambda folder: json_field(folder / MOE_FILE, "format") == MOE_FORMAT  # noqa: E731
+        with atomic_directory(directory, MOE_FORMAT, legacy=saved_before_markers) as tmp:
             self.router_.save(tmp / "router")
             for tree, expert in self.experts_.items():
                 expert.save(tmp / "experts" / folders[tree])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from probex.errors import ProbeXError
 from probex.estimator import integer, one_of
 from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.classifier import CLASSES_RULE, _Classifier, _NetworkClassifier
@@ -145,7 +146,7 @@ class StatNNClassifier(_Classifier):
         self._check_params()
         y = labels_of(X) if y is None else y
         if y is None:
-            raise ValueError("y: labels are required (X carries none)")
+            raise ProbeXError("y: labels are required (X carries none)")
         features = _feature_column(X, "X")
         targets = TargetEncoding.from_labels(y, self.classes)
         target = targets.encode(y, features.shape[0], "y")

@@ -49,11 +49,13 @@ from probex.estimator import Estimator, Rule, integer, one_of, real
 from probex.trees.populations import (ArchitectureGroup, check_layer_exists, clustering_layer, layer_signature,
                                 split_population, true_trees_of)
 from probex.progress import Progress
-from probex.storage import atomic_directory
+from probex.storage import atomic_directory, holds_only
 
 log = logging.getLogger(__name__)
 
 _MIN_MEMBERS_FOR_RADIUS = 3
+ROUTER_KIND = "probex-router"
+ROUTER_FILES = {"router.json", "router.safetensors"}
 
 
 def _is_layer_choice(layer: Any) -> bool:
@@ -387,7 +389,7 @@ class TreeRouter(Estimator):
                          "cut_height": arch.cut_height, "tree_indices": arch.tree_indices, "strategy": arch.strategy})
         state = {"params": self.get_params(deep=False), "tree_names": self.tree_names_, "architectures": meta,
                  "ids": self.ids_, "true_trees": self.true_trees_, "nearest_ids": self.nearest_ids_}
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, ROUTER_KIND, legacy=lambda folder: holds_only(folder, ROUTER_FILES)) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "router.safetensors"))
             (tmp / "router.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         return directory

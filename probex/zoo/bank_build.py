@@ -20,6 +20,7 @@ from probex.progress import Progress
 from probex.zoo import bank_cache
 from probex.zoo.bank import LayerBank, default_cache_dir
 from probex.zoo.catalog import layer_catalog, layer_matrix
+from probex.zoo.limits import check_layer_bytes
 from probex.zoo.factored import LoraFactors
 from probex.zoo.lora import LORA_KINDS, lora_factors, lora_scaling
 from probex.zoo.records import FileIdentity, LayerInfo, ModelRecord, file_identity
@@ -104,6 +105,8 @@ def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str,
                 f"{records[0].id}; banks stack one shape (see zoo.architectures())"
             )
         infos.append(info)
+    # one model's matrix, merged (a consumer may merge a LoRA pair), must fit the documented limit
+    check_layer_bytes(infos[0].shape, f"{records[0].path} ({records[0].id}): layer '{layer}'")
     return infos
 
 

@@ -33,6 +33,7 @@ from typing import Mapping
 import torch
 
 from probex.errors import ZooError
+from probex.zoo.limits import check_layer_bytes
 from probex.zoo.lora import LORA_KINDS, LoraScaling, find_lora_pairs, lora_factors, lora_matrix_shape
 from probex.zoo.modelj_layers import check_conv_layout, default_conv_layout
 from probex.zoo.records import LayerInfo
@@ -75,12 +76,12 @@ def presented_shape(shape: tuple[int, ...], conv_layout: str = "out-first") -> t
     if conv_layout == "modelj" and len(kernel) == 4:
         # the official loader: W.squeeze().reshape(-1, out), a raw reshape of the stored values
         return (math.prod(kernel[1:]), kernel[0]), "conv-modelj"
-    squeezed = tuple(shape)
-    while len(squeezed) > 2 and squeezed[0] == 1:
-        squeezed = squeezed[1:]
-    if squeezed != tuple(shape):
-        if len(squeezed) == 2:
-            return (squeezed[0], squeezed[1]), "embedding"
+    leading = 0  # leading singleton axes, counted (not sliced off one by one: linear in the shape's length)
+    while leading < len(shape) - 2 and shape[leading] == 1:
+        leading += 1
+    squeezed = tuple(shape[leading:])
+    if leading and len(squeezed) == 2:
+        return (squeezed[0], squeezed[1]), "embedding"
     return (squeezed[0], math.prod(squeezed[1:])), "conv"
 
 
@@ -133,6 +134,9 @@ def layer_matrix(
 ) -> torch.Tensor:
     """The float32 matrix [d_W, d_H] of one layer, from its stored tensors (as read from the file).
 
+    A layer larger than ``PROBEX_MAX_LAYER_BYTES`` as float32 is refused (LimitError) before it
+    is formed (:mod:`probex.zoo.limits`).
+
     Args:
         info: the layer, from :func:`layer_catalog`.
         tensors: at least the tensors named in ``info.tensors``.
@@ -141,6 +145,7 @@ def layer_matrix(
         source: the file, for error messages.
     """
     label = f"{source}: layer '{info.name}'" if source else f"layer '{info.name}'"
+    check_layer_bytes(info.shape, label)  # before anything is allocated: a LoRA pair may declare any size
     if info.kind in LORA_KINDS:
         B, A, scale = lora_factors(info, tensors, scaling, source=source)
         matrix = scale * (B @ A)

@@ -44,7 +44,7 @@ def scan_zoo(root: str | os.PathLike, progress: Progress | None = None) -> ZooSc
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ZooError(f"{root}: no such folder; give the folder that holds the model zoo")
-    if (root / MANIFEST_NAME).is_file():
+    if os.path.lexists(root / MANIFEST_NAME):  # a FIFO or a link there is refused with a reason, not passed over
         scan = scan_manifest(root, progress)
     elif (generative := generative_root(root)) is not None:
         scan = scan_generative(generative, progress)

@@ -52,7 +52,7 @@ def test_saved_statnn_predicts_identically_without_pickle(make, population, tmp_
     train, _, test = population
     expert = make().fit(train.X, train.Y)
     expert.save(tmp_path / "statnn")
-    assert sorted(p.name for p in (tmp_path / "statnn").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "statnn").iterdir()) == [".probex-artifact.json", "config.json", "model.safetensors"]
     loaded = load_expert(tmp_path / "statnn")
     assert type(loaded) is type(expert) and loaded.get_params() == expert.get_params()
     assert np.array_equal(loaded.predict_proba(test.X), expert.predict_proba(test.X))

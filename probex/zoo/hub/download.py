@@ -382,7 +382,13 @@ def _repo_files(repo_id: str, revision: str, endpoint: str, *patterns: str, repo
     from huggingface_hub import HfApi
     from huggingface_hub.utils import filter_repo_objects
 
+    from probex.storage import is_relative_inside
+
     files = HfApi(endpoint=endpoint).list_repo_files(repo_id, revision=revision, repo_type=repo_type)
+    leaving = [name for name in files if not is_relative_inside(name)]
+    if leaving:  # names from the server become paths under the output folder: none may climb out of it
+        raise ZooError(f"{repo_id}: the server lists file names that leave the download folder "
+                       f"({leaving[0]!r}); refusing to download from it")
     return sorted(filter_repo_objects(files, allow_patterns=list(patterns) or None, ignore_patterns=NEVER_DOWNLOAD))
 
 
