@@ -26,6 +26,7 @@ from pathlib import Path
 
 from probex.errors import ZooError
 from probex.progress import Progress
+from probex.storage import read_regular_bytes
 from probex.zoo.folders import ZooScan
 from probex.zoo.lora import PEFT_CONFIG_KEY, peft_adapter_config
 from probex.zoo.manifest import MANIFEST_NAME, scan_manifest
@@ -73,11 +74,13 @@ _MAX_ADAPTER_CONFIG_BYTES = 1024 * 1024
 def _read_adapter_config(record) -> None:
     """Keep the LoRA fields of a PEFT ``adapter_config.json`` beside the record's weight file in its metadata."""
     path = Path(record.path).parent / "adapter_config.json"
+    if PEFT_CONFIG_KEY in record.metadata:
+        return
     try:
-        if PEFT_CONFIG_KEY in record.metadata or path.stat().st_size > _MAX_ADAPTER_CONFIG_BYTES:
-            return
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_regular_bytes(path, _MAX_ADAPTER_CONFIG_BYTES, "adapter_config.json").decode("utf-8")
+    except (OSError, UnicodeDecodeError, ZooError):
+        # absent, not a regular file (a FIFO would block a plain open), too large or not text:
+        # the record keeps whatever scaling its weight file's own metadata gives
         return
     fields = peft_adapter_config(text)
     if fields is not None:

@@ -40,7 +40,7 @@ import json
 import math
 from typing import Mapping
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 from probex.zoo.safefile import SafetensorsHeader
 
 #: How conv kernels become matrices: ``"out-first"`` ([out, in*kh*kw], probex's default) or
@@ -75,7 +75,7 @@ def default_conv_layout(header: SafetensorsHeader) -> str:
 def check_conv_layout(conv_layout: str) -> str:
     """``conv_layout`` itself when it is one of :data:`CONV_LAYOUTS`; ValueError naming them otherwise."""
     if conv_layout not in CONV_LAYOUTS:
-        raise ValueError(f"conv_layout must be one of {', '.join(CONV_LAYOUTS)}; got {conv_layout!r}")
+        raise ProbeXError(f"conv_layout must be one of {', '.join(CONV_LAYOUTS)}; got {conv_layout!r}")
     return conv_layout
 
 

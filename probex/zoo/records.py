@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 from probex.zoo.safefile import SafetensorsHeader, read_header
 
 #: What changes when a file's content may have changed: (size, mtime_ns, ctime_ns, inode, device).
@@ -145,7 +145,7 @@ class TreeRole:
 
     def __post_init__(self) -> None:
         if self.role not in TREE_ROLES:
-            raise ValueError(f"unknown tree role {self.role!r}; roles: {', '.join(TREE_ROLES)}")
+            raise ProbeXError(f"unknown tree role {self.role!r}; roles: {', '.join(TREE_ROLES)}")
 
     def to_json(self) -> dict[str, Any]:
         """The manifest entry of this role."""

@@ -96,13 +96,13 @@ def test_report_writes_only_into_its_output_folder(watched):
 
 
 def _fake_hub_module():
-    """The fake Hub of tests/zoo/test_hub.py (loaded under its own name)."""
+    """The fake Hub of tests/zoo/fake_hub.py (loaded under its own name)."""
     import importlib.util
     import sys
 
     name = "zoo_fake_hub"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "zoo" / "test_hub.py")
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "zoo" / "fake_hub.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -122,7 +122,7 @@ def test_file_names_listed_by_a_server_never_leave_the_download_folder(hostile, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(hub.download, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(hub.retry, "RETRY_DELAYS", (0.0,) * 8)
     repo = module.discriminative_repo(5)
     fake.add("alice/vit", {**repo, hostile: repo["model.safetensors"]})
     root = tmp_path / "watched"

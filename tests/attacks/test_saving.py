@@ -27,7 +27,7 @@ def _fitted(ground):
     bank = zoo.bank("fc1.weight", cache=False)
     expert = ProbeXClassifier(n_probes=2, proj_dim=2, rep_dim=2, epochs=1, device="cpu").fit(bank)
     router = TreeRouter(n_trees=2).fit(zoo)
-    mixture = MixtureOfExperts(router, experts={name: expert for name in router.tree_names_},
+    mixture = MixtureOfExperts.from_experts(router, {name: expert for name in router.tree_names_},
                                layers={name: "fc1.weight" for name in router.tree_names_})
     return expert, router, mixture
 
