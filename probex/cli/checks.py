@@ -163,6 +163,22 @@ def output_folder(kind: str, legacy: Callable[[Path], bool] | None = None) -> Ca
     return check
 
 
+#: the --views help of every command that trains a ProbeX expert
+VIEWS_HELP = ("ProbeX's probes: xu (default, ProbeX's X U) or multi-view probes (MVProbe): all, first (xu+xtu), "
+              "second (xxtu+xtxu), or views among xu, xxtu, xtu, xtxu joined with '+'")
+
+
+def views(spec: str) -> str:
+    """Multi-view probes: ``xu`` (ProbeX), ``all``, ``first``, ``second`` or views joined with '+'."""
+    from probex.errors import ProbeXError
+    from probex.experts.views import views_name
+
+    try:
+        return views_name(spec)
+    except ProbeXError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def text_encoder(spec: str) -> str:
     """``minilm`` or ``open_clip:<model>/<pretrained tag or .safetensors file>``."""
     from probex.language.text import OPEN_CLIP_PREFIX, SUPPORTED_SPECS

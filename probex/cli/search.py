@@ -60,6 +60,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     align.add_argument("--epochs", type=checks.epochs, default=100, help="training epochs (default 100, patience 20)")
     align.add_argument("--no-activation", action="store_true",
                        help="the linear ProbeX (no ReLU): the paper's ablation")
+    align.add_argument("--views", type=checks.views, default="xu", help=checks.VIEWS_HELP)
     align.add_argument("--text-encoder", type=checks.text_encoder, default="minilm", help="text encoder spec (default minilm)")
     align.add_argument("--out", type=checks.expert_folder,
                        help="save the trained expert in this folder (new, empty, or an expert saved before)")
@@ -129,8 +130,8 @@ def run_align(args: argparse.Namespace) -> int:
     layers = _layers(path, tree, tree_zoo, args.layers)
     with tqdm_progress("reading layers", unit="model") as progress:
         banks = {split: [tree_zoo.bank(layer, split=split, progress=progress) for layer in layers] for split in needed}
-    expert = ProbeXAligner(activation="none" if args.no_activation else "relu", epochs=args.epochs, patience=20,
-                           text_encoder=args.text_encoder)
+    expert = ProbeXAligner(activation="none" if args.no_activation else "relu", views=args.views, epochs=args.epochs,
+                           patience=20, text_encoder=args.text_encoder)
     with tqdm_progress("training", unit="epoch") as progress:
         expert.fit(banks["train"], val=(banks[held_val], None), progress=progress)
     held_out = sorted(set(names_of(banks[held_test][0].labels)))
@@ -142,7 +143,7 @@ def run_align(args: argparse.Namespace) -> int:
              "retrieval": "retrieval precision@1", "search_top1": "prompt search top-1"}
     activation = "none (linear ProbeX)" if args.no_activation else "ReLU"
     print(f"aligned ProbeX on tree {tree} ({len(training)} training concepts, {len(held_out)} held out), "
-          f"layers {' + '.join(layers)}, activation {activation}, best epoch {expert.best_epoch_}")
+          f"layers {' + '.join(layers)}, activation {activation}, views {args.views}, best epoch {expert.best_epoch_}")
     print(f"  {'figure':<30} {'value':>7} {'chance':>7}")
     for key, label in names.items():
         value = "n/a" if figures[key] is None else f"{figures[key]:.3f}"

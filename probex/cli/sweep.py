@@ -27,6 +27,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", action="append", type=checks.text, dest="layer_list", metavar="NAME",
                         help="one layer to sweep (repeat for several)")
     parser.add_argument("--epochs", type=checks.epochs, help="epochs per layer (default 100, patience 20)")
+    parser.add_argument("--views", type=checks.views, default="xu", help=checks.VIEWS_HELP)
     parser.add_argument("--results", type=checks.results_file, metavar="FILE",
                         help="the JSON-lines results file (default: $PROBEX_CACHE/sweeps/<zoo>-<tree>-<task>.jsonl)")
     parser.add_argument("--shard", type=checks.shard, metavar="I/N", help="sweep every N-th layer from the I-th (0-based), e.g. "
@@ -41,10 +42,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_sweep)
 
 
-def _default_results(zoo, tree: str, task: str) -> Path:
+def _default_results(zoo, tree: str, task: str, views: str = "xu") -> Path:
     from probex.storage import cache_dir, safe_name
 
-    return cache_dir("sweeps") / f"{safe_name(zoo.name)}-{safe_name(tree)}-{task}.jsonl"
+    suffix = "" if views == "xu" else f"-{safe_name(views)}"
+    return cache_dir("sweeps") / f"{safe_name(zoo.name)}-{safe_name(tree)}-{task}{suffix}.jsonl"
 
 
 def _per_tree(path: Path | None, tree: str | None, trees: list) -> Path | None:
@@ -84,17 +86,17 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     zoo = open_zoo(args.path)
     shard = args.shard
-    params = {"epochs": args.epochs} if args.epochs else None
+    params = {**({"epochs": args.epochs} if args.epochs else {}), **({"views": args.views} if args.views != "xu" else {})}
     trees = _trees(zoo, args.tree)
     tables = {}
     for tree in trees:
         tree_zoo = zoo.select(tree=tree) if tree is not None else zoo
         task = args.task if args.task != "auto" else default_task(tree_zoo)
-        results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task)
+        results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task, args.views)
         check_results_file(results)
         layers = args.layer_list or args.layers
         with tqdm_progress(f"sweeping {tree or zoo.name}", unit="layer") as progress:
-            result = sweep_layers(tree_zoo, task=task, layers=layers, params=params, results=results,
+            result = sweep_layers(tree_zoo, task=task, layers=layers, params=params or None, results=results,
                                   progress=progress, shard=shard, backend=args.backend, address=args.address,
                                   workers=args.workers)
         tables[tree] = result

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 #: Trees with fewer models than this get no expert (too few to train and validate one).
 MIN_MODELS = 20
+#: The views of the multi-view column beside ProbeX (:mod:`probex.experts.views`).
+MULTIVIEW = "all"
+#: The view subsets of the multi-view ablation, in the order they are printed (the paper's ablation).
+VIEW_SUBSETS = ("xu", "xtu", "xxtu", "xtxu", "first", "second", "all")
 #: The keys of an aligned expert's figures, in the order they are printed.
 ALIGNMENT_KEYS = ("in_distribution", "zero_shot", "knn", "occ_knn", "occ_ledoit_wolf", "retrieval", "search_top1")
 
@@ -171,6 +175,56 @@ def classifier_figures(zoo, tree: str, layer: str, expert_dir: Optional[Path], p
     }
 
 
+def multiview_classifier_figures(tree_zoo, layer: str, params: dict, views: str = MULTIVIEW) -> dict:
+    """The multi-view column of Table 1: a multi-view ProbeX trained now on ``layer`` (train, chosen on val), on test."""
+    from probex.experts.classifier import ProbeXClassifier
+    from probex.experts.views import views_name
+
+    train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
+    expert = ProbeXClassifier(**{**params, "views": views}).fit(train, val=(val, None))
+    return {"multiview": expert.score(test), "multiview_parameters": expert.n_parameters_,
+            "multiview_views": views_name(views)}
+
+
+def view_ablation(tree_zoo, layer: str, task: str, params: dict, subsets: Sequence[str] = VIEW_SUBSETS,
+                  progress: Optional[Progress] = None) -> dict:
+    """One ProbeX expert per view subset on one layer, all else equal (the paper's multi-view ablation).
+
+    Returns ``{"layer", "task", "metric", "rows": {subset name: {"score", "val", "n_parameters"}}}``:
+    test mean binary accuracy for ``task="classes"`` (trained on train, chosen on val); zero-shot
+    top-1 on the held-out test split for ``task="align"`` (chosen on the held-out validation split).
+    """
+    from probex.experts.aligner import ProbeXAligner, names_of
+    from probex.experts.classifier import ProbeXClassifier
+    from probex.experts.views import views_name
+
+    if task == "align":
+        splits = aligned_splits(tree_zoo)
+        banks = banks_for(tree_zoo, [layer], splits)
+        held_out = sorted(set(names_of(banks[splits[3]][0].labels)))
+        metric = "zero-shot top-1 (held-out test)"
+    else:
+        banks = {split: tree_zoo.bank(layer, split=split) for split in ("train", "val", "test")}
+        metric = "test mean binary accuracy"
+
+    def fitted_score(views: str) -> tuple[Any, float]:
+        if task == "align":
+            expert = ProbeXAligner(**{**params, "views": views}).fit(banks["train"], val=(banks[splits[2]], None))
+            return expert, expert.score(banks[splits[3]], candidates=held_out)
+        expert = ProbeXClassifier(**{**params, "views": views}).fit(banks["train"], val=(banks["val"], None))
+        return expert, expert.score(banks["test"])
+
+    rows = {}
+    for done, views in enumerate(subsets):
+        if progress is not None:
+            progress(done, len(subsets), views)
+        expert, score = fitted_score(views)
+        rows[views_name(views)] = {"score": score, "n_parameters": int(expert.n_parameters_),
+                                   "val": max((log.val_score for log in expert.history_ if log.val_score is not None),
+                                              default=None)}
+    return {"layer": layer, "task": task, "metric": metric, "rows": rows}
+
+
 def forest_figures(zoo, params: dict) -> dict:
     """The forest as one population: ProbeX at its best layer by validation (the inter-tree control)."""
     from probex.experiments.sweep import sweep_layers
@@ -182,7 +236,8 @@ def forest_figures(zoo, params: dict) -> dict:
 
 def aligned_figures(zoo, tree: str, expert_dir: Optional[Path], recommended: Optional[str], params: dict) -> dict:
     """An aligned tree's figures: its expert (shipped, or trained now on ``recommended``), the best single
-    layer with ReLU and without (the paper's ablation), raw-weight retrieval, and the chance levels."""
+    layer with ReLU and without (the paper's ablation) and with multi-view probes (:data:`MULTIVIEW`),
+    raw-weight retrieval, and the chance levels."""
     from probex.experts.aligner import ProbeXAligner, names_of
     from probex.experts.base import load_expert
 
@@ -206,9 +261,10 @@ def aligned_figures(zoo, tree: str, expert_dir: Optional[Path], recommended: Opt
                          "n_parameters": shipped.n_parameters_}}
     single = recommended or layers[0]
     single_banks = banks_for(tree_zoo, [single], splits)
-    for name, activation in (("single_layer", "relu"), ("linear_single_layer", "none")):
-        expert = ProbeXAligner(**{**params, "activation": activation}).fit(single_banks["train"],
-                                                                           val=(single_banks[held_val], None))
+    variants = (("single_layer", {"activation": "relu"}), ("linear_single_layer", {"activation": "none"}),
+                ("multiview_single_layer", {"activation": "relu", "views": MULTIVIEW}))
+    for name, overrides in variants:
+        expert = ProbeXAligner(**{**params, **overrides}).fit(single_banks["train"], val=(single_banks[held_val], None))
         result[name] = {"layer": single, **alignment_figures(expert, single_banks, held_out, (held_val, held_test))}
     result["raw_weights_retrieval"] = raw_weight_retrieval(single_banks, (held_val, held_test))
     result["chance"] = chance_levels(len(training), len(held_out))
@@ -250,6 +306,7 @@ def evaluate_zoo(zoo, layers: Mapping[str, str], experts: Optional[Mapping[str, 
             figures["aligned"][step] = aligned_figures(zoo, step, experts.get(step), layers.get(step), params)
         else:
             figures["classifiers"][step] = classifier_figures(zoo, step, layers[step], experts.get(step), params)
+            figures["classifiers"][step].update(multiview_classifier_figures(zoo.select(tree=step), layers[step], params))
     if progress is not None:
         progress(len(steps), len(steps), "done")
     figures["seconds"] = round(time.perf_counter() - started, 1)
@@ -278,11 +335,21 @@ def format_figures(figures: dict, title: str) -> str:
                      f"{aligned['concepts']['held_out']} held out):")
         lines.append(f"  {'expert':34s} " + " ".join(f"{key[:9]:>9s}" for key in ALIGNMENT_KEYS))
         lines.append(f"  {'chance':34s} " + " ".join(f"{aligned['chance'][key]:9.3f}" for key in ALIGNMENT_KEYS))
-        for name, label in (("expert", ""), ("single_layer", "ReLU: "), ("linear_single_layer", "linear: ")):
-            row = aligned[name]
+        for name, label in (("expert", ""), ("single_layer", "ReLU: "), ("linear_single_layer", "linear: "),
+                            ("multiview_single_layer", "multi-view: ")):
+            row = aligned.get(name)
+            if row is None:  # figures measured before multi-view probes
+                continue
             label = (label or f"{row.get('source', 'expert')}: ") + "+".join(_short(layer) for layer in row.get("layers", [row.get("layer")]))
             lines.append(f"  {label:34s} " + " ".join(_figure(row[key]) for key in ALIGNMENT_KEYS))
         lines.append(f"  raw-weight retrieval (same layer): {aligned['raw_weights_retrieval']:.3f}")
+    multiview = {tree: row for tree, row in figures["classifiers"].items() if "multiview" in row}
+    if multiview:
+        lines.append("multi-view probes beside single-view ProbeX (same layer, test mean binary accuracy):")
+        for tree, row in multiview.items():
+            lines.append(f"  {tree:18s} {row['layer']:28s} ProbeX {row['probex']:.3f} ({row['probex_parameters']:,} "
+                         f"parameters), multi-view {row['multiview_views']} {row['multiview']:.3f} "
+                         f"({row['multiview_parameters']:,} parameters, trained now)")
     lines.append(f"measured in {figures['seconds']} s")
     return "\n".join(lines)
 

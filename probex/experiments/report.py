@@ -9,6 +9,8 @@
     Table 2             alignment: in-distribution / zero-shot, ProbeX (1 and 2 layers), Dense, StatNN
     Table 3             kNN accuracy and one-class ROC-AUC (kNN, Ledoit-Wolf) over k
     Table 4             the ReLU ablation (ReLU vs linear ProbeX), alignment and training classes
+    Multi-view          a multi-view ProbeX column in Tables 1-2 (MVProbe's four views), and the ablation
+                        of view subsets on one classifier tree and each aligned tree, with the paper's figures
     Table 5             the layer sweep of every tree: every layer's shape and scores
 
 Which analysis a tree gets comes from its role (:class:`~probex.zoo.TreeRole`): aligned trees
@@ -29,6 +31,15 @@ from typing import Any, Optional
 from probex.progress import Progress
 
 KS = (1, 5, 10)
+
+#: MVProbe's figures on Model-J (arXiv 2605.23410; mean of 5 seeds, in %): ProbeX (the xu view alone) and
+#: MVProbe (all four views). Training-class prediction per discriminative tree; SD alignment in-dist / zero-shot.
+MVPROBE_FIGURES = {
+    "xu": {"ResNet": 81.61, "SupViT": 88.08, "MAE": 77.11, "DINO": 72.54, "SD_200": "98.48 / 94.01",
+           "SD_1k": "35.75 / 52.42"},
+    "all": {"ResNet": 92.24, "SupViT": 92.33, "MAE": 81.62, "DINO": 78.29, "SD_200": "99.80 / 95.53",
+            "SD_1k": "97.88 / 97.96"},
+}
 
 
 def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> dict:
@@ -55,7 +66,8 @@ def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> 
 
 
 def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
-    from probex.experiments.harness import aligned_splits, alignment_figures, banks_for, chance_levels, measurable
+    from probex.experiments.harness import (MULTIVIEW, aligned_splits, alignment_figures, banks_for, chance_levels,
+                                            measurable)
     from probex.experiments.metrics import knn_accuracy, one_class_auc
     from probex.experts.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
 
@@ -78,6 +90,7 @@ def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
     experts = {
         f"ProbeX ({ranked[0]})": (fit(ProbeXAligner(**params), single), single),
         f"ProbeX ({' + '.join(ranked[:2])})": (fit(ProbeXAligner(**params), pair), pair),
+        f"multi-view ProbeX ({ranked[0]})": (fit(ProbeXAligner(**{**params, "views": MULTIVIEW}), single), single),
         f"Dense ({ranked[0]})": (fit(DenseAligner(**params), single), single),
         "StatNN-Linear (every layer)": (fit(StatNNAligner(model="linear", **params), every), every),
         "StatNN-MLP (every layer)": (fit(StatNNAligner(model="mlp", **params), every), every),
@@ -114,8 +127,8 @@ def _linear_ablation_classes(tree_zoo, layer: str, params: dict, relu_score: flo
 def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str | Path] = None,
                  progress: Optional[Progress] = None) -> dict:
     """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
-    from probex.experiments.harness import (classifier_figures, evaluated_trees, forest_figures, router_figures,
-                                            task_of)
+    from probex.experiments.harness import (classifier_figures, evaluated_trees, forest_figures,
+                                            multiview_classifier_figures, router_figures, task_of, view_ablation)
     from probex.experiments.sweep import SWEEP_DEFAULTS, sweep_layers
     from probex.storage import safe_name
     from probex.zoo import FOREST
@@ -145,6 +158,9 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
                 report.setdefault("alignment", {})[step] = _alignment_tables(tree_zoo, sweep, params)
             else:
                 report["table1"][step] = classifier_figures(zoo, step, sweep.best.layer, None, params)
+                report["table1"][step].update(multiview_classifier_figures(tree_zoo, sweep.best.layer, params))
+            if task == "align" or not any(row["task"] == "classes" for row in report.get("views", {}).values()):
+                report.setdefault("views", {})[step] = view_ablation(tree_zoo, sweep.best.layer, task, params)
     classifier_trees = [tree for tree in report["table1"]]
     if len(classifier_trees) >= 2:
         report["moe"] = _moe_column(zoo, classifier_trees, {t: layers[t] for t in classifier_trees}, params)
@@ -196,14 +212,15 @@ def report_markdown(report: dict) -> str:
     if table1:
         out += ["## Table 1: training-class prediction", "",
                 "Test split, mean binary accuracy (chance 0.5); each tree's layer is the best of its sweep by validation.", ""]
-        header = ["tree", "layer", "ProbeX", "params", "Dense", "params", "StatNN"] + (["MoE"] if moe else [])
+        header = ["tree", "layer", "ProbeX", "params", "multi-view", "params", "Dense", "params", "StatNN"] + \
+            (["MoE"] if moe else [])
         rows = []
         for tree, row in table1.items():
-            cells = [tree, row["layer"], row["probex"], row["probex_parameters"], row["dense"], row["dense_parameters"],
-                     row["statnn"]]
+            cells = [tree, row["layer"], row["probex"], row["probex_parameters"], row.get("multiview"),
+                     row.get("multiview_parameters"), row["dense"], row["dense_parameters"], row["statnn"]]
             rows.append(cells + ([moe["per_tree"].get(tree)] if moe else []))
         if moe:
-            rows.append(["overall (routed)", "", None, None, None, None, None, moe["overall"]])
+            rows.append(["overall (routed)", "", None, None, None, None, None, None, None, moe["overall"]])
         out += _table(header, rows)
     for tree, alignment in (report.get("alignment") or {}).items():
         chance = alignment["chance"]
@@ -233,6 +250,7 @@ def report_markdown(report: dict) -> str:
     if classes:
         out += [f"Training-class prediction on {next(iter(table1))} ({classes['layer']}), test mean binary accuracy: "
                 f"ReLU {classes['relu']:.3f}, linear {classes['linear']:.3f}.", ""]
+    out += _views_markdown(report.get("views") or {})
     if report["sweeps"]:
         out += ["## Table 5: the layer sweeps", "",
                 "Every matrix layer, one expert each; the best by validation is marked. Alignment trees: val is "
@@ -244,6 +262,24 @@ def report_markdown(report: dict) -> str:
                     for s in sweep["layers"]]
             out += _table(["layer", "shape", "val", "test", "zero-shot test", "params"], rows)
     return "\n".join(out)
+
+
+def _views_markdown(ablations: dict) -> list[str]:
+    """The multi-view ablation: one row per view subset, the paper's Model-J figures beside ours."""
+    if not ablations:
+        return []
+    out = ["## Multi-view probes: which views matter", "",
+           "MVProbe (arXiv 2605.23410) probes a layer X through four views: X U (xu, ProbeX's only view), "
+           "(X X^T) U (xxtu), X^T U (xtu) and (X^T X) U (xtxu); first = xu + xtu, second = xxtu + xtxu. Each row is "
+           "one ProbeX expert with only those views, all else equal. The paper's figures are its Model-J results "
+           "(%, mean of 5 seeds) for ProbeX (xu) and MVProbe (all); we carry no per-subset figures of its ablation.", ""]
+    paper = {name: ", ".join(f"{tree} {value}" for tree, value in figures.items()) for name, figures in MVPROBE_FIGURES.items()}
+    for tree, ablation in ablations.items():
+        out += [f"### {tree} ({ablation['layer']}): {ablation['metric']}", ""]
+        out += _table(["views", "score", "val", "params", "paper (Model-J)"],
+                      [[name, row["score"], row["val"], row["n_parameters"], paper.get(name, "")]
+                       for name, row in ablation["rows"].items()])
+    return out
 
 
 def report_html(markdown: str, title: str = "ProbeX reproduction report") -> str:

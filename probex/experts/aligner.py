@@ -42,7 +42,8 @@ from probex.experiments.metrics import accuracy
 from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.classifier import PROBEX_RULES
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
-from probex.experts.nn import DenseNetwork, ProbeXNetwork
+from probex.experts.nn import DenseNetwork, LayersNetwork
+from probex.experts.views import probex_network
 from probex.experts.statnn import NETWORK_MODELS, StatNNNetwork, statnn_features
 from probex.storage import cache_dir
 from probex.language.text import DEFAULT_TEMPLATE, OPEN_CLIP_PREFIX, SUPPORTED_SPECS, TextEncoder, class_prompts, load_text_encoder
@@ -397,6 +398,8 @@ class ProbeXAligner(_NetworkAligner):
         n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer).
         activation: "relu" (default) or "none" (the linear ProbeX: the paper's ablation).
         encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
+        views: "xu" (default: ProbeX), or multi-view probes (:mod:`probex.experts.views`):
+            "all", "first", "second", or views among xu, xxtu, xtu, xtxu joined with '+'.
     """
 
     __doc__ += _SHARED_DOC
@@ -409,6 +412,7 @@ class ProbeXAligner(_NetworkAligner):
         rep_dim: int = 128,
         activation: str = "relu",
         encoder_depth: int = 1,
+        views: str = "xu",
         text_encoder: str = "minilm",
         template: str = DEFAULT_TEMPLATE,
         embed_dim: int = 256,
@@ -427,6 +431,7 @@ class ProbeXAligner(_NetworkAligner):
         self.rep_dim = rep_dim
         self.activation = activation
         self.encoder_depth = encoder_depth
+        self.views = views
         self.text_encoder = text_encoder
         self.template = template
         self.embed_dim = embed_dim
@@ -440,10 +445,11 @@ class ProbeXAligner(_NetworkAligner):
         self.device = device
         self.seed = seed
 
-    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> ProbeXNetwork:
-        return ProbeXNetwork(
+    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> LayersNetwork:
+        return probex_network(
             input_shapes,
             out_dim,
+            views=self.views,
             n_probes=self.n_probes,
             proj_dim=self.proj_dim,
             rep_dim=self.rep_dim,

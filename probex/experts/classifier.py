@@ -26,7 +26,8 @@ from probex.estimator import instance_of, integer, one_of
 from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.labels import MULTILABEL, TargetEncoding
-from probex.experts.nn import ACTIVATIONS, DenseNetwork, LayersNetwork, ProbeXNetwork
+from probex.experts.nn import ACTIVATIONS, DenseNetwork, LayersNetwork
+from probex.experts.views import VIEWS_RULE, probex_network
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 from probex.zoo.stack import MatrixStack
 
@@ -84,6 +85,7 @@ PROBEX_RULES = {
     "rep_dim": integer(low=1),
     "activation": one_of(*ACTIVATIONS),
     "encoder_depth": integer(low=1),
+    "views": VIEWS_RULE,
 }
 #: ``classes``: the names of an indicator's columns
 CLASSES_RULE = {"classes": instance_of(list, tuple, np.ndarray, optional=True, expected="a list of class names")}
@@ -221,6 +223,8 @@ class ProbeXClassifier(_NetworkClassifier):
         n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer).
         activation: "relu" (default) or "none" (the linear ProbeX).
         encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
+        views: "xu" (default: ProbeX), or multi-view probes (:mod:`probex.experts.views`):
+            "all", "first", "second", or views among xu, xxtu, xtu, xtxu joined with '+'.
         epochs, lr, weight_decay, batch_size: Adam training (paper: 500, 1e-3, 1e-5).
         patience: stop after this many epochs without a better validation score (None: never).
         classes: names of the label columns when y is an indicator matrix.
@@ -237,6 +241,7 @@ class ProbeXClassifier(_NetworkClassifier):
         rep_dim: int = 128,
         activation: str = "relu",
         encoder_depth: int = 1,
+        views: str = "xu",
         epochs: int = 500,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
@@ -251,6 +256,7 @@ class ProbeXClassifier(_NetworkClassifier):
         self.rep_dim = rep_dim
         self.activation = activation
         self.encoder_depth = encoder_depth
+        self.views = views
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
@@ -260,10 +266,11 @@ class ProbeXClassifier(_NetworkClassifier):
         self.device = device
         self.seed = seed
 
-    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> ProbeXNetwork:
-        return ProbeXNetwork(
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> LayersNetwork:
+        return probex_network(
             layer_shapes,
             out_dim,
+            views=self.views,
             n_probes=self.n_probes,
             proj_dim=self.proj_dim,
             rep_dim=self.rep_dim,

@@ -130,6 +130,14 @@ def test_align_no_activation_trains_the_linear_probex(tiny_generative_zoo, tmp_p
     assert load_expert(out).activation == "none"
 
 
+def test_align_views_trains_a_multiview_aligner(tiny_generative_zoo, tmp_path, capsys):
+    out = tmp_path / "multiview"
+    assert main(["align", str(tiny_generative_zoo), "--layers", TINY_LAYER, "--epochs", "1", "--views", "xu+xxtu",
+                 "--out", str(out)]) == 0
+    assert "views xu+xxtu" in capsys.readouterr().out
+    assert load_expert(out).views == "xu+xxtu"
+
+
 def test_align_without_held_out_splits_exits_2_saying_what_it_needs(tmp_path, capsys):
     write_manifest_zoo(tmp_path / "zoo", trees=("vit-a",))
     assert main(["align", str(tmp_path / "zoo"), "--layers", "block.fc.weight"]) == 2

@@ -21,6 +21,24 @@ def test_sweep_prints_every_layer_and_marks_the_best(tmp_path, capsys):
     assert (tmp_path / "cnn.html").read_text().lower().startswith("<!doctype html>")
 
 
+def test_sweep_with_views_trains_multiview_probes_into_their_own_results(tmp_path, capsys):
+    results = tmp_path / "cnn.jsonl"
+    assert main(["sweep", "--tree", "cnn-supervised", "--layers", "^conv1", *FAST, "--views", "first",
+                 "--results", str(results), "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)["cnn-supervised"]["layers"][0]
+    assert main(["sweep", "--tree", "cnn-supervised", "--layers", "^conv1", *FAST, "--results", str(results),
+                 "--json"]) == 0
+    multi = json.loads(capsys.readouterr().out)["cnn-supervised"]["layers"][0]
+    assert single["key"] != multi["key"] and single["n_parameters"] != multi["n_parameters"]
+    assert len(results.read_text().splitlines()) == 2  # the single-view sweep did not reuse the multi-view row
+
+
+def test_sweep_with_an_unknown_view_exits_2_listing_the_views(capsys):
+    assert main(["sweep", "--tree", "cnn-supervised", "--views", "xq"]) == 2
+    err = capsys.readouterr().err
+    assert "xq" in err and "xxtu" in err
+
+
 def test_sweep_json_after_two_shards_gathers_them_without_training(tmp_path, capsys):
     results = tmp_path / "cnn.jsonl"
     for shard in ("0/2", "1/2"):

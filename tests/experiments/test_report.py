@@ -8,7 +8,8 @@ from probex import jungle
 from probex.cli import main
 from probex.experiments.report import report_html
 
-SECTIONS = ("## Router", "## Intra- vs inter-tree", "## Table 1", "## Table 2", "## Table 3", "## Table 4", "## Table 5")
+SECTIONS = ("## Router", "## Intra- vs inter-tree", "## Table 1", "## Table 2", "## Table 3", "## Table 4",
+            "## Multi-view probes", "## Table 5")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,20 @@ def test_the_report_of_the_demo_jungle_has_every_table(written):
     alignment = report["alignment"]["mini-sd"]
     assert {"in_distribution", "zero_shot", "n_parameters"} <= set(next(iter(alignment["table2"].values())))
     assert [row["k"] for row in alignment["table3"]["rows"]] == [1, 5, 10]
+
+
+def test_the_report_sets_multiview_probes_beside_probex_and_ablates_the_view_subsets(written):
+    report = json.loads((written / "report.json").read_text())
+    for row in report["table1"].values():
+        assert 0.0 <= row["multiview"] <= 1.0 and row["multiview_views"] == "all"
+        assert row["multiview_parameters"] > 0
+    assert any(name.startswith("multi-view ProbeX") for name in report["alignment"]["mini-sd"]["table2"])
+    ablations = report["views"]
+    assert {ablation["task"] for ablation in ablations.values()} == {"classes", "align"}
+    for ablation in ablations.values():
+        assert list(ablation["rows"]) == ["xu", "xtu", "xxtu", "xtxu", "first", "second", "all"]
+    markdown = (written / "report.md").read_text()
+    assert "| multi-view |" in markdown and "SupViT 92.33" in markdown  # the paper's MVProbe figure beside ours
 
 
 def test_every_swept_layer_is_a_row_of_table_5(written, small_jungle):

@@ -56,7 +56,9 @@ def test_validating_again_trains_no_layer_twice(small_jungle):
 def test_jungle_check_prints_every_acceptance_figure(small_jungle, capsys):
     assert main(["jungle", "check", str(small_jungle)]) == 0
     out = capsys.readouterr().out
-    for heading in ("router", "ProbeX", "Dense", "StatNN", "forest", "zero_shot", "retrieval"):
+    for heading in ("router", "ProbeX", "Dense", "StatNN", "forest", "zero_shot", "retrieval", "multi-view"):
         assert heading in out
     report = json.loads((small_jungle / "check.json").read_text())
+    assert all("multiview" in row for row in report["classifiers"].values())
+    assert all("multiview_single_layer" in figures for figures in report["aligned"].values())
     assert report["router"]["held_out_accuracy"] == 1.0
