@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--hidden", action="store_true", help="also every hidden matrix layer of the classifier trees")
     parser.add_argument("--trees", nargs="*", help="only these trees")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"), help="the JSON to write")
     args = parser.parse_args()
 
     zoo = ModelZoo.open(args.zoo)
@@ -78,7 +79,7 @@ def main() -> None:
     results: dict = {"zoo": str(args.zoo), "params": params, "views": [views_name(v) for v in args.views],
                      "threads": os.environ.get("PROBEX_THREADS"), "machine": platform.processor() or platform.machine(),
                      "classifiers": {}, "aligned": {}}
-    out = Path(__file__).with_suffix(".json")
+    out = args.out
     for tree in evaluated_trees(zoo):
         if args.trees and tree not in args.trees:
             continue

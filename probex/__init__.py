@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ProbeX": "probex.experts.nn",
     "ProbeXNetwork": "probex.experts.nn",
+    "MultiViewProbeX": "probex.experts.views",
     "ProbeXClassifier": "probex.experts.classifier",
     "DenseExpert": "probex.experts.classifier",
     "load_expert": "probex.experts.base",
