@@ -122,7 +122,8 @@ pd.DataFrame({"concept": sorted(predicted | truth),
 # fine-tuned on. Notebook 03 tells this part of the story in full.
 
 # %%
-aligner = load_expert(jungle.expert_dirs()["mini-sd"])
+(aligned_tree,) = zoo.trees_with_role("aligned")   # the tree aligned with text: mini-sd
+aligner = load_expert(jungle.expert_dirs()[aligned_tree])
 index = ModelIndex.build(aligner, zoo, splits="test_holdout")
 model = index.records[0]
 top = index.top_labels(model.id, k=3)

@@ -15,6 +15,17 @@
 # All populations are small CNNs of the same architecture, read at the same layer
 # (`conv2.weight`, 24 x 108), so the only difference is where their weights started from.
 # Every number below is measured when the notebook runs.
+#
+# The notebook runs on any zoo whose trees say what they are (their *roles*): set
+# `PROBEX_NOTEBOOK_ZOO` to a zoo folder (or edit the cell below) and `LAYER` to a layer its
+# classifier trees share. Trees are found by role, never by name; a zoo without a forest skips
+# the forest's part of the story.
+
+# %% tags=["parameters"]
+import os
+
+ZOO = os.environ.get("PROBEX_NOTEBOOK_ZOO")   # a zoo folder of your own; unset: the demo jungle
+LAYER = "conv2.weight"                         # the layer every compared population is read at
 
 # %%
 import logging
@@ -30,10 +41,9 @@ pd.set_option("display.precision", 3)
 import plotly.graph_objects as go
 import torch
 
-from probex import DenseExpert, LayerBank, MixtureOfExperts, TreeRouter, jungle
+from probex import DenseExpert, LayerBank, MixtureOfExperts, ModelZoo, TreeRouter, jungle
 from probex.figures import weight_map_figure
 
-LAYER = "conv2.weight"
 PROBE = dict(epochs=100, patience=20, seed=0)   # a short run, the best epoch kept by validation
 
 
@@ -54,11 +64,24 @@ def mix(*banks):
 # raw weights the trees are two tight clouds; the forest is spread everywhere.
 
 # %%
-zoo = jungle.load()
-forest_trees = zoo.trees_with_role("forest")
-populations = {"cnn-supervised": zoo.select(tree="cnn-supervised"),
-               "cnn-attributes": zoo.select(tree="cnn-attributes"),
-               "forest": zoo.select(tree=forest_trees)}
+zoo = ModelZoo.open(ZOO) if ZOO else jungle.load()
+
+
+def has_layer(tree):
+    return LAYER in {info.name for info in zoo.select(tree=tree).catalog()}
+
+
+# the classifier trees read at LAYER (with enough models to train, validate and test a probe), and the forest
+trees = [tree for tree in zoo.trees_with_role("classifier") if has_layer(tree) and len(zoo.select(tree=tree)) >= 20]
+forest_trees = [tree for tree in zoo.trees_with_role("forest") if has_layer(tree)]
+if len(trees) < 2:
+    raise ValueError(f"{zoo.root}: this notebook compares two classifier trees that share LAYER = {LAYER!r}; "
+                     f"found {trees or 'none'}. Set LAYER to a layer two of your classifier trees share.")
+populations = {tree: zoo.select(tree=tree) for tree in trees}
+if forest_trees:
+    populations["forest"] = zoo.select(tree=forest_trees)
+else:
+    print("This zoo has no forest (trees with the forest role): the parts that compare against it are skipped.")
 banks = {name: {split: population.bank(LAYER, split=split) for split in ("train", "val", "test")}
          for name, population in populations.items()}
 pd.DataFrame({name: {split: len(bank) for split, bank in splits.items()} for name, splits in banks.items()}).T
@@ -80,16 +103,17 @@ probes = {name: linear_probe(splits["train"], splits["val"]) for name, splits in
 gap_table = pd.DataFrame([{"population": name, "training models": len(banks[name]["train"]),
                            "test mean binary accuracy": probe.score(banks[name]["test"])}
                           for name, probe in probes.items()]).set_index("population")
-intra = gap_table.loc[["cnn-supervised", "cnn-attributes"], "test mean binary accuracy"].mean()
-forest = gap_table.loc["forest", "test mean binary accuracy"]
-print(f"INTRA_TREE_ACCURACY = {intra:.3f}")
-print(f"FOREST_ACCURACY = {forest:.3f}")
-print(f"INTRA_INTER_GAP = {intra - forest:.3f}")
+intra = gap_table.loc[trees, "test mean binary accuracy"].mean()
+forest = gap_table.loc["forest", "test mean binary accuracy"] if forest_trees else None
+if forest_trees:
+    print(f"within a tree {intra:.3f}, across the forest {forest:.3f}: a gap of {intra - forest:.3f}")
+else:
+    print(f"within a tree {intra:.3f}; no forest here to measure the gap against")
 gap_table
 
 # %%
 figure = go.Figure(go.Bar(x=gap_table.index, y=gap_table["test mean binary accuracy"],
-                          marker_color=["#1f77b4", "#ff7f0e", "#7f7f7f"],
+                          marker_color=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][:len(trees)] + ["#7f7f7f"] * bool(forest_trees),
                           text=[f"{v:.3f}" for v in gap_table["test mean binary accuracy"]], textposition="outside"))
 figure.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
 figure.update_layout(title="Linear probe: within a tree vs across random initialisations", template="plotly_white",
@@ -108,7 +132,8 @@ figure
 # unchanged).
 
 # %%
-sizes = [10, 25, 50, 100, 210]
+smallest = min(len(splits["train"]) for splits in banks.values())
+sizes = [n for n in (10, 25, 50, 100) if n < smallest] + [smallest]   # the demo jungle: 10, 25, 50, 100, 210
 
 def probe_on_first(name, n):
     """The test accuracy of a probe trained on the first n training models (all of them: section 1's probe)."""
@@ -117,8 +142,6 @@ def probe_on_first(name, n):
 
 growth = pd.DataFrame({name: [probe_on_first(name, n) for n in sizes] for name in banks},
                       index=pd.Index(sizes, name="training models"))
-for name in ("cnn-supervised", "cnn-attributes"):
-    print(f"POSITIVE_TRANSFER_{name.upper().replace('-', '_')} = {growth[name].iloc[-1] - growth[name].iloc[0]:.3f}")
 growth
 
 # %%
@@ -137,9 +160,10 @@ figure
 # models.
 
 # %%
-kept, added = 50, [0, 25, 50, 100, 210]
-pairs = [("cnn-supervised", "cnn-attributes"), ("cnn-attributes", "cnn-supervised"),
-         ("cnn-supervised", "forest"), ("cnn-attributes", "forest")]
+kept = min(50, smallest)
+added = [0] + [k for k in (25, 50, 100) if k < smallest] + [smallest]   # the demo jungle: 0, 25, 50, 100, 210
+pairs = [(target, other) for target in trees for other in trees if other != target]
+pairs += [(target, "forest") for target in trees if forest_trees]
 mixing = {}
 for target, other in pairs:
     mixing[f"{target} + {other}"] = [
@@ -148,7 +172,7 @@ for target, other in pairs:
         for k in added]
 mixing = pd.DataFrame(mixing, index=pd.Index(added, name=f"models of the other population added to {kept}"))
 drops = mixing.iloc[0] - mixing.iloc[-1]
-print(f"NEGATIVE_TRANSFER_MEAN_DROP = {drops.mean():.3f}")
+print(f"adding every model of the other population costs {drops.mean():.3f} test accuracy on average")
 mixing
 
 # %%
@@ -166,7 +190,7 @@ figure
 # `TreeRouter` sends each test model to its tree's expert without being told the tree.
 
 # %%
-both = ("cnn-supervised", "cnn-attributes")
+both = trees
 shared = linear_probe(mix(*(banks[name]["train"] for name in both)), mix(*(banks[name]["val"] for name in both)))
 two_trees = zoo.select(tree=list(both))
 moe = MixtureOfExperts(TreeRouter(), expert=DenseExpert(**PROBE)).fit(two_trees, layers=LAYER)
@@ -175,10 +199,8 @@ comparison = pd.DataFrame({
     "one expert per tree": {name: probes[name].score(banks[name]["test"]) for name in both},
     "one shared expert": {name: shared.score(banks[name]["test"]) for name in both},
 })
-comparison.loc["both trees"] = comparison.mean()
-print(f"PER_TREE_ACCURACY = {comparison.loc['both trees', 'one expert per tree']:.3f}")
-print(f"SHARED_ACCURACY = {comparison.loc['both trees', 'one shared expert']:.3f}")
-print(f"MIXTURE_OF_EXPERTS_ACCURACY = {moe_rows['overall']['score']:.3f} "
+comparison.loc["mean over the trees"] = comparison.mean()
+print(f"mixture of experts: {moe_rows['overall']['score']:.3f} on the same test models "
       f"({moe.router.n_trees_} trees found, {moe_rows['overall']['unrouted']} test models unrouted)")
 comparison
 

@@ -60,7 +60,7 @@ if modelj is not None:   # the real data
     tree_zoo, candidate_layers, task = zoo, None, "align"
 else:                    # the demo jungle's text-to-image tree, its LoRA query projections
     zoo = jungle.load()
-    tree_zoo, candidate_layers, task = zoo.select(tree="mini-sd"), r"attn\.to_q$", "align"
+    tree_zoo, candidate_layers, task = zoo.select(tree=zoo.trees_with_role("aligned")[0]), r"attn\.to_q$", "align"
 print(tree_zoo)
 
 # %% [markdown]

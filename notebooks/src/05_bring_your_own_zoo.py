@@ -40,7 +40,9 @@ from probex.figures import dendrogram_figure, image_grid_figure
 # *other* concepts that we keep aside as "new files" to identify later.
 
 # %%
-source = jungle.load().select(tree="mini-sd")
+demo = jungle.load()
+(aligned_tree,) = demo.trees_with_role("aligned")   # the jungle's text-to-image tree, mini-sd
+source = demo.select(tree=aligned_tree)
 concepts = sorted({record.labels[0] for record in source.select(split="train")})[:12]
 per_split = {"train": 8, "val": 2, "test": 3}
 folder = Path(tempfile.mkdtemp(prefix="my-lora-zoo-"))
@@ -68,7 +70,6 @@ print(f"trees in the folder: {own_router.n_trees_}")
 dendrogram_figure(own_router, title="My folder's models")
 
 # %%
-demo = jungle.load()
 known = demo.select(tree=demo.trees_with_role("classifier", "aligned"), split="train")
 jungle_router = TreeRouter().fit(known)
 routed = pd.Series(jungle_router.route(my_zoo)).map(lambda tree: jungle_router.tree_truth_.get(tree, "unknown"))
@@ -84,14 +85,14 @@ routed.value_counts()
 # of the same base model: its score is the reference.
 
 # %%
-layer = jungle.recommended_layers()["mini-sd"]
+layer = jungle.recommended_layers()[aligned_tree]
 train, val, test = (my_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
 expert = ProbeXAligner(n_probes=32, proj_dim=32, rep_dim=64, epochs=80, patience=10, seed=0).fit(train, val=(val, None))
-shipped = load_expert(jungle.expert_dirs()["mini-sd"])
+shipped = load_expert(jungle.expert_dirs()[aligned_tree])
 shipped_test = [my_zoo.bank(name, split="test") for name in shipped.layers_]
 pd.DataFrame({"test top-1 over my 12 concepts": {
     f"my expert ({len(train)} models, {layer})": expert.score(test, candidates=concepts),
-    "the jungle's shipped mini-sd expert": shipped.score(shipped_test, candidates=concepts),
+    f"the jungle's shipped {aligned_tree} expert": shipped.score(shipped_test, candidates=concepts),
     "chance": 1 / len(concepts)}})
 
 # %% [markdown]
@@ -113,7 +114,7 @@ image_grid_figure([h.images[0] for h in hits], titles=[f"{h.rank}. {h.labels[0]}
 
 # %%
 shipped_index = ModelIndex.build(shipped, my_zoo)
-vocabulary = demo.select(tree="mini-sd").label_names   # every concept name the jungle knows
+vocabulary = source.label_names   # every concept name the jungle knows
 rows = []
 for record in new_models:
     (best, similarity), *_ = shipped_index.top_labels(record.path, candidates=vocabulary, k=1)
