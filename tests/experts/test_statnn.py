@@ -6,6 +6,7 @@ import torch
 
 from probex import StatNNClassifier, load_expert, statnn_features
 from probex.experts.statnn import STATISTICS
+from baselines import constant_multilabel_accuracy
 from synthetic import make_population
 
 
@@ -28,7 +29,7 @@ def test_statnn_learns_something_but_less_than_the_weights_tell(model, populatio
     train, val, test = population
     expert = StatNNClassifier(model=model, epochs=60, max_iter=30).fit(train.X, train.Y, val=(val.X, val.Y))
     assert expert.predict(test.X).shape == test.Y.shape
-    assert 0.4 <= expert.score(test.X, test.Y) <= 1.0
+    assert expert.score(test.X, test.Y) > constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 @pytest.mark.parametrize("model", ["gbt", "mlp"])
