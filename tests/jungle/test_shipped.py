@@ -10,14 +10,19 @@ import pytest
 import torch
 
 from probex import jungle, load_expert
-from probex.experiments.harness import aligned_splits, alignment_figures, banks_for, chance_levels, router_figures
+from probex.experiments.harness import (
+    ALIGNMENT_KEYS,
+    aligned_splits,
+    alignment_figures,
+    banks_for,
+    chance_levels,
+    router_figures,
+)
 from probex.experts.aligner import names_of
 from probex.zoo.extras import shipped_figures
 
 #: How far a shipped expert's figure may move from the recorded one.
 TOLERANCE = 0.01
-#: The figures of an aligned expert that are gated (every one alignment_figures measures).
-ALIGNED_KEYS = ("in_distribution", "zero_shot", "knn", "occ_knn", "occ_ledoit_wolf", "retrieval", "search_top1")
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +32,8 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def recorded(shipped):
-    return harness_layout(shipped_figures(shipped.root))
-
-
-def harness_layout(figures: dict) -> dict:
-    """check.json in the harness's layout ({"router", "classifiers": {tree: row}, "aligned": {tree: {"expert": ...}}}).
-
-    A check.json written before the harness (keys "discriminative" and "generative") is read into it.
-    """
-    if "classifiers" in figures:
-        return figures
-    old = figures["generative"]
-    aligned = {"expert": old["shipped"], "chance": old["chance"], "concepts": old["concepts"]}
-    return {**figures, "classifiers": figures["discriminative"], "aligned": {"mini-sd": aligned}}
+    """check.json: {"router", "classifiers": {tree: row}, "aligned": {tree: {"expert": figures, ...}}, "forest"}."""
+    return shipped_figures(shipped.root)
 
 
 def gate(measured: dict, recorded: dict, keys) -> dict:
@@ -105,7 +99,7 @@ def test_the_recorded_figures_clear_their_chance_levels(shipped, recorded):
     (tree,) = recorded["aligned"]
     aligned = recorded["aligned"][tree]
     chance = chance_levels(aligned["concepts"]["training"], aligned["concepts"]["held_out"])
-    for key in ALIGNED_KEYS:
+    for key in ALIGNMENT_KEYS:
         assert aligned["expert"][key] > chance[key] + 0.3, (key, aligned["expert"][key], chance[key])
 
 
@@ -124,7 +118,7 @@ def test_the_shipped_aligner_measures_what_check_json_recorded(shipped, recorded
     expert = load_expert(jungle.expert_dirs()[tree])
     assert expert.layers_ == recorded["aligned"][tree]["expert"]["layers"]
     measured = aligned_figures_now(shipped, tree, expert)
-    assert gate(measured, recorded["aligned"][tree]["expert"], ALIGNED_KEYS) == {}
+    assert gate(measured, recorded["aligned"][tree]["expert"], ALIGNMENT_KEYS) == {}
 
 
 def test_the_router_finds_what_check_json_recorded(shipped, recorded):
@@ -152,5 +146,5 @@ def test_the_gate_fails_an_aligner_whose_probes_are_perturbed(shipped, recorded)
     expert = load_expert(jungle.expert_dirs()[tree])
     with torch.no_grad():  # the probes U of the first layer, negated
         expert.network_.model_side.encoders[0].probes.neg_()
-    moved = gate(aligned_figures_now(shipped, tree, expert), recorded["aligned"][tree]["expert"], ALIGNED_KEYS)
+    moved = gate(aligned_figures_now(shipped, tree, expert), recorded["aligned"][tree]["expert"], ALIGNMENT_KEYS)
     assert "zero_shot" in moved and moved["zero_shot"][1] - moved["zero_shot"][0] > TOLERANCE, moved

@@ -13,8 +13,8 @@ import importlib.util
 import io
 import re
 import tokenize
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -127,7 +127,7 @@ def check_why_model_trees(notebook, measured) -> None:
 
 
 LANGUAGE = {"tree": "tree", "held_out": "len(held_out)", "chance": "chance", "source": "source",
-            "shipped": f"results[f'{{source}} (' + ' + '.join(shipped.layers_) + ')']",
+            "shipped": "results[f'{source} (' + ' + '.join(shipped.layers_) + ')']",
             "zero_shot_relu": "results[f'{layer}, activation=relu']['zero_shot']",
             "zero_shot_none": "results[f'{layer}, activation=none']['zero_shot']"}
 
