@@ -10,7 +10,9 @@
 #    $y_k = \sum_{ij} W_{kij} X_{ij}$ (`ProbeXNetwork.from_dense`);
 # 4. **Proposition 2**: the linear ProbeX (no activation) *is* a dense linear expert whose weight
 #    tensor has a Tucker decomposition $W_{kij} = \sum_{n,l,m} T_{kn} M_{nlm} V_{im} U_{jl}$
-#    (`ProbeXNetwork.dense_equivalent`).
+#    (`ProbeXNetwork.dense_equivalent`);
+# 5. beyond the paper, **multi-view probes** (MVProbe): $X^\top U$ and the Gram views
+#    $(X X^\top) U$, $(X^\top X) U$ beside ProbeX's $X U$.
 #
 # Each proposition is checked numerically on the layer's real weights. The notation is the
 # paper's: a layer's weight matrix $X$ is $d_W \times d_H$ (output units x input units).
@@ -264,3 +266,58 @@ except ValueError as error:
 
 # %%
 pd.Series(checks, name="relative difference").to_frame()
+
+# %% [markdown]
+# ## 7. More than one view: multi-view probes
+#
+# ProbeX sees a layer through one side only: $Z = X U$. Two different matrices can give the
+# same $X U$ (their difference lies in the probes' null space), so MVProbe (ICML 2026, arXiv
+# 2605.23410) adds three more views, each with its own probe matrix:
+#
+# | view | response | probes | points x probes |
+# |---|---|---|---|
+# | `xu` | $X U_1$ | `[d_H, r_U]` | $d_W \times r_U$ (ProbeX's only view) |
+# | `xxtu` | $(X X^\top) U_2$ | `[d_W, r_U]` | $d_W \times r_U$ (the rows' Gram matrix) |
+# | `xtu` | $X^\top U_3$ | `[d_W, r_U]` | $d_H \times r_U$ |
+# | `xtxu` | $(X^\top X) U_4$ | `[d_H, r_U]` | $d_H \times r_U$ (the columns' Gram matrix) |
+#
+# Each response is standardised per model over (points, probes): the second-order responses are
+# larger by a factor of about $d\,\sigma^2$ and would otherwise drown the first-order ones. Each view
+# has its own projection (then ReLU); the views' features are concatenated and one linear encoder
+# maps them to the representation. In `probex` this is one argument: `views="all"` (or
+# `"first"` = xu + xtu, `"second"` = xxtu + xtxu, or any subset such as `"xu+xtxu"`).
+#
+# We check the four responses against their formulas on the normalised layer, then train
+# single-view and multi-view ProbeX side by side on this layer (a short run).
+
+# %%
+from probex import MultiViewProbeX, ProbeXClassifier
+from probex.experts.views import VIEWS, view_response
+
+encoder = MultiViewProbeX(d_W, d_H, views="all", n_probes=r_U, proj_dim=r_V, rep_dim=r_T)
+encoder.normalize.fit(train.X)
+Y = encoder.normalize(train.X[:8])   # (X - C) / s for 8 models
+by_formula = {"xu": Y @ encoder.probes["xu"], "xxtu": Y @ Y.transpose(1, 2) @ encoder.probes["xxtu"],
+              "xtu": Y.transpose(1, 2) @ encoder.probes["xtu"], "xtxu": Y.transpose(1, 2) @ Y @ encoder.probes["xtxu"]}
+with torch.no_grad():
+    view_checks = {view: difference(view_response(view, train.X[:8], encoder.normalize, encoder.probes[view]),
+                                    by_formula[view]) for view in VIEWS}
+pd.DataFrame([{"view": view, "probes U": tuple(encoder.probes[view].shape), "response": tuple(by_formula[view].shape[1:]),
+               "difference from the formula": view_checks[view]} for view in VIEWS])
+
+# %%
+val = zoo.select(tree=tree).bank(LAYER, split="val")
+multiview_scores = {}
+for views in ("xu", "all"):
+    expert = ProbeXClassifier(views=views, n_probes=r_U, proj_dim=r_V, rep_dim=r_T, epochs=60, patience=20, seed=0)
+    expert.fit(train, val=(val, None))
+    multiview_scores[views] = expert.score(test)
+    print(f"views={views!r}: test mean binary accuracy {multiview_scores[views]:.3f} "
+          f"(majority class {majority:.3f}), {expert.n_parameters_:,} parameters")
+
+# %% [markdown]
+# On LoRA layers ($X = s B A$) no view needs the merged matrix: $(X X^\top) U = s^2 B (A A^\top)(B^\top U)$,
+# an $r \times r$ product in the middle (plus the centre's terms), so multi-view probes read a
+# factored bank as ProbeX does. `probex sweep --views all` and `probex align --views all` train
+# them from the command line; `probex report` sets a multi-view column beside ProbeX and ablates
+# the view subsets.

@@ -171,7 +171,7 @@ def check_bring_your_own_zoo(notebook, measured) -> None:
 
 INSIDE = {"checks": "checks", "accuracy": "accuracy", "majority": "majority", "relu_departure": "relu_departure",
           "shapes": "{'U': list(U.shape), 'V': list(V.shape), 'M': list(M.shape), 'T': list(T.shape)}",
-          "layer": "[d_W, d_H, d_Y]"}
+          "layer": "[d_W, d_H, d_Y]", "view_checks": "view_checks", "multiview": "multiview_scores"}
 
 
 def check_inside_probex(notebook, measured) -> None:
@@ -182,6 +182,9 @@ def check_inside_probex(notebook, measured) -> None:
     # ... while the ReLU network is measurably not linear, and the hand-built ProbeX learns
     assert measured["relu_departure"] > 0.1, measured
     assert measured["accuracy"] > max(CHANCE, measured["majority"]) + 0.2, measured
+    # multi-view probes: each view is its formula, and a multi-view ProbeX learns the layer too
+    assert len(measured["view_checks"]) == 4 and all(value < 1e-4 for value in measured["view_checks"].values()), measured
+    assert measured["multiview"]["all"] > max(CHANCE, measured["majority"]) + 0.2, measured
 
 
 CHECKS: dict[str, tuple[dict[str, str], Callable]] = {
