@@ -27,6 +27,7 @@ from probex.experiments.harness import aligned_splits, banks_for, evaluated_tree
 from probex.experiments.sweep import matrix_layers
 from probex.experts.aligner import ProbeXAligner, names_of
 from probex.experts.classifier import ProbeXClassifier
+from probex.experts.training import set_threads
 from probex.experts.views import views_name
 from probex.jungle import SHIPPED
 from probex.zoo import ALIGNED, ModelZoo
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--trees", nargs="*", help="only these trees")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"), help="the JSON to write")
     args = parser.parse_args()
+    set_threads()  # $PROBEX_THREADS (the library keeps torch's default otherwise)
 
     zoo = ModelZoo.open(args.zoo)
     recommended = recommended_layers(Path(args.zoo))
