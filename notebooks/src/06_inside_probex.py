@@ -296,12 +296,12 @@ from probex import MultiViewProbeX, ProbeXClassifier
 from probex.experts.views import VIEWS, view_response
 
 encoder = MultiViewProbeX(d_W, d_H, views="all", n_probes=r_U, proj_dim=r_V, rep_dim=r_T)
-encoder.normalize.fit(train.X)
-Y = encoder.normalize(train.X[:8])   # (X - C) / s for 8 models
+encoder.normalize.fit(X_train)
+Y = encoder.normalize(X_train[:8])   # (X - C) / s for 8 models
 by_formula = {"xu": Y @ encoder.probes["xu"], "xxtu": Y @ Y.transpose(1, 2) @ encoder.probes["xxtu"],
               "xtu": Y.transpose(1, 2) @ encoder.probes["xtu"], "xtxu": Y.transpose(1, 2) @ Y @ encoder.probes["xtxu"]}
 with torch.no_grad():
-    view_checks = {view: difference(view_response(view, train.X[:8], encoder.normalize, encoder.probes[view]),
+    view_checks = {view: difference(view_response(view, X_train[:8], encoder.normalize, encoder.probes[view]),
                                     by_formula[view]) for view in VIEWS}
 pd.DataFrame([{"view": view, "probes U": tuple(encoder.probes[view].shape), "response": tuple(by_formula[view].shape[1:]),
                "difference from the formula": view_checks[view]} for view in VIEWS])
