@@ -190,7 +190,8 @@ def view_ablation(tree_zoo, layer: str, task: str, params: dict, subsets: Sequen
                   progress: Optional[Progress] = None) -> dict:
     """One ProbeX expert per view subset on one layer, all else equal (the paper's multi-view ablation).
 
-    Returns ``{"layer", "task", "metric", "rows": {subset name: {"score", "val", "n_parameters"}}}``:
+    Returns ``{"layer", "task", "metric", "rows": [{"views", "score", "val", "n_parameters"}, ...]}`` (in the
+    order of ``subsets``):
     test mean binary accuracy for ``task="classes"`` (trained on train, chosen on val); zero-shot
     top-1 on the held-out test split for ``task="align"`` (chosen on the held-out validation split).
     """
@@ -214,14 +215,13 @@ def view_ablation(tree_zoo, layer: str, task: str, params: dict, subsets: Sequen
         expert = ProbeXClassifier(**{**params, "views": views}).fit(banks["train"], val=(banks["val"], None))
         return expert, expert.score(banks["test"])
 
-    rows = {}
+    rows = []
     for done, views in enumerate(subsets):
         if progress is not None:
             progress(done, len(subsets), views)
         expert, score = fitted_score(views)
-        rows[views_name(views)] = {"score": score, "n_parameters": int(expert.n_parameters_),
-                                   "val": max((log.val_score for log in expert.history_ if log.val_score is not None),
-                                              default=None)}
+        rows.append({"views": views_name(views), "score": score, "n_parameters": int(expert.n_parameters_),
+                     "val": max((log.val_score for log in expert.history_ if log.val_score is not None), default=None)})
     return {"layer": layer, "task": task, "metric": metric, "rows": rows}
 
 

@@ -277,8 +277,8 @@ def _views_markdown(ablations: dict) -> list[str]:
     for tree, ablation in ablations.items():
         out += [f"### {tree} ({ablation['layer']}): {ablation['metric']}", ""]
         out += _table(["views", "score", "val", "params", "paper (Model-J)"],
-                      [[name, row["score"], row["val"], row["n_parameters"], paper.get(name, "")]
-                       for name, row in ablation["rows"].items()])
+                      [[row["views"], row["score"], row["val"], row["n_parameters"], paper.get(row["views"], "")]
+                       for row in ablation["rows"]])
     return out
 
 
