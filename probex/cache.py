@@ -1,10 +1,10 @@
 """What probex keeps in its cache folder, and clearing it.
 
 probex caches what it can recompute: layer banks (``banks``), atlas coordinates (``atlas``),
-text embeddings (``text``) and the results of layer sweeps run from the command line
-(``sweeps``), each in ``$PROBEX_CACHE/<kind>`` (else ``~/.cache/probex/<kind>``). Nothing is
+text embeddings (``text``), the results of layer sweeps run from the command line
+(``sweeps``) and each tree's expert outputs for whole-zoo search (``search``), each in ``$PROBEX_CACHE/<kind>`` (else ``~/.cache/probex/<kind>``). Nothing is
 evicted on its own; :func:`cache_usage` says what is there and :func:`clear_cache` removes it,
-all of it or by kind and age. Only those four folders are ever touched, so pointing
+all of it or by kind and age. Only those five folders are ever touched, so pointing
 ``$PROBEX_CACHE`` at a folder that holds other things is safe.
 
 An entry is what one cached item wrote: a bank's arrays and index share a stem and count
@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 from probex.errors import ProbeXError
 from probex.storage import cache_dir
 
-KINDS = ("banks", "atlas", "text", "sweeps")
+KINDS = ("banks", "atlas", "text", "sweeps", "search")
 DAY = 24 * 3600
 
 

@@ -42,7 +42,7 @@ def test_a_banks_files_are_one_entry_and_a_left_over_temporary_is_another(cache)
 
 def test_usage_counts_entries_bytes_and_the_oldest_per_kind(cache):
     usage = cache_usage()
-    assert list(usage) == ["banks", "atlas", "text", "sweeps"]
+    assert list(usage) == ["banks", "atlas", "text", "sweeps", "search"]
     assert usage["banks"]["entries"] == 3 and usage["banks"]["bytes"] == 1590
     assert round(usage["banks"]["oldest_days"]) == 40
     assert usage["atlas"] == {"folder": str(cache / "atlas"), "entries": 0, "bytes": 0, "oldest_days": None}
