@@ -150,7 +150,7 @@ def _print_result(result, total: int) -> None:
         shown = ", ".join(silent[:6]) + (f", ... ({len(silent)} in all)" if len(silent) > 6 else "")
         reasons = {answer.note for answer in result.trees if answer.method is None}
         reason = next(iter(reasons)) if len(reasons) == 1 else "see --json for each tree's reason"
-        print(f"  {len(silent)} tree(s) cannot answer: {shown}: {reason}")
+        print(f"  and {len(silent)} tree(s) that cannot answer: {shown}: {reason}")
     if result.weak:
         print(f"weak match: {result.note}")
 
