@@ -245,7 +245,8 @@ class TreeSearcher:
         scores = np.clip(reading.closeness * expected, 0.0, 1.0)
         best = self.vocabulary.index(reading.nearest[0][0])
         raw = self.values[:, best]
-        read_as = "" if reading.exact else f" (read as {reading.nearest[0][0]}, similarity {reading.nearest[0][1]:.2f})"
+        read_as = "" if reading.exact else (f" (read as {reading.nearest[0][0]}, similarity {reading.nearest[0][1]:.2f}, "
+                                             f"closeness {reading.closeness:.2f})")
         reasons = [f"predicted to be trained on {reading.nearest[0][0]}, p = {p:.2f}{read_as}" for p in raw]
         note = f"classifier expert over {len(self.vocabulary)} classes on {', '.join(self.layers)}; {reading.describe()}"
         return TreeAnswer(self.tree, CLASSIFIER_METHOD, note, len(self.records), reading, self.records,
