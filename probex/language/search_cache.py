@@ -56,7 +56,10 @@ def expert_fingerprint(expert: Any) -> str:
 
 
 def population_key(tree: str, kind: str, expert: Any, layers: Sequence[str], records: Sequence[ModelRecord]) -> str | None:
-    """The cache key of one tree's values, or None when a model file cannot be stat'ed (then nothing is cached)."""
+    """The cache key of one tree's values, or None (then nothing is cached) when a model file cannot be stat'ed
+    or the expert cannot show its state (an object that is not a :class:`~probex.experts.base.BaseExpert`)."""
+    if not callable(getattr(expert, "_state", None)) or not callable(getattr(expert, "get_params", None)):
+        return None
     try:
         models = [[record.id, str(Path(record.path).resolve()), list(file_identity(record.path)),
                    json.dumps(record.metadata, sort_keys=True, default=str)] for record in records]
