@@ -8,7 +8,7 @@ probability that a model was fine-tuned on what the prompt names::
 
     index = ZooIndex.from_zoo(ModelZoo.open("zoo"))       # the experts shipped in zoo/experts/
     result = index.search("a blue heart", k=30)            # every tree that can answer
-    result.hits[0]          # ZooHit(rank=1, tree="mini-sd", score=0.99, why="aligned: 0.95, p = 0.99", ...)
+    result.hits[0]          # ZooHit(rank=1, tree=..., score=1.0, why="predicted to be trained on blue heart, p = 1.00", ...)
     result.weak, result.note                               # the weak-match flag and its explanation
     result.trees            # one TreeAnswer per tree: how it read the prompt, or why it cannot answer
     index.search("a blue heart", trees=["cnn-supervised"]) # narrowed to some trees
