@@ -1,0 +1,257 @@
+"""The atlas as a plotly figure: models coloured and shaped by any field, words, prompts, highlights and a selection.
+
+Pure: an :class:`~probex.language.atlas.Atlas` (and optionally its model table from
+:func:`probex.language.facets.model_table`) in, a ``plotly.graph_objects.Figure`` out. Models are
+WebGL markers (``Scattergl``), so 20,000 of them pan and hover smoothly. Each model point's
+``customdata`` is its row in the atlas's model order (anchors and prompts carry -1), so an app
+maps a selection back to models without looking at ids. Re-exported by :mod:`probex.figures`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from probex.language.facets import (HELD_OUT, QUALITATIVE, SEEN, category_labels, concept_colours, field_kind,
+                                    model_table, symbols_for)
+
+if TYPE_CHECKING:
+    import pandas
+
+#: The atlas points' own columns accepted as ``color`` (older name -> the model table's field).
+LEGACY_FIELDS = {"label": "concept", "split": "split", "tree": "tree"}
+#: Colour scales: numbers spanning more than this ratio are drawn on a log10 scale.
+LOG_RATIO = 100.0
+DIMMED_OPACITY = 0.12
+SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#ff7f0e", "val_holdout": "#9467bd",
+                 "test_holdout": "#d62728"}
+
+
+def atlas_figure(atlas: Any, color: str = "concept", title: Optional[str] = None, height: int = 620,
+                 show_anchor_text: bool = True, table: Optional["pandas.DataFrame"] = None, shape: Optional[str] = None,
+                 highlight: Optional[np.ndarray] = None, selected: Optional[Sequence[int]] = None,
+                 colours: Optional[Mapping[str, str]] = None, max_labels: int = 80,
+                 highlight_name: str = "matches") -> go.Figure:
+    """Models as dots, the tree's class names as labelled diamonds, prompts as stars.
+
+    Args:
+        atlas: from :func:`probex.language.atlas.build_atlas`.
+        color: a field of ``table`` (or "label", the older name of "concept"); categorical
+            fields get one legend entry per value (click to hide, double-click to isolate),
+            continuous ones (e.g. ``lr``) a colour scale (log10 when they span over 100x).
+        table: one row per model of the atlas, in its order (default: ``model_table`` of its records).
+        shape: a categorical field drawn as marker symbols ("star" models as stars, ...), or None.
+        highlight: [N] bool, models to bring forward (the rest are dimmed), e.g. search matches.
+        selected: rows of the selected models (drawn selected, the rest faded), or None.
+        colours: category -> colour overrides (e.g. one colour per tree on every page).
+        max_labels: at most this many word labels are written; overlapping ones are left to hover.
+    """
+    points = atlas.points
+    models = points[points["kind"] == "model"].reset_index(drop=True)
+    if table is None:
+        table = _table_of(atlas, models)
+    field = LEGACY_FIELDS.get(color, color)
+    if field not in table.columns:
+        raise ValueError(f"atlas_figure: color must be one of {tuple(LEGACY_FIELDS) + tuple(table.columns)}; got {color!r}")
+    if len(table) != len(models):
+        raise ValueError(f"atlas_figure: the table has {len(table)} rows for {len(models)} models")
+    hover = _hover(models, table)
+    symbols = _symbols(table, shape)
+    figure = go.Figure()
+    if field_kind(table[field]) == "continuous":
+        _continuous(figure, models, table[field].to_numpy(dtype=float), field, hover, symbols, highlight, selected)
+    else:
+        _categorical(figure, models, table, field, hover, symbols, highlight, selected, colours)
+    if shape is not None:
+        _shape_legend(figure, table, shape)
+    if highlight is not None and highlight.any():
+        rows = np.flatnonzero(highlight)
+        figure.add_trace(go.Scattergl(
+            x=models["x"].to_numpy()[rows], y=models["y"].to_numpy()[rows], mode="markers", name=highlight_name,
+            marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111111")),
+            customdata=rows, hoverinfo="skip"))
+    anchors = points[points["kind"] == "anchor"]
+    word_colours = _word_colours(list(anchors["label"]), field, colours)
+    if len(anchors):
+        colours_of = [word_colours.get(label, "#555555") for label in anchors["label"]]
+        figure.add_trace(go.Scattergl(
+            x=anchors["x"], y=anchors["y"], mode="markers", name="words (class names)",
+            marker=dict(symbol="diamond-open", size=10, color=colours_of, line=dict(width=2)),
+            customdata=[-1] * len(anchors), hovertext=[f"word: {label}" for label in anchors["label"]],
+            hoverinfo="text"))
+        if show_anchor_text:
+            _word_labels(figure, anchors, points, colours_of, max_labels, height)
+    prompts = points[points["kind"] == "prompt"]
+    if len(prompts):
+        figure.add_trace(go.Scatter(
+            x=prompts["x"], y=prompts["y"], mode="markers+text", name="prompts", text=list(prompts["label"]),
+            textposition="bottom center", textfont=dict(size=12, color="#111111"),
+            marker=dict(symbol="star", size=18, color="#ffd400", line=dict(width=1.5, color="#111111")),
+            customdata=[-1] * len(prompts), hovertext=[f"prompt: {label}" for label in prompts["label"]],
+            hoverinfo="text"))
+    subtitle = getattr(atlas, "message", None)
+    figure.update_layout(
+        title=dict(text=title or f"Atlas: {len(models):,} models and {len(anchors)} words in one space"
+                   + (f"<br><sup>{subtitle}</sup>" if subtitle else ""), y=0.98, yanchor="top"),
+        template="plotly_white", hovermode="closest", height=height, dragmode="lasso",
+        legend=dict(title_text=field, itemsizing="constant", groupclick="toggleitem"),
+        margin=dict(l=40, r=20, t=70, b=40), uirevision="atlas")
+    method = "PCA" if getattr(atlas, "method", "umap") == "pca" else "UMAP"
+    figure.update_xaxes(title_text=f"{method} 1", showticklabels=False, zeroline=False)
+    figure.update_yaxes(title_text=f"{method} 2", showticklabels=False, zeroline=False)
+    return figure
+
+
+def _table_of(atlas: Any, models: "pandas.DataFrame") -> "pandas.DataFrame":
+    index = getattr(atlas, "index", None)
+    if index is not None and len(index.records) == len(models):
+        return model_table(index.records)
+    import pandas as pd
+
+    return pd.DataFrame({"model": models["model_id"], "tree": models["tree"], "split": models["split"],
+                         "concept": models["label"]})
+
+
+def _hover(models: "pandas.DataFrame", table: "pandas.DataFrame") -> list[str]:
+    concepts = table["concept"] if "concept" in table else models["label"]
+    splits = table["split"] if "split" in table else models["split"]
+    return [f"<b>{model_id}</b><br>{concept or '-'} · {split or '-'}"
+            for model_id, concept, split in zip(models["model_id"], concepts, splits)]
+
+
+def _symbols(table: "pandas.DataFrame", shape: Optional[str]) -> Optional[np.ndarray]:
+    if shape is None:
+        return None
+    if shape not in table.columns:
+        raise ValueError(f"atlas_figure: shape must be a field of the table; got {shape!r}")
+    values = category_labels(table[shape])
+    symbol_of = symbols_for(values)
+    return np.array([symbol_of[value] for value in values], dtype=object)
+
+
+def category_colours(field: str, categories: Sequence[str], overrides: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The colour of each category of a field: colour words for concepts, fixed ones for splits and seen/held out."""
+    if field in ("concept", "colour word"):
+        colours = concept_colours(categories)
+    elif field == "split":
+        colours = {c: SPLIT_COLOURS.get(c, QUALITATIVE[n % len(QUALITATIVE)]) for n, c in enumerate(categories)}
+    elif field == "seen":
+        colours = {SEEN: "#4c72b0", HELD_OUT: "#dd5511"}
+    else:
+        colours = {c: QUALITATIVE[n % len(QUALITATIVE)] for n, c in enumerate(categories)}
+    colours.update({c: colour for c, colour in (overrides or {}).items() if c in categories})
+    colours.setdefault("(none)", "#bbbbbb")
+    return colours
+
+
+def _categorical(figure: go.Figure, models, table, field: str, hover: list[str], symbols, highlight, selected,
+                 overrides) -> None:
+    values = np.array(category_labels(table[field]), dtype=object)
+    categories = sorted(set(values), key=lambda value: (value == "(none)", _natural(value)))
+    colours = category_colours(field, categories, overrides)
+    x, y = models["x"].to_numpy(), models["y"].to_numpy()
+    chosen = _as_mask(selected, len(models))
+    for category in categories:
+        rows = np.flatnonzero(values == category)
+        marker = dict(size=7, color=colours.get(category, "#555555"), line=dict(width=0),
+                      opacity=_opacity(highlight, rows))
+        if symbols is not None:
+            marker["symbol"] = symbols[rows]
+        figure.add_trace(go.Scattergl(
+            x=x[rows], y=y[rows], mode="markers", name=category, legendgroup=category, marker=marker,
+            customdata=rows, hovertext=[hover[row] for row in rows], hoverinfo="text",
+            **_selection(chosen, rows)))
+
+
+def _continuous(figure: go.Figure, models, values: np.ndarray, field: str, hover, symbols, highlight, selected) -> None:
+    finite = np.isfinite(values)
+    shown, label = values, field
+    positive = values[finite & (values > 0)]
+    if finite.any() and len(positive) == finite.sum() and positive.max() / positive.min() > LOG_RATIO:
+        shown, label = np.where(finite, np.log10(np.where(finite, values, 1.0)), np.nan), f"log10 {field}"
+    x, y = models["x"].to_numpy(), models["y"].to_numpy()
+    chosen = _as_mask(selected, len(models))
+    rows = np.flatnonzero(finite)
+    marker = dict(size=7, color=shown[rows], colorscale="Viridis", showscale=True, line=dict(width=0),
+                  colorbar=dict(title=dict(text=label), thickness=14), opacity=_opacity(highlight, rows))
+    if symbols is not None:
+        marker["symbol"] = symbols[rows]
+    figure.add_trace(go.Scattergl(
+        x=x[rows], y=y[rows], mode="markers", name=field, marker=marker, customdata=rows,
+        hovertext=[f"{hover[row]}<br>{field}: {values[row]:.4g}" for row in rows], hoverinfo="text",
+        **_selection(chosen, rows)))
+    missing = np.flatnonzero(~finite)
+    if len(missing):
+        figure.add_trace(go.Scattergl(
+            x=x[missing], y=y[missing], mode="markers", name=f"{field}: (none)",
+            marker=dict(size=6, color="#bbbbbb", opacity=_opacity(highlight, missing)), customdata=missing,
+            hovertext=[hover[row] for row in missing], hoverinfo="text", **_selection(chosen, missing)))
+
+
+def _shape_legend(figure: go.Figure, table, shape: str) -> None:
+    """Legend-only entries that say what each symbol means (grey, one per category)."""
+    symbol_of = symbols_for(category_labels(table[shape]))
+    for number, (category, symbol) in enumerate(sorted(symbol_of.items())):
+        figure.add_trace(go.Scattergl(
+            x=[None], y=[None], mode="markers", name=category, legendgroup=f"shape:{category}",
+            legendgrouptitle_text=shape if number == 0 else None, showlegend=True, hoverinfo="skip",
+            marker=dict(symbol=symbol, size=9, color="#666666")))
+
+
+def _opacity(highlight: Optional[np.ndarray], rows: np.ndarray) -> Any:
+    if highlight is None or not highlight.any():
+        return 0.85
+    return np.where(highlight[rows], 1.0, DIMMED_OPACITY)
+
+
+def _as_mask(selected: Optional[Sequence[int]], n: int) -> Optional[np.ndarray]:
+    if selected is None:
+        return None
+    mask = np.zeros(n, dtype=bool)
+    rows = np.asarray(list(selected), dtype=np.int64)
+    mask[rows[(rows >= 0) & (rows < n)]] = True
+    return mask
+
+
+def _selection(chosen: Optional[np.ndarray], rows: np.ndarray) -> dict:
+    """plotly's selection of one trace: the positions of its selected points, the rest faded."""
+    if chosen is None:
+        return {}
+    return dict(selectedpoints=np.flatnonzero(chosen[rows]).tolist(), unselected=dict(marker=dict(opacity=0.15)),
+                selected=dict(marker=dict(opacity=1.0)))
+
+
+def _word_colours(words: list[str], field: str, overrides) -> dict[str, str]:
+    """Words take their concept's colour when the models are coloured by concept or colour word, else grey."""
+    if field not in ("concept", "colour word"):
+        return {}
+    return category_colours("concept", sorted(set(words)), overrides if field == "concept" else None)
+
+
+def _word_labels(figure: go.Figure, anchors, points, colours: list[str], max_labels: int, height: int) -> None:
+    """Write the words as annotations (hovering one shows the word, not a model under it), none overlapping."""
+    span_x = float(points["x"].max() - points["x"].min()) or 1.0
+    span_y = float(points["y"].max() - points["y"].min()) or 1.0
+    char_w, line_h = span_x * 6.5 / 1000, span_y * 16 / max(height - 110, 100)  # ~1000 px wide plot
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, label, colour in zip(anchors["x"], anchors["y"], anchors["label"], colours):
+        if len(placed) >= max_labels:
+            break
+        half = len(str(label)) * char_w / 2
+        box = (x - half, x + half, y, y + line_h)
+        if any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in placed):
+            continue
+        placed.append(box)
+        figure.add_annotation(x=x, y=y, text=str(label), showarrow=False, yshift=10, font=dict(size=10, color=colour),
+                              hovertext=f"word: {label}", bgcolor="rgba(255,255,255,0.6)")
+
+
+def _natural(value: str) -> tuple:
+    """Sort numbers by value and text alphabetically."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, math.inf, value)
