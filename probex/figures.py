@@ -8,6 +8,7 @@ writes it with ``fig.write_html``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -114,7 +115,7 @@ def _draw_links(figure: go.Figure, data: DendrogramData, column: int, shown_in_l
         tree = tree_of_colour.get(colour)
         name = labels.get(tree, tree) if tree else ("above the cut" if colour == ABOVE_CUT_COLOR else colour)
         figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=recolour.get(colour, colour), width=1.5),
-                                    name=name, legendgroup=name, showlegend=name not in shown_in_legend,
+                                    name=escape(str(name)), legendgroup=name, showlegend=name not in shown_in_legend,
                                     hoverinfo="skip"), row=1, col=column)
         shown_in_legend.add(name)
 
@@ -170,9 +171,9 @@ def _draw_leaves(figure: go.Figure, data: DendrogramData, column: int, labels: M
     positions = [10 * i + 5 for i in range(len(data.leaf_ids))]
     hover = []
     for model_id, tree, truth, size in zip(data.leaf_ids, data.leaf_trees, data.leaf_true_trees, data.leaf_sizes):
-        lines = [f"<b>{model_id}</b>", f"tree found: {labels.get(tree, tree)}"]
+        lines = [f"<b>{escape(str(model_id))}</b>", f"tree found: {escape(str(labels.get(tree, tree)))}"]
         if truth is not None:
-            lines.append(f"true tree: {truth}")
+            lines.append(f"true tree: {escape(str(truth))}")
         if size > 1:
             lines.append(f"{size} models")
         hover.append("<br>".join(lines))
@@ -226,7 +227,6 @@ def weight_map(X: Any, max_coordinates: int = 4096, seed: int = 0) -> WeightMap:
     """
     import numpy as np
 
-    n = X.shape[0]
     size = int(np.prod(X.shape[1:]))
     columns = (np.sort(np.random.default_rng(seed).choice(size, max_coordinates, replace=False))
                if size > max_coordinates else np.arange(size))
@@ -291,10 +291,10 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
             extra = {} if chosen is None else dict(selectedpoints=np.flatnonzero(chosen[rows]).tolist(),
                                                    unselected=dict(marker=dict(opacity=0.15)))
             figure.add_trace(go.Scattergl(
-                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name=category,
-                legendgroup=f"{panel}:{category}", legendgrouptitle_text=panel if number == 0 else None,
+                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name=escape(category),
+                legendgroup=f"{panel}:{category}", legendgrouptitle_text=escape(panel) if number == 0 else None,
                 marker=dict(size=6, opacity=0.8, color=(colours or {}).get(category, palette[number % len(palette)])),
-                customdata=rows, hovertext=[f"<b>{ids[i]}</b><br>{panel}: {category}" for i in rows],
+                customdata=rows, hovertext=[f"<b>{escape(ids[i])}</b><br>{escape(panel)}: {escape(category)}" for i in rows],
                 hoverinfo="text", **extra), row=1, col=column)
         for mark in marks:
             figure.add_trace(go.Scatter(

@@ -10,6 +10,7 @@ maps a selection back to models without looking at ids. Re-exported by :mod:`pro
 from __future__ import annotations
 
 import math
+from html import escape
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -80,24 +81,25 @@ def atlas_figure(atlas: Any, color: str = "concept", title: Optional[str] = None
         figure.add_trace(go.Scattergl(
             x=anchors["x"], y=anchors["y"], mode="markers", name="words (class names)",
             marker=dict(symbol="diamond-open", size=10, color=colours_of, line=dict(width=2)),
-            customdata=[-1] * len(anchors), hovertext=[f"word: {label}" for label in anchors["label"]],
+            customdata=[-1] * len(anchors), hovertext=[f"word: {escape(str(label))}" for label in anchors["label"]],
             hoverinfo="text"))
         if show_anchor_text:
             _word_labels(figure, anchors, points, colours_of, max_labels, height)
     prompts = points[points["kind"] == "prompt"]
     if len(prompts):
         figure.add_trace(go.Scatter(
-            x=prompts["x"], y=prompts["y"], mode="markers+text", name="prompts", text=list(prompts["label"]),
+            x=prompts["x"], y=prompts["y"], mode="markers+text", name="prompts",
+            text=[escape(str(label)) for label in prompts["label"]],
             textposition="bottom center", textfont=dict(size=12, color="#111111"),
             marker=dict(symbol="star", size=18, color="#ffd400", line=dict(width=1.5, color="#111111")),
-            customdata=[-1] * len(prompts), hovertext=[f"prompt: {label}" for label in prompts["label"]],
+            customdata=[-1] * len(prompts), hovertext=[f"prompt: {escape(str(label))}" for label in prompts["label"]],
             hoverinfo="text"))
     subtitle = getattr(atlas, "message", None)
     figure.update_layout(
         title=dict(text=title or f"Atlas: {len(models):,} models and {len(anchors)} words in one space"
                    + (f"<br><sup>{subtitle}</sup>" if subtitle else ""), y=0.98, yanchor="top"),
         template="plotly_white", hovermode="closest", height=height, dragmode="lasso",
-        legend=dict(title_text=field, itemsizing="constant", groupclick="toggleitem"),
+        legend=dict(title_text=escape(field), itemsizing="constant", groupclick="toggleitem"),
         margin=dict(l=40, r=20, t=70, b=40), uirevision="atlas")
     method = "PCA" if getattr(atlas, "method", "umap") == "pca" else "UMAP"
     figure.update_xaxes(title_text=f"{method} 1", showticklabels=False, zeroline=False)
@@ -118,7 +120,7 @@ def _table_of(atlas: Any, models: "pandas.DataFrame") -> "pandas.DataFrame":
 def _hover(models: "pandas.DataFrame", table: "pandas.DataFrame") -> list[str]:
     concepts = table["concept"] if "concept" in table else models["label"]
     splits = table["split"] if "split" in table else models["split"]
-    return [f"<b>{model_id}</b><br>{concept or '-'} · {split or '-'}"
+    return [f"<b>{escape(str(model_id))}</b><br>{escape(str(concept or '-'))} · {escape(str(split or '-'))}"
             for model_id, concept, split in zip(models["model_id"], concepts, splits)]
 
 
@@ -161,17 +163,17 @@ def _categorical(figure: go.Figure, models, table, field: str, hover: list[str],
         if symbols is not None:
             marker["symbol"] = symbols[rows]
         figure.add_trace(go.Scattergl(
-            x=x[rows], y=y[rows], mode="markers", name=category, legendgroup=category, marker=marker,
+            x=x[rows], y=y[rows], mode="markers", name=escape(category), legendgroup=category, marker=marker,
             customdata=rows, hovertext=[hover[row] for row in rows], hoverinfo="text",
             **_selection(chosen, rows)))
 
 
 def _continuous(figure: go.Figure, models, values: np.ndarray, field: str, hover, symbols, highlight, selected) -> None:
     finite = np.isfinite(values)
-    shown, label = values, field
+    shown, label = values, escape(field)
     positive = values[finite & (values > 0)]
     if finite.any() and len(positive) == finite.sum() and positive.max() / positive.min() > LOG_RATIO:
-        shown, label = np.where(finite, np.log10(np.where(finite, values, 1.0)), np.nan), f"log10 {field}"
+        shown, label = np.where(finite, np.log10(np.where(finite, values, 1.0)), np.nan), f"log10 {escape(field)}"
     x, y = models["x"].to_numpy(), models["y"].to_numpy()
     chosen = _as_mask(selected, len(models))
     rows = np.flatnonzero(finite)
@@ -181,12 +183,12 @@ def _continuous(figure: go.Figure, models, values: np.ndarray, field: str, hover
         marker["symbol"] = symbols[rows]
     figure.add_trace(go.Scattergl(
         x=x[rows], y=y[rows], mode="markers", name=field, marker=marker, customdata=rows,
-        hovertext=[f"{hover[row]}<br>{field}: {values[row]:.4g}" for row in rows], hoverinfo="text",
+        hovertext=[f"{hover[row]}<br>{escape(field)}: {values[row]:.4g}" for row in rows], hoverinfo="text",
         **_selection(chosen, rows)))
     missing = np.flatnonzero(~finite)
     if len(missing):
         figure.add_trace(go.Scattergl(
-            x=x[missing], y=y[missing], mode="markers", name=f"{field}: (none)",
+            x=x[missing], y=y[missing], mode="markers", name=f"{escape(field)}: (none)",
             marker=dict(size=6, color="#bbbbbb", opacity=_opacity(highlight, missing)), customdata=missing,
             hovertext=[hover[row] for row in missing], hoverinfo="text", **_selection(chosen, missing)))
 
@@ -196,8 +198,8 @@ def _shape_legend(figure: go.Figure, table, shape: str) -> None:
     symbol_of = symbols_for(category_labels(table[shape]))
     for number, (category, symbol) in enumerate(sorted(symbol_of.items())):
         figure.add_trace(go.Scattergl(
-            x=[None], y=[None], mode="markers", name=category, legendgroup=f"shape:{category}",
-            legendgrouptitle_text=shape if number == 0 else None, showlegend=True, hoverinfo="skip",
+            x=[None], y=[None], mode="markers", name=escape(category), legendgroup=f"shape:{category}",
+            legendgrouptitle_text=escape(shape) if number == 0 else None, showlegend=True, hoverinfo="skip",
             marker=dict(symbol=symbol, size=9, color="#666666")))
 
 
@@ -237,6 +239,7 @@ def _word_labels(figure: go.Figure, anchors, points, colours: list[str], max_lab
     span_y = float(points["y"].max() - points["y"].min()) or 1.0
     char_w, line_h = span_x * 6.5 / 1000, span_y * 16 / max(height - 110, 100)  # ~1000 px wide plot
     placed: list[tuple[float, float, float, float]] = []
+    annotations = []
     for x, y, label, colour in zip(anchors["x"], anchors["y"], anchors["label"], colours):
         if len(placed) >= max_labels:
             break
@@ -245,8 +248,10 @@ def _word_labels(figure: go.Figure, anchors, points, colours: list[str], max_lab
         if any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in placed):
             continue
         placed.append(box)
-        figure.add_annotation(x=x, y=y, text=str(label), showarrow=False, yshift=10, font=dict(size=10, color=colour),
-                              hovertext=f"word: {label}", bgcolor="rgba(255,255,255,0.6)")
+        annotations.append(dict(x=x, y=y, text=escape(str(label)), showarrow=False, yshift=10,
+                                font=dict(size=10, color=colour), hovertext=f"word: {escape(str(label))}",
+                                bgcolor="rgba(255,255,255,0.6)"))
+    figure.update_layout(annotations=annotations)  # at once: adding them one by one copies the layout each time
 
 
 def _natural(value: str) -> tuple:
