@@ -21,6 +21,8 @@ from explorer.text import shorten
 _KEEP = "_kept_"
 #: Free text (prompts) is cut to this many characters in the address.
 MAX_TEXT = 200
+#: A selection longer than this (as ranges) is left out of the address (browsers and servers cut long ones).
+MAX_SELECTION = 6000
 
 
 def restore(key: str, param: Optional[str] = None, parse: Callable[[str], Any] = str,
@@ -54,12 +56,12 @@ def keep(key: str, param: Optional[str] = None, default: Any = None, text: Calla
     return value
 
 
-def put(param: str, value: Any, text: Callable[[Any], str] = str) -> None:
-    """Set ``param`` in the address (free text cut to MAX_TEXT characters), or remove it when ``value`` is None."""
+def put(param: str, value: Any, text: Callable[[Any], str] = str, limit: Optional[int] = MAX_TEXT) -> None:
+    """Set ``param`` in the address (cut to ``limit`` characters), or remove it when ``value`` is None."""
     if value is None or value == "":
         st.query_params.pop(param, None)
         return
-    written = shorten(text(value), MAX_TEXT)
+    written = text(value) if limit is None else shorten(text(value), limit)
     if st.query_params.get(param) != written:
         st.query_params[param] = written
 
@@ -67,6 +69,16 @@ def put(param: str, value: Any, text: Callable[[Any], str] = str) -> None:
 def model_href(model_id: str) -> str:
     """The relative address of a model's page (``model?model=ID``)."""
     return "./model?model=" + quote(model_id, safe="/")
+
+
+def put_selection(rows: Sequence[int]) -> bool:
+    """Put a selection in the address as ``sel``; False (and none there) when it is too long to share."""
+    encoded = encode_rows(rows) if rows else ""
+    if len(encoded) > MAX_SELECTION:
+        st.query_params.pop("sel", None)
+        return False
+    put("sel", encoded or None, limit=None)
+    return True
 
 
 def encode_rows(rows: Iterable[int]) -> str:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from explorer import sidebar  # noqa: E402
+from explorer import sidebar, state  # noqa: E402
 from explorer.text import plain  # noqa: E402
 
 st.set_page_config(page_title="ProbeX Explorer", page_icon=":deciduous_tree:", layout="wide")
@@ -58,4 +58,5 @@ if st.session_state.get("unknown_page") is not None:
 st.query_params["page"] = current
 
 sidebar.draw()
+state.warm_up()  # once per process, in the background
 navigation.run()

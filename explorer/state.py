@@ -356,3 +356,21 @@ def row_labels(path: str, tree: str, token: str, population: str, _table: Any) -
     """One line per model of a facets table ("id · concept · split · ..."), for pickers that search metadata."""
     shown = _table.drop(columns=[column for column in ("tree",) if column in _table])
     return [" · ".join(str(value) for value in row if str(value) not in ("", "nan")) for row in shown.itertuples(index=False)]
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> bool:
+    """Once per server process: compile (or load from disk) UMAP's functions in a background thread, so that
+    the first Atlas is not kept waiting for the compiler (probex.language.atlas.prepare_umap)."""
+    import threading
+
+    from probex.language.atlas import prepare_umap
+
+    def run() -> None:
+        try:
+            prepare_umap(compile_now=True)
+        except Exception as error:  # a warm-up only saves time: the Atlas compiles what it needs itself
+            logger.warning("UMAP warm-up failed: %s", error)
+
+    threading.Thread(target=run, name="probex-umap-warm-up", daemon=True).start()
+    return True

@@ -255,7 +255,8 @@ def _flat_columns(X: Any, columns: Any) -> Any:
 
 def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequence[str] | None = None,
                       title: str = "Raw weights, 2-D (PCA)", colours: Mapping[str, str] | None = None,
-                      marks: Sequence[dict] = (), selected: Sequence[int] | None = None) -> go.Figure:
+                      marks: Sequence[dict] = (), selected: Sequence[int] | None = None,
+                      highlight: Any = None) -> go.Figure:
     """Models as points on the first two principal components of their raw weights, one panel per colouring.
 
     Args:
@@ -268,6 +269,7 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
         marks: extra points drawn on every panel, e.g. an upload: dicts with x, y, text and
             optionally colour.
         selected: rows of selected models (drawn selected, the rest faded).
+        highlight: [N] bool, models ringed on every panel (e.g. the ones most like a selection).
 
     Each model point's ``customdata`` is its row, so an app can map a selection back to models.
     """
@@ -296,6 +298,12 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
                 marker=dict(size=6, opacity=0.8, color=(colours or {}).get(category, palette[number % len(palette)])),
                 customdata=rows, hovertext=[f"<b>{escape(ids[i])}</b><br>{escape(panel)}: {escape(category)}" for i in rows],
                 hoverinfo="text", **extra), row=1, col=column)
+        if highlight is not None and np.asarray(highlight).any():
+            rows = np.flatnonzero(np.asarray(highlight))
+            figure.add_trace(go.Scattergl(
+                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name="more like these",
+                showlegend=column == 1, marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111")),
+                customdata=rows, hoverinfo="skip"), row=1, col=column)
         for mark in marks:
             figure.add_trace(go.Scatter(
                 x=[mark["x"]], y=[mark["y"]], mode="markers+text", name=mark.get("name", "your model"),
@@ -307,7 +315,7 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
                             row=1, col=column)
     figure.update_layout(title=dict(text=title, y=0.97, yanchor="top"), template="plotly_white", height=480,
                          legend=dict(groupclick="toggleitem"), margin=dict(l=60, r=20, t=90, b=50),
-                         dragmode="lasso", uirevision="weight-map")
+                         uirevision="weight-map")
     return figure
 
 

@@ -88,6 +88,7 @@ figure = state.figure("atlas", (path, token, tree, choice.token, colour, shape, 
                                 None if highlight is None else np.packbits(highlight).tobytes()),
                       lambda: atlas_figure(atlas, color=colour, shape=None if shape == "(none)" else shape, table=table,
                                            highlight=highlight, selected=selected or None,
+                                           colours=state.tree_colours(path) if colour == "tree" else None,
                                            highlight_name="matches" if find.strip() else "more like these"))
 event = st.plotly_chart(figure, width="stretch", key="atlas_chart", on_select="rerun",
                         selection_mode=("points", "box", "lasso"),
@@ -102,7 +103,8 @@ if atlas.message:
 st.caption(f"{len(index):,} models of {plain(tree)}; expert {plain(choice.source)}.")
 
 selection = st.session_state["atlas_selection"]
-address.put("sel", address.encode_rows(selection) if selection else None)
+if not address.put_selection(selection):
+    st.caption("This selection is too large to put in the address; a smaller one can be shared by its address.")
 if selection:
     more_highlight, cleared = selection_panel("atlas_sel", table, selection, lambda row: index.records[row].images,
                                               similarity=lambda rows: index.more_like([index.ids[r] for r in rows]))

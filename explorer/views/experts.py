@@ -68,8 +68,8 @@ else:
                 f"**{expert.n_parameters_:,}** parameters, reading "
                 + ", ".join(f"`{plain(layer)}`" for layer in (expert.layers_ or [])) + ".")
     if choice.scores:
-        st.plotly_chart(training_curves_figure(expert.history_, title=f"{tree}: the expert trained in this session"),
-                        width="stretch", key="trained_curves")
+        st.plotly_chart(state.figure("curves", (choice.token,), lambda: training_curves_figure(
+            expert.history_, title=f"{tree}: the expert trained in this session")), width="stretch", key="trained_curves")
         st.dataframe([{**row, "value": as_text(row["value"]), "chance": as_text(row["chance"])} for row in choice.scores],
                      hide_index=True, width="stretch")
         archives = st.session_state.setdefault("expert_archives", {})
@@ -94,8 +94,9 @@ st.subheader("Layer sweep")
 if sweep:
     st.caption("One expert per layer, scored on the validation split; the best layer (red) is the tree's "
                "recommended layer. Hover a bar for its test score and size.")
-    st.plotly_chart(layer_sweep_figure(sweep, title=f"{tree}: validation score per layer"), width="stretch",
-                    key="sweep_chart")
+    st.plotly_chart(state.figure("sweep", (path, tree, repr(sweep)),
+                                 lambda: layer_sweep_figure(sweep, title=f"{tree}: validation score per layer")),
+                    width="stretch", key="sweep_chart")
 elif sweep_key not in running or not running[sweep_key].running:
     st.caption("No layer sweep for this tree yet. A sweep trains a short expert on every layer and scores it on the "
                "validation split, to find the layer that tells most.")

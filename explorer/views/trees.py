@@ -80,11 +80,18 @@ if placed is not None:
     mark = DendrogramMark(panel=number, tree=placement.tree or placement.nearest, near_model=nearest_member,
                           text=f"{html.escape(uploaded.name)}<br>distance {placement.distance:.3g} to the centre of "
                                f"{html.escape(names.labels.get(placement.nearest, ''))}<br>its radius {placement.radius:.3g}")
-st.plotly_chart(state.figure("dendrogram", (path, token, None if mark is None else repr(mark)),
+leaf = st.plotly_chart(state.figure("dendrogram", (path, token, None if mark is None else repr(mark)),
                              lambda: dendrogram_figure(state.dendrograms(path, token), title=f"Model Trees of {zoo.name}",
                                                        labels=names.labels, colours=names.colours,
-                                                       panel_titles=names.architectures, mark=mark)),
-                width="stretch", key="dendrogram")
+                                                       panel_titles=[html.escape(name).replace(", largest ", "<br>largest ")
+                                                                     for name in names.architectures],
+                                                       mark=mark)),
+                       width="stretch", key="dendrogram", on_select="rerun", selection_mode="points")
+clicked = [point.get("customdata") for point in (leaf.selection.get("points", []) if leaf else [])]
+clicked = [model_id for model_id in clicked if isinstance(model_id, str) and model_id in zoo.ids]
+if tuple(clicked) != st.session_state.get("dendrogram_event", ()):  # a new click on a leaf opens its model
+    st.session_state["dendrogram_event"] = ()  # coming back must not open it again
+    st.switch_page(MODEL_PAGE, query_params={"model": clicked[0]})
 
 st.subheader("The trees")
 rows = []
@@ -126,11 +133,13 @@ if placed is not None and placed[0] == number:
                   "colour": names.colours.get(placed[1].tree or "", "#111111")})
 key = f"trees_selection:{number}"
 st.session_state.setdefault(key, [])
+more = st.session_state.get(f"{key}:more")
 selected = tuple(st.session_state[key])
 event = st.plotly_chart(
-    state.figure("weight map", (path, token, number, repr(marks), selected),
+    state.figure("weight map", (path, token, number, repr(marks), selected,
+                                None if more is None else np.packbits(more).tobytes()),
                  lambda: weight_map_figure(mapped, colourings, ids=ids, colours=names.colours, marks=marks,
-                                           selected=selected or None,
+                                           selected=selected or None, highlight=more,
                                            title=f"{names.architectures[number]}: layer {architecture.layer}, "
                                                  "first two principal components")),
     width="stretch", key=f"weight_map_{number}", on_select="rerun", selection_mode=("points", "box", "lasso"),
@@ -155,8 +164,14 @@ if st.session_state[key]:
         values = _flat_columns(state.layer_bank(path, architecture.layer, ids).X, mapped.columns)
         return similarity_to_selection(values - mapped.mean, rows)
 
-    _, cleared = selection_panel(f"trees_sel_{number}", facets, st.session_state[key],
-                                 lambda row: records[row].images, similarity=similarity)
+    highlight, cleared = selection_panel(f"trees_sel_{number}", facets, st.session_state[key],
+                                         lambda row: records[row].images, similarity=similarity)
     if cleared:
         st.session_state[key] = []
+        st.session_state.pop(f"{key}:more", None)
         st.rerun()
+    if (highlight is None) != (more is None) or (highlight is not None and not np.array_equal(highlight, more)):
+        st.session_state[f"{key}:more"] = highlight
+        st.rerun()
+elif st.session_state.pop(f"{key}:more", None) is not None:
+    st.rerun()

@@ -98,7 +98,7 @@ def atlas_figure(atlas: Any, color: str = "concept", title: Optional[str] = None
     figure.update_layout(
         title=dict(text=title or f"Atlas: {len(models):,} models and {len(anchors)} words in one space"
                    + (f"<br><sup>{subtitle}</sup>" if subtitle else ""), y=0.98, yanchor="top"),
-        template="plotly_white", hovermode="closest", height=height, dragmode="lasso",
+        template="plotly_white", hovermode="closest", height=height,
         legend=dict(title_text=escape(field), itemsizing="constant", groupclick="toggleitem"),
         margin=dict(l=40, r=20, t=70, b=40), uirevision="atlas")
     method = "PCA" if getattr(atlas, "method", "umap") == "pca" else "UMAP"
@@ -161,7 +161,7 @@ def _categorical(figure: go.Figure, models, table, field: str, hover: list[str],
         marker = dict(size=7, color=colours.get(category, "#555555"), line=dict(width=0),
                       opacity=_opacity(highlight, rows))
         if symbols is not None:
-            marker["symbol"] = symbols[rows]
+            marker["symbol"] = _one_or_many(symbols[rows])
         figure.add_trace(go.Scattergl(
             x=x[rows], y=y[rows], mode="markers", name=escape(category), legendgroup=category, marker=marker,
             customdata=rows, hovertext=[hover[row] for row in rows], hoverinfo="text",
@@ -180,7 +180,7 @@ def _continuous(figure: go.Figure, models, values: np.ndarray, field: str, hover
     marker = dict(size=7, color=shown[rows], colorscale="Viridis", showscale=True, line=dict(width=0),
                   colorbar=dict(title=dict(text=label), thickness=14), opacity=_opacity(highlight, rows))
     if symbols is not None:
-        marker["symbol"] = symbols[rows]
+        marker["symbol"] = _one_or_many(symbols[rows])
     figure.add_trace(go.Scattergl(
         x=x[rows], y=y[rows], mode="markers", name=field, marker=marker, customdata=rows,
         hovertext=[f"{hover[row]}<br>{escape(field)}: {values[row]:.4g}" for row in rows], hoverinfo="text",
@@ -201,6 +201,11 @@ def _shape_legend(figure: go.Figure, table, shape: str) -> None:
             x=[None], y=[None], mode="markers", name=escape(category), legendgroup=f"shape:{category}",
             legendgrouptitle_text=escape(shape) if number == 0 else None, showlegend=True, hoverinfo="skip",
             marker=dict(symbol=symbol, size=9, color="#666666")))
+
+
+def _one_or_many(values: np.ndarray) -> Any:
+    """One value when all are equal (a scalar is validated and sent once, not 20,000 times), else the array."""
+    return values[0] if len(values) and (values == values[0]).all() else list(values)
 
 
 def _opacity(highlight: Optional[np.ndarray], rows: np.ndarray) -> Any:
@@ -237,7 +242,7 @@ def _word_labels(figure: go.Figure, anchors, points, colours: list[str], max_lab
     """Write the words as annotations (hovering one shows the word, not a model under it), none overlapping."""
     span_x = float(points["x"].max() - points["x"].min()) or 1.0
     span_y = float(points["y"].max() - points["y"].min()) or 1.0
-    char_w, line_h = span_x * 6.5 / 1000, span_y * 16 / max(height - 110, 100)  # ~1000 px wide plot
+    char_w, line_h = span_x * 7.5 / 900, span_y * 18 / max(height - 110, 100)  # ~900 px wide plot, 10 px font
     placed: list[tuple[float, float, float, float]] = []
     annotations = []
     for x, y, label, colour in zip(anchors["x"], anchors["y"], anchors["label"], colours):
