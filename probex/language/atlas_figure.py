@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from probex.language.facets import (HELD_OUT, QUALITATIVE, SEEN, category_labels, concept_colours, field_kind,
-                                    model_table, symbols_for)
+from probex.language.facets import (HELD_OUT, QUALITATIVE, SEEN, category_labels, concept_colours, concept_parts,
+                                    field_kind, model_table, symbols_for)
 
 if TYPE_CHECKING:
     import pandas
@@ -27,6 +27,8 @@ LEGACY_FIELDS = {"label": "concept", "split": "split", "tree": "tree"}
 #: Colour scales: numbers spanning more than this ratio are drawn on a log10 scale.
 LOG_RATIO = 100.0
 DIMMED_OPACITY = 0.12
+#: More categories than this are drawn as one trace per colour (see _categorical).
+MAX_TRACES = 40
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#ff7f0e", "val_holdout": "#9467bd",
                  "test_holdout": "#d62728"}
 
@@ -151,21 +153,37 @@ def category_colours(field: str, categories: Sequence[str], overrides: Optional[
 
 def _categorical(figure: go.Figure, models, table, field: str, hover: list[str], symbols, highlight, selected,
                  overrides) -> None:
+    """One WebGL trace per category (a legend entry that hides it), or, past ``MAX_TRACES`` categories, one
+    per colour (e.g. "red: 8 concepts"): each trace costs a redraw, and 64 of them made panning 2-3x slower."""
     values = np.array(category_labels(table[field]), dtype=object)
     categories = sorted(set(values), key=lambda value: (value == "(none)", _natural(value)))
     colours = category_colours(field, categories, overrides)
+    groups: dict[str, list[str]] = {}
+    for category in categories:
+        key = category if len(categories) <= MAX_TRACES else colours.get(category, "#555555")
+        groups.setdefault(key, []).append(category)
     x, y = models["x"].to_numpy(), models["y"].to_numpy()
     chosen = _as_mask(selected, len(models))
-    for category in categories:
-        rows = np.flatnonzero(values == category)
-        marker = dict(size=7, color=colours.get(category, "#555555"), line=dict(width=0),
+    for members in groups.values():
+        rows = np.flatnonzero(np.isin(values, members))
+        marker = dict(size=7, color=colours.get(members[0], "#555555"), line=dict(width=0),
                       opacity=_opacity(highlight, rows))
         if symbols is not None:
             marker["symbol"] = _one_or_many(symbols[rows])
         figure.add_trace(go.Scattergl(
-            x=x[rows], y=y[rows], mode="markers", name=escape(category), legendgroup=category, marker=marker,
-            customdata=rows, hovertext=[hover[row] for row in rows], hoverinfo="text",
+            x=x[rows], y=y[rows], mode="markers", name=escape(_group_name(members, field)), legendgroup=members[0],
+            marker=marker, customdata=rows, hovertext=[hover[row] for row in rows], hoverinfo="text",
             **_selection(chosen, rows)))
+
+
+def _group_name(members: list[str], field: str) -> str:
+    """A category's name, or for several sharing a colour: their common colour word and how many they are."""
+    if len(members) == 1:
+        return members[0]
+    words = {concept_parts(member)[0] for member in members}
+    common = words.pop() if len(words) == 1 else ""
+    return f"{common}: {len(members)} {'concepts' if field == 'concept' else 'values'}" if common else \
+        f"{len(members)} {field} values"
 
 
 def _continuous(figure: go.Figure, models, values: np.ndarray, field: str, hover, symbols, highlight, selected) -> None:
@@ -197,7 +215,7 @@ def _shape_legend(figure: go.Figure, table, shape: str) -> None:
     """Legend-only entries that say what each symbol means (grey, one per category)."""
     symbol_of = symbols_for(category_labels(table[shape]))
     for number, (category, symbol) in enumerate(sorted(symbol_of.items())):
-        figure.add_trace(go.Scattergl(
+        figure.add_trace(go.Scatter(  # SVG, no points: a legend entry that costs no WebGL draw
             x=[None], y=[None], mode="markers", name=escape(category), legendgroup=f"shape:{category}",
             legendgrouptitle_text=escape(shape) if number == 0 else None, showlegend=True, hoverinfo="skip",
             marker=dict(symbol=symbol, size=9, color="#666666")))

@@ -216,3 +216,34 @@ def test_with_prompts_of_one_string_is_refused(atlas):
     with pytest.raises(TypeError, match="list of strings"):
         atlas.with_prompts("a red star")
     assert isinstance(atlas.with_prompts([]), Atlas)
+
+
+def synthetic_atlas(names: list[str], per_name: int = 3) -> tuple[Atlas, "object"]:
+    import pandas as pd
+
+    from pathlib import Path
+
+    from probex.zoo import ModelRecord
+
+    records = [ModelRecord(id=f"m{i}", path=Path(f"m{i}.safetensors"), split="train", tree="t",
+                           labels=[names[i % len(names)]]) for i in range(len(names) * per_name)]
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({"x": rng.normal(size=len(records)), "y": rng.normal(size=len(records)), "kind": "model",
+                           "label": [r.labels[0] for r in records], "model_id": [r.id for r in records],
+                           "split": "train", "tree": "t", "image": ""})
+    return Atlas(points=points), model_table(records)
+
+
+def test_past_forty_categories_models_are_drawn_one_trace_per_colour_named_by_its_colour_word():
+    from probex.language.facets import COLOUR_WORDS
+
+    colours, shapes = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"], ["circle", "star", "ring",
+                                                                                              "heart", "cross", "square"]
+    atlas, table = synthetic_atlas([f"{c} {s}" for c in colours for s in shapes])  # 48 concepts
+    figure = atlas_figure(atlas, color="concept", table=table, shape="other words")
+    traces = [trace for trace in figure.data if trace.name and trace.name.endswith("6 concepts")]
+    assert sorted(trace.name for trace in traces) == sorted(f"{c}: 6 concepts" for c in colours)
+    assert all(trace.marker.color == COLOUR_WORDS[trace.name.split(":")[0]] for trace in traces)
+    assert sum(len(trace.x) for trace in traces) == len(table)
+    few, few_table = synthetic_atlas([f"red {s}" for s in shapes])
+    assert {t.name for t in atlas_figure(few, color="concept", table=few_table).data} == {f"red {s}" for s in shapes}
