@@ -89,8 +89,10 @@ def model_table(records: Sequence["ModelRecord"], train_split: str = "train") ->
         keys.extend(key for key in record.metadata if key not in keys)
     for key in keys:
         values = [record.metadata.get(key) for record in records]
-        columns[key if key not in BUILT_IN else f"metadata: {key}"] = _as_numbers(values) or [
-            "" if value is None else str(value) for value in values]
+        values = _as_numbers(values) or ["" if value is None else str(value) for value in values]
+        if key in BUILT_IN and values == columns[key]:
+            continue  # the metadata repeats a field already there (e.g. "concept")
+        columns[key if key not in BUILT_IN else f"metadata: {key}"] = values
     return pd.DataFrame(columns)
 
 
