@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -66,6 +67,9 @@ def describe(path: str, zoo: Any, model: Any, true_labels: Optional[list[str]] =
                    f"**{plain(nearest)}**, whose models lie within {placement.radius:.3g} of it. It was probably "
                    "fine-tuned from another root (like the demo jungle's forest of independently initialised "
                    "models), so no expert here was trained on models like it and none is asked.")
+        findings.caveats.append(f"It belongs to no known tree: the nearest, {nearest}, lies {placement.distance:.3g} "
+                                f"away, beyond its radius {placement.radius:.3g}; nothing was predicted.")
+        model_card(path, zoo, record, None, findings, key)
         return
     share = placement.percentile
     findings.routing = f"distance {placement.distance:.3g} to the tree's centre; its models lie within {placement.radius:.3g}"
@@ -92,13 +96,13 @@ def describe(path: str, zoo: Any, model: Any, true_labels: Optional[list[str]] =
 
 
 def is_known_root(path: str, tree: str, model: Any, placement: Any) -> bool:
-    """Whether the model has the weights of its tree's root, where the population ships roots (a jungle build's
-    ``roots/<tree>.safetensors``): the layer the router reads matches to 1e-4 of its norm."""
+    """Whether the model has the weights of its tree's root, where the population ships roots (as the demo
+    jungle does: ``roots/<tree>.safetensors`` beside its manifest): the layer the router reads matches to 1e-4
+    of its norm."""
     from probex.zoo import ModelRecord, ModelZoo
 
-    folder = state.jungle_folder(path)
-    root = folder / "roots" / f"{tree}.safetensors" if folder is not None else None
-    if root is None or not root.is_file():
+    root = Path(state.load_zoo(path).root) / "roots" / f"{tree}.safetensors"
+    if "/" in tree or not root.is_file():  # names from data never become paths unchecked
         return False
     router = state.current_router(path).router
     layer = next((a.layer for a in router.architectures_
@@ -214,11 +218,12 @@ def base_model_of(zoo: Any, tree: str) -> str:
     return values.most_common(1)[0][0] if values else tree
 
 
-def model_card(path: str, zoo: Any, record: Any, tree: str, findings: Findings, key: str) -> None:
+def model_card(path: str, zoo: Any, record: Any, tree: Optional[str], findings: Findings, key: str) -> None:
     """A model-card draft of what was found, to download (Markdown with YAML front matter)."""
     lora = any(info.kind == "lora" for info in _catalog(record))
     facts = ModelCardFacts(
-        model_id=record.id, base_model=base_model_of(zoo, tree), relation="adapter" if lora else "finetune",
+        model_id=record.id, base_model=base_model_of(zoo, tree) if tree else None,
+        relation="adapter" if lora else "finetune",
         tree=tree, predictions=findings.predictions, prediction_kind=findings.kind,
         confidence_name=findings.confidence, neighbours=findings.neighbours,
         neighbour_score_name=findings.neighbour_score, expert=findings.expert, routing=findings.routing,

@@ -210,8 +210,11 @@ class WeightMap:
 
     def place(self, X: Any) -> Any:
         """Map coordinates [M, 2] of new models' weights X [M, d_W, d_H] (or [M, D]) of the same layer."""
-        values = _flat_columns(X, self.columns)
-        return (values - self.mean) @ self.axes
+        return self.centred(X) @ self.axes
+
+    def centred(self, X: Any) -> Any:
+        """The models' weights on the map's coordinates, centred like the map's models: float64 [M, len(columns)]."""
+        return _flat_columns(X, self.columns) - self.mean
 
     def __len__(self) -> int:
         return len(self.coordinates)

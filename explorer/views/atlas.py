@@ -74,16 +74,17 @@ if find.strip():
         except (ProbeXError, ValueError) as error:
             note = f"Cannot read “{plain(find, 60)}” as a prompt: {plain_error(error)}"
 
-# -- the selection: from the address (a shared view), then from the map ---------------------------------
-if "atlas_selection" not in st.session_state:
+# -- the selection (one per tree): from the address (a shared view), then from the map -------------------
+SELECTION, MORE = f"atlas_selection:{tree}", f"atlas_more:{tree}"
+if SELECTION not in st.session_state:
     try:
-        st.session_state["atlas_selection"] = address.decode_rows(st.query_params.get("sel", ""), len(index))
+        st.session_state[SELECTION] = address.decode_rows(st.query_params.get("sel", ""), len(index))
     except ValueError:
-        st.session_state["atlas_selection"] = []
-more = st.session_state.get("atlas_more_highlight")
+        st.session_state[SELECTION] = []
+more = st.session_state.get(MORE)
 if more is not None and len(more) == len(index):
     highlight = more if highlight is None else (highlight | more)
-selected = tuple(st.session_state["atlas_selection"])
+selected = tuple(st.session_state[SELECTION])
 figure = state.figure("atlas", (path, token, tree, choice.token, colour, shape, find, selected,
                                 None if highlight is None else np.packbits(highlight).tobytes()),
                       lambda: atlas_figure(atlas, color=colour, shape=None if shape == "(none)" else shape, table=table,
@@ -93,7 +94,7 @@ figure = state.figure("atlas", (path, token, tree, choice.token, colour, shape, 
 event = st.plotly_chart(figure, width="stretch", key="atlas_chart", on_select="rerun",
                         selection_mode=("points", "box", "lasso"),
                         config={"scrollZoom": True, "displaylogo": False})
-clicked = apply_map_event("atlas_selection", event)
+clicked = apply_map_event(SELECTION, event)
 if clicked is not None:
     st.switch_page(MODEL_PAGE, query_params={"model": index.ids[clicked]})
 if note:
@@ -102,21 +103,21 @@ if atlas.message:
     st.caption(plain(atlas.message))
 st.caption(f"{len(index):,} models of {plain(tree)}; expert {plain(choice.source)}.")
 
-selection = st.session_state["atlas_selection"]
+selection = st.session_state[SELECTION]
 if not address.put_selection(selection):
     st.caption("This selection is too large to put in the address; a smaller one can be shared by its address.")
 if selection:
     more_highlight, cleared = selection_panel("atlas_sel", table, selection, lambda row: index.records[row].images,
                                               similarity=lambda rows: index.more_like([index.ids[r] for r in rows]))
     if cleared:
-        st.session_state["atlas_selection"] = []
-        st.session_state.pop("atlas_more_highlight", None)
+        st.session_state[SELECTION] = []
+        st.session_state.pop(MORE, None)
         st.rerun()
-    if (more_highlight is None) != (st.session_state.get("atlas_more_highlight") is None) or (
-            more_highlight is not None and not np.array_equal(more_highlight, st.session_state["atlas_more_highlight"])):
-        st.session_state["atlas_more_highlight"] = more_highlight
+    if (more_highlight is None) != (more is None) or (more_highlight is not None and not np.array_equal(more_highlight,
+                                                                                                          more)):
+        st.session_state[MORE] = more_highlight  # drawn on the map by the rerun
         st.rerun()
-elif st.session_state.pop("atlas_more_highlight", None) is not None:
+elif st.session_state.pop(MORE, None) is not None:
     st.rerun()
 
 # -- any model by id, concept or metadata -----------------------------------------------------------------

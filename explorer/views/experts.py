@@ -13,7 +13,7 @@ import streamlit as st
 from explorer import address, jobs, state
 from explorer.sidebar import THREADS_KEY
 from explorer.text import plain, plain_error
-from explorer.train_now import TASK_NAMES, as_text, recommended_layer, train_expert
+from explorer.train_now import TASK_NAMES, as_text, recommended_layer, shipped_recommendation, train_expert
 from probex.figures import layer_sweep_figure, training_curves_figure
 from probex.experiments.sweep import default_task, matrix_layers
 
@@ -146,12 +146,7 @@ elif generative:
 # -- train one now (in the background) -------------------------------------------------------------------
 st.subheader("Train an expert now")
 layers = [info.name for info in matrix_layers(tree_zoo)]
-recommended = None
-if state.jungle_folder(path) is not None:
-    from probex import jungle
-
-    recommended = jungle.recommended_layers(state.jungle_folder(path)).get(tree)
-best = recommended_layer(layers, recommended, sweep)
+best = recommended_layer(layers, shipped_recommendation(zoo.root, tree), sweep)
 with st.form("train_form"):
     columns = st.columns(3)
     task = columns[0].selectbox("Task", list(TASK_NAMES), index=list(TASK_NAMES).index(default_task(tree_zoo)),

@@ -158,11 +158,10 @@ if st.session_state[key]:
     facets = model_table(records)
 
     def similarity(rows):
+        """Every model's cosine with the selection's mean direction, on the map's (centred) coordinates."""
         from probex.language.selection import similarity_to_selection
-        from probex.figures import _flat_columns
 
-        values = _flat_columns(state.layer_bank(path, architecture.layer, ids).X, mapped.columns)
-        return similarity_to_selection(values - mapped.mean, rows)
+        return similarity_to_selection(mapped.centred(state.layer_bank(path, architecture.layer, ids).X), rows)
 
     highlight, cleared = selection_panel(f"trees_sel_{number}", facets, st.session_state[key],
                                          lambda row: records[row].images, similarity=similarity)

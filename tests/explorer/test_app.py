@@ -331,7 +331,7 @@ def test_more_like_these_highlights_models_without_filtering(mini_jungle):
     spec = chart_specs(app)[0]
     rings = next(trace for trace in spec["data"] if trace.get("name") == "more like these")
     assert len(rings["customdata"]) >= 10 and not set(rings["customdata"]) & set(range(5))
-    assert sum(len(trace["x"]) for trace in atlas_models(spec)) == len(app.session_state["atlas_more_highlight"])
+    assert sum(len(trace["x"]) for trace in atlas_models(spec)) == len(app.session_state["atlas_more:mini-sd"])
 
 
 def test_the_experts_form_defaults_to_the_recommended_layer_and_prints_integers_as_integers(mini_jungle):
