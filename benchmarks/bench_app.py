@@ -429,18 +429,17 @@ def main() -> None:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     out = Path(__file__).with_suffix(".json")
     result = json.loads(out.read_text()) if out.is_file() else {}
-    loads = {"before": round(os.getloadavg()[0], 2)}
-    if "cold" in parts or "search" in parts:
-        result.update(cold_and_search(args.cold_runs))
-    if "reruns" in parts:
-        result.update(warm_reruns(args.reruns))
-    if "atlas" in parts:
-        result.update(atlas_cold())
-    if "atlas20k" in parts:
-        result.update(atlas_20k())
-    loads["after"] = round(os.getloadavg()[0], 2)
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1m": loads,
-                         "parts_run": parts}
+    runs = [(("cold", "search"), lambda: cold_and_search(args.cold_runs)), (("reruns",), lambda: warm_reruns(args.reruns)),
+            (("atlas",), atlas_cold), (("atlas20k",), atlas_20k)]
+    for names, run in runs:
+        if not set(names) & set(parts):
+            continue
+        before = round(os.getloadavg()[0], 2)
+        figures = run()
+        for value in figures.values():  # the load the machine carried while each part ran (shared machines)
+            value["load_average_1m"] = {"before": before, "after": round(os.getloadavg()[0], 2)}
+        result.update(figures)
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {out}")
 
