@@ -249,3 +249,19 @@ def test_past_forty_categories_models_are_drawn_one_trace_per_colour_named_by_it
     assert sum(len(trace.x) for trace in traces) == len(table)
     few, few_table = synthetic_atlas([f"red {s}" for s in shapes])
     assert {t.name for t in atlas_figure(few, color="concept", table=few_table).data} == {f"red {s}" for s in shapes}
+
+
+@pytest.mark.parametrize("options", [dict(color="concept", shape="other words"), dict(color="lr", shape="colour word"),
+                                     dict(color="split", selected=[0, 3]), dict(color="concept", highlight="purple")],
+                         ids=["concept+shape", "continuous+shape", "selection", "highlight"])
+def test_every_figure_passes_plotlys_own_validation(atlas, options):
+    """The models' traces skip plotly's per-element checks (speed at 20,000 points): a full check here."""
+    import plotly.graph_objects as go
+
+    if options.get("highlight") == "purple":
+        options = {**options, "highlight": text_matches(model_table(atlas.index.records), "purple")}
+    figure = atlas_figure(atlas.with_prompts(["a pink circle"]), **options)
+    checked = go.Figure(figure.to_dict())  # raises ValueError on any invalid property or element
+    assert len(checked.data) == len(figure.data) and checked.data[0].marker.size == 7
+    symbols = [trace.marker.symbol for trace in model_traces(checked) if "shape" in options]
+    assert all(symbol is not None for symbol in symbols)
