@@ -4,7 +4,8 @@ The coordinates and metadata are synthesised (64 concept clusters of a jungle-li
 log-uniform learning rate, five splits, and the 64 class names as words), because no zoo of
 20,000 aligned models ships with probex. Everything after that is the product's path: the
 facets table (probex.language.facets.model_table), probex.figures.atlas_figure on WebGL, and
-st.plotly_chart with selections on, as on the Atlas page.
+st.plotly_chart with selections on, as on the Atlas page (whose default at this size draws no
+shapes; "concept, shaped" draws them, as asked for there).
 
     streamlit run benchmarks/atlas_20k_app.py
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probex.figures import atlas_figure  # noqa: E402
 from probex.language.atlas import Atlas  # noqa: E402
+from probex.language.atlas_figure import SHAPES_BY_DEFAULT_UP_TO  # noqa: E402
 from probex.language.facets import model_table  # noqa: E402
 from probex.zoo import ModelRecord  # noqa: E402
 
@@ -51,7 +53,8 @@ def synthetic_atlas(n: int = N_MODELS, seed: int = 0) -> tuple[Atlas, pd.DataFra
 
 st.set_page_config(page_title="Atlas 20k", layout="wide")
 atlas, table = synthetic_atlas()
-colour = st.selectbox("Colour by", ["concept", "lr", "split", "seen"], key="colour")
-figure = atlas_figure(atlas, color=colour, table=table, shape="other words" if colour == "concept" else None)
+colour = st.selectbox("Colour by", ["concept", "lr", "split", "seen", "concept, shaped"], key="colour")
+shaped = colour == "concept, shaped" or (colour == "concept" and N_MODELS <= SHAPES_BY_DEFAULT_UP_TO)  # as the Atlas page
+figure = atlas_figure(atlas, color=colour.split(",")[0], table=table, shape="other words" if shaped else None)
 st.plotly_chart(figure, width="stretch", key="atlas", on_select="rerun", selection_mode=("points", "box", "lasso"))
 st.caption(f"drawn: {colour}")

@@ -23,7 +23,9 @@ Parts (``--parts``, default all):
   while it moves), hover times (20 ``Plotly.Fx.hover`` at scattered places, each
   until the next painted frame), and the seconds from choosing another colouring to the redrawn
   map. Headless Chromium here renders WebGL in software (SwiftShader), which is slower than any
-  GPU. Targets (issue 19): no perceptible lag (we count <= 100 ms a step), colour
+  GPU: so a bare WebGL plot (one trace of 200, then 20,000 circles, no hover text) is panned the
+  same way in the same page, and the Atlas's steps are also given as a ratio to the bare 20,000's
+  (what the figure adds over the browser's own cost of a WebGL frame). Targets (issue 19): no perceptible lag (we count <= 100 ms a step), colour
   change <= 2 s.
 
 Prints the figures and writes ``bench_app.json`` beside this script (parts not run keep their
@@ -55,6 +57,7 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-backgroun
 BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"]'
 POLL = 0.05
 PARTS = ("cold", "search", "reruns", "atlas", "atlas20k")
+N_BARE = 20_000
 
 
 def free_port() -> int:
@@ -301,7 +304,7 @@ def atlas_cold() -> dict:
 
 PAN = """
 const done = arguments[arguments.length - 1];
-const gd = document.querySelector('.js-plotly-plot');
+const gd = arguments[0] || document.querySelector('.js-plotly-plot');
 const frame = () => new Promise(resolve => requestAnimationFrame(() => resolve()));
 (async () => {
   const [x0, x1] = gd._fullLayout.xaxis.range, [y0, y1] = gd._fullLayout.yaxis.range;
@@ -316,14 +319,36 @@ const frame = () => new Promise(resolve => requestAnimationFrame(() => resolve()
   done(times);
 })();
 """
+BARE = """
+const done = arguments[arguments.length - 1];
+const n = arguments[0], gd = document.createElement('div'), atlas = document.querySelector('.js-plotly-plot');
+gd.style.width = atlas.clientWidth + 'px';
+gd.style.height = atlas.clientHeight + 'px';
+document.body.appendChild(gd);
+let seed = 1;
+const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+const x = Array.from({length: n}, random), y = Array.from({length: n}, random);
+Plotly.newPlot(gd, [{type: 'scattergl', mode: 'markers', x: x, y: y, marker: {size: 7, color: '#1f77b4'}}],
+               {height: atlas.clientHeight, margin: {l: 40, r: 20, t: 70, b: 40}}).then(() => done(gd));
+"""
 
 
-def pan_frames(driver) -> list[float]:
+def pan_frames(driver, plot=None) -> list[float]:
     """Milliseconds of each of 30 pan steps: the view moved (``Plotly.relayout``) until the next painted frame.
 
     A whole redraw per step: an upper bound of what a mouse drag costs (plotly moves the view more
-    cheaply while dragging and redraws once at the end)."""
-    return driver.execute_async_script(PAN)
+    cheaply while dragging and redraws once at the end). ``plot``: another plot of the page (default the Atlas)."""
+    return driver.execute_async_script(PAN, plot)
+
+
+def bare_pan_frames(driver, n: int) -> list[float]:
+    """Pan steps of a bare plot of ``n`` WebGL circles (one trace, no hover text, no legend) of the Atlas's size,
+    in the same page: what this browser's WebGL costs a frame whatever the figure holds."""
+    plot = driver.execute_async_script(BARE, n)
+    try:
+        return pan_frames(driver, plot)
+    finally:
+        driver.execute_script("Plotly.purge(arguments[0]); arguments[0].remove();", plot)
 
 
 HOVER = """
@@ -386,18 +411,27 @@ def atlas_20k() -> dict:
         driver_renderer = driver.execute_script(RENDERER)
         driver.set_script_timeout(120)
         pan = pan_frames(driver)
+        bare = {n: bare_pan_frames(driver, n) for n in (200, N_BARE)}
+        pan_again = pan_frames(driver)  # the load may change while the bare plots pan: the Atlas again after them
         hover, shown = driver.execute_async_script(HOVER)
         changes = {}
-        for colour, scale in (("lr", True), ("split", False), ("seen", False), ("concept", False)):
+        for colour, scale in (("lr", True), ("split", False), ("seen", False), ("concept, shaped", False),
+                              ("concept", False)):
             started = time.monotonic()
             choose(driver, colour)
             wait_drawn(driver, lambda d: caption(f"drawn: {colour}")(d)
                        and (result := d.execute_script(REDRAWN)) is not None and result[1] == scale, quiet_polls=1,
                        timeout=120)
             changes[colour] = round(time.monotonic() - started, 2)
+            if colour == "concept, shaped":
+                shaped_pan = pan_frames(driver)
+        pan = pan + pan_again
+        ratio = statistics.median(pan) / statistics.median(bare[N_BARE])
         print(f"20,000 models: first drawn {first:.1f} s; a pan step (relayout to painted frame) ms: median "
               f"{statistics.median(pan):.0f}, 90th percentile {sorted(pan)[int(0.9 * len(pan))]:.0f}, max {max(pan):.0f} "
-              f"({len(pan)} steps); hover ms: median {statistics.median(hover):.0f}, max {max(hover):.0f} "
+              f"({len(pan)} steps); a bare WebGL plot of 200 / 20,000 circles in the same page: median "
+              f"{statistics.median(bare[200]):.0f} / {statistics.median(bare[N_BARE]):.0f} ms (the Atlas: {ratio:.2f}x "
+              f"the bare 20,000; shaped by a field: {statistics.median(shaped_pan):.0f} ms); hover ms: median {statistics.median(hover):.0f}, max {max(hover):.0f} "
               f"({shown}/20 showed a label); colour change s {changes}")
         return {"atlas_20k": {
             "data": "synthetic: 20,000 models in 64 concept clusters (coordinates and metadata synthesised; no "
@@ -405,8 +439,14 @@ def atlas_20k() -> dict:
             "first_drawn_s": round(first, 2),
             "pan_step_ms": {"median": round(statistics.median(pan), 1),
                             "p90": round(sorted(pan)[int(0.9 * len(pan))], 1), "max": round(max(pan), 1),
-                            "steps": len(pan), "how": "30 steps of Plotly.relayout moving the view, each until "
+                            "steps": len(pan), "how": "2 x 30 steps of Plotly.relayout moving the view, each until "
                                                       "the next painted frame (a whole redraw per step)"},
+            "bare_webgl_pan_step_ms": {str(n): {"median": round(statistics.median(v), 1), "max": round(max(v), 1)}
+                                       for n, v in bare.items()},
+            "atlas_over_bare_20000": round(ratio, 2),
+            "shaped_pan_step_ms": {"median": round(statistics.median(shaped_pan), 1), "max": round(max(shaped_pan), 1),
+                                   "how": "coloured by concept and shaped by its other words (not the default at "
+                                          "this size), 30 steps as above"},
             "hover_ms": {"median": round(statistics.median(hover), 1), "max": round(max(hover), 1),
                          "labels_shown": shown, "hovers": len(hover)},
             "colour_change_s": changes, "renderer": driver_renderer,

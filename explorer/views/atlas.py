@@ -10,6 +10,7 @@ from explorer.text import plain, plain_error
 from explorer.widgets import apply_map_event, selection_panel
 from probex.errors import ProbeXError
 from probex.figures import atlas_figure
+from probex.language.atlas_figure import SHAPES_BY_DEFAULT_UP_TO
 from probex.language.facets import colour_fields, shape_fields, text_matches
 
 MODEL_PAGE = "views/model.py"
@@ -45,9 +46,12 @@ colour = columns[0].selectbox("Colour by", fields, key="atlas_colour",
                               help="Any field: tree, split, concept and its parts, held out or seen, metadata. "
                                    "Numbers with many values get a colour scale.")
 address.keep("atlas_colour", "colour", default="concept")
-address.restore("atlas_shape", "shape", choices=shapes, default="other words" if "other words" in shapes else "(none)")
-shape = columns[1].selectbox("Shape by", shapes, key="atlas_shape")
-address.keep("atlas_shape", "shape", default="other words" if "other words" in shapes else "(none)")
+default_shape = "other words" if "other words" in shapes and len(index) <= SHAPES_BY_DEFAULT_UP_TO else "(none)"
+address.restore("atlas_shape", "shape", choices=shapes, default=default_shape)
+shape = columns[1].selectbox("Shape by", shapes, key="atlas_shape",
+                             help=f"Marker symbols by a field. Off by default past {SHAPES_BY_DEFAULT_UP_TO:,} models: "
+                                  "per-point symbols make each redraw about twice as slow.")
+address.keep("atlas_shape", "shape", default=default_shape)
 address.restore("atlas_find", "find", default="")
 find = columns[2].text_input("Highlight", key="atlas_find", placeholder="purple · a red star · lr 0.001 · held out",
                              help="Models whose fields contain every word light up (the rest dim); when no field "

@@ -29,6 +29,9 @@ LOG_RATIO = 100.0
 DIMMED_OPACITY = 0.12
 #: More categories than this are drawn as one trace per colour (see _categorical).
 MAX_TRACES = 40
+#: Shapes (per-point marker symbols) double the cost of each WebGL redraw (pan, zoom, hover); past this
+#: many models an app leaves them off unless asked (benchmarks/bench_app.py, atlas20k).
+SHAPES_BY_DEFAULT_UP_TO = 5_000
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#2ca02c", "test": "#ff7f0e", "val_holdout": "#9467bd",
                  "test_holdout": "#d62728"}
 
