@@ -58,5 +58,7 @@ if st.session_state.get("unknown_page") is not None:
 st.query_params["page"] = current
 
 sidebar.draw()
-state.warm_up()  # once per process, in the background
-navigation.run()
+try:
+    navigation.run()
+finally:  # once per process, in the background, after the first page is drawn (not competing with it for CPU)
+    state.warm_up()

@@ -1,6 +1,6 @@
 """The running app in a real headless Chromium: every page draws, a held-out prompt finds its models, a lasso
-on the Atlas lists exactly the models it holds, a click on the map opens a model's page, and shared addresses
-reopen their views.
+on the Atlas lists exactly the models it holds, "purple" rings exactly the purple models, colour by lr draws a
+colour scale, a click on the map opens a model's page, and shared addresses reopen their views.
 
 Starts ``streamlit run explorer/app.py`` on a free loopback port and drives Debian's
 chromium through selenium (the driver path is given, so selenium never downloads a
@@ -317,11 +317,51 @@ def test_typing_purple_on_the_atlas_highlights_the_purple_models(browser, app_ur
     box.send_keys("purple", Keys.ENTER)
     caption = wait(browser, lambda d: next((e.text for e in d.find_elements(
         By.CSS_SELECTOR, '[data-testid="stCaptionContainer"]') if "whose fields contain" in e.text), None))
-    rings = browser.execute_script(
-        "return document.querySelector('.js-plotly-plot')._fullData.filter(t => t.name === 'matches')"
-        ".map(t => t.hovertext ? t.hovertext.length : t.x.length)")
-    assert rings and rings[0] == int(caption.split()[0].replace(",", "")) > 0
+    ringed, purple = wait(browser, lambda d: d.execute_script(RINGED_AND_PURPLE))
+    assert ringed == purple and len(ringed) == int(caption.split()[0].replace(",", "")) > 0
     browser.save_screenshot(str(ARTIFACTS / "atlas-highlight.png"))
+
+
+# (rows ringed as matches, rows whose hover text names purple), both sorted; null until the rings are drawn
+RINGED_AND_PURPLE = """
+const gd = document.querySelector('.js-plotly-plot');
+const rings = gd._fullData.find(t => t.name === 'matches');
+if (!rings) return null;
+const purple = [];
+for (const trace of gd._fullData) {
+  const cd = trace.customdata;
+  if (!cd || !cd.length || cd[0] < 0 || trace.name === 'matches') continue;
+  for (let i = 0; i < cd.length; i++) if (String(trace.hovertext[i]).includes('purple')) purple.push(Number(cd[i]));
+}
+return [Array.from(rings.customdata, Number).sort((a, b) => a - b), purple.sort((a, b) => a - b)];
+"""
+
+# the colour scale of the models' trace: [its title, how many different colours its points get]; null without one
+COLOUR_SCALE = """
+const gd = document.querySelector('.js-plotly-plot');
+const scaled = gd._fullData.find(t => t.marker && t.marker.showscale);
+if (!scaled || !document.querySelector('.js-plotly-plot .colorbar')) return null;
+return [scaled.marker.colorbar.title.text, new Set(Array.from(scaled.marker.color, c => c.toFixed(6))).size];
+"""
+
+
+def choose(driver, label: str, option: str) -> None:
+    """Type ``option`` into the select box labelled ``label`` and press Enter, as a person would."""
+    box = wait(driver, lambda d: d.find_element(
+        By.XPATH, f'//div[@data-testid="stSelectbox"][.//label[contains(., "{label}")]]//input'))
+    box.click()
+    box.send_keys(option, Keys.ENTER)
+
+
+def test_colour_by_lr_on_the_atlas_draws_a_continuous_scale(browser, app_url):
+    browser.get(f"{app_url}/atlas")
+    wait_until_drawn(browser, "atlas", timeout=240)
+    assert browser.execute_script(COLOUR_SCALE) is None  # by concept: a legend, no scale
+    choose(browser, "Colour by", "lr")
+    title, colours = wait(browser, lambda d: d.execute_script(COLOUR_SCALE))
+    wait_until_drawn(browser, "atlas")
+    assert "lr" in title and colours > 12 and "colour=lr" in browser.current_url
+    browser.save_screenshot(str(ARTIFACTS / "atlas-colour-lr.png"))
 
 
 def test_a_click_on_a_model_of_the_atlas_opens_its_page(browser, app_url):
