@@ -199,7 +199,9 @@ def _continuous(drawn: list, models, values: np.ndarray, field: str, hover, symb
     chosen = _as_mask(selected, len(models))
     rows = np.flatnonzero(finite)
     marker = dict(size=7, color=shown[rows], colorscale="Viridis", showscale=True, line=dict(width=0),
-                  colorbar=dict(title=dict(text=label), thickness=14), opacity=_opacity(highlight, rows))
+                  colorbar=dict(title=dict(text=label, side="top"), thickness=12, orientation="h", len=0.5, x=0.5,
+                                xanchor="center", y=-0.06, yanchor="top"),  # under the map: the legend holds the right
+                  opacity=_opacity(highlight, rows))
     if symbols is not None:
         marker["symbol"] = _one_or_many(symbols[rows])
     drawn.append(_points(

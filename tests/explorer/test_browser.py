@@ -361,6 +361,7 @@ def test_colour_by_lr_on_the_atlas_draws_a_continuous_scale(browser, app_url):
     title, colours = wait(browser, lambda d: d.execute_script(COLOUR_SCALE))
     wait_until_drawn(browser, "atlas")
     assert "lr" in title and colours > 12 and "colour=lr" in browser.current_url
+    browser.execute_script("document.querySelector('.js-plotly-plot').scrollIntoView({block: 'end'});")
     browser.save_screenshot(str(ARTIFACTS / "atlas-colour-lr.png"))
 
 
