@@ -1,32 +1,50 @@
-"""Text from data, shown safely and plainly: escaped for Markdown, shortened, and errors without server paths.
+"""Text from data shown as text: the one escaper of the app, short headings and errors in plain words.
 
-Every name that comes from data or from the address (model ids, concepts, prompts, tree names,
-metadata) goes through :func:`plain` before it reaches ``st.markdown``, ``st.caption``, a heading
-or an alert, so that it is shown as typed: no Markdown, no HTML, no Streamlit directives
-(``:red[...]``, ``:material/...:``) and no LaTeX from data. Table cells and plotly hover text are
-not Markdown and need no escaping here (probex's figures escape their hover text).
+Streamlit renders Markdown in ``st.markdown``, ``st.title``, ``st.subheader``, ``st.caption``,
+``st.info``/``warning``/``error``/``success`` and widget labels. A prompt from the address
+(``?prompt=![x](http://host/pixel.png)``), a tree name from a manifest or a model id from a
+file must not become an image fetched from a stranger's server, a link, a heading, a list, a
+table or a formula: every such value goes through :func:`plain` where it is put into Markdown::
+
+    st.subheader(f"Models for “{plain(prompt, 80)}”")
+
+The page's own Markdown around it (``**bold**``) still works, and ordinary names stay as they
+read (``cnn-attributes``, ``model_idx_0042``, ``model.safetensors``): only characters that could
+start Markdown where they stand are escaped with a backslash (CommonMark's escape for ASCII
+punctuation). Errors shown to a person go through :func:`plain_error` (no server paths, no raw
+byte counts). Table cells and plotly hover text are not Markdown (probex's figures escape their
+hover text).
 """
 
 from __future__ import annotations
 
 import re
 
-# CommonMark lets a backslash escape any ASCII punctuation; these are the characters Markdown,
-# Streamlit's directives (":" and "[...]"), LaTeX ("$") and HTML ("<", "&") give a meaning anywhere
-# in a line. "-", "+" and "1." mean something only at a line's start (a list): escaped there only.
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|<>~$:&^])")
-_LINE_START = re.compile(r"^([-+]|\d+(?=[.)]))")
+from probex.errors import printable
+
+# Anywhere: code, emphasis (*), links and images ([ ]), HTML and block quotes (< >), tables (|),
+# strikethrough (~), formulas ($), entities (&), and what GitHub's autolinks start at (: @).
+_ALWAYS = re.compile(r"([\\`*\[\]<>|~$&:@])")
+# Underscores open or close emphasis only at a word's edge (snake_case names are left alone).
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# What makes a block when it starts the text: a heading, a list item, a thematic break.
+_LEADING = re.compile(r"^(\s*)([#+\-=]|\d+[.)])")
+_WWW = re.compile(r"(www)\.", re.IGNORECASE)
 _BIG_NUMBER = re.compile(r"\b\d{10,}\b")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/:'\"]+){2,}/?")
 
 
 def plain(text: object, limit: int | None = None) -> str:
-    """``text`` escaped for Markdown, on one line, cut to ``limit`` characters with "…" when given."""
-    value = " ".join(str(text).split())
+    """``text`` (any value from data) escaped so that Streamlit's Markdown shows it literally, on one line;
+    cut to ``limit`` characters (the last one "…") when given (headings, captions)."""
+    value = printable(text, one_line=True)
     if limit is not None:
         value = shorten(value, limit)
-    return _LINE_START.sub(lambda match: "\\" + match.group(0) if match.group(0) in "-+" else match.group(0) + "\\",
-                           _SPECIAL.sub(r"\\\1", value))
+    escaped = _ALWAYS.sub(r"\\\1", value)
+    escaped = _EDGE_UNDERSCORE.sub(r"\\_", escaped)
+    escaped = _WWW.sub(r"\1\\.", escaped)
+    return _LEADING.sub(lambda match: match.group(1) + "\\" + match.group(2) if not match.group(2)[0].isdigit()
+                        else match.group(1) + match.group(2)[:-1] + "\\" + match.group(2)[-1], escaped)
 
 
 def shorten(text: str, limit: int) -> str:

@@ -6,9 +6,7 @@ sweep); this module turns its LayerScore into the rows the page shows, with chan
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 TASK_NAMES = {"classes": "training-class prediction (multi-label)", "align": "alignment with class names (zero-shot)"}
@@ -59,16 +57,6 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
     scores.append({"metric": "parameters", "value": score.n_parameters, "chance": None})
     scores.append({"metric": "best epoch", "value": score.best_epoch, "chance": None})
     return TrainingRun(expert, scores)
-
-
-def shipped_recommendation(root: Path, tree: str) -> Optional[str]:
-    """The layer a validated zoo recommends for ``tree`` (its ``recommended_layers.json``), or None."""
-    try:
-        table = json.loads((Path(root) / "recommended_layers.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    value = table.get(tree) if isinstance(table, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def recommended_layer(layers: list[str], recommended: Optional[str], sweep: list[dict]) -> str:

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from probex.language.atlas_figure import atlas_figure  # noqa: F401  (the atlas figure lives beside the atlas)
+from probex.errors import ProbeXError
 from probex.trees.dendrogram import ABOVE_CUT_COLOR, DendrogramData
 
 MAX_LEAF_LABELS = 60  # more leaves than this: no model ids under the axis (hover still tells)
@@ -226,15 +227,18 @@ def weight_map(X: Any, max_coordinates: int = 4096, seed: int = 0) -> WeightMap:
     Layers with more than ``max_coordinates`` values are mapped on a fixed random subset of that
     many coordinates (only those are read and converted), which keeps a map of a large layer to
     N x ``max_coordinates`` numbers: distances between fine-tunes are spread over the whole
-    matrix, so a few thousand coordinates place them as the whole layer would.
+    matrix, so a few thousand coordinates place them as the whole layer would. (For a map of any
+    population, LoRA factors and banks included, without placing: :func:`probex.trees.weight_map.weight_map`.)
     """
     import numpy as np
+
+    from probex.trees.weight_map import principal_coordinates
 
     size = int(np.prod(X.shape[1:]))
     columns = (np.sort(np.random.default_rng(seed).choice(size, max_coordinates, replace=False))
                if size > max_coordinates else np.arange(size))
     values = _flat_columns(X, columns)
-    coordinates, variance = _principal_coordinates(values)
+    coordinates, variance = principal_coordinates(values)
     mean = values.mean(axis=0)
     centred = values - mean
     strength = np.maximum((coordinates ** 2).sum(axis=0), 1e-30)  # = the eigenvalues of the two components
@@ -263,8 +267,10 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
     """Models as points on the first two principal components of their raw weights, one panel per colouring.
 
     Args:
-        X: [N, d_W, d_H] or [N, D] weights (one layer of N models; a tensor or an array), or
-            their :class:`WeightMap` (computed once, e.g. cached by an app).
+        X: one layer of N models: a LayerBank (dense or LoRA factors, read a chunk at a time), a
+            tensor or an array [N, d_W, d_H] or [N, D] (mapped by :mod:`probex.trees.weight_map`;
+            large layers through a random projection, and the title says so), or their
+            :class:`WeightMap` (computed once, e.g. cached by an app that places uploads on it).
         colourings: panel title -> one category per model (e.g. ``{"tree found": ..., "true tree": ...}``);
             a None category is drawn as "unknown".
         ids: the model ids shown on hover.
@@ -278,7 +284,14 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
     """
     import numpy as np
 
-    mapped = X if isinstance(X, WeightMap) else weight_map(X)
+    if isinstance(X, WeightMap):
+        mapped = X
+    else:
+        from probex.trees.weight_map import weight_map as population_map
+
+        mapped = population_map(X)
+        if mapped.method != "exact":
+            title = f"{title} ({mapped.method})"
     coordinates, variance = mapped.coordinates, mapped.variance
     ids = list(ids) if ids is not None else [str(i) for i in range(len(coordinates))]
     figure = make_subplots(rows=1, cols=len(colourings), subplot_titles=list(colourings),
@@ -327,38 +340,6 @@ def _share(value: float) -> str:
     return "<1% of the variance" if value < 0.005 else f"{value:.0%}"
 
 
-def _principal_coordinates(values: Any) -> tuple[Any, Any]:
-    """The first two principal coordinates [N, 2] of rows [N, D] and the variance share of each component.
-
-    Through the smaller Gram matrix (N x N or D x D) and a symmetric eigensolver: a full SVD of
-    a few hundred models of ten thousand weights takes seconds on two cores, this a tenth of one.
-    """
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread: beside torch's threads on a busy 2-core machine, more threads made it 10-100x slower
-    with threadpool_limits(1):
-        return _principal_coordinates_of(values - values.mean(axis=0, keepdims=True))
-
-
-def _principal_coordinates_of(centred: Any) -> tuple[Any, Any]:
-    import numpy as np
-
-    if centred.shape[0] <= centred.shape[1]:
-        eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)  # left singular vectors, ascending
-        order = np.argsort(eigenvalues)[::-1][:2]
-        coordinates = vectors[:, order] * np.sqrt(np.clip(eigenvalues[order], 0.0, None))
-    else:
-        eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)  # principal axes, ascending
-        order = np.argsort(eigenvalues)[::-1][:2]
-        coordinates = centred @ vectors[:, order]
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
-    variance = np.pad(eigenvalues[order] / max(float(eigenvalues.sum()), 1e-30), (0, 2))
-    if coordinates.shape[1] < 2:  # one weight: a degenerate map
-        coordinates = np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1])))
-    return coordinates, variance
-
-
 def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validation score per layer") -> go.Figure:
     """A bar per swept layer (validation score, test score on hover), the best layer by validation marked.
 
@@ -366,7 +347,7 @@ def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validat
     """
     rows = [score if isinstance(score, dict) else vars(score) for score in scores]
     if not rows:
-        raise ValueError("layer_sweep_figure: no layer scores to draw")
+        raise ProbeXError("layer_sweep_figure: no layer scores to draw")
     best = max(range(len(rows)), key=lambda i: (rows[i]["val"], -rows[i].get("n_parameters", 0), -i))
     hover = []
     for row in rows:
@@ -426,9 +407,9 @@ def image_grid_figure(images: Sequence[Any], titles: Sequence[str] | None = None
 
     images = list(images)
     if not images:
-        raise ValueError("image_grid_figure: no images to draw")
+        raise ProbeXError("image_grid_figure: no images to draw")
     if titles is not None and len(titles) != len(images):
-        raise ValueError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
+        raise ProbeXError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=list(titles) if titles is not None else None,

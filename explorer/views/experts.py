@@ -13,8 +13,9 @@ import streamlit as st
 from explorer import address, jobs, state
 from explorer.sidebar import THREADS_KEY
 from explorer.text import plain, plain_error
-from explorer.train_now import TASK_NAMES, as_text, recommended_layer, shipped_recommendation, train_expert
+from explorer.train_now import TASK_NAMES, as_text, recommended_layer, train_expert
 from probex.figures import layer_sweep_figure, training_curves_figure
+from probex.zoo.extras import recommended_layers
 from probex.experiments.sweep import default_task, matrix_layers
 
 SWEEPS_KEY = "session_sweeps"  # session_state: population -> tree -> sweep rows
@@ -64,9 +65,9 @@ else:
     expert = choice.expert
     metadata = getattr(expert, "metadata_", {}) or {}
     task = metadata.get("task") or ("align" if choice.aligned else "classes")
-    st.markdown(f"**{type(expert).__name__}** ({plain(choice.source)}) for {TASK_NAMES[task]}: "
+    st.markdown(f"**{type(expert).__name__}** ({plain(choice.source)}) for {plain(TASK_NAMES.get(task, task))}: "
                 f"**{expert.n_parameters_:,}** parameters, reading "
-                + ", ".join(f"`{plain(layer)}`" for layer in (expert.layers_ or [])) + ".")
+                + ", ".join(plain(layer) for layer in (expert.layers_ or [])) + ".")
     if choice.scores:
         st.plotly_chart(state.figure("curves", (choice.token,), lambda: training_curves_figure(
             expert.history_, title=f"{tree}: the expert trained in this session")), width="stretch", key="trained_curves")
@@ -111,8 +112,9 @@ elif sweep_key not in running or not running[sweep_key].running:
 
 # -- ProbeX vs the baselines ---------------------------------------------------------------------
 figures = state.check_figures(path)
-discriminative = figures.get("discriminative", {}).get(tree)
-generative = figures.get("generative") if tree in state.shipped_expert_dirs(path) and choice and choice.aligned else None
+discriminative = figures.get("classifiers", {}).get(tree)
+generative = (figures.get("aligned", {}).get(tree)
+              if tree in state.shipped_expert_dirs(path) and choice and choice.aligned else None)
 if discriminative:
     st.subheader("ProbeX vs Dense vs StatNN (test, mean binary accuracy)")
     st.dataframe([
@@ -127,7 +129,7 @@ elif generative:
     st.subheader("Aligned experts (test; chance in the last row)")
     chance = generative.get("chance", {})
     rows = []
-    for name, title in (("shipped", "ProbeX, shipped"), ("single_layer", "ProbeX, one layer"),
+    for name, title in (("expert", "ProbeX, shipped"), ("single_layer", "ProbeX, one layer"),
                         ("linear_single_layer", "linear ProbeX (no ReLU), one layer")):
         if name in generative:
             entry = generative[name]
@@ -146,7 +148,7 @@ elif generative:
 # -- train one now (in the background) -------------------------------------------------------------------
 st.subheader("Train an expert now")
 layers = [info.name for info in matrix_layers(tree_zoo)]
-best = recommended_layer(layers, shipped_recommendation(zoo.root, tree), sweep)
+best = recommended_layer(layers, recommended_layers(zoo.root).get(tree), sweep)
 with st.form("train_form"):
     columns = st.columns(3)
     task = columns[0].selectbox("Task", list(TASK_NAMES), index=list(TASK_NAMES).index(default_task(tree_zoo)),

@@ -35,7 +35,8 @@ columns[2].metric("true trees", len(set(router.tree_truth_.values())) if router.
 columns[3].metric(f"routing accuracy ({len(fitted.held_ids):,} other models)",
                   "-" if fitted.held_accuracy is None else f"{fitted.held_accuracy:.1%}")
 if len(state.real_trees(zoo)) < len(zoo.trees):
-    st.caption("The demo jungle's forest (one-model trees of their own architectures) is left out of the clustering.")
+    st.caption("The population's forest (independently initialised models, which share no root) is left out of "
+               "the clustering.")
 
 # -- an uploaded model: where it lands (drawn on the dendrogram and the map below) ----------------------
 st.subheader("Which tree does a model join?")

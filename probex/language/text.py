@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from probex.errors import ProbeXError
 from probex.language.text_cache import cache_file, read_cache, write_cache
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ MINILM_DIM = 384  # all-MiniLM-L6-v2's sentence embedding size (known without lo
 def class_prompts(names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
     """Prompts for class names: ``["a photo of a red star", ...]`` (the template holds one ``{}``)."""
     if template.count("{}") != 1:
-        raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}' where the class name goes")
+        raise ProbeXError(f"prompt template {template!r} must contain exactly one '{{}}' where the class name goes")
     return [template.format(name) for name in names]
 
 
@@ -190,7 +191,7 @@ def load_text_encoder(spec: str = "minilm", device: str | torch.device = "auto",
         from probex.language.openclip import load_open_clip_encoder
 
         return load_open_clip_encoder(spec, resolved, cache)
-    raise ValueError(f"unknown text encoder {spec!r}; supported: {', '.join(SUPPORTED_SPECS)}")
+    raise ProbeXError(f"unknown text encoder {spec!r}; supported: {', '.join(SUPPORTED_SPECS)}")
 
 
 @functools.lru_cache(maxsize=4)

@@ -80,7 +80,7 @@ def place(router: Any, population: Any, spread: Optional[Mapping[str, np.ndarray
             continue
         trees = architecture.tree_indices
         centres = torch.stack([router.centers_[t].reshape(-1) for t in trees])
-        distances = distances_to_centres(group.X.reshape(len(group.positions), -1), centres, router.metric)
+        distances = distances_to_centres(group.stack, centres, router.metric)
         for position, row in zip(group.positions, distances):
             k = int(np.argmin(row))
             name, distance, radius = router.tree_names_[trees[k]], float(row[k]), float(router.radii_[trees[k]])

@@ -106,7 +106,10 @@ def test_the_trees_page_finds_the_four_trees_and_routes_the_other_models_right(m
     metrics = {metric.label: metric.value for metric in app.metric}
     assert metrics["trees found"] == "4"
     accuracy = next(value for label, value in metrics.items() if label.startswith("routing accuracy"))
-    assert float(accuracy.rstrip("%")) >= 95.0  # a few dozen models per tree calibrate the radii (1 stray seen)
+    routed = float(accuracy.rstrip("%")) / 100
+    held = next(frame.value for frame in app.dataframe if frame.value.index.name == "true tree")
+    constant = held.sum(axis=1).max() / held.to_numpy().sum()  # every other model sent to the largest tree
+    assert routed >= 0.95 and routed > constant + 0.2  # a few dozen models per tree calibrate the radii (1 stray seen)
 
 
 def test_the_trees_are_named_by_their_true_tree_without_hashes_and_route_the_other_models_to_their_name(mini_jungle):
@@ -213,7 +216,7 @@ def test_a_cnn_uploaded_to_what_is_this_model_is_refused_without_a_server_path(m
 
 @pytest.mark.parametrize("name, content, expected", [
     ("weights.bin", b"\x80\x04pickle", "not a .safetensors file"),
-    ("weights.safetensors", b"\xff" * 64, "header is damaged"),
+    ("weights.safetensors", b"\xff" * 64, "corrupt"),
     ("weights.safetensors", save({"w": torch.zeros(5, 7)}), "wrong architecture"),
 ], ids=["pickle", "corrupt", "wrong-architecture"])
 def test_a_bad_upload_shows_an_error_in_plain_words_not_a_traceback(mini_jungle, name, content, expected):

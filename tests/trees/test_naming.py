@@ -6,7 +6,8 @@ from probex.trees.dendrogram import TREE_COLORS
 from probex.trees.naming import architecture_label, architecture_labels, tree_colour_map, tree_labels
 from probex.trees.router import TreeRouter
 
-from tests.trees.test_router import Bank, concat, forest, grow_tree
+from synthetic import write_layer_bank
+from tests.trees.test_router import concat, forest, grow_tree
 
 
 def test_found_trees_are_named_by_their_majority_true_tree():
@@ -18,7 +19,7 @@ def test_found_trees_are_named_by_their_majority_true_tree():
 
 def test_without_true_trees_the_base_model_names_them_else_a_number():
     bank = concat(grow_tree("a", 12, root_seed=1), grow_tree("b", 12, root_seed=2, seed=3))
-    anonymous = Bank(bank.X, bank.ids, [None] * len(bank.ids), bank.layer)
+    anonymous = write_layer_bank(bank.X, bank.layer, ids=bank.ids, trees=[None] * len(bank.ids))
     router = TreeRouter().fit(anonymous)
     assert sorted(tree_labels(router).values()) == ["tree 1", "tree 2"]
     base = {model_id: "root-A" for model_id in bank.ids[:12]}
@@ -51,6 +52,6 @@ def test_a_found_tree_has_its_true_trees_colour_under_every_name():
 
 def test_found_trees_without_a_known_tree_take_unused_colours():
     bank = concat(grow_tree("a", 12, root_seed=1), grow_tree("b", 12, root_seed=2, seed=3))
-    router = TreeRouter().fit(Bank(bank.X, bank.ids, [None] * len(bank.ids), bank.layer))
+    router = TreeRouter().fit(write_layer_bank(bank.X, bank.layer, ids=bank.ids, trees=[None] * len(bank.ids)))
     colours = tree_colour_map(["x"], router)
     assert len({colours["x"], *(colours[name] for name in router.tree_names_)}) == 3

@@ -7,7 +7,7 @@ import numpy as np
 from probex.trees.placement import member_distances, place
 from probex.trees.router import TreeRouter
 
-from tests.trees.test_router import Bank, concat, grow_tree
+from tests.trees.test_router import concat, grow_tree
 
 
 def fitted():
