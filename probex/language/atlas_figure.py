@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from probex.errors import ProbeXError
 from probex.language.facets import (HELD_OUT, QUALITATIVE, SEEN, category_labels, concept_colours, concept_parts,
                                     field_kind, model_table, symbols_for)
 
@@ -61,9 +62,9 @@ def atlas_figure(atlas: Any, color: str = "concept", title: Optional[str] = None
         table = _table_of(atlas, models)
     field = LEGACY_FIELDS.get(color, color)
     if field not in table.columns:
-        raise ValueError(f"atlas_figure: color must be one of {tuple(LEGACY_FIELDS) + tuple(table.columns)}; got {color!r}")
+        raise ProbeXError(f"atlas_figure: color must be one of {tuple(LEGACY_FIELDS) + tuple(table.columns)}; got {color!r}")
     if len(table) != len(models):
-        raise ValueError(f"atlas_figure: the table has {len(table)} rows for {len(models)} models")
+        raise ProbeXError(f"atlas_figure: the table has {len(table)} rows for {len(models)} models")
     hover = _hover(models, table)
     symbols = _symbols(table, shape)
     figure, drawn = go.Figure(), []  # drawn: the models' traces, joined to the figure's at the end (see _points)
@@ -133,7 +134,7 @@ def _symbols(table: "pandas.DataFrame", shape: Optional[str]) -> Optional[np.nda
     if shape is None:
         return None
     if shape not in table.columns:
-        raise ValueError(f"atlas_figure: shape must be a field of the table; got {shape!r}")
+        raise ProbeXError(f"atlas_figure: shape must be a field of the table; got {shape!r}")
     values = category_labels(table[shape])
     symbol_of = symbols_for(values)
     return np.array([symbol_of[value] for value in values], dtype=object)

@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from probex.errors import ProbeXError
+
 #: A best score below this quantile of the true-match scores is a weak match.
 WEAK_QUANTILE = 0.05
 
@@ -63,12 +65,12 @@ def true_matches(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> tup
     """The (model row, class index) pairs of every model's concepts among ``classes``.
 
     Raises:
-        ValueError: no model carries a concept among ``classes`` (scores cannot be calibrated).
+        ProbeXError: no model carries a concept among ``classes`` (scores cannot be calibrated).
     """
     column = {name: number for number, name in enumerate(classes)}
     pairs = [(row, column[label]) for row, names in enumerate(labels) for label in names if label in column]
     if not pairs:
-        raise ValueError("no model carries a concept among the class names; scores cannot be calibrated")
+        raise ProbeXError("no model carries a concept among the class names; scores cannot be calibrated")
     rows, names = zip(*pairs)
     return list(rows), list(names)
 
@@ -84,7 +86,7 @@ def true_match_scores(embeddings: np.ndarray, name_embeddings: np.ndarray, rows:
     """
     rows, names = np.asarray(rows, dtype=np.int64), np.asarray(names, dtype=np.int64)
     if rows.shape != names.shape:
-        raise ValueError(f"true_match_scores: {len(rows)} model rows for {len(names)} class indices")
+        raise ProbeXError(f"true_match_scores: {len(rows)} model rows for {len(names)} class indices")
     return np.einsum("md,md->m", embeddings[rows].astype(np.float64), name_embeddings[names].astype(np.float64))
 
 
@@ -92,7 +94,7 @@ def calibrated_match(scores: np.ndarray | float, reference: np.ndarray) -> np.nd
     """The share of ``reference`` scores strictly below each score (0..1; ``reference`` need not be sorted)."""
     ordered = np.sort(np.asarray(reference, dtype=np.float64))
     if len(ordered) == 0:
-        raise ValueError("calibrated_match: no reference scores (no model of a known concept)")
+        raise ProbeXError("calibrated_match: no reference scores (no model of a known concept)")
     return np.searchsorted(ordered, np.asarray(scores, dtype=np.float64), side="left") / len(ordered)
 
 
@@ -107,7 +109,7 @@ def match_strength(best: float, reference: np.ndarray, quantile: float = WEAK_QU
     """How ``best`` (a prompt's best cosine) compares with the true-match scores ``reference``."""
     reference = np.asarray(reference, dtype=np.float64)
     if len(reference) == 0:
-        raise ValueError("match_strength: no reference scores (no model of a known concept)")
+        raise ProbeXError("match_strength: no reference scores (no model of a known concept)")
     threshold = float(np.quantile(reference, quantile))
     low, high = (float(value) for value in np.quantile(reference, [0.05, 0.95]))
     return MatchStrength(best=float(best), match=float(calibrated_match(best, reference)), threshold=threshold,

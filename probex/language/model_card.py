@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from probex.errors import ProbeXError
+
 RELATIONS = ("adapter", "finetune", "merge", "quantized")
 
 
@@ -56,7 +58,7 @@ class ModelCardFacts:
 def draft_model_card(facts: ModelCardFacts) -> str:
     """The Markdown text of a model-card draft (YAML front matter, then the body)."""
     if facts.relation not in RELATIONS:
-        raise ValueError(f"relation must be one of {RELATIONS}; got {facts.relation!r}")
+        raise ProbeXError(f"relation must be one of {RELATIONS}; got {facts.relation!r}")
     return front_matter(facts) + "\n" + body(facts)
 
 
