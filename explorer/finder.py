@@ -1,5 +1,6 @@
-"""The Search page's data: one call from a prompt to ranked models, so that the way models are found can change
-(one tree's aligned expert today; every tree of the zoo later) without touching the page."""
+"""The Search page's data: one call from a prompt to ranked models, from one tree's aligned expert
+(:func:`find_models`) or from every tree that can answer (:func:`find_in_zoo`, a
+:class:`~probex.language.zoo_search.ZooIndex`)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ def find_models(path: str, zoo: Any, prompt: str, k: int, tree: str) -> Found:
     except ValueError:  # no model of a known concept: nothing to calibrate against
         strength = None
     return Found(hits, strength, [tree], set(getattr(choice.expert, "classes_", []) or []))
+
+
+def find_in_zoo(path: str, zoo: Any, prompt: str, k: int):
+    """The ``k`` models of the whole population that best match ``prompt``: every tree with an expert answers
+    (aligned trees through the weight-language space, classifier trees through their class names), merged on
+    one calibrated scale (:class:`~probex.language.zoo_search.ZooSearchResult`).
+
+    Raises:
+        ProbeXError: the prompt cannot be read (the message says why).
+    """
+    return state.zoo_index(path, zoo).search(prompt, k=k)

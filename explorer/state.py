@@ -192,7 +192,32 @@ def current_aligned_experts(path: str, zoo) -> dict[str, ExpertChoice]:
     return experts
 
 
+def answering_experts(path: str, zoo) -> dict[str, ExpertChoice]:
+    """tree -> its expert (aligned or classifier; trained in this session, else shipped), for every tree that has one."""
+    choices = {}
+    for tree in real_trees(zoo):
+        choice = expert_for(path, tree)
+        if choice is not None:
+            choices[tree] = choice
+    return choices
+
+
 # -- search index ---------------------------------------------------------------------------------
+
+def zoo_index(path: str, zoo):
+    """The whole population's :class:`~probex.language.zoo_search.ZooIndex` under the current experts
+    (one per set of experts: training a new one in the session gives a new index)."""
+    choices = answering_experts(path, zoo)
+    token = "|".join(f"{tree}={choice.token}" for tree, choice in sorted(choices.items()))
+    return _zoo_index(path, token, {tree: choice.expert for tree, choice in choices.items()})
+
+
+@st.cache_resource(show_spinner="Reading every tree's models with its expert ...", max_entries=4)
+def _zoo_index(path: str, token: str, _experts: dict):
+    from probex.language.zoo_search import ZooIndex
+
+    return ZooIndex(load_zoo(path), _experts).prepare()
+
 
 @st.cache_resource(show_spinner="Embedding every model of the tree ...", max_entries=8)
 def model_index(path: str, tree: str, token: str, _expert: Any):

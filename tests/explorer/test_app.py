@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -32,6 +33,12 @@ def app_on(population: Path | None = None, **query) -> AppTest:
 def open_page(population: Path, page: str) -> AppTest:
     app = app_on(population)
     return app.switch_page(page).run()
+
+
+def open_search(population: Path, tree: str = "mini-sd") -> AppTest:
+    """The Search page narrowed to one aligned tree (its default is every tree of the zoo)."""
+    app = open_page(population, "views/search.py")
+    return app.selectbox(key="search_tree").set_value(tree).run()
 
 
 def held_out_concept(population: Path) -> str:
@@ -148,7 +155,7 @@ def test_an_uploaded_model_joins_its_tree_and_is_drawn_on_the_dendrogram_and_the
 
 def test_a_held_out_prompt_finds_that_concepts_models_first_with_calibrated_scores(mini_jungle):
     concept = held_out_concept(mini_jungle)
-    app = open_page(mini_jungle, "views/search.py")
+    app = open_search(mini_jungle)
     app.text_input(key="prompt").input(f"a {concept}").run()
     assert not app.exception
     hits = app.dataframe[0].value
@@ -160,14 +167,31 @@ def test_a_held_out_prompt_finds_that_concepts_models_first_with_calibrated_scor
 
 
 def test_a_prompt_nothing_was_trained_on_says_no_strong_match(mini_jungle):
+    for app in (open_page(mini_jungle, "views/search.py"), open_search(mini_jungle)):  # the whole zoo, one tree
+        app.text_input(key="prompt").input("a dog").run()
+        assert not app.exception
+        assert "no strong match" in app.warning[0].value
+
+
+def test_the_whole_zoo_answers_a_classifier_concept_from_several_trees_with_images(mini_jungle):
+    zoo = ModelZoo.open(mini_jungle)
+    classifier_trees = zoo.trees_with_role("classifier")
+    concept = Counter(label for record in zoo.select(tree=classifier_trees).records
+                      for label in record.labels).most_common(1)[0][0]
     app = open_page(mini_jungle, "views/search.py")
-    app.text_input(key="prompt").input("a dog").run()
-    assert not app.exception
-    assert "no strong match" in app.warning[0].value
+    assert app.selectbox(key="search_tree").value == "All trees"
+    app.text_input(key="prompt").input(f"a {concept}").run()
+    assert not app.exception and not app.warning
+    hits = app.dataframe[0].value
+    assert len(set(hits["tree"])) >= 2, hits
+    classifier_hits = [zoo.record(unquote(href.split("model=", 1)[1])) for href, tree
+                       in zip(hits["model"], hits["tree"]) if tree in classifier_trees]
+    assert classifier_hits and all(concept in record.labels for record in classifier_hits), hits
+    assert all(0.0 <= score <= 1.0 for score in hits["score"])
 
 
 def test_an_example_prompt_is_a_button_that_searches(mini_jungle):
-    app = open_page(mini_jungle, "views/search.py")
+    app = open_search(mini_jungle)
     example = next(button for button in app.button if button.key and button.key.startswith("example_"))
     example.click().run()
     assert not app.exception
@@ -176,7 +200,7 @@ def test_an_example_prompt_is_a_button_that_searches(mini_jungle):
 
 
 def test_a_long_prompt_is_cut_in_the_heading_and_the_address(mini_jungle):
-    app = open_page(mini_jungle, "views/search.py")
+    app = open_search(mini_jungle)
     app.text_input(key="prompt").input("a red star " + "and more words " * 30).run()
     assert not app.exception
     heading = next(h.value for h in app.subheader if h.value.startswith("Models for"))
@@ -187,7 +211,7 @@ def test_a_long_prompt_is_cut_in_the_heading_and_the_address(mini_jungle):
 
 def test_the_page_and_prompt_in_the_address_open_the_search_results(mini_jungle):
     concept = held_out_concept(mini_jungle)
-    app = app_on(mini_jungle, page="search", prompt=concept)
+    app = app_on(mini_jungle, page="search", prompt=concept, tree="mini-sd")
     assert not app.exception
     assert app.title[0].value == "Search models with words"
     assert app.dataframe[0].value["concept"][0] == concept
@@ -195,7 +219,7 @@ def test_the_page_and_prompt_in_the_address_open_the_search_results(mini_jungle)
 
 def test_what_is_this_model_names_a_held_out_models_concept_first(mini_jungle):
     model = ModelZoo.open(mini_jungle).select(tree="mini-sd", split="test_holdout").records[0]
-    app = open_page(mini_jungle, "views/search.py")
+    app = open_search(mini_jungle)
     app.radio(key="search_mode").set_value("What is this model?").run()
     app.selectbox(key="what_model").set_value(model.id).run()
     assert not app.exception
@@ -205,7 +229,7 @@ def test_what_is_this_model_names_a_held_out_models_concept_first(mini_jungle):
 
 def test_a_cnn_uploaded_to_what_is_this_model_is_refused_without_a_server_path(mini_jungle):
     model = ModelZoo.open(mini_jungle).select(tree="cnn-attributes").records[0]
-    app = open_page(mini_jungle, "views/search.py")
+    app = open_search(mini_jungle)
     app.radio(key="search_mode").set_value("What is this model?").run()
     app.radio(key="what_source").set_value("Upload a model file").run()
     app.file_uploader(key="what_upload").upload("cnn.safetensors", model.path.read_bytes()).run()
@@ -364,6 +388,7 @@ def test_an_expert_trained_in_the_background_survives_a_page_change_and_is_used_
     assert metrics[0] == "zero-shot validation top-1 (val_holdout)"
     assert any(metric.startswith("zero-shot top-1 over") for metric in metrics)
     app.switch_page("views/search.py").run()
+    app.selectbox(key="search_tree").set_value("mini-sd").run()
     assert not app.exception
     assert "trained in this session" in texts(app.caption)
 

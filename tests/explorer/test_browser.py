@@ -186,7 +186,7 @@ def test_every_page_draws_in_chromium_and_is_saved_as_a_screenshot(browser, app_
 
 def test_a_held_out_prompt_typed_on_the_search_page_finds_that_concepts_models(browser, app_url):
     concept = held_out_concept()
-    browser.get(f"{app_url}/search")
+    browser.get(f"{app_url}/search?tree=mini-sd")  # one aligned tree (the page's default is the whole zoo)
     wait_until_drawn(browser, "search")
     box = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, 'input[aria-label="Prompt"]'))
     box.send_keys(f"a {concept}", Keys.ENTER)
@@ -200,7 +200,7 @@ def test_a_held_out_prompt_typed_on_the_search_page_finds_that_concepts_models(b
 
 def test_a_shared_search_address_opens_the_same_results(browser, app_url):
     concept = held_out_concept()
-    browser.get(f"{app_url}/?page=search&prompt=a+{concept.replace(' ', '+')}")
+    browser.get(f"{app_url}/?page=search&tree=mini-sd&prompt=a+{concept.replace(' ', '+')}")
     WebDriverWait(browser, 60, poll_frequency=0.2).until(lambda d: len(result_captions(d)) >= 3)
     top = result_captions(browser)[:3]
     assert all(concept in caption for caption in top), top
