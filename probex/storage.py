@@ -7,6 +7,7 @@ never a half-written file under the name that readers trust.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,11 +16,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+logger = logging.getLogger(__name__)
+
 
 def cache_dir(kind: str) -> Path:
-    """probex's cache folder for one kind of entry: ``$PROBEX_CACHE/<kind>``, else ``~/.cache/probex/<kind>``."""
+    """probex's cache folder for one kind of entry: ``$PROBEX_CACHE/<kind>``, else ``~/.cache/probex/<kind>``.
+
+    The folders together are kept under a size cap (``$PROBEX_CACHE_MAX_GB``; see :mod:`probex.cache`).
+    """
     root = os.environ.get("PROBEX_CACHE")
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "probex") / kind
+
+
+def _after_cache_write(target: Path) -> None:
+    """Keep the cache under its cap once a new entry lands in one of its folders; never fails the write."""
+    from probex.cache import KINDS, enforce_cache_limit
+
+    try:
+        folder = target.parent.resolve()
+        if any(folder == cache_dir(kind).resolve() for kind in KINDS):
+            enforce_cache_limit(protect=[target])
+    except (OSError, ValueError) as error:
+        logger.warning("cache cap not enforced after writing %s: %s", target, error)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,6 +76,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+    _after_cache_write(target)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
