@@ -207,7 +207,7 @@ def app_pages(args: argparse.Namespace) -> None:
     from streamlit.testing.v1 import AppTest
 
     started = time.perf_counter()
-    app = AppTest.from_file(str(APP), default_timeout=args.timeout)
+    app = AppTest.from_file(args.app, default_timeout=args.timeout)
     app.session_state["population_path"] = args.zoo
     app.run()
     rows = {"home": _page_row(app, time.perf_counter() - started)}
@@ -246,12 +246,13 @@ def measure(args: argparse.Namespace) -> None:
     work = Path(args.work or f"/tmp/probex-bench-scale-{key}")
     work.mkdir(parents=True, exist_ok=True)
     expert = work / "expert"
-    results: dict[str, dict] = {}
+    code = Path(args.code).resolve() if args.code else REPO
+    results: dict[str, dict] = {"code": {"folder": str(code), "commit": _commit(code)}}
 
     def fresh_env(step: str) -> dict:
         cache = work / f"cache-{step}"
         shutil.rmtree(cache, ignore_errors=True)
-        return {**os.environ, "PROBEX_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+        return {**os.environ, "PROBEX_CACHE": str(cache), "PYTHONPATH": str(code)}
 
     def done(step: str) -> None:
         shutil.rmtree(work / f"cache-{step}", ignore_errors=True)  # cold caches: each step builds its own
@@ -288,20 +289,21 @@ def measure(args: argparse.Namespace) -> None:
                 results[step] = run(_cli("search", root, prompt, "--expert", str(expert), "-k", "5"))
                 results[step]["prompt"] = prompt
         elif step == "app":
-            results[step] = measure_app(root, work, env, args)
+            results[step] = measure_app(root, work, env, args, code)
         else:
             raise SystemExit(f"unknown step {step!r}")
         done(step)
     print_table(key, args.label, results)
 
 
-def measure_app(root: str, work: Path, env: dict, args: argparse.Namespace) -> dict:
+def measure_app(root: str, work: Path, env: dict, args: argparse.Namespace, code: Path) -> dict:
     """Each page cold in its own process, then one process opening them all (the server's peak RSS)."""
     figures: dict[str, dict] = {"pages": {}}
+    app = ["--app", str(code / "explorer" / "app.py")]
     for page in PAGES:
         env = {**env, "PROBEX_CACHE": str(work / f"cache-app-{page}")}
         out = work / f"app-{page}.json"
-        step = run_step(f"app-{page}", [sys.executable, str(Path(__file__).resolve()), "_app", "--zoo", root,
+        step = run_step(f"app-{page}", [sys.executable, str(Path(__file__).resolve()), "_app", "--zoo", root, *app,
                                         "--result", str(out), "--timeout", str(args.timeout), "--pages", page],
                         work, env, args.limit_gb, args.timeout)
         shutil.rmtree(work / f"cache-app-{page}", ignore_errors=True)
@@ -312,7 +314,7 @@ def measure_app(root: str, work: Path, env: dict, args: argparse.Namespace) -> d
                                   "exceptions": row.get("exceptions"), "errors": row.get("errors")}
     out = work / "app-all.json"
     env = {**env, "PROBEX_CACHE": str(work / "cache-app-all")}
-    session = run_step("app-all", [sys.executable, str(Path(__file__).resolve()), "_app", "--zoo", root, "--result", str(out),
+    session = run_step("app-all", [sys.executable, str(Path(__file__).resolve()), "_app", "--zoo", root, *app, "--result", str(out),
                                    "--timeout", str(args.timeout), "--pages", *PAGES], work, env, args.limit_gb, args.timeout)
     shutil.rmtree(work / "cache-app-all", ignore_errors=True)
     figures["session"] = {key: session[key] for key in ("status", "seconds", "peak_rss_gb", "sampled_group_peak_gb")}
@@ -323,6 +325,14 @@ def measure_app(root: str, work: Path, env: dict, args: argparse.Namespace) -> d
     figures["seconds"] = session["seconds"]
     figures["peak_rss_gb"] = max([session["peak_rss_gb"]] + [row["peak_rss_gb"] for row in figures["pages"].values()])
     return figures
+
+
+def _commit(code: Path) -> str:
+    """The measured checkout's commit: a COMMIT file in it (an exported snapshot), else git's HEAD."""
+    if (code / "COMMIT").is_file():
+        return (code / "COMMIT").read_text().strip()
+    result = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
 
 
 def _save(label: str, key: str, info: dict, results: dict, out: Path) -> None:
@@ -339,6 +349,8 @@ def _save(label: str, key: str, info: dict, results: dict, out: Path) -> None:
 def print_table(key: str, label: str, results: dict) -> None:
     print(f"\n{key} ({label}):  {'step':<10} {'status':<28} {'seconds':>8} {'peak RSS GB':>11}  figures")
     for step, row in results.items():
+        if step == "code":
+            continue
         figures = row.get("figures") or ({"bank GB on disk": row["bank_on_disk_gb"]} if "bank_on_disk_gb" in row else {})
         if step == "app":
             figures = {page: f"{p['page_seconds']} s, {p['peak_rss_gb']} GB" for page, p in row["pages"].items()}
@@ -376,6 +388,7 @@ def main() -> None:
     meas.add_argument("--limit-gb", type=float, default=12.0, help="kill a step whose processes pass this RSS")
     meas.add_argument("--timeout", type=float, default=3600.0, help="kill a step after this many seconds")
     meas.add_argument("--work", help="scratch folder for caches, logs, the expert (default /tmp/probex-bench-scale-<zoo>)")
+    meas.add_argument("--code", help="the probex checkout to measure (default: this repository), e.g. an older commit's")
     meas.add_argument("--out", type=Path, default=HERE / "bench_scale.json", help="results (merged into the file)")
     meas.set_defaults(func=measure)
 
@@ -390,6 +403,7 @@ def main() -> None:
     page = commands.add_parser("_app")
     page.add_argument("--zoo", required=True)
     page.add_argument("--result", required=True)
+    page.add_argument("--app", default=str(APP))
     page.add_argument("--timeout", type=float, default=3600.0)
     page.add_argument("--pages", nargs="+", default=PAGES)
     page.set_defaults(func=app_pages)
