@@ -160,7 +160,7 @@ def _last_error(output: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # figures printed by the CLI
 
-_FIGURE = re.compile(r"^\s+(?P<name>[A-Za-z].*?)\s+(?P<value>-?\d+\.\d+|n/a(?: \([^)]*\))?)\s+(?P<chance>\d+\.\d+)\s*$")
+_FIGURE = re.compile(r"^\s+(?P<name>[A-Za-z].*?)\s+(?P<value>-?\d+\.\d+|n/a)\s+(?P<chance>\d+\.\d+)(?:\s+\(.*\))?\s*$")
 _SWEEP_BEST = re.compile(r"^\*\s+(?P<layer>\S+)\s+(?P<shape>\d+x\d+)\s+(?P<val>\d+\.\d+)\s+(?P<test>\d+\.\d+|-)")
 
 
@@ -171,7 +171,7 @@ def align_figures(lines: list[str]) -> dict:
         match = _FIGURE.match(line)
         if match:
             value = match.group("value")
-            figures[match.group("name").strip()] = {"value": None if value.startswith("n/a") else float(value),
+            figures[match.group("name").strip()] = {"value": None if value == "n/a" else float(value),
                                                     "chance": float(match.group("chance"))}
     return figures
 

@@ -14,7 +14,9 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
+
+from probex.errors import ProbeXError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,34 @@ def _after_cache_write(target: Path) -> None:
             enforce_cache_limit(protect=[target])
     except (OSError, ValueError) as error:
         logger.warning("cache cap not enforced after writing %s: %s", target, error)
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output", folder: bool = False,
+                      ours: Optional[Callable[[Path], bool]] = None) -> Path:
+    """Check, before any work, that an output can be written and would replace nothing that is not ours.
+
+    A file (``folder=False``): it is not a folder, and it or its nearest existing parent folder
+    is writable. A folder (``folder=True``, replaced as a whole by :func:`atomic_directory`):
+    also, if it exists, it is empty or ``ours(path)`` says it is what probex wrote there before.
+
+    Raises:
+        ProbeXError: one line naming ``what``, the path and what to do.
+    """
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        raise ProbeXError(f"{what} {path}: is a file; give a folder")
+    if not folder and path.is_dir():
+        raise ProbeXError(f"{what} {path}: is a folder; give a file name")
+    if folder and path.is_dir() and any(path.iterdir()) and not (ours is not None and ours(path)):
+        raise ProbeXError(f"{what} {path}: a folder with other files in it, which saving would replace; "
+                          "give a new or empty folder")
+    existing = path if path.exists() else next(parent for parent in path.parents if parent.exists())
+    target = existing if existing.is_dir() else existing.parent
+    if not existing.is_dir() and existing != path:
+        raise ProbeXError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(target, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ProbeXError(f"{what} {path}: not writable here ({target}); choose a folder you can write to")
+    return path
 
 
 def _fsync_dir(path: Path) -> None:

@@ -33,6 +33,11 @@ def run_route(args: argparse.Namespace) -> int:
     from probex.trees.router import TreeRouter
     from probex.zoo import ModelZoo
 
+    from probex.storage import check_output_path
+
+    for option, figure in (("--html", args.html), ("--png", args.png)):
+        if figure is not None:
+            check_output_path(figure, option)  # before the clustering, not after it
     with tqdm_progress("reading headers", unit="model") as progress:
         zoo = ModelZoo.open(args.path, progress=progress)
     fit_zoo = zoo.select(split=args.fit_split) if args.fit_split else zoo

@@ -100,6 +100,9 @@ def run_export(args: argparse.Namespace) -> int:
     path, out = _split_args(args.args, "OUT", "export")
     if Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise ProbeXError(f"{out}: export writes .csv or .parquet files; choose one of those suffixes")
+    from probex.storage import check_output_path
+
+    check_output_path(out, "OUT")  # before every model is encoded
     index = _index(path, args.expert)
     written = index.export(out)
     print(f"wrote {len(index)} models x {index.embeddings.shape[1]} dimensions of tree {index.tree or '-'} to {written}")
@@ -107,6 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_align(args: argparse.Namespace) -> int:
+    from probex.experiments.sweep import seen_concepts
     from probex.experts.aligner import ProbeXAligner, names_of
     from probex.jungle.check import alignment_figures
     from probex.progress import tqdm_progress
@@ -121,8 +125,11 @@ def run_align(args: argparse.Namespace) -> int:
         raise ProbeXError(f"{path}: tree {tree!r} has no split(s) {', '.join(missing)}; align measures zero-shot figures "
                           f"on held-out concepts and needs {', '.join(needed)} (it has {', '.join(tree_zoo.splits)})")
     layers = _layers(path, tree, tree_zoo, args.layers)
+    _check_before_training(tree_zoo, args)
     with tqdm_progress("reading layers", unit="model") as progress:
         banks = {split: [tree_zoo.bank(layer, split=split, progress=progress) for layer in layers] for split in needed}
+    training_concepts = sorted({record.labels[0] for record in tree_zoo.records if record.split == "train"})
+    banks["test"] = [seen_concepts(bank, training_concepts) for bank in banks["test"]]  # the others: noted above
     expert = ProbeXAligner(activation="none" if args.no_activation else "relu", epochs=args.epochs, patience=20,
                            text_encoder=args.text_encoder)
     with tqdm_progress("training", unit="epoch") as progress:
@@ -140,7 +147,11 @@ def run_align(args: argparse.Namespace) -> int:
           f"layers {' + '.join(layers)}, activation {activation}, best epoch {expert.best_epoch_}")
     print(f"  {'figure':<30} {'value':>7} {'chance':>7}")
     for key, label in names.items():
-        print(f"  {label:<30} {figures[key]:7.3f} {chance[key]:7.3f}")
+        value = figures.get(key)
+        if value is None:  # e.g. a one-class AUC with one test model per concept
+            print(f"  {label:<30} {'n/a':>7} {chance[key]:7.3f}  (not measurable on this population; -v says why)")
+        else:
+            print(f"  {label:<30} {value:7.3f} {chance[key]:7.3f}")
     if args.out is not None:
         expert.save(args.out, metadata={"tree": tree, "task": "align", "layers": layers,
                                         **{key: round(float(value), 4) for key, value in figures.items()}})
@@ -149,6 +160,37 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_before_training(tree_zoo, args: argparse.Namespace) -> None:
+    """What can fail after training, checked before it: the concepts, the text encoder, the output folder."""
+    import sys
+
+    from probex.experiments.sweep import check_alignment_concepts
+    from probex.language.text import load_text_encoder
+    from probex.storage import check_output_path
+
+    notes = check_alignment_concepts(tree_zoo)
+    if args.out is not None:
+        check_output_path(args.out, "--out", folder=True, ours=_is_expert_folder)
+    try:
+        load_text_encoder(args.text_encoder)  # loaded once per process: the expert reuses it
+    except ValueError as error:
+        raise ProbeXError(f"--text-encoder {args.text_encoder}: {error}") from None
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _is_expert_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an expert probex saved (which --out may replace), and nothing else."""
+    from probex.experts.base import CONFIG_FILE, FORMAT, WEIGHTS_FILE
+
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    names = {path.name for path in folder.iterdir()}
+    return isinstance(config, dict) and config.get("format") == FORMAT and names <= {CONFIG_FILE, WEIGHTS_FILE}
 
 
 def _split_args(values: list[str], last: str, command: str) -> tuple[str | None, str]:

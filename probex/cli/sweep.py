@@ -75,6 +75,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     from probex.progress import tqdm_progress
     from probex.experiments.sweep import default_task, parse_shard, sweep_layers
 
+    from probex.storage import check_output_path
+
+    if args.html:
+        check_output_path(args.html, "--html")  # before the sweep, not after it
     zoo = open_zoo(args.path)
     shard = parse_shard(args.shard) if args.shard else None
     params = {"epochs": args.epochs} if args.epochs else None
