@@ -56,7 +56,7 @@ found = [router.tree_names_[router.labels_[position]] for position in architectu
 truth = [router.true_trees_[position] for position in architecture.positions] if router.true_trees_ else None
 bank = state.layer_bank(path, architecture.layer, tuple(ids))
 colourings = {"tree found": found} if truth is None else {"tree found": found, "true tree": truth}
-st.plotly_chart(weight_map_figure(bank.X, colourings, ids=ids,
+st.plotly_chart(weight_map_figure(bank, colourings, ids=ids,
                                   title=f"{chosen}: layer {architecture.layer}, first two principal components"),
                 width="stretch", key="weight_map")
 

@@ -44,6 +44,7 @@ from probex.experts.statnn import StatNNNetwork, statnn_features
 from probex.storage import cache_dir
 from probex.language.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+from probex.zoo.stack import MatrixStack, as_stack
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +92,10 @@ class AlignmentNetwork(nn.Module):
         else:
             self.register_buffer("logit_scale", scale)
 
-    def fit_normalization(self, layers: Sequence[torch.Tensor]) -> None:
+    def fit_normalization(self, layers: Sequence[MatrixStack]) -> None:
         self.model_side.fit_normalization(layers)
 
-    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, layers: Sequence[Any]) -> torch.Tensor:
         return F.normalize(self.model_side(layers), dim=-1)
 
     def embed_text(self, text_features: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,7 @@ class _NetworkAligner(BaseExpert):
     def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> nn.Module:
         """A fresh model-side network (fit_normalization, forward -> [N, out_dim]) for these inputs."""
 
-    def _inputs(self, X: LayerInput, name: str) -> list[torch.Tensor]:
+    def _inputs(self, X: LayerInput, name: str) -> list[MatrixStack]:
         """What the model side reads: by default the layers themselves."""
         return as_layers(X, name)
 
@@ -240,7 +241,7 @@ class _NetworkAligner(BaseExpert):
         return self
 
     # -- the shared space ----------------------------------------------------------------
-    def _inputs_checked(self, X: LayerInput) -> list[torch.Tensor]:
+    def _inputs_checked(self, X: LayerInput) -> list[MatrixStack]:
         self._check_fitted()
         inputs = self._inputs(X, "X")
         check_layer_shapes(inputs, self.input_shapes_, "X")
@@ -509,7 +510,7 @@ class StatNNAligner(_NetworkAligner):
         self.device = device
         self.seed = seed
 
-    def _inputs(self, X: LayerInput, name: str) -> list[torch.Tensor]:
+    def _inputs(self, X: LayerInput, name: str) -> list[MatrixStack]:
         """[N, n_features, 1]: the StatNN features as a one-column 'layer' for the shared machinery."""
         if self.model not in STATNN_ALIGNER_MODELS:
             raise ValueError(f"model must be one of {STATNN_ALIGNER_MODELS}; got {self.model!r}")
@@ -517,7 +518,7 @@ class StatNNAligner(_NetworkAligner):
         shapes = [list(t.shape[1:]) for t in layers]
         if hasattr(self, "tensor_shapes_") and shapes != self.tensor_shapes_:
             raise ValueError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
-        return [statnn_features(layers)[:, :, None]]
+        return [as_stack(statnn_features(layers)[:, :, None])]
 
     def fit(self, X: LayerInput, names: Optional[Sequence[str]] = None, val=None, progress=None) -> "StatNNAligner":
         self.__dict__.pop("tensor_shapes_", None)

@@ -26,6 +26,7 @@ from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, lab
 from probex.experts.labels import MULTILABEL, TargetEncoding
 from probex.experts.nn import DenseNetwork, LayersNetwork, ProbeXNetwork
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+from probex.zoo.stack import MatrixStack
 
 
 class _NetworkClassifier(BaseExpert):
@@ -61,7 +62,7 @@ class _NetworkClassifier(BaseExpert):
             val_y = labels_of(val[0]) if val[1] is None else val[1]
             val_data = (val_layers, targets.encode(val_y, val_layers[0].shape[0], "val y"))
         device = resolve_device(self.device)
-        shapes = [tuple(int(s) for s in t.shape[1:]) for t in layers]
+        shapes = [tuple(int(s) for s in stack.shape[1:]) for stack in layers]
         with seeded(self.seed):
             network = self._build_network(shapes, targets.n_outputs)
         network.fit_normalization(layers)
@@ -93,7 +94,7 @@ class _NetworkClassifier(BaseExpert):
         return self
 
     # -- predicting --------------------------------------------------------------------
-    def _layers(self, X: LayerInput) -> list[torch.Tensor]:
+    def _layers(self, X: LayerInput) -> list[MatrixStack]:
         self._check_fitted()
         layers = as_layers(X, "X")
         check_layer_shapes(layers, self.layer_shapes_, "X")
@@ -103,7 +104,7 @@ class _NetworkClassifier(BaseExpert):
         """Raw outputs (logits) [N, C]."""
         return self._logits(self._layers(X)).numpy()
 
-    def _logits(self, layers: list[torch.Tensor]) -> torch.Tensor:
+    def _logits(self, layers: list[MatrixStack]) -> torch.Tensor:
         device = next(self.network_.parameters()).device
         return predict_in_batches(self.network_, layers, device)
 
@@ -166,7 +167,7 @@ class _Encoder(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, layers: list[Any]) -> torch.Tensor:
         return self.network.encode(layers)
 
 

@@ -3,7 +3,8 @@
 Each weight and bias tensor of a model is summarised by its mean, variance and five quantiles
 (0, 25, 50, 75, 100 %), ``statnn_features``; ``StatNNClassifier`` learns from those features
 with gradient-boosted trees (scikit-learn, the paper's choice for classification), a linear
-layer, or an MLP.
+layer, or an MLP. The statistics are of the merged weights (LoRA factors merged a chunk of
+models at a time, never the whole bank).
 """
 
 from __future__ import annotations
@@ -18,21 +19,24 @@ from probex.experts.classifier import _NetworkClassifier
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.labels import MULTILABEL, TargetEncoding
 from probex.experts.training import ProgressCallback
+from probex.zoo.stack import MatrixStack, as_stack
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 STATISTICS = ("mean", "var") + tuple(f"q{int(q * 100)}" for q in QUANTILES)
 MODELS = ("gbt", "linear", "mlp")
 
 
-def _tensor_statistics(tensor: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """[N, ...] -> [N, 7]: mean, variance and the five quantiles of each model's entries."""
+def _tensor_statistics(stack: MatrixStack, chunk: int = 256) -> torch.Tensor:
+    """[N, ...] -> [N, 7]: mean, variance and the five quantiles of each model's entries, streamed
+    in chunks of at most ``chunk`` models (fewer for large layers)."""
     rows = []
-    flat_size = int(np.prod(tensor.shape[1:]))
+    flat_size = stack.shape[1] * stack.shape[2]
     positions = torch.tensor(QUANTILES, dtype=torch.float64) * (flat_size - 1)
     low, high = positions.floor().long(), positions.ceil().long()
     weight = (positions - low).float()
-    for start in range(0, tensor.shape[0], chunk):
-        block = tensor[start : start + chunk].reshape(-1, flat_size).float()
+    step = max(1, min(chunk, stack.chunk_rows()))
+    for start in range(0, len(stack), step):
+        block = stack.merged(slice(start, start + step)).reshape(-1, flat_size)
         ordered = block.sort(dim=1).values
         quantiles = ordered[:, low] * (1 - weight) + ordered[:, high] * weight  # linear interpolation
         stats = [block.mean(dim=1, keepdim=True), block.var(dim=1, unbiased=False, keepdim=True), quantiles]
@@ -64,8 +68,8 @@ class StatNNNetwork(nn.Module):
             self.body = nn.Identity()
             self.head = nn.Linear(n_features, out_dim)
 
-    def fit_normalization(self, layers: Sequence[torch.Tensor]) -> None:
-        features = layers[0][:, :, 0].float()
+    def fit_normalization(self, layers: Sequence[MatrixStack]) -> None:
+        features = layers[0].take()[:, :, 0]
         self.mean.copy_(features.mean(dim=0))
         self.std.copy_(features.std(dim=0, unbiased=False).clamp_min(1e-8))
 
@@ -181,14 +185,14 @@ class StatNNClassifier(_NetworkClassifier):
         else:
             self.trees_ = make().fit(features, target)
 
-    def _layers(self, X: LayerInput) -> list[torch.Tensor]:
+    def _layers(self, X: LayerInput) -> list[MatrixStack]:
         self._check_fitted()
-        return [self._features(X, "X")]
+        return [as_stack(self._features(X, "X"))]
 
-    def _logits(self, layers: list[torch.Tensor]) -> torch.Tensor:
+    def _logits(self, layers: list[MatrixStack]) -> torch.Tensor:
         if self.model != "gbt":
             return super()._logits(layers)
-        features = layers[0][:, :, 0].numpy()
+        features = layers[0].take()[:, :, 0].numpy()
         eps = 1e-6
         if self.targets_.kind == MULTILABEL:
             columns = [
@@ -203,7 +207,7 @@ class StatNNClassifier(_NetworkClassifier):
 
     def encode(self, X: LayerInput) -> np.ndarray:
         if self.model == "gbt":
-            return self._layers(X)[0][:, :, 0].numpy()
+            return self._layers(X)[0].take()[:, :, 0].numpy()
         return super().encode(X)
 
     # The trees are stored as their training data and refitted on load: scikit-learn models

@@ -38,7 +38,7 @@ from probex.storage import atomic_path
 if TYPE_CHECKING:  # pandas is imported only by to_frame / export
     import pandas
 
-    from probex.zoo import ModelRecord, ModelZoo
+    from probex.zoo import LayerBank, ModelRecord, ModelZoo
 
 logger = logging.getLogger(__name__)
 
@@ -303,14 +303,14 @@ def expert_layers(expert: Any) -> list[str]:
 
 
 def read_model_layers(path: str | os.PathLike, layers: Sequence[str],
-                      shapes: Optional[Sequence[tuple[int, int]]] = None) -> list[torch.Tensor]:
-    """The named layers of one safetensors file, each [1, d_W, d_H] (LoRA pairs merged, as in a LayerBank).
+                      shapes: Optional[Sequence[tuple[int, int]]] = None) -> list["LayerBank"]:
+    """The named layers of one safetensors file, each a LayerBank of one model (LoRA layers as their factors).
 
     Raises:
         ZooError: the file is not readable safetensors, lacks a layer (the message names the
             file, the missing layer and the layers it has), or a layer's shape is not ``shapes``.
     """
-    from probex.zoo.bank import build_bank
+    from probex.zoo.bank_build import build_bank
     from probex.zoo.catalog import layer_catalog
     from probex.zoo.records import ModelRecord
     from probex.zoo.safefile import read_header
@@ -329,8 +329,7 @@ def read_model_layers(path: str | os.PathLike, layers: Sequence[str],
             raise ZooError(f"{path}: layer '{layer}' is {info.shape[0]} x {info.shape[1]}, but the expert reads "
                            f"{shapes[number][0]} x {shapes[number][1]}; upload a model of the expert's tree")
     record = ModelRecord(id=path.stem, path=path, metadata=dict(header.metadata or {}), header=header)
-    banks = [build_bank([record], layer, cache=False) for layer in layers]
-    return [bank.X for bank in banks]
+    return [build_bank([record], layer, cache=False) for layer in layers]
 
 
 def _input_shapes(expert: Any) -> Optional[list[tuple[int, int]]]:

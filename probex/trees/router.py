@@ -128,9 +128,8 @@ class TreeRouter:
         nearest_ids: list[str] = []
         for number, group in enumerate(groups):
             rng = np.random.default_rng([self.random_state, number])
-            flat = group.X.reshape(len(group.positions), -1)
             split = split_into_trees(
-                flat, method=self.method, metric=self.metric, threshold=self.threshold, n_trees=self.n_trees,
+                group.stack, method=self.method, metric=self.metric, threshold=self.threshold, n_trees=self.n_trees,
                 min_gap_ratio=self.min_gap_ratio, max_coordinates=self.max_coordinates,
                 max_linkage_models=self.max_linkage_models, rng=rng, progress=progress, name=group.display_name)
             first = len(self.tree_names_)
@@ -141,7 +140,7 @@ class TreeRouter:
                 member_distances.append(own)
                 nearest_ids.append(group.ids[members[int(np.argmin(own))]])
                 self.tree_names_.append(f"tree_{first + k}")
-                self.centers_.append(split.centres[k].reshape(group.X.shape[1:]).clone())
+                self.centers_.append(split.centres[k].reshape(group.shape).clone())
             self.labels_[group.positions] = split.labels + first
             for position, model_id in zip(group.positions, group.ids):
                 self.ids_[position] = model_id
@@ -150,7 +149,7 @@ class TreeRouter:
                 for position, tree in zip(group.positions, group.true_trees):
                     true_trees[position] = tree
             self.architectures_.append(ArchitectureTrees(
-                name=group.display_name, layer=group.layer, shape=tuple(group.X.shape[1:]),
+                name=group.display_name, layer=group.layer, shape=group.shape,
                 signature=group.signature, positions=group.positions, linkage=split.linkage,
                 linkage_rows=split.linkage_rows, cut_height=split.cut_height,
                 tree_indices=list(range(first, first + n_local)), strategy=split.strategy))
@@ -214,8 +213,7 @@ class TreeRouter:
                 continue
             trees = architecture.tree_indices
             centres = torch.stack([self.centers_[t].reshape(-1) for t in trees])
-            flat = group.X.reshape(len(group.positions), -1)
-            distances = distances_to_centres(flat, centres, self.metric, progress)
+            distances = distances_to_centres(group.stack, centres, self.metric, progress)
             for position, row in zip(group.positions, distances):
                 k = int(np.argmin(row))
                 nearest_distance[position] = row[k]
@@ -250,7 +248,7 @@ class TreeRouter:
         return None
 
     def _match(self, group: ArchitectureGroup) -> ArchitectureTrees | None:
-        shape = tuple(group.X.shape[1:])
+        shape = group.shape
         if group.signature is not None:
             for architecture in self.architectures_:
                 if architecture.signature == group.signature:
@@ -282,13 +280,12 @@ class TreeRouter:
         if len(groups) != 1:
             raise ProbeXError(f"TreeRouter.add_tree: the members of {name!r} span {len(groups)} architectures; give one")
         group = groups[0]
-        flat = group.X.reshape(len(group.positions), -1)
         everyone = np.arange(len(group.positions))
-        centre = tree_means(flat, everyone, np.zeros(len(everyone), dtype=np.int64), 1, None)
-        own = distances_to_centres(flat, centre, self.metric, None)[:, 0]
+        centre = tree_means(group.stack, everyone, np.zeros(len(everyone), dtype=np.int64), 1, None)
+        own = distances_to_centres(group.stack, centre, self.metric, None)[:, 0]
         index = len(self.tree_names_)
         self.tree_names_.append(name)
-        self.centers_.append(centre[0].reshape(group.X.shape[1:]).clone())
+        self.centers_.append(centre[0].reshape(group.shape).clone())
         self.nearest_ids_.append(group.ids[int(np.argmin(own))])
         radius = np.inf if self.radius_margin is None else (
             np.quantile(own, self.radius_quantile) * self.radius_margin if len(own) >= _MIN_MEMBERS_FOR_RADIUS
@@ -301,7 +298,7 @@ class TreeRouter:
             architecture = None
         if architecture is None:
             self.architectures_.append(ArchitectureTrees(
-                name=group.display_name, layer=group.layer, shape=tuple(group.X.shape[1:]),
+                name=group.display_name, layer=group.layer, shape=group.shape,
                 signature=group.signature, positions=np.zeros(0, dtype=np.int64),
                 linkage=np.zeros((0, 4)), linkage_rows=np.zeros(0, dtype=np.int64), cut_height=0.0,
                 tree_indices=[index], strategy="added"))

@@ -171,19 +171,18 @@ def metadata_alpha(metadata: Mapping[str, object]) -> float | None:
     return None
 
 
-def merge_lora(
+def lora_factors(
     up: torch.Tensor, down: torch.Tensor, alpha: float | torch.Tensor | None = None, *, name: str = "LoRA layer"
-) -> torch.Tensor:
-    """Merge one LoRA pair: ``(alpha / r) * up @ down`` in float32.
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One LoRA pair as its factors: (B [out, r], A [r, in*k...], scale) with X = scale * B @ A.
+
+    B and A keep their stored dtype; ``scale`` is alpha / r, or 1.0 when there is no alpha.
 
     Args:
         up: B factor, [out, r] (or [out, r, 1, 1]).
         down: A factor, [r, in] (or [r, in, kh, kw]).
         alpha: the stored alpha (a number or a scalar tensor); None means scale 1.
         name: the layer, for error messages.
-
-    Returns:
-        float32 tensor [out, in] (or [out, in*kh*kw]).
     """
     shape = lora_matrix_shape(tuple(up.shape), tuple(down.shape))
     if shape is None:
@@ -192,8 +191,21 @@ def merge_lora(
             f"{tuple(down.shape)} (expected up [out, r] and down [r, in])"
         )
     rank = down.shape[0]
-    merged = up.reshape(shape[0], rank).float() @ down.reshape(rank, -1).float()
+    scale = 1.0
     if alpha is not None:
         alpha_value = float(alpha.float().reshape(-1)[0]) if isinstance(alpha, torch.Tensor) else float(alpha)
-        merged = merged * (alpha_value / rank)
-    return merged
+        scale = alpha_value / rank
+    return up.reshape(shape[0], rank), down.reshape(rank, -1), scale
+
+
+def merge_lora(
+    up: torch.Tensor, down: torch.Tensor, alpha: float | torch.Tensor | None = None, *, name: str = "LoRA layer"
+) -> torch.Tensor:
+    """Merge one LoRA pair: ``(alpha / r) * up @ down`` in float32 (see :func:`lora_factors`).
+
+    Returns:
+        float32 tensor [out, in] (or [out, in*kh*kw]).
+    """
+    B, A, scale = lora_factors(up, down, alpha, name=name)
+    merged = B.float() @ A.float()
+    return merged * scale if alpha is not None else merged

@@ -48,6 +48,7 @@ class ModelZoo:
         skipped: Iterable[tuple[Path, str]] = (),
         name: str = "",
         description: str = "",
+        population: Iterable[ModelRecord] | None = None,
     ) -> None:
         self.root = Path(root)
         self.layout = layout
@@ -58,6 +59,8 @@ class ModelZoo:
         self._by_id = {record.id: record for record in self.records}
         if len(self._by_id) != len(self.records):
             raise ZooError(f"{self.root}: model ids must be unique within a zoo")
+        # the records of the zoo as opened: a sub-zoo's banks are views of the whole zoo's
+        self._population = self.records if population is None else list(population)
 
     @classmethod
     def open(cls, path: str | os.PathLike, progress: Progress | None = None) -> "ModelZoo":
@@ -139,7 +142,7 @@ class ModelZoo:
                     raise ZooError(f"{self.root}: no model {model_id!r}{_closest(model_id, self._by_id)}")
             kept = {record.id for record in records}
             records = [self._by_id[model_id] for model_id in ids if model_id in kept]
-        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description)
+        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description, self._population)
 
     # -- layers ----------------------------------------------------------------------------
 
@@ -168,7 +171,8 @@ class ModelZoo:
                 names[signature] = architecture_name(catalog)
             groups[signature].append(record)
         return {
-            names[signature]: ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description)
+            names[signature]: ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description,
+                                       self._population)
             for signature, records in groups.items()
         }
 
@@ -176,16 +180,21 @@ class ModelZoo:
         self,
         layer: str,
         split: str | Iterable[str] | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         progress: Progress | None = None,
         cache: bool | str | os.PathLike = True,
     ) -> "LayerBank":
-        """One layer of every model (of ``split``, if given) stacked into a LayerBank, X: [N, d_W, d_H].
+        """One layer of every model (of ``split``, if given) stacked into a LayerBank: X [N, d_W, d_H], or
+        a LoRA layer's factors B [N, d_W, r] and A [N, r, d_H] (see :mod:`probex.zoo.bank`).
+
+        The zoo as opened has one cached bank per layer; the bank of a split or a sub-zoo is a
+        view of it (built once, stored once).
 
         Args:
             layer: a name from :meth:`catalog` (a LoRA layer by its module name).
             split: only the models of this split (or these splits).
-            dtype: ``torch.float32`` (default) or ``torch.float16`` (half the memory and disk).
+            dtype: None (default) keeps the files' dtype (float16 files stay float16, others
+                float32); ``torch.float32`` or ``torch.float16`` ask for one.
             progress: called as ``progress(done, total, message)`` while the bank is built.
             cache: True for the default cache folder (``$PROBEX_CACHE/banks``, else
                 ``~/.cache/probex/banks``), a folder to cache in, or False to build in memory.
@@ -194,10 +203,11 @@ class ModelZoo:
             ZooError: a model lacks the layer (names the file and the closest layer names), or
                 the models disagree on its shape.
         """
-        from probex.zoo.bank import build_bank
+        from probex.zoo.bank_build import build_bank
 
         zoo = self.select(split=split) if split is not None else self
-        return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root)
+        return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root,
+                          population=self._population)
 
 
 def _ordered_splits(splits: set[str]) -> list[str]:
