@@ -30,7 +30,7 @@ def cache_dir(kind: str) -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "probex") / kind
 
 
-def _after_cache_write(target: Path) -> None:
+def after_cache_write(target: Path) -> None:
     """Keep the cache under its cap once a new entry lands in one of its folders; never fails the write."""
     from probex.cache import KINDS, enforce_cache_limit
 
@@ -106,7 +106,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _after_cache_write(target)
+    after_cache_write(target)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

@@ -157,3 +157,20 @@ def test_a_nonsense_cap_is_refused_with_the_variable_named(monkeypatch, value):
     monkeypatch.setenv("PROBEX_CACHE_MAX_GB", value)
     with pytest.raises(ValueError, match="PROBEX_CACHE_MAX_GB"):
         cache_limit_bytes()
+
+
+def test_building_a_bank_over_the_cap_evicts_the_older_bank_and_keeps_the_new_one(tmp_path, monkeypatch):
+    from probex.zoo import ModelZoo
+    from tests.zoo.zoo_fixtures import write_generative_zoo
+
+    monkeypatch.setenv("PROBEX_CACHE", str(tmp_path / "cache"))
+    write_generative_zoo(tmp_path / "zoo", images_per_model=0)
+    zoo = ModelZoo.open(tmp_path / "zoo")
+    first, second = [info.name for info in zoo.catalog()][:2]
+    zoo.bank(first)
+    size = sum(entry.size for entry in cache_entries(["banks"]))
+    monkeypatch.setenv("PROBEX_CACHE_MAX_GB", str(1.5 * size / 1e9))  # room for one bank, not two
+    bank = zoo.bank(second)
+    names = [entry.name for entry in cache_entries(["banks"])]
+    assert len(names) == 1 and names[0].startswith(second.replace("/", "_")[:40])
+    assert len(bank) == len(zoo) and len(zoo.bank(second)) == len(zoo)  # the new entry is whole and reused
