@@ -25,7 +25,9 @@ for the app), with an empty probex cache, so every step is measured cold and end
   after the Home page), then one process that opens every page in turn (the server's peak RSS).
 
 Peak RSS is the process's own high-water mark (``getrusage(RUSAGE_CHILDREN)`` of a small
-wrapper process around each step); a watchdog samples the whole process group's RSS and kills
+wrapper process around each step), beside the step's wall and CPU seconds and the load
+average at its end (on a shared machine the CPU seconds of a one-thread run are what its wall
+time would be alone); a watchdog samples the whole process group's RSS and kills
 the step above ``--limit-gb`` (default 12) or ``--timeout``: one big measurement at a time,
 never beside a test suite. Results go into ``bench_scale.json`` beside this script, under the
 label (``before`` / ``after``) and the zoo (``sd-5000``).
@@ -126,7 +128,8 @@ def wrap(args: argparse.Namespace) -> None:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     Path(args.result).write_text(json.dumps({
         "returncode": child.returncode, "seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss * 1024 / GB, 2),
-        "sampled_group_peak_gb": round(peak / GB, 2), "killed": killed}))
+        "sampled_group_peak_gb": round(peak / GB, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2), "killed": killed}))
 
 
 def run_step(name: str, command: list[str], work: Path, env: dict, limit_gb: float, timeout: float) -> dict:
