@@ -8,14 +8,14 @@ and age. Only those four folders are ever touched, so pointing ``$PROBEX_CACHE``
 that holds other things is safe.
 
 The cache has a size cap, ``$PROBEX_CACHE_MAX_GB`` (default :data:`DEFAULT_MAX_GB` GB; ``off``
-for none). Whenever probex writes an entry into it (:func:`probex.storage.atomic_path`), the
+for none). Whenever probex writes an entry into it (:func:`probex.storage.after_cache_write`), the
 least recently used entries are evicted until the four folders fit under the cap again
 (:func:`enforce_cache_limit`). Never evicted: the entry just written, and any file that a
 process has open or memory-mapped (a bank being written or read; on Linux this is read from
 ``/proc``, elsewhere entries used in the last :data:`RECENT_SECONDS` seconds are kept).
 "Last used" is the latest access or change time of an entry's files.
 
-An entry is what one cached item wrote: a bank's ``.npy`` and ``.json`` share a name and count
+An entry is what one cached item wrote: a bank's arrays and index share a stem and count
 as one; the hidden temporaries of a write cut short by a crash count as entries of their own.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -42,8 +41,6 @@ DEFAULT_MAX_GB = 20.0
 #: Where open files cannot be listed: entries used this recently are never evicted.
 RECENT_SECONDS = 600
 _OFF = ("off", "none", "inf", "unlimited")
-# ``<layer>.<24 hex key>`` and whatever follows (``.npy``, ``.json``, ``.A.npy``): one entry
-_KEYED_NAME = re.compile(r"^(?P<entry>.+?\.[0-9a-f]{16,64})(?:\..*)?$")
 
 
 @dataclass
@@ -68,14 +65,6 @@ def _kinds(kinds: Optional[Iterable[str]]) -> list[str]:
     return chosen
 
 
-def _entry_name(path: Path) -> str:
-    """The entry a cache file belongs to: a folder or a hidden temporary is one; files share their stem or key."""
-    if path.name.startswith(".") or (path.is_dir() and not path.is_symlink()):
-        return path.name
-    keyed = _KEYED_NAME.match(path.name)
-    return keyed.group("entry") if keyed else path.name.rsplit(".", 1)[0]
-
-
 def _size_and_time(path: Path) -> tuple[int, float]:
     """Bytes and last use of a cache path; a symbolic link counts as itself, never as what it points to."""
     if path.is_symlink() or not path.is_dir():
@@ -90,6 +79,18 @@ def _size_and_time(path: Path) -> tuple[int, float]:
     return size, latest or path.lstat().st_mtime
 
 
+def _entry_name(kind: str, path: Path) -> str:
+    """The entry a cached file belongs to: a folder or a hidden temporary is one; a bank's arrays and
+    index share its stem; other files their name less the suffix."""
+    if path.name.startswith(".") or (path.is_dir() and not path.is_symlink()):
+        return path.name
+    if kind == "banks":
+        from probex.zoo.bank_cache import entry_of
+
+        return entry_of(path.name)
+    return path.name.rsplit(".", 1)[0]
+
+
 def cache_entries(kinds: Optional[Iterable[str]] = None) -> list[CacheEntry]:
     """Every entry of the chosen kinds (default: all), oldest first."""
     entries = []
@@ -99,7 +100,7 @@ def cache_entries(kinds: Optional[Iterable[str]] = None) -> list[CacheEntry]:
             continue
         groups: dict[str, list[Path]] = {}
         for path in folder.iterdir():
-            groups.setdefault(_entry_name(path), []).append(path)
+            groups.setdefault(_entry_name(kind, path), []).append(path)
         for name, paths in groups.items():
             measured = [_size_and_time(path) for path in paths]
             entries.append(CacheEntry(kind, name, sorted(paths), sum(size for size, _ in measured),
@@ -228,7 +229,7 @@ def enforce_cache_limit(protect: Iterable[str | os.PathLike] = (), limit: Option
     total = sum(entry.size for entry in entries)
     if total <= limit:
         return []
-    kept = {(Path(path).parent.name, _entry_name(Path(path))) for path in protect}
+    kept = {(Path(path).parent.name, _entry_name(Path(path).parent.name, Path(path))) for path in protect}
     used = _paths_in_use(cache_dir(KINDS[0]).parent) if entries else set()
     now = time.time()
     evicted = []

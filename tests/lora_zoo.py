@@ -16,7 +16,8 @@ from probex.zoo.manifest import save_model_file, write_manifest
 from probex.zoo.records import ModelRecord
 
 CONCEPTS = ["red circle", "blue square", "green star", "yellow moon", "pink heart", "grey cloud"]
-LAYERS = {"unet.down.attn.to_q": (12, 10), "unet.mid.attn.to_k": (8, 14)}
+# larger than probex.experts.nn.MERGE_MAX_VALUES, so that ProbeX reads them as factors
+LAYERS = {"unet.down.attn.to_q": (48, 96), "unet.mid.attn.to_k": (40, 120)}
 
 
 def write_lora_zoo(root: Path, n_models: int = 48, ranks: tuple[int, ...] = (2, 4, 3), trees: tuple[str, ...] = ("sd-a", "sd-b"),

@@ -102,8 +102,8 @@ def run_bank(args: argparse.Namespace) -> int:
     dtype = {"file": None, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     with tqdm_progress(f"layer {args.layer}", unit="model") as progress:
         bank = zoo.bank(args.layer, split=args.split, dtype=dtype, progress=progress, cache=args.cache_dir or True)
-    form = f", LoRA factors of rank {bank.rank}" if bank.is_factored else ""
-    print(f"{bank.layer}: {len(bank)} models x {bank.shape[0]} x {bank.shape[1]} ({str(bank.dtype).replace('torch.', '')}{form})")
+    form = f", stored as LoRA factors of rank {bank.rank}" if bank.is_factored else ""
+    print(f"{bank.layer}: {len(bank)} models x {bank.shape[0]} x {bank.shape[1]} ({str(bank.dtype).replace('torch.', '')}){form}")
     for model_id, reason in bank.skipped:
         print(f"  left out {model_id}: {reason}")
     return 0

@@ -25,10 +25,15 @@ import torch
 from torch import nn
 
 from probex.zoo.factored import LoraFactors
-from probex.zoo.stack import MatrixStack
+from probex.zoo.stack import MatrixStack, as_stack
 
 #: One layer of a batch of models, as the networks read it (float32).
 LayerBatch = Union[torch.Tensor, LoraFactors]
+
+#: LoRA layers of at most this many values are merged batch by batch rather than probed as factors:
+#: up to 64 x 64 a merged batch costs the same time (measured on one CPU thread, rank 4, 64
+#: probes) and gives the very numbers a dense bank of the same layer gives.
+MERGE_MAX_VALUES = 64 * 64
 
 # rows of a chunk of float64 sums in InputNormalization.fit (also bounded by bytes)
 _FIT_CHUNK_ROWS = 1024
@@ -59,14 +64,15 @@ class InputNormalization(nn.Module):
         self.register_buffer("scale", torch.ones(()))
 
     @torch.no_grad()
-    def fit(self, X: MatrixStack) -> None:
-        """Set centre and scale from the stack X [N, d_W, d_H], read in chunks (it may be memory-mapped).
+    def fit(self, X: MatrixStack | torch.Tensor | LoraFactors) -> None:
+        """Set centre and scale from X [N, d_W, d_H], read in chunks (it may be memory-mapped).
 
         Dense: two passes in float64 (the mean, then the squared deviations). LoRA factors,
         exactly and without merging a model: the centre is (1/N) sum s_i B_i A_i (one product
         per chunk of models, [d_W, k r] @ [k r, d_H]), and sum ||X_i - C||^2 = sum ||X_i||^2 - N ||C||^2
         with ||X_i||^2 = s_i^2 tr((B_i^T B_i)(A_i A_i^T)), in float64.
         """
+        X = as_stack(X)
         n, d_W, d_H = X.shape
         if X.factored:
             total = torch.zeros(d_W, d_H, dtype=torch.float64)
@@ -96,9 +102,12 @@ class InputNormalization(nn.Module):
         return (X - self.center) / self.scale
 
     def probe(self, X: LayerBatch, U: torch.Tensor) -> torch.Tensor:
-        """The normalised layer times U, ((X - C) / sigma) U [b, d_W, k]; LoRA factors are never merged."""
+        """The normalised layer times U, ((X - C) / sigma) U [b, d_W, k]; LoRA factors are not merged
+        (but for layers of at most ``MERGE_MAX_VALUES`` values, where merging costs nothing)."""
         if isinstance(X, LoraFactors):
-            return (X.response(U) - self.center @ U) / self.scale
+            if self.center.numel() > MERGE_MAX_VALUES:
+                return (X.response(U) - self.center @ U) / self.scale
+            X = X.merge()
         return self(X) @ U
 
 
@@ -184,7 +193,7 @@ class LayersNetwork(nn.Module):
         self.encoders = nn.ModuleList(encoders)
         self.head = nn.Linear(sum(encoder.rep_dim for encoder in self.encoders), out_dim)
 
-    def fit_normalization(self, layers: Sequence[MatrixStack]) -> None:
+    def fit_normalization(self, layers: Sequence[MatrixStack | torch.Tensor | LoraFactors]) -> None:
         for encoder, X in zip(self.encoders, layers):
             encoder.normalize.fit(X)
 

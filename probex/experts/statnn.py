@@ -68,8 +68,8 @@ class StatNNNetwork(nn.Module):
             self.body = nn.Identity()
             self.head = nn.Linear(n_features, out_dim)
 
-    def fit_normalization(self, layers: Sequence[MatrixStack]) -> None:
-        features = layers[0].take()[:, :, 0]
+    def fit_normalization(self, layers: Sequence[MatrixStack | torch.Tensor]) -> None:
+        features = as_stack(layers[0]).take()[:, :, 0]
         self.mean.copy_(features.mean(dim=0))
         self.std.copy_(features.std(dim=0, unbiased=False).clamp_min(1e-8))
 

@@ -5,7 +5,7 @@ validation score, optional early stopping, a seed that makes runs repeatable, CU
 present, and a progress callback ``progress(done, total, log)`` called after each epoch with
 an :class:`EpochLog` (the CLI turns it into tqdm, the app into st.progress and live curves).
 
-Inputs are MatrixStacks (:func:`probex.experts.inputs.as_layers`). When the training and
+Inputs are MatrixStacks (:func:`probex.experts.inputs.as_layers`; tensors are wrapped). When the training and
 validation sets fit the memory budget in float32 (:func:`probex.zoo.stack.memory_budget`,
 2 GiB unless ``$PROBEX_MEMORY_BUDGET`` says otherwise) they are copied to the device once;
 otherwise every batch is read from the (memory-mapped) bank and converted on the fly.
@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from probex.zoo.stack import MatrixStack, memory_budget
+from probex.zoo.stack import MatrixStack, as_stack, memory_budget
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +182,11 @@ def adam(network: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-5) -> to
 
 
 @torch.no_grad()
-def predict_in_batches(network: nn.Module, layers: Sequence[MatrixStack], device: torch.device, batch_size: int = 256) -> torch.Tensor:
+def predict_in_batches(network: nn.Module, layers: Sequence[MatrixStack | torch.Tensor], device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """network(layers) for all models, batch by batch (smaller for large layers), on the CPU at the end."""
     network.eval()
     outputs = []
+    layers = [as_stack(layer) for layer in layers]
     n = len(layers[0])
     batch_size = _eval_batch(layers, batch_size)
     for start in range(0, n, batch_size):
@@ -196,11 +197,11 @@ def predict_in_batches(network: nn.Module, layers: Sequence[MatrixStack], device
 
 def train_network(
     network: nn.Module,
-    layers: Sequence[MatrixStack],
+    layers: Sequence[MatrixStack | torch.Tensor],
     targets: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
-    val: Optional[tuple[Sequence[MatrixStack], torch.Tensor]] = None,
+    val: Optional[tuple[Sequence[MatrixStack | torch.Tensor], torch.Tensor]] = None,
     score_fn: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
     epochs: int = 500,
     lr: float = 1e-3,
@@ -221,6 +222,9 @@ def train_network(
         raise ValueError(f"epochs must be >= 1; got {epochs}")
     network.to(device)
     optimizer = adam(network, lr=lr, weight_decay=weight_decay)
+    layers = [as_stack(layer) for layer in layers]
+    if val is not None:
+        val = ([as_stack(layer) for layer in val[0]], val[1])
     resident = fits_in_memory(layers, val[0] if val is not None else [])
     if not resident:
         logger.info("training inputs exceed the memory budget (%.1f GB); streaming batches from the bank",

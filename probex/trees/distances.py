@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from probex.progress import Progress
+from probex.trees.factored_reads import factored_l2, factored_sums
 from probex.zoo.factored import centred_gram, inner_products
 from probex.zoo.stack import MatrixStack
 
@@ -74,8 +75,19 @@ def row_chunks(flat: MatrixStack | torch.Tensor, rows: np.ndarray) -> Iterator[t
 def tree_means(flat: MatrixStack | torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees: int,
                progress: Progress | None = None) -> torch.Tensor:
     """Mean of each tree's members [n_trees, D] (float32); ``labels`` [len(rows)] are the trees
-    of ``flat[rows]``. Sums are float32 within a chunk, float64 across chunks."""
-    sums = torch.zeros(n_trees, flat_shape(as_flat(flat))[1], dtype=torch.float64)
+    of ``flat[rows]``. Sums are float32 within a chunk, float64 across chunks (LoRA factors: one
+    product per tree and chunk, see :mod:`probex.trees.factored_reads`)."""
+    flat = as_flat(flat)
+    counts = torch.from_numpy(np.bincount(labels, minlength=n_trees)).clamp(min=1).to(torch.float64)
+    if flat.factored:
+        onehot = torch.zeros(n_trees, len(rows))
+        onehot[torch.from_numpy(labels), torch.arange(len(rows))] = 1.0
+        with streaming_threads():
+            sums = factored_sums(flat, rows, onehot)
+        if progress:
+            progress(len(rows), len(rows), "tree centres")
+        return (sums / counts[:, None]).to(torch.float32)
+    sums = torch.zeros(n_trees, flat_shape(flat)[1], dtype=torch.float64)
     with streaming_threads():
         for start, chunk in row_chunks(flat, rows):
             onehot = torch.zeros(n_trees, len(chunk))
@@ -83,7 +95,6 @@ def tree_means(flat: MatrixStack | torch.Tensor, rows: np.ndarray, labels: np.nd
             sums.add_(onehot @ chunk)
             if progress:
                 progress(start + len(chunk), len(rows), "tree centres")
-    counts = torch.from_numpy(np.bincount(labels, minlength=n_trees)).clamp(min=1).to(torch.float64)
     return (sums / counts[:, None]).to(torch.float32)
 
 
@@ -103,7 +114,14 @@ def distances_in_metrics(flat: MatrixStack | torch.Tensor, centres: torch.Tensor
     |x-m|^2 - 2 (x-m).(c-m) + |c-m|^2, and the rows where float32 cancellation could exceed 1%
     (a model very near a centre that is far from m) are redone from differences.
     """
-    rows = np.arange(len(as_flat(flat))) if rows is None else rows
+    flat = as_flat(flat)
+    rows = np.arange(len(flat)) if rows is None else rows
+    if flat.factored and set(metrics) == {"l2"}:  # from the factors (see probex.trees.factored_reads)
+        with streaming_threads():
+            distances = factored_l2(flat, centres, rows)
+        if progress:
+            progress(len(rows), len(rows), "distances to tree centres")
+        return {"l2": distances}
     out = {metric: np.empty((len(rows), centres.shape[0])) for metric in metrics}
     middle = centres.mean(0)
     offsets = centres - middle

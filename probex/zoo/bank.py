@@ -37,9 +37,6 @@ from probex.zoo.stack import MatrixStack, as_stack
 
 logger = logging.getLogger(__name__)
 
-_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
-_FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
-
 
 def default_cache_dir() -> Path:
     """Where banks are cached: ``$PROBEX_CACHE/banks``, else ``~/.cache/probex/banks``."""
@@ -104,18 +101,14 @@ class LayerBank:
         """The matrices [N, d_W, d_H]. For a LoRA bank this merges the factors: it materialises
         N d_W d_H float32 values (6.5 MB a model at 1280 x 1280). Consumers of probex read the
         factors instead; ask for ``X`` only for a few models (``bank[:8].X``)."""
-        if self.is_factored:
-            return self.stack.merged()
-        if self.stack.positions is None:
-            return self.stack.storage
-        return self.stack._stored(self.stack.rows())
+        return self.stack.merged() if self.is_factored else self.stack.stored()
 
     @property
     def factors(self) -> LoraFactors:
         """The LoRA factors of its models (B [N, d_W, r], A [N, r, d_H], scale [N]) in the stored dtype."""
         if not self.is_factored:
             raise ValueError(f"bank '{self.layer}' is a dense layer ({self.info.kind if self.info else 'not LoRA'}); read bank.X")
-        return self.stack.storage if self.stack.positions is None else self.stack._stored(self.stack.rows())
+        return self.stack.stored()
 
     @property
     def ids(self) -> list[str]:
@@ -196,7 +189,8 @@ class LayerBank:
         if ids is not None:
             ids = [ids] if isinstance(ids, str) else list(ids)
             position = {self.records[i].id: i for i in keep}
-            missing = [model_id for model_id in ids if model_id not in {record.id for record in self.records}]
+            present = {record.id for record in self.records}
+            missing = [model_id for model_id in ids if model_id not in present]
             if missing:
                 close = difflib.get_close_matches(missing[0], self.ids, n=5, cutoff=0.5)
                 raise ZooError(f"bank '{self.layer}': no model {missing[0]!r}" + (f"; closest: {', '.join(close)}" if close else ""))

@@ -18,7 +18,7 @@ import torch
 from probex.errors import ZooError
 from probex.progress import Progress
 from probex.zoo import bank_cache
-from probex.zoo.bank import _FLOAT32_MAX_SQUARED, _NUMPY_DTYPES, LayerBank, default_cache_dir
+from probex.zoo.bank import LayerBank, default_cache_dir
 from probex.zoo.catalog import layer_catalog, layer_matrix
 from probex.zoo.factored import LoraFactors
 from probex.zoo.lora import lora_factors, metadata_alpha
@@ -27,6 +27,8 @@ from probex.zoo.safefile import read_tensors
 
 logger = logging.getLogger(__name__)
 
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+_FLOAT32_MAX_SQUARED = float(np.finfo(np.float32).max) ** 2
 _DENSE_ARRAYS = ("X",)
 _LORA_ARRAYS = ("B", "A", "scale")
 _COMPACT_ROWS = 64
@@ -85,7 +87,7 @@ def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str) -> list
     infos: list[LayerInfo] = []
     lookups: dict[int, dict[str, LayerInfo]] = {}
     for record in records:
-        catalog = layer_catalog(record.read_header())
+        catalog = _catalog(record)
         lookup = lookups.setdefault(id(catalog), {info.name: info for info in catalog})
         info = lookup.get(layer)
         if info is None:
@@ -109,7 +111,7 @@ def _population_with_layer(population: Sequence[ModelRecord], records: Sequence[
     base, infos = [], []
     for record in population:
         try:
-            catalog = layer_catalog(record.read_header())
+            catalog = _catalog(record)
         except ZooError:
             if record.id in chosen:
                 raise
@@ -122,6 +124,17 @@ def _population_with_layer(population: Sequence[ModelRecord], records: Sequence[
     if not chosen <= {record.id for record in base}:  # a selection that is not part of the population
         return list(records), _layer_infos(records, layer, "zoo")
     return base, infos
+
+
+def _catalog(record: ModelRecord) -> tuple[LayerInfo, ...]:
+    """The catalog of a record's file as it is now, kept beside the header it was read from (a zoo's
+    banks ask for the catalogs of all its models at every call)."""
+    header = record.read_header()
+    kept = record.__dict__.get("_bank_catalog")
+    if kept is None or kept[0] is not header:
+        kept = (header, layer_catalog(header))
+        record.__dict__["_bank_catalog"] = kept
+    return kept[1]
 
 
 def _ranks(infos: Sequence[LayerInfo]) -> list[int]:

@@ -54,6 +54,7 @@ CACHE_FORMAT = 2
 _READ_BYTES = 16 * 2**20
 _HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())[:40] or "host"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_ENTRY_FILE = re.compile(r"^(?P<stem>.+\.[0-9a-f]{24})\.(?:[A-Za-z]+\.npy|json)$")
 _VERIFIED: dict[str, tuple[FileIdentity, int]] = {}  # path -> (identity, crc32) verified in this process
 
 
@@ -63,7 +64,7 @@ def cache_key(layer: str, dtype: str, models: Sequence[tuple[str, Path, FileIden
         "format": CACHE_FORMAT,
         "layer": layer,
         "dtype": dtype,
-        "models": [[model_id, str(Path(path).absolute()), list(identity), alpha] for model_id, path, identity, alpha in models],
+        "models": [[model_id, os.path.abspath(path), list(identity), alpha] for model_id, path, identity, alpha in models],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -71,6 +72,13 @@ def cache_key(layer: str, dtype: str, models: Sequence[tuple[str, Path, FileIden
 def entry_stem(layer: str, key: str) -> str:
     """The file-name stem of a cache entry (the layer made safe as a file name, then the key)."""
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', layer)[:80]}.{key[:24]}"
+
+
+def entry_of(file_name: str) -> str:
+    """The stem of the cache entry a file of the cache folder belongs to (its name less the suffixes
+    after the key; the name less its last suffix for a file that is not a bank's)."""
+    match = _ENTRY_FILE.match(file_name)
+    return match.group("stem") if match else file_name.rsplit(".", 1)[0]
 
 
 def file_crc32(path: Path) -> int:

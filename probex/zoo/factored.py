@@ -92,14 +92,42 @@ class LoraFactors:
 
     def merge(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The merged updates X [N, d_W, d_H] in float32. This materialises N d_W d_H values: ask for few."""
-        merged = torch.bmm(self.B.float(), self.A.float(), out=out)
-        return merged.mul_(self.scale.to(merged.dtype)[:, None, None])
+        B = self.B.float()
+        if not bool((self.scale == 1).all()):  # scale the small factor, not the merged matrices
+            B = B * self.scale.to(B.dtype)[:, None, None]
+        return torch.bmm(B, self.A.float(), out=out)
 
     def squared_norms(self) -> torch.Tensor:
         """||X_i||_F^2 [N] in float64, from r x r products: s^2 tr((B^T B)(A A^T))."""
         B, A = self.B.double(), self.A.double()
         small = (B.transpose(1, 2) @ B) * (A @ A.transpose(1, 2))
         return small.sum(dim=(1, 2)) * self.scale.double() ** 2
+
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        """sum_i weights[t, i] X_i for each row t of ``weights`` [T, N]: [T, d_W, d_H] float32, one
+        product [d_W, n r] @ [n r, d_H] per row over the models it weighs (n of them)."""
+        n, d_W, d_H = self.shape
+        out = torch.zeros(weights.shape[0], d_W, d_H)
+        factors = self.float()
+        for t, row in enumerate(weights.float()):
+            used = torch.nonzero(row).flatten()
+            if len(used) == 0:
+                continue
+            B = factors.B[used] * (row[used] * factors.scale[used])[:, None, None]  # [n, d_W, r]
+            out[t] = B.transpose(0, 1).reshape(d_W, -1) @ factors.A[used].reshape(-1, d_H)
+        return out
+
+    def inner_with(self, matrices: torch.Tensor) -> torch.Tensor:
+        """<X_i, M_k> [N, K] in float64 for dense matrices M [K, d_W, d_H]: s_i sum(B_i * (M_k A_i^T)),
+        one product [d_W, d_H] @ [d_H, N r] per matrix (float32, summed in float64)."""
+        n, d_W, d_H = self.shape
+        factors = self.float()
+        A = factors.A.reshape(-1, d_H)  # [N r, d_H]
+        B = (factors.B * factors.scale[:, None, None]).transpose(0, 1).reshape(d_W, -1)  # [d_W, N r]
+        out = torch.empty(n, len(matrices), dtype=torch.float64)
+        for k, matrix in enumerate(matrices.float()):
+            out[:, k] = ((matrix @ A.T) * B).double().sum(0).reshape(n, -1).sum(1)
+        return out
 
     def response(self, U: torch.Tensor) -> torch.Tensor:
         """X U for every model [N, d_W, k], as s B (A U) (float32; differentiable in U)."""

@@ -112,8 +112,14 @@ class MatrixStack:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def stored(self, index: Any = None) -> torch.Tensor | LoraFactors:
+        """Rows ``index`` (all when None) in the stored dtype: the storage itself, a slice of it
+        when the rows are consecutive, else a gathered copy."""
+        if index is None and self.positions is None:
+            return self.storage
+        return self._stored(self.rows(index))
+
     def _stored(self, rows: np.ndarray) -> torch.Tensor | LoraFactors:
-        """Stored rows (a slice of the storage when they are consecutive, else a gather)."""
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
             return self.storage[int(rows[0]):int(rows[-1]) + 1]
         index = torch.from_numpy(np.ascontiguousarray(rows))

@@ -34,7 +34,7 @@ def _relative(a, b):
 
 
 def test_input_normalisation_from_factors_equals_the_merged_one(banks):
-    factored, merged = InputNormalization((12, 10)), InputNormalization((12, 10))
+    factored, merged = InputNormalization((48, 96)), InputNormalization((48, 96))
     factored.fit(banks["train"][0].stack)
     merged.fit(MatrixStack(banks["train"][0].X))
     assert _relative(factored.center, merged.center) < 1e-5

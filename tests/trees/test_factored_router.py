@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from lora_zoo import write_lora_zoo
 
 from probex.trees import weight_map as weight_map_module
