@@ -276,12 +276,14 @@ def measure(args: argparse.Namespace) -> None:
             shutil.rmtree(expert, ignore_errors=True)
             extra = ["--epochs", str(args.epochs)] if args.epochs else []
             results[step] = run(_cli("align", root, "--layers", layer, "--out", str(expert), *extra))
+            results[step]["epochs"] = args.epochs or "the CLI's default (100, patience 20)"
             results[step]["figures"] = align_figures(results[step]["output_tail"])
             results[step]["cache_on_disk_gb"] = round(_folder_bytes(work / "cache-align") / GB, 3)
         elif step == "classify":
             extra = ["--epochs", str(args.epochs)] if args.epochs else []
             results[step] = run(_cli("sweep", root, "--task", "classes", "--layer", layer,
                                      "--results", str(work / "sweep.jsonl"), *extra))
+            results[step]["epochs"] = args.epochs or "the CLI's default (100, patience 20)"
             (work / "sweep.jsonl").unlink(missing_ok=True)
             results[step]["figures"] = sweep_figures(results[step]["output_tail"])
         elif step == "search":
