@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import streamlit as st
 
+from explorer.text import plain
 from probex.errors import ProbeXError
 
 logger = logging.getLogger(__name__)
@@ -72,23 +73,16 @@ def current_zoo():
     try:
         return load_zoo(path)
     except ProbeXError as error:
-        st.error(f"Cannot open {population_name(path)}: {error}")
+        st.error(f"Cannot open {plain(population_name(path))}: {plain(error)}")
         st.stop()
 
 
-def jungle_folder(path: str) -> Optional[Path]:
-    """The folder of a demo-jungle build (shipped experts, sweeps, check.json), or None for other zoos."""
-    from probex import jungle
-
-    folder = jungle.SHIPPED if not path else Path(path).expanduser()
-    return folder if (folder / "recommended_layers.json").is_file() else None
-
-
 def real_trees(zoo) -> list[str]:
-    """The zoo's trees, less the demo jungle's forest (one-model trees, each its own architecture)."""
-    from probex.jungle.check import FOREST_PREFIX
+    """The zoo's trees, less its forest (independently initialised models: no root to share, no tree to find)."""
+    from probex.zoo import FOREST
 
-    return [tree for tree in zoo.trees if not tree.startswith(FOREST_PREFIX)]
+    forest = set(zoo.trees_with_role(FOREST))
+    return [tree for tree in zoo.trees if tree not in forest]
 
 
 # -- the router -------------------------------------------------------------------------------
@@ -110,7 +104,7 @@ def current_router(path: str) -> RouterFit:
     try:
         return fit_router(path)
     except ProbeXError as error:
-        st.error(f"The router could not fit this population: {error}")
+        st.error(f"The router could not fit this population: {plain(error)}")
         st.stop()
 
 
@@ -145,16 +139,13 @@ def load_shipped_expert(folder: str):
 
 
 def shipped_expert_dirs(path: str) -> dict[str, Path]:
-    """tree -> folder of its shipped pre-trained expert (demo-jungle builds only)."""
-    from probex import jungle
+    """tree -> folder of the pre-trained expert the population ships (``experts/<tree>/``), {} when none."""
+    from probex.zoo.extras import expert_dirs
 
-    folder = jungle_folder(path)
-    if folder is None:
-        return {}
     try:
-        return jungle.expert_dirs(folder)
-    except (ProbeXError, OSError, ValueError) as error:
-        logger.warning("no shipped experts in %s: %s", folder, error)
+        return expert_dirs(load_zoo(path).root)
+    except (ProbeXError, OSError) as error:
+        logger.warning("no shipped experts in %s: %s", population_name(path), error)
         return {}
 
 
@@ -219,18 +210,19 @@ def atlas(path: str, tree: str, token: str, _index: Any):
     return build_atlas(_index)
 
 
-# -- files the jungle build wrote -------------------------------------------------------------------
+# -- files a validated zoo ships beside its models --------------------------------------------------
 
 @st.cache_data
 def sweep_scores(path: str, tree: str) -> list[dict]:
     """The layer sweep of one tree (one row per layer, in sweep order), [] when none was shipped."""
     from probex.experiments.sweep import LayerScore
+    from probex.zoo.extras import sweep_file
 
-    folder = jungle_folder(path)
-    if folder is None or not (folder / "sweeps" / f"{tree}.jsonl").is_file():
+    file = sweep_file(load_zoo(path).root, tree)
+    if file is None:
         return []
     rows = []
-    for line in (folder / "sweeps" / f"{tree}.jsonl").read_text().splitlines():
+    for line in file.read_text().splitlines():
         try:
             rows.append(LayerScore.from_json(json.loads(line)).__dict__)
         except (json.JSONDecodeError, TypeError, KeyError):  # a line cut short by an interrupted sweep
@@ -240,11 +232,10 @@ def sweep_scores(path: str, tree: str) -> list[dict]:
 
 @st.cache_data
 def check_figures(path: str) -> dict:
-    """The jungle's acceptance figures (check.json written by ``probex jungle check``), {} when absent."""
-    folder = jungle_folder(path)
-    if folder is None or not (folder / "check.json").is_file():
-        return {}
-    return json.loads((folder / "check.json").read_text())
+    """The figures measured on the population (check.json, written by ``probex jungle check``), {} when absent."""
+    from probex.zoo.extras import shipped_figures
+
+    return shipped_figures(load_zoo(path).root)
 
 
 @st.cache_resource(show_spinner="Reading one layer of every model ...", max_entries=16)

@@ -22,6 +22,7 @@ as one; the hidden temporaries of a write cut short by a crash count as entries 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from probex.errors import ProbeXError
 from probex.storage import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def _kinds(kinds: Optional[Iterable[str]]) -> list[str]:
     chosen = list(KINDS if kinds is None else kinds)
     unknown = sorted(set(chosen) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown cache kind(s) {unknown}; the kinds are {list(KINDS)}")
+        raise ProbeXError(f"unknown cache kind(s) {unknown}; the kinds are {list(KINDS)}")
     return chosen
 
 
@@ -124,8 +126,8 @@ def cache_usage(kinds: Optional[Iterable[str]] = None) -> dict[str, dict]:
 def clear_cache(kinds: Optional[Iterable[str]] = None, older_than_days: Optional[float] = None) -> list[CacheEntry]:
     """Remove the entries of the chosen kinds (default: all), or only those unused for more than
     ``older_than_days``; returns what was removed. Files that vanish meanwhile are skipped."""
-    if older_than_days is not None and older_than_days < 0:
-        raise ValueError(f"older_than_days must be >= 0; got {older_than_days}")
+    if older_than_days is not None and not (math.isfinite(older_than_days) and older_than_days >= 0):
+        raise ProbeXError(f"older_than_days must be a finite number >= 0; got {older_than_days}")
     now = time.time()
     removed = []
     for entry in cache_entries(kinds):

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from probex.errors import ProbeXError
 from probex.trees.dendrogram import ABOVE_CUT_COLOR, DendrogramData
 
 MAX_LEAF_LABELS = 60  # more leaves than this: no model ids under the axis (hover still tells)
@@ -149,7 +150,7 @@ def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validat
     """
     rows = [score if isinstance(score, dict) else vars(score) for score in scores]
     if not rows:
-        raise ValueError("layer_sweep_figure: no layer scores to draw")
+        raise ProbeXError("layer_sweep_figure: no layer scores to draw")
     best = max(range(len(rows)), key=lambda i: (rows[i]["val"], -rows[i].get("n_parameters", 0), -i))
     hover = []
     for row in rows:
@@ -205,7 +206,7 @@ def atlas_figure(atlas: Any, color: str = "label", title: str | None = None, hei
     prompts carry ""), so an app can react to a selection.
     """
     if color not in ATLAS_COLORINGS:
-        raise ValueError(f"atlas_figure: color must be one of {ATLAS_COLORINGS}; got {color!r}")
+        raise ProbeXError(f"atlas_figure: color must be one of {ATLAS_COLORINGS}; got {color!r}")
     points = atlas.points
     models = points[points["kind"] == "model"]
     groups = sorted({str(value) for value in models[color]}, key=lambda value: (value == "", value))
@@ -273,9 +274,9 @@ def image_grid_figure(images: Sequence[Any], titles: Sequence[str] | None = None
 
     images = list(images)
     if not images:
-        raise ValueError("image_grid_figure: no images to draw")
+        raise ProbeXError("image_grid_figure: no images to draw")
     if titles is not None and len(titles) != len(images):
-        raise ValueError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
+        raise ProbeXError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=list(titles) if titles is not None else None,

@@ -24,3 +24,13 @@ def small_jungle(tmp_path_factory):
     out = tmp_path_factory.mktemp("jungle")
     assert main(["jungle", "build", "--out", str(out), "--size", "small", "--workers", "2"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def user_zoo(small_jungle, tmp_path_factory):
+    """Two trees of the small jungle, renamed and saved as a user's zoo with no roles declared: a classifier
+    tree ("alpha") and an aligned LoRA tree ("beta", its roles read off its held-out splits)."""
+    from tests.user_zoo import copy_as_user_zoo
+
+    return copy_as_user_zoo(small_jungle, tmp_path_factory.mktemp("user-zoo"),
+                            {"cnn-supervised": "alpha", "mini-sd": "beta"})

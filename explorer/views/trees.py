@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import state, uploads
+from explorer.text import plain
 from probex.errors import ProbeXError
 from probex.figures import dendrogram_figure, weight_map_figure
 
@@ -25,7 +26,8 @@ columns[2].metric("true trees", len(set(router.tree_truth_.values())) if router.
 columns[3].metric(f"routing accuracy ({len(fitted.held_ids):,} other models)",
                   "-" if fitted.held_accuracy is None else f"{fitted.held_accuracy:.1%}")
 if len(state.real_trees(zoo)) < len(zoo.trees):
-    st.caption("The demo jungle's forest (one-model trees of their own architectures) is left out of the clustering.")
+    st.caption("The population's forest (independently initialised models, which share no root) is left out of "
+               "the clustering.")
 
 st.plotly_chart(dendrogram_figure(router, title=f"Model Trees of {zoo.name}"), width="stretch", key="dendrogram")
 
@@ -70,14 +72,14 @@ if uploaded is not None:
         model = uploads.read_upload(uploaded)
         trees, distances = router.route(model, return_distance=True)
     except ProbeXError as error:
-        st.error(str(error))
+        st.error(plain(error))
     else:
         tree = trees[0]
         if tree is None:
             reason = "its architecture matches no tree" if distances[0] != distances[0] else \
                 f"it lies {distances[0]:.3g} from the nearest centre, farther than that tree's models"
-            st.warning(f"**{uploaded.name}**: unknown tree ({reason}).")
+            st.warning(f"**{plain(uploaded.name)}**: unknown tree ({reason}).")
         else:
             truth_name = router.tree_truth_.get(tree)
-            st.success(f"**{uploaded.name}** joins **{tree}**" + (f" (the {truth_name} tree)" if truth_name else "")
+            st.success(f"**{plain(uploaded.name)}** joins **{plain(tree)}**" + (f" (the {plain(truth_name)} tree)" if truth_name else "")
                        + f", at distance {distances[0]:.3g} from its centre.")

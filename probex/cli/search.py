@@ -1,7 +1,7 @@
 """``probex search | zero-shot | export | align``: the weight-language space from the command line.
 
 PATH defaults to the shipped demo jungle and ``--expert`` to the aligned expert shipped with a
-zoo (the demo jungle's generative tree, ``mini-sd``).
+zoo (``experts/<tree>/`` of one of its aligned trees).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
-from probex.cli import open_zoo
+from probex.cli import checks, open_zoo
 from probex.errors import ProbeXError
 
-_EXPERT_HELP = "an aligned expert's folder (default: the one shipped with the zoo, e.g. the demo jungle's mini-sd)"
+_EXPERT_HELP = "an aligned expert's folder (default: the one shipped with the zoo for its aligned tree)"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +22,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Rank the models of a zoo by how well they match a text prompt in an aligned expert's space; "
                     "print rank, score, model id, concept(s), split and the first training image.")
     search.add_argument("args", nargs="+", metavar="[PATH] PROMPT", help="the zoo (default: the demo jungle) and the prompt")
-    search.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
-    search.add_argument("-k", type=int, default=10, help="how many models (default 10)")
+    search.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
+    search.add_argument("-k", type=checks.positive_int, default=10, help="how many models (default 10)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(func=run_search)
 
@@ -34,10 +34,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "candidate labels it matches best; without --labels, every class name the zoo knows.")
     zero_shot.add_argument("args", nargs="+", metavar="[PATH] MODEL_FILE", help="the zoo (default: the demo jungle) and the model file")
     labels = zero_shot.add_mutually_exclusive_group()
-    labels.add_argument("--labels", help="candidate labels, comma-separated: 'red star,blue moon'")
-    labels.add_argument("--labels-file", type=Path, help="candidate labels, one per line")
-    zero_shot.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
-    zero_shot.add_argument("-k", type=int, default=5, help="how many labels (default 5)")
+    labels.add_argument("--labels", type=checks.text, help="candidate labels, comma-separated: 'red star,blue moon'")
+    labels.add_argument("--labels-file", type=checks.existing_file, help="candidate labels, one per line")
+    zero_shot.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
+    zero_shot.add_argument("-k", type=checks.positive_int, default=5, help="how many labels (default 5)")
     zero_shot.set_defaults(func=run_zero_shot)
 
     export = subparsers.add_parser(
@@ -45,22 +45,24 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Encode the models of the expert's tree and write id, split, tree, labels, path, first image "
                     "and the embedding columns e0..e{d-1} to OUT (.csv or .parquet).")
     export.add_argument("args", nargs="+", metavar="[PATH] OUT", help="the zoo (default: the demo jungle) and the output file")
-    export.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
+    export.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
     export.set_defaults(func=run_export)
 
     align = subparsers.add_parser(
         "align", help="train an aligned ProbeX expert on a tree and print its figures",
         description="Train a ProbeX aligner on a tree's train split (best epoch by the held-out validation split) "
                     "and print in-distribution, zero-shot, kNN, one-class and retrieval figures with their chance "
-                    "levels. Needs the splits train, test, val_holdout and test_holdout (Model-J SD, the demo jungle).")
-    align.add_argument("path", nargs="?", help="the zoo (default: the demo jungle)")
-    align.add_argument("--tree", help="the tree (default: the demo jungle's generative tree, or the zoo's only tree)")
-    align.add_argument("--layers", help="comma-separated layers (default: the shipped expert's, else the recommended layer)")
-    align.add_argument("--epochs", type=int, default=100, help="training epochs (default 100, patience 20)")
+                    "levels. Needs an aligned tree with train, test and two held-out splits (Model-J SD: "
+                    "val_holdout, test_holdout).")
+    align.add_argument("path", nargs="?", type=checks.existing_folder, help="the zoo (default: the demo jungle)")
+    align.add_argument("--tree", type=checks.text, help="the tree (default: the zoo's aligned tree, when it has one)")
+    align.add_argument("--layers", type=checks.text, help="comma-separated layers (default: the shipped expert's, else the recommended layer)")
+    align.add_argument("--epochs", type=checks.epochs, default=100, help="training epochs (default 100, patience 20)")
     align.add_argument("--no-activation", action="store_true",
                        help="the linear ProbeX (no ReLU): the paper's ablation")
-    align.add_argument("--text-encoder", default="minilm", help="text encoder spec (default minilm)")
-    align.add_argument("--out", type=Path, help="save the trained expert in this folder")
+    align.add_argument("--text-encoder", type=checks.text_encoder, default="minilm", help="text encoder spec (default minilm)")
+    align.add_argument("--out", type=checks.expert_folder,
+                       help="save the trained expert in this folder (new, empty, or an expert saved before)")
     align.set_defaults(func=run_align)
 
 
@@ -97,12 +99,12 @@ def run_zero_shot(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from probex.storage import check_output_file
+
     path, out = _split_args(args.args, "OUT", "export")
     if Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise ProbeXError(f"{out}: export writes .csv or .parquet files; choose one of those suffixes")
-    from probex.storage import check_output_path
-
-    check_output_path(out, "OUT")  # before every model is encoded
+    check_output_file(out, "export")  # before every model is encoded
     index = _index(path, args.expert)
     written = index.export(out)
     print(f"wrote {len(index)} models x {index.embeddings.shape[1]} dimensions of tree {index.tree or '-'} to {written}")
@@ -110,20 +112,21 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_align(args: argparse.Namespace) -> int:
+    from probex.experiments.harness import alignment_figures, aligned_splits, chance_levels
     from probex.experiments.sweep import seen_concepts
     from probex.experts.aligner import ProbeXAligner, names_of
-    from probex.jungle.check import alignment_figures
     from probex.progress import tqdm_progress
 
     zoo = open_zoo(args.path)
     path = Path(zoo.root)
     tree = _tree(zoo, args.tree)
     tree_zoo = zoo.select(tree=tree)
-    needed = ("train", "test", "val_holdout", "test_holdout")
+    needed = aligned_splits(tree_zoo)
     missing = [split for split in needed if split not in tree_zoo.splits]
     if missing:
         raise ProbeXError(f"{path}: tree {tree!r} has no split(s) {', '.join(missing)}; align measures zero-shot figures "
                           f"on held-out concepts and needs {', '.join(needed)} (it has {', '.join(tree_zoo.splits)})")
+    held_val, held_test = needed[2], needed[3]
     layers = _layers(path, tree, tree_zoo, args.layers)
     _check_before_training(tree_zoo, args)
     with tqdm_progress("reading layers", unit="model") as progress:
@@ -133,12 +136,11 @@ def run_align(args: argparse.Namespace) -> int:
     expert = ProbeXAligner(activation="none" if args.no_activation else "relu", epochs=args.epochs, patience=20,
                            text_encoder=args.text_encoder)
     with tqdm_progress("training", unit="epoch") as progress:
-        expert.fit(banks["train"], val=(banks["val_holdout"], None), progress=progress)
-    held_out = sorted(set(names_of(banks["test_holdout"][0].labels)))
+        expert.fit(banks["train"], val=(banks[held_val], None), progress=progress)
+    held_out = sorted(set(names_of(banks[held_test][0].labels)))
     training = sorted(set(names_of(banks["train"][0].labels)))
-    figures = alignment_figures(expert, banks, held_out)
-    chance = {"in_distribution": 1 / len(training), "zero_shot": 1 / len(held_out), "knn": 1 / len(training),
-              "occ_knn": 0.5, "occ_ledoit_wolf": 0.5, "retrieval": 1 / len(held_out), "search_top1": 1 / len(held_out)}
+    figures = alignment_figures(expert, banks, held_out, (held_val, held_test))
+    chance = chance_levels(len(training), len(held_out))
     names = {"in_distribution": "in-distribution top-1", "zero_shot": "zero-shot top-1 (held out)", "knn": "kNN (k=1)",
              "occ_knn": "one-class AUC (kNN)", "occ_ledoit_wolf": "one-class AUC (Ledoit-Wolf)",
              "retrieval": "retrieval precision@1", "search_top1": "prompt search top-1"}
@@ -154,7 +156,8 @@ def run_align(args: argparse.Namespace) -> int:
             print(f"  {label:<30} {value:7.3f} {chance[key]:7.3f}")
     if args.out is not None:
         expert.save(args.out, metadata={"tree": tree, "task": "align", "layers": layers,
-                                        **{key: round(float(value), 4) for key, value in figures.items()}})
+                                        **{key: None if value is None else round(float(value), 4)
+                                           for key, value in figures.items()}})
         print(f"expert saved to {args.out}")
     return 0
 
@@ -163,16 +166,13 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 def _check_before_training(tree_zoo, args: argparse.Namespace) -> None:
-    """What can fail after training, checked before it: the concepts, the text encoder, the output folder."""
+    """What can fail after training, checked before it: the concepts and the text encoder (--out: when parsed)."""
     import sys
 
     from probex.experiments.sweep import check_alignment_concepts
     from probex.language.text import load_text_encoder
-    from probex.storage import check_output_path
 
     notes = check_alignment_concepts(tree_zoo)
-    if args.out is not None:
-        check_output_path(args.out, "--out", folder=True, ours=_is_expert_folder)
     try:
         load_text_encoder(args.text_encoder)  # loaded once per process: the expert reuses it
     except ValueError as error:
@@ -181,19 +181,11 @@ def _check_before_training(tree_zoo, args: argparse.Namespace) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
-def _is_expert_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds an expert probex saved (which --out may replace), and nothing else."""
-    from probex.experts.base import CONFIG_FILE, FORMAT, WEIGHTS_FILE
-
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    names = {path.name for path in folder.iterdir()}
-    return isinstance(config, dict) and config.get("format") == FORMAT and names <= {CONFIG_FILE, WEIGHTS_FILE}
-
-
 def _split_args(values: list[str], last: str, command: str) -> tuple[str | None, str]:
+    for value in values:
+        if not value.strip() or "\0" in value:
+            raise ProbeXError(f"an empty argument (or one holding a NUL byte); give some text: "
+                              f"probex {command} [PATH] {last}")
     if len(values) == 1:
         return None, values[0]
     if len(values) == 2:
@@ -216,12 +208,15 @@ def _load_expert(folder: Path):
         raise ProbeXError(f"--expert {folder}: {error}") from None
 
 
-def _default_expert_dir(path: Path) -> Path:
-    from probex.jungle.validation import GENERATIVE_TREE, expert_dirs
+def _default_expert_dir(zoo) -> Path:
+    from probex.zoo import ALIGNED
+    from probex.zoo.extras import expert_dirs
 
+    path = Path(zoo.root)
     experts = expert_dirs(path)
-    if GENERATIVE_TREE in experts:
-        return experts[GENERATIVE_TREE]
+    for tree in zoo.trees_with_role(ALIGNED):
+        if tree in experts:
+            return experts[tree]
     for folder in experts.values():
         config = json.loads((folder / "config.json").read_text())
         if config.get("class", "").endswith("Aligner"):
@@ -236,7 +231,7 @@ def _index(path: str | None, expert_dir: Path | None, encode: bool = True):
     from probex.language.search import ModelIndex
 
     zoo = open_zoo(path)
-    expert = _load_expert(expert_dir or _default_expert_dir(Path(zoo.root)))
+    expert = _load_expert(expert_dir or _default_expert_dir(zoo))
     if not encode:  # zero-shot reads one file: the zoo only gives the tree's class names
         return _classes_only_index(expert, zoo)
     with tqdm_progress("encoding models", unit="model") as progress:
@@ -271,21 +266,22 @@ def _candidates(labels: str | None, labels_file: Path | None) -> list[str] | Non
 
 
 def _tree(zoo, tree: str | None) -> str:
-    from probex.jungle.validation import GENERATIVE_TREE
+    from probex.zoo import ALIGNED
 
     if tree is not None:
         if tree not in zoo.trees:
             raise ProbeXError(f"{zoo.root}: no tree {tree!r}; trees: {', '.join(zoo.trees[:12]) or 'none'}")
         return tree
-    if GENERATIVE_TREE in zoo.trees:
-        return GENERATIVE_TREE
+    aligned = zoo.trees_with_role(ALIGNED)
+    if len(aligned) == 1:
+        return aligned[0]
     if len(zoo.trees) == 1:
         return zoo.trees[0]
     raise ProbeXError(f"{zoo.root}: choose a tree with --tree ({len(zoo.trees)} trees: {', '.join(zoo.trees[:12])})")
 
 
 def _layers(path: Path, tree: str, tree_zoo, layers: str | None) -> list[str]:
-    from probex.jungle.validation import expert_dirs, read_recommended
+    from probex.zoo.extras import expert_dirs, recommended_layers
 
     if layers:
         names = [name.strip() for name in layers.split(",") if name.strip()]
@@ -299,7 +295,7 @@ def _layers(path: Path, tree: str, tree_zoo, layers: str | None) -> list[str]:
         config = json.loads((shipped / "config.json").read_text())
         if config.get("layers"):
             return list(config["layers"])
-    recommended = read_recommended(path).get(tree)
+    recommended = recommended_layers(path).get(tree)
     if recommended:
         return [recommended]
     raise ProbeXError(f"{path}: no recommended layer for tree {tree!r}; name one with --layers "

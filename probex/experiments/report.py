@@ -4,16 +4,19 @@
 ``report.md`` and ``report.html`` (``probex report ZOO --out FOLDER`` does both)::
 
     Router              trees found, held-out routing accuracy        (>= 2 trees with known names)
-    Intra vs inter      a tree's best expert vs the forest's           (trees named forest-NNN)
+    Intra vs inter      a tree's best expert vs the forest's           (trees with the forest role)
     Table 1             per tree: ProbeX, Dense, StatNN (+ parameters), and the MoE column
     Table 2             alignment: in-distribution / zero-shot, ProbeX (1 and 2 layers), Dense, StatNN
     Table 3             kNN accuracy and one-class ROC-AUC (kNN, Ledoit-Wolf) over k
     Table 4             the ReLU ablation (ReLU vs linear ProbeX), alignment and training classes
     Table 5             the layer sweep of every tree: every layer's shape and scores
 
-Trees with a ``val_holdout`` split are aligned with text (Tables 2-4); the others predict their
-training classes (Table 1). Each tree's layer is the best of its sweep by validation; sweeps are
-appended to ``results_dir/<tree>.jsonl`` and resumed from there.
+Which analysis a tree gets comes from its role (:class:`~probex.zoo.TreeRole`): aligned trees
+(Tables 2-4), classifier trees (Table 1), the forest (the inter-tree control). The measurements
+are the evaluation harness's (:mod:`probex.experiments.harness`). Each tree's layer is the best
+of its sweep by validation; sweeps are appended to ``results_dir/<tree>.jsonl`` (the tree's name
+made safe for a path, :func:`probex.storage.safe_name`) and resumed from there. ``write_report``
+writes only into a folder that is new, empty or an earlier report's.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> 
     mixture.fit(population, layers=sorted(set(layers.values())))
     test = population.select(split="test")
     rows = mixture.score_table(test)
-    routed = mixture.router.route(test)
+    routed = mixture.router_.route(test)
     truth = [record.tree for record in test.records]
     names = {}
     for found in set(routed) - {None}:
@@ -52,29 +55,26 @@ def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> 
 
 
 def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
-    from probex.experts.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
+    from probex.experiments.harness import aligned_splits, alignment_figures, banks_for, chance_levels, measurable
     from probex.experiments.metrics import knn_accuracy, one_class_auc
-    from probex.jungle.check import _unless_undefined, alignment_figures
+    from probex.experts.aligner import DenseAligner, ProbeXAligner, StatNNAligner, names_of
 
-    splits = ("train", "val_holdout", "test", "test_holdout")
+    splits = aligned_splits(tree_zoo)
+    held_val, held_test = splits[2], splits[3]
     ranked = [score.layer for score in sweep.ranked()]
-
-    def banks_for(layers: list[str]) -> dict[str, list]:
-        return {split: [tree_zoo.bank(layer, split=split) for layer in layers] for split in splits}
-
-    single, pair = banks_for(ranked[:1]), banks_for(ranked[:2])
-    held_out = sorted(set(names_of(single["test_holdout"][0].labels)))
+    single, pair = banks_for(tree_zoo, ranked[:1], splits), banks_for(tree_zoo, ranked[:2], splits)
+    held_out = sorted(set(names_of(single[held_test][0].labels)))
     training = sorted(set(names_of(single["train"][0].labels)))
 
     def fit(expert, banks):
-        return expert.fit(banks["train"], val=(banks["val_holdout"], None))
+        return expert.fit(banks["train"], val=(banks[held_val], None))
 
     def in_and_zero(expert, banks) -> dict:
         return {"in_distribution": expert.score(banks["test"], candidates=training),
-                "zero_shot": expert.score(banks["test_holdout"], candidates=held_out),
+                "zero_shot": expert.score(banks[held_test], candidates=held_out),
                 "n_parameters": int(expert.n_parameters_)}
 
-    every = banks_for([info.name for info in tree_zoo.catalog()])
+    every = banks_for(tree_zoo, [info.name for info in tree_zoo.catalog()], splits)
     experts = {
         f"ProbeX ({ranked[0]})": (fit(ProbeXAligner(**params), single), single),
         f"ProbeX ({' + '.join(ranked[:2])})": (fit(ProbeXAligner(**params), pair), pair),
@@ -90,16 +90,16 @@ def _alignment_tables(tree_zoo, sweep, params: dict) -> dict:
     train_names, test_names = names_of(banks["train"][0].labels), names_of(banks["test"][0].labels)
     table3 = {"expert": best_name, "rows": [
         {"k": k, "knn": knn_accuracy(train, train_names, test, test_names, k=k),
-         "occ_knn": _unless_undefined(one_class_auc, train, train_names, test, test_names, method="knn", k=k)}
+         "occ_knn": measurable(one_class_auc, train, train_names, test, test_names, method="knn", k=k)}
         for k in KS]}
-    table3["occ_ledoit_wolf"] = _unless_undefined(one_class_auc, train, train_names, test, test_names, method="ledoit_wolf")
+    table3["occ_ledoit_wolf"] = measurable(one_class_auc, train, train_names, test, test_names, method="ledoit_wolf")
 
     linear = fit(ProbeXAligner(**{**params, "activation": "none"}), single)
     relu = experts[f"ProbeX ({ranked[0]})"][0]
     table4 = {"layer": ranked[0], "relu": in_and_zero(relu, single), "linear": in_and_zero(linear, single)}
-    shipped_like = alignment_figures(best, banks, held_out)
+    shipped_like = alignment_figures(best, banks, held_out, (held_val, held_test))
     return {"table2": table2, "table3": table3, "table4": table4, "uses": {"expert": best_name, **shipped_like},
-            "chance": {"in_distribution": 1 / len(training), "zero_shot": 1 / len(held_out)},
+            "chance": chance_levels(len(training), len(held_out)),
             "concepts": {"training": len(training), "held_out": len(held_out)}}
 
 
@@ -114,14 +114,16 @@ def _linear_ablation_classes(tree_zoo, layer: str, params: dict, relu_score: flo
 def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str | Path] = None,
                  progress: Optional[Progress] = None) -> dict:
     """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
-    from probex.jungle.check import FOREST_PREFIX, check_discriminative, check_forest, check_router
-    from probex.jungle.validation import trees_to_validate
-    from probex.experiments.sweep import SWEEP_DEFAULTS, default_task, sweep_layers
+    from probex.experiments.harness import (classifier_figures, evaluated_trees, forest_figures, router_figures,
+                                            task_of)
+    from probex.experiments.sweep import SWEEP_DEFAULTS, sweep_layers
+    from probex.storage import safe_name
+    from probex.zoo import FOREST
 
     params = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0, **(params or {})}
     started = time.perf_counter()
-    trees = trees_to_validate(zoo)
-    has_forest = any(tree.startswith(FOREST_PREFIX) for tree in zoo.trees)
+    trees = evaluated_trees(zoo)
+    has_forest = bool(zoo.trees_with_role(FOREST))
     steps = (["router"] if len(trees) >= 2 else []) + trees + (["forest"] if has_forest else [])
     report: dict[str, Any] = {"zoo": zoo.name, "models": len(zoo), "params": params, "sweeps": {}, "table1": {}}
     layers: dict[str, str] = {}
@@ -129,20 +131,20 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
         if progress is not None:
             progress(done, len(steps), step)
         if step == "router":
-            report["router"] = check_router(zoo)
+            report["router"] = router_figures(zoo)
         elif step == "forest":
-            report["forest"] = check_forest(zoo, params)
+            report["forest"] = forest_figures(zoo, params)
         else:
             tree_zoo = zoo.select(tree=step)
-            task = default_task(tree_zoo)
-            results = Path(results_dir) / f"{step}.jsonl" if results_dir is not None else None
+            task = task_of(zoo, step)
+            results = Path(results_dir) / f"{safe_name(step)}.jsonl" if results_dir is not None else None
             sweep = sweep_layers(tree_zoo, task=task, params=params, results=results)
             report["sweeps"][step] = {"task": task, "best": sweep.best.layer, "layers": [vars(s) for s in sweep.scores]}
             layers[step] = sweep.best.layer
             if task == "align":
                 report.setdefault("alignment", {})[step] = _alignment_tables(tree_zoo, sweep, params)
             else:
-                report["table1"][step] = check_discriminative(zoo, step, sweep.best.layer, None, params)
+                report["table1"][step] = classifier_figures(zoo, step, sweep.best.layer, None, params)
     classifier_trees = [tree for tree in report["table1"]]
     if len(classifier_trees) >= 2:
         report["moe"] = _moe_column(zoo, classifier_trees, {t: layers[t] for t in classifier_trees}, params)
@@ -282,12 +284,22 @@ def report_html(markdown: str, title: str = "ProbeX reproduction report") -> str
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+REPORT_KIND = "probex-report"
+
+
+def claim_report_folder(folder: str | Path) -> Path:
+    """``folder`` made ready for a report: new, empty or an earlier report's (ProbeXError otherwise)."""
+    from probex.storage import claim_directory, json_field
+
+    written_before_markers = lambda path: json_field(Path(path) / "report.json", "zoo") is not None  # noqa: E731
+    return claim_directory(folder, REPORT_KIND, legacy=written_before_markers)
+
+
 def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder`` (atomically); their paths."""
     from probex.storage import atomic_write_json, atomic_write_text
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_report_folder(folder)
     markdown = report_markdown(report)
     atomic_write_text(folder / "report.md", markdown + "\n")
     atomic_write_text(folder / "report.html", report_html(markdown, f"ProbeX reproduction report: {report['zoo']}"))

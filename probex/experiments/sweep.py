@@ -12,10 +12,11 @@ Tasks:
         classes; fit on ``train``, the epoch and the layer chosen on ``val``, reported on ``test``
         (mean binary accuracy, chance 0.5 for multi-label).
     ``"align"``: a :class:`~probex.experts.aligner.ProbeXAligner` maps weights into a text space; fit on
-        ``train``; validation is zero-shot top-1 on ``val_holdout`` when the zoo has held-out
+        ``train``; validation is zero-shot top-1 on the held-out validation split (``val_holdout``
+        in Model-J; :meth:`~probex.zoo.ModelZoo.held_out_splits`) when the zoo has held-out
         classes (else top-1 on ``val``); reported: ``test`` (in-distribution top-1, on the test
-        models whose concept was seen in training) and ``test_holdout`` (zero-shot top-1 over
-        the held-out classes).
+        models whose concept was seen in training) and the held-out test split (zero-shot top-1
+        over the held-out classes).
 
 With ``results=PATH`` every finished layer is appended to a JSON-lines file at once, so an
 interrupted sweep started again with the same arguments skips the layers already there.
@@ -40,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class SweepResult:
     def best(self) -> LayerScore:
         """The layer with the highest validation score; ties go to the smaller expert, then the earlier layer."""
         if not self.scores:
-            raise ValueError("the sweep holds no layers")
+            raise ProbeXError("the sweep holds no layers")
         return max(self.scores, key=lambda s: (s.val, -s.n_parameters, -self.scores.index(s)))
 
     def ranked(self) -> list[LayerScore]:
@@ -107,14 +108,17 @@ def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
     """The zoo's layers an expert can read (matrices, not vectors), optionally those matching ``pattern`` (regex)."""
     layers = [info for info in zoo.catalog() if info.kind != "vector"]
     if pattern is not None:
-        regex = re.compile(pattern)
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise ProbeXError(f"layers: {pattern!r} is not a valid regular expression ({error})") from None
         layers = [info for info in layers if regex.search(info.name)]
     return layers
 
 
 def default_task(zoo) -> str:
-    """``"align"`` where the zoo holds held-out classes (zero-shot is then measurable), else ``"classes"``."""
-    return "align" if "val_holdout" in zoo.splits else "classes"
+    """``"align"`` where the zoo holds held-out classes (its aligned trees'), else ``"classes"``."""
+    return "align" if zoo.held_out_splits() else "classes"
 
 
 def _make_expert(task: str, params: dict):
@@ -136,7 +140,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n), with 0 <= i < n (``SLURM_ARRAY_TASK_ID/count``)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if match is None or not 0 <= int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+        raise ProbeXError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -165,36 +169,50 @@ def _read_all(path: Path, key: str) -> dict[str, LayerScore]:
     return done
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse ``path`` as a results file unless it is absent, empty or a sweep's own (rows are appended to it)."""
+    from probex.storage import open_regular
+
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise ProbeXError(f"{path}: not a regular file; sweep results go to a file of their own (choose another)")
+    with open_regular(path) as handle:
+        first = handle.readline(1 << 20)
+    try:
+        row = json.loads(first) if first.strip() else {"layer": None, "key": None}
+    except ValueError:
+        row = None
+    if not isinstance(row, dict) or "layer" not in row or "key" not in row:
+        raise ProbeXError(f"{path}: not a probex sweep results file, and rows would be appended to it; "
+                          "choose another results file")
+
+
 def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
     done: dict[str, LayerScore] = {}
     if not path.is_file():
         return done
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    check_results_file(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: that layer runs again
             logger.warning("%s:%d: unreadable line ignored (an interrupted write)", path, number)
             continue
-        if row.get("key") == key:
+        if isinstance(row, dict) and row.get("key") == key and isinstance(row.get("layer"), str):
             done[row["layer"]] = LayerScore.from_json(row)
     return done
 
 
 def _check_results_file(path: Path) -> None:
-    """Before any training: the results file can be appended to, and is a sweep's own if it exists."""
-    from probex.storage import check_output_path
+    """Before any training: the results file is a sweep's own (:func:`check_results_file`) and can be written."""
+    from probex.storage import check_output_file
 
-    check_output_path(path, what="results file")
-    if path.is_file() and path.stat().st_size:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            first = handle.readline()
-        try:
-            row = json.loads(first)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict) or "layer" not in row or "key" not in row:
-            raise ZooError(f"{path}: exists and is not a probex sweep results file; appending to it would change "
-                           "someone's file: choose another --results path")
+    check_results_file(path)
+    if not (path.is_file() and path.stat().st_size):
+        check_output_file(path, "results file")  # its folder exists or can be made, and is writable
+    elif not os.access(path, os.W_OK):
+        raise ProbeXError(f"{path}: the results file is not writable; choose another --results path")
 
 
 def _append_result(path: Path, score: LayerScore) -> None:
@@ -208,36 +226,43 @@ def _append_result(path: Path, score: LayerScore) -> None:
 
 def require_splits(zoo, task: str) -> None:
     """Raise ZooError naming the splits ``task`` needs that ``zoo`` lacks (``train`` and a validation split)."""
-    needed = {"train", "val_holdout" if task == "align" and "val_holdout" in zoo.splits else "val"}
+    held_out = zoo.held_out_splits() if task == "align" else ()
+    needed = {"train", held_out[0] if held_out else "val"}
     missing = needed - set(zoo.splits)
     if missing:
         raise ZooError(f"{zoo.root}: training a {task!r} expert needs the splits {sorted(missing)}; "
                        f"this zoo has {zoo.splits}")
 
 
-#: The splits an alignment with held-out classes reads, and what each is for.
-ALIGN_SPLITS = {"train": "training", "test": "in-distribution scoring", "val_holdout": "validation (zero-shot)",
-                "test_holdout": "zero-shot scoring"}
+def _align_splits(zoo) -> dict[str, str]:
+    """The splits an alignment reads (train, test, the zoo's held-out splits) and what each is for."""
+    held_out = zoo.held_out_splits() or ("val_holdout", "test_holdout")
+    uses = {"train": "training", "test": "in-distribution scoring", held_out[0]: "validation (zero-shot)"}
+    for split in held_out[1:]:
+        uses[split] = "zero-shot scoring"
+    return uses
 
 
 def check_alignment_concepts(zoo) -> list[str]:
     """Check, before any training, that a zoo's concepts can give every alignment figure; returns notes.
 
     Reads only the records (no weights). Refuses (ZooError) a population whose figures cannot be
-    measured at all: a model of ``train``, ``test``, ``val_holdout`` or ``test_holdout`` without a
-    concept label, fewer than two training concepts, or no test model whose concept has
-    training models. Notes what is measured on less than the split: test models whose concept
-    has no training model are left out of in-distribution scoring (they cannot be among its
-    candidates); held-out concepts that also have training models; fewer than two held-out
-    concepts (zero-shot top-1 is then 1 by construction).
+    measured at all: a model of ``train``, ``test`` or a held-out split (``val_holdout``,
+    ``test_holdout`` or those the tree's role names) without a concept label, fewer than two
+    training concepts, or no test model whose concept has training models. Notes what is
+    measured on less than the split: test models whose concept has no training model are left
+    out of in-distribution scoring (they cannot be among its candidates); held-out concepts that
+    also have training models; fewer than two held-out concepts (zero-shot top-1 is then 1 by
+    construction).
     """
-    concepts: dict[str, list[str]] = {split: [] for split in ALIGN_SPLITS}
-    for split in ALIGN_SPLITS:
+    uses = _align_splits(zoo)
+    concepts: dict[str, list[str]] = {split: [] for split in uses}
+    for split in uses:
         records = [record for record in zoo.records if record.split == split]
         unlabelled = [record.id for record in records if not record.labels]
         if unlabelled:
             raise ZooError(f"{zoo.root}: {len(unlabelled)} {split} model(s) have no concept label (e.g. {unlabelled[0]}); "
-                           f"alignment needs one per model for {ALIGN_SPLITS[split]}; fix their metadata or leave them out")
+                           f"alignment needs one per model for {uses[split]}; fix their metadata or leave them out")
         concepts[split] = [record.labels[0] for record in records]
     trained = set(concepts["train"])
     if len(trained) < 2:
@@ -252,7 +277,7 @@ def check_alignment_concepts(zoo) -> list[str]:
         notes.append(f"{left_out} test model(s) of {len(unseen)} concept(s) with no training model "
                      f"({', '.join(map(repr, unseen[:3]))}{', ...' if len(unseen) > 3 else ''}) are left out of "
                      "in-distribution scoring")
-    for split in [name for name in ("val_holdout", "test_holdout") if name in zoo.splits]:
+    for split in [name for name in list(uses)[2:] if name in zoo.splits]:
         leaked = sorted(set(concepts[split]) & trained)
         if leaked:
             notes.append(f"{len(leaked)} {split} concept(s) also have training models (e.g. {leaked[0]!r}): "
@@ -293,8 +318,9 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
         val_score = expert.score(val)
         test = expert.score(zoo.bank(layer, split="test")) if "test" in splits else None
     else:
-        holdout = "val_holdout" in splits
-        val = zoo.bank(layer, split="val_holdout" if holdout else "val")
+        held_out = zoo.held_out_splits()
+        holdout = bool(held_out)
+        val = zoo.bank(layer, split=held_out[0] if holdout else "val")
         expert.fit(train, val=(val, None), progress=progress)
         val_names = sorted(set(names_of(val.labels)))
         val_score = expert.score(val, candidates=val_names if holdout else None)
@@ -302,8 +328,8 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
         if "test" in splits:  # in-distribution: the test models of concepts seen in training
             seen = seen_concepts(zoo.bank(layer, split="test"), expert.classes_)
             test = expert.score(seen) if len(seen) else None
-        if "test_holdout" in splits:
-            test_holdout = zoo.bank(layer, split="test_holdout")
+        if len(held_out) > 1:
+            test_holdout = zoo.bank(layer, split=held_out[1])
             zero_shot_test = expert.score(test_holdout, candidates=sorted(set(names_of(test_holdout.labels))))
     score = LayerScore(
         layer=layer,
@@ -336,7 +362,8 @@ def sweep_layers(
         zoo: a ModelZoo of one tree with ``train`` and ``val`` splits (``val_holdout`` for
             zero-shot alignment).
         task: ``"classes"`` or ``"align"``.
-        layers: layer names, a regex over the names (a string), or None for every matrix layer.
+        layers: layer names (in Model-J zoos also the paper's layer numbers, ``["46"]``), a
+            regex over the names (a string), or None for every matrix layer.
         params: expert hyperparameters (default :data:`SWEEP_DEFAULTS`, on the CPU or GPU by
             ``device="auto"``); the same for every layer.
         results: a JSON-lines file; finished layers are appended and skipped on a rerun.
@@ -350,9 +377,9 @@ def sweep_layers(
         workers: CPUs of the local Ray instance (default: all); one layer trains per CPU.
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+        raise ProbeXError(f"task must be one of {TASKS}; got {task!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        raise ProbeXError(f"backend must be one of {BACKENDS}; got {backend!r}")
     require_splits(zoo, task)
     if task == "align":  # before any layer trains: concepts every figure needs
         for note in check_alignment_concepts(zoo):
@@ -362,7 +389,7 @@ def sweep_layers(
         if not names:
             raise ZooError(f"{zoo.root}: no matrix layer matches {layers!r}")
     else:
-        names = list(layers)
+        names = [zoo.layer_name(layer) for layer in layers]  # names, or the paper's numbers in Model-J zoos
         known = {info.name for info in zoo.catalog()}
         unknown = [name for name in names if name not in known]
         if unknown:
@@ -371,7 +398,7 @@ def sweep_layers(
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
-            raise ValueError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
+            raise ProbeXError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
         names = names[index::count]
     params = {**SWEEP_DEFAULTS, **(params or {})}
     key = _sweep_key(task, params)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from probex.errors import ProbeXError
 from probex.zoo.stack import MatrixStack, as_stack
 
 LayerInput = Any  # torch.Tensor | np.ndarray | LoraFactors | LayerBank, or a list of those
@@ -23,9 +24,9 @@ def _as_stack(item: Any, position: str) -> MatrixStack:
     stack = as_stack(item, position)
     dtype = stack.dtype
     if not (dtype.is_floating_point or dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
-        raise ValueError(f"{position}: expected real-valued weights; got dtype {dtype}")
+        raise ProbeXError(f"{position}: expected real-valued weights; got dtype {dtype}")
     if len(stack) == 0:
-        raise ValueError(f"{position}: got no models (N = 0)")
+        raise ProbeXError(f"{position}: got no models (N = 0)")
     return stack
 
 
@@ -49,7 +50,7 @@ def check_finite(stack: MatrixStack, item: Any = None, position: str = "X") -> N
             finite = torch.isfinite(block.reshape(block.shape[0], -1)).all(dim=1)
         bad.extend(int(i) + start for i in torch.nonzero(~finite).flatten())
     if bad:
-        raise ValueError(
+        raise ProbeXError(
             f"{position}: NaN or Inf in the weights of {len(bad)} model(s): "
             f"{_model_names(item, bad)}; remove or repair them before fitting"
         )
@@ -65,7 +66,7 @@ def as_layers(X: LayerInput, name: str = "X") -> list[MatrixStack]:
     """
     items = list(X) if isinstance(X, (list, tuple)) else [X]
     if not items:
-        raise ValueError(f"{name}: expected at least one layer; got an empty list")
+        raise ProbeXError(f"{name}: expected at least one layer; got an empty list")
     layers = []
     for index, item in enumerate(items):
         position = name if len(items) == 1 else f"{name}[{index}]"
@@ -75,7 +76,7 @@ def as_layers(X: LayerInput, name: str = "X") -> list[MatrixStack]:
         layers.append(stack)
     counts = {len(stack) for stack in layers}
     if len(counts) > 1:
-        raise ValueError(f"{name}: every layer must hold the same models; got model counts {[len(s) for s in layers]}")
+        raise ProbeXError(f"{name}: every layer must hold the same models; got model counts {[len(s) for s in layers]}")
     return layers
 
 
@@ -87,12 +88,12 @@ def _built_bank(item: Any) -> bool:
 def check_layer_shapes(layers: Sequence[MatrixStack], expected: Sequence[tuple[int, int]], name: str = "X") -> None:
     """Raise ValueError unless the layers have the per-model shapes seen in fit."""
     if len(layers) != len(expected):
-        raise ValueError(f"{name}: the expert was fitted on {len(expected)} layer(s); got {len(layers)}")
+        raise ProbeXError(f"{name}: the expert was fitted on {len(expected)} layer(s); got {len(layers)}")
     for index, (stack, shape) in enumerate(zip(layers, expected)):
         given = tuple(stack.shape[1:])
         if given != tuple(shape):
             where = name if len(expected) == 1 else f"{name}[{index}]"
-            raise ValueError(f"{where}: expected per-model shape {tuple(shape)} as in fit; got {given}")
+            raise ProbeXError(f"{where}: expected per-model shape {tuple(shape)} as in fit; got {given}")
 
 
 def labels_of(X: LayerInput) -> Any:

@@ -23,6 +23,7 @@ from typing import Sequence, Union
 
 import torch
 from torch import nn
+from probex.errors import ProbeXError
 
 from probex.zoo.factored import LoraFactors
 from probex.zoo.stack import MatrixStack, as_stack
@@ -47,7 +48,7 @@ def _activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "none":
         return nn.Identity()
-    raise ValueError(f"activation must be one of {ACTIVATIONS}; got {name!r}")
+    raise ProbeXError(f"activation must be one of {ACTIVATIONS}; got {name!r}")
 
 
 class InputNormalization(nn.Module):
@@ -136,7 +137,7 @@ class ProbeX(nn.Module):
     ):
         super().__init__()
         if min(d_W, d_H, n_probes, proj_dim, rep_dim, encoder_depth) < 1:
-            raise ValueError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
+            raise ProbeXError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
         self.d_W, self.d_H = d_W, d_H
         self.n_probes = min(n_probes, d_H)
         self.proj_dim = min(proj_dim, d_W)
@@ -226,7 +227,7 @@ class ProbeXNetwork(LayersNetwork):
         offset = 0
         for encoder in self.encoders:
             if encoder.activation_name != "none" or len(encoder.deeper) > 0:
-                raise ValueError("dense_equivalent needs the linear ProbeX: activation='none', encoder_depth=1")
+                raise ProbeXError("dense_equivalent needs the linear ProbeX: activation='none', encoder_depth=1")
             T = self.head.weight[:, offset : offset + encoder.rep_dim].double()  # [out, r_T]
             offset += encoder.rep_dim
             M = encoder.encoder.weight.double().reshape(encoder.rep_dim, encoder.n_probes, encoder.proj_dim)

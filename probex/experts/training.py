@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+from probex.errors import ProbeXError
 
 from probex.zoo.stack import MatrixStack, as_stack, memory_budget
 
@@ -52,9 +53,9 @@ def set_threads(threads: Optional[int] = None) -> int:
         try:
             threads = int(text)
         except ValueError:
-            raise ValueError(f"${THREADS_ENV} must be a whole number of threads; got {text!r}") from None
+            raise ProbeXError(f"${THREADS_ENV} must be a whole number of threads; got {text!r}") from None
     if threads < 1:
-        raise ValueError(f"threads must be >= 1; got {threads}")
+        raise ProbeXError(f"threads must be >= 1; got {threads}")
     torch.set_num_threads(threads)
     return threads
 
@@ -93,7 +94,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+        raise ProbeXError(f"device {device!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
     return resolved
 
 
@@ -219,7 +220,7 @@ def train_network(
     ``patience`` set, training stops after that many epochs without a better validation score.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; got {epochs}")
+        raise ProbeXError(f"epochs must be >= 1; got {epochs}")
     network.to(device)
     optimizer = adam(network, lr=lr, weight_decay=weight_decay)
     layers = [as_stack(layer) for layer in layers]

@@ -19,8 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: Where the shipped jungle lies (built with ``probex jungle build --size full --out assets/jungle``).
-SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "jungle"
+from probex.shipped import assets_dir
+
+#: Where the shipped jungle lies (built with ``probex jungle build --size full --out assets/jungle``;
+#: ``probex/assets/jungle`` in an installed wheel).
+SHIPPED = assets_dir() / "jungle"
 
 
 def load(path: str | Path | None = None) -> Any:
@@ -40,16 +43,16 @@ def load(path: str | Path | None = None) -> Any:
 
 def expert_dirs(path: str | Path | None = None) -> dict[str, Path]:
     """tree -> the folder of the pre-trained expert shipped for it (load with ``probex.load_expert``)."""
-    from probex.jungle.validation import expert_dirs as find
+    from probex.zoo.extras import expert_dirs as find
 
     return find(Path(path) if path is not None else SHIPPED)
 
 
 def recommended_layers(path: str | Path | None = None) -> dict[str, str]:
     """tree -> the best layer by the build's own validation sweep (of the shipped jungle by default)."""
-    from probex.jungle.validation import read_recommended
+    from probex.zoo.extras import recommended_layers as read
 
-    return read_recommended(Path(path) if path is not None else SHIPPED)
+    return read(Path(path) if path is not None else SHIPPED)
 
 
 def __getattr__(name: str) -> Any:

@@ -27,10 +27,11 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from probex.errors import ProbeXError
 from probex.jungle import discriminative as disc
 from probex.jungle.architectures import make_model
 from probex.progress import Progress
-from probex.storage import atomic_path, atomic_write_json
+from probex.storage import atomic_path, atomic_write_json, claim_directory, json_field
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +111,9 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             the pre-trained experts: :func:`probex.jungle.validation.validate_jungle`).
     """
     if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}; got {size!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+        raise ProbeXError(f"size must be one of {SIZES}; got {size!r}")
+    built_before_markers = lambda folder: json_field(folder / "probex_zoo.json", "name") == NAME  # noqa: E731
+    out = claim_directory(out, "probex-jungle", legacy=built_before_markers)
     roots_path = Path(roots) if roots is not None else None
     generative_root = None
     if roots_path is not None and (roots_path.parent / "generative" / "root").is_dir():
@@ -147,13 +148,27 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
     return out
 
 
+def tree_roles(trees: set[str]) -> dict:
+    """What each of the jungle's trees is for: the forest's one-model trees, the aligned LoRA tree, classifiers."""
+    from probex.jungle.generative import TREE as ALIGNED_TREE
+    from probex.zoo.records import ALIGNED, CLASSIFIER, FOREST, HELD_OUT_SPLITS, TreeRole
+
+    def role(tree: str) -> TreeRole:
+        if tree.startswith(disc.FOREST.name + "-"):
+            return TreeRole(FOREST)
+        return TreeRole(ALIGNED, HELD_OUT_SPLITS) if tree == ALIGNED_TREE else TreeRole(CLASSIFIER)
+
+    return {tree: role(tree) for tree in sorted(trees)}
+
+
 def _write_manifest(out: Path, entries: list[dict]) -> None:
     from probex.zoo.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 
     models = [{key: entry[key] for key in ("id", "path", "split", "tree", "labels", "metadata", "images")}
               for entry in entries]
+    trees = {tree: role.to_json() for tree, role in tree_roles({entry["tree"] for entry in entries}).items()}
     atomic_write_json(out / MANIFEST_NAME, {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": NAME,
-                                            "description": DESCRIPTION, "models": models})
+                                            "description": DESCRIPTION, "models": models, "trees": trees})
 
 
 def read_build_report(jungle: str | Path) -> dict:

@@ -9,44 +9,31 @@ writes into the jungle::
     validation.json            the whole sweep and what shipped, in one file
     experts/<tree>/            the expert of the best layer, saved in float16 (probex.load_expert)
 
-Discriminative trees get a :class:`~probex.experts.ProbeXClassifier` (training classes);
-the generative tree a :class:`~probex.experts.aligner.ProbeXAligner` with the bundled MiniLM. For the
+``<tree>`` is the tree's name made safe for a path (:func:`probex.storage.safe_name`: the jungle's
+own names stay as they are; a name with ``/`` or ``..`` gets a readable stem and a hash), so a
+tree name from a manifest never writes outside the jungle.
+
+Classifier trees get a :class:`~probex.experts.classifier.ProbeXClassifier` (training classes);
+aligned trees a :class:`~probex.experts.aligner.ProbeXAligner` with the bundled MiniLM. For an
 aligner, the two best layers together (the paper's multi-layer form) are also tried; the one
-with the better validation score ships. The forest (one model per tree) has no expert.
+with the better validation score ships. The forest (one model per tree) has no expert. Which
+tree is which comes from the jungle's manifest (its trees' roles); files are named by
+:func:`probex.storage.safe_name` of the tree.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Optional
 
+from probex.experiments.harness import banks_for, evaluated_trees, task_of
 from probex.progress import Progress
-from probex.storage import atomic_write_json
+from probex.storage import atomic_write_json, safe_name
+from probex.zoo.extras import EXPERTS_FOLDER, RECOMMENDED_FILE, SWEEPS_FOLDER
 
 logger = logging.getLogger(__name__)
-
-RECOMMENDED_FILE = "recommended_layers.json"
-SWEEPS_FOLDER = "sweeps"
-EXPERTS_FOLDER = "experts"
-GENERATIVE_TREE = "mini-sd"
-#: Trees with fewer models than this (the forest's one-model trees) are not swept.
-MIN_MODELS = 20
-
-
-def trees_to_validate(zoo) -> list[str]:
-    """The trees with enough models for an expert, generative tree last."""
-    counts: dict[str, int] = {}
-    for record in zoo.records:
-        counts[record.tree] = counts.get(record.tree, 0) + 1
-    trees = sorted(tree for tree, count in counts.items() if tree is not None and count >= MIN_MODELS)
-    return [tree for tree in trees if tree != GENERATIVE_TREE] + [tree for tree in trees if tree == GENERATIVE_TREE]
-
-
-def _task(tree: str) -> str:
-    return "align" if tree == GENERATIVE_TREE else "classes"
 
 
 def _score_pair(tree_zoo, layers: list[str], params: dict):
@@ -54,10 +41,12 @@ def _score_pair(tree_zoo, layers: list[str], params: dict):
     from probex.experts.aligner import ProbeXAligner, names_of
 
     started = time.perf_counter()
-    holdout = "val_holdout" in tree_zoo.splits
-    val_split = "val_holdout" if holdout else "val"
-    banks = {split: [tree_zoo.bank(layer, split=split) for layer in layers]
-             for split in ("train", val_split, "test", "test_holdout") if split in tree_zoo.splits}
+    held_out = tree_zoo.held_out_splits()
+    holdout = bool(held_out)
+    val_split = held_out[0] if holdout else "val"
+    test_holdout = held_out[1] if len(held_out) > 1 else None
+    banks = banks_for(tree_zoo, layers, [split for split in ("train", val_split, "test", test_holdout)
+                                         if split in tree_zoo.splits])
     expert = ProbeXAligner(**params).fit(banks["train"], val=(banks[val_split], None))
 
     def names(split: str) -> list[str]:
@@ -66,7 +55,7 @@ def _score_pair(tree_zoo, layers: list[str], params: dict):
     figures = {
         "val": round(expert.score(banks[val_split], candidates=names(val_split) if holdout else None), 4),
         "test": round(expert.score(banks["test"]), 4) if "test" in banks else None,
-        "zero_shot_test": round(expert.score(banks["test_holdout"], candidates=names("test_holdout")), 4) if holdout else None,
+        "zero_shot_test": round(expert.score(banks[test_holdout], candidates=names(test_holdout)), 4) if test_holdout else None,
         "n_parameters": int(expert.n_parameters_),
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -87,12 +76,12 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
     params = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0, **(params or {})}
     summary: dict = {"params": params, "trees": {}}
     recommended: dict[str, str] = {}
-    trees = trees_to_validate(zoo)
+    trees = evaluated_trees(zoo)
     for position, tree in enumerate(trees):
         started = time.perf_counter()
         tree_zoo = zoo.select(tree=tree)
-        task = _task(tree)
-        result = sweep_layers(tree_zoo, task=task, params=params, results=path / SWEEPS_FOLDER / f"{tree}.jsonl")
+        task = task_of(zoo, tree)
+        result = sweep_layers(tree_zoo, task=task, params=params, results=path / SWEEPS_FOLDER / f"{safe_name(tree)}.jsonl")
         best = result.best
         recommended[tree] = best.layer
         expert = result.experts.get(best.layer)
@@ -108,7 +97,7 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
             if figures["val"] > best.val:
                 expert, shipped = pair_expert, {"layers": pair, **{k: figures[k] for k in ("val", "test", "zero_shot_test", "n_parameters")}}
         metadata = {"tree": tree, "task": task, **shipped, "chosen_by": "validation", "params": params}
-        expert.save(path / EXPERTS_FOLDER / tree, metadata=metadata, half=True)
+        expert.save(path / EXPERTS_FOLDER / safe_name(tree), metadata=metadata, half=True)
         summary["trees"][tree] = {"task": task, "best": best.layer, "shipped": shipped,
                                   "layers": [vars(score) for score in result.scores],
                                   "seconds": round(time.perf_counter() - started, 1)}
@@ -117,17 +106,3 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
     atomic_write_json(path / RECOMMENDED_FILE, recommended)
     atomic_write_json(path / "validation.json", summary)
     return summary
-
-
-def read_recommended(path: str | Path) -> dict[str, str]:
-    """The ``recommended_layers.json`` of a validated jungle ({} when it was not validated)."""
-    file = Path(path) / RECOMMENDED_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
-def expert_dirs(path: str | Path) -> dict[str, Path]:
-    """tree -> the folder of the expert shipped for it (those that exist)."""
-    folder = Path(path) / EXPERTS_FOLDER
-    if not folder.is_dir():
-        return {}
-    return {child.name: child for child in sorted(folder.iterdir()) if (child / "config.json").is_file()}

@@ -4,11 +4,11 @@ An aligned expert (``ProbeXAligner`` and its baselines) maps a model's layers an
 into one space. :class:`ModelIndex` encodes a zoo's models once, then every query is one
 matrix product against those unit rows::
 
-    expert = load_expert(jungle.expert_dirs()["mini-sd"])
-    index = ModelIndex.build(expert, jungle.load())         # the models of the expert's tree
+    expert = load_expert("zoo/experts/sd-loras")             # an aligned expert of one tree
+    index = ModelIndex.build(expert, ModelZoo.open("zoo"))   # the models of the expert's tree
     index.search("a red star", k=5)                           # [Hit(rank=1, model_id=..., score=...), ...]
     index.top_labels("uploads/pytorch_lora_weights.safetensors")   # [("red star", 0.83), ...]
-    index.neighbours("mini-sd/model_idx_0042")                # its nearest models, with their images
+    index.neighbours("model_idx_0042")                        # its nearest models, with their images
     index.export("embeddings.parquet")                        # ids, metadata, e0..e{d-1}
 
 Prompts are read the way the aligner was trained: its text map only ever saw class names
@@ -79,7 +79,7 @@ def prompt_as_class_name(prompt: str, template: str = "a photo of a {}") -> str:
         raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
     text = " ".join(prompt.split())
     if not text:
-        raise ValueError("prompt: empty; type a few words, e.g. 'a red star'")
+        raise ProbeXError("prompt: empty; type a few words, e.g. 'a red star'")
     prefix = template.split("{}")[0].strip().lower() if "{}" in template else ""
     if prefix and text.lower().startswith(prefix + " "):
         text = text[len(prefix) + 1:]
@@ -104,7 +104,7 @@ class ModelIndex:
                  tree: str | None = None) -> None:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(records):
-            raise ValueError(f"ModelIndex: embeddings must be [N, d] with N = {len(records)} records; got {embeddings.shape}")
+            raise ProbeXError(f"ModelIndex: embeddings must be [N, d] with N = {len(records)} records; got {embeddings.shape}")
         self.expert = expert
         self.records = list(records)
         self.embeddings = _unit_rows(embeddings)
@@ -183,7 +183,7 @@ class ModelIndex:
         if isinstance(model, np.ndarray) or isinstance(model, torch.Tensor):
             query = np.asarray(model, dtype=np.float32).reshape(-1)
             if query.shape[0] != self.embeddings.shape[1]:
-                raise ValueError(f"neighbours: expected an embedding of size {self.embeddings.shape[1]}; got {query.shape[0]}")
+                raise ProbeXError(f"neighbours: expected an embedding of size {self.embeddings.shape[1]}; got {query.shape[0]}")
         else:
             model_id = model if isinstance(model, str) else getattr(model, "id", None)
             if model_id not in self._row:
@@ -204,7 +204,7 @@ class ModelIndex:
         """
         candidates = list(self.classes if candidates is None else candidates)
         if not candidates:
-            raise ValueError("top_labels: no candidate class names; pass candidates=[...]")
+            raise ProbeXError("top_labels: no candidate class names; pass candidates=[...]")
         query = self.embed_model(model)
         scores = self.expert_text(candidates) @ query
         order = np.argsort(-scores, kind="stable")[:k]
@@ -230,7 +230,7 @@ class ModelIndex:
             layers = model
         embedding = np.asarray(self.expert.encode(layers), dtype=np.float32)
         if embedding.shape[0] != 1:
-            raise ValueError(f"top_labels: expected the layers of one model; got {embedding.shape[0]} models")
+            raise ProbeXError(f"top_labels: expected the layers of one model; got {embedding.shape[0]} models")
         return _unit_rows(embedding)[0]
 
     # -- tables ----------------------------------------------------------------------------
@@ -251,12 +251,19 @@ class ModelIndex:
         return pd.concat([frame, columns], axis=1)
 
     def export(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_frame` to ``path`` as CSV (``.csv``) or parquet (``.parquet``), atomically."""
+        """Write :meth:`to_frame` to ``path`` as CSV (``.csv``) or parquet (``.parquet``), atomically.
+
+        An existing file is replaced only when probex wrote it (:func:`probex.storage.check_output_file`).
+        """
+        from probex.storage import OUTPUT_MARK, check_output_file
+
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet"):
             raise ProbeXError(f"{path}: export writes .csv or .parquet files; choose one of those suffixes")
+        check_output_file(path, "export")
         frame = self.to_frame()
+        frame.attrs["written_by"] = OUTPUT_MARK  # kept in parquet's metadata: a later export may replace it
         with atomic_path(path) as tmp:
             if suffix == ".csv":
                 frame.to_csv(tmp, index=False)
@@ -294,7 +301,7 @@ def expert_layers(expert: Any) -> list[str]:
     """The layer names an aligned expert reads (ProbeXError if it is not an aligned expert with names)."""
     if not hasattr(expert, "encode_text") or not hasattr(expert, "encode"):
         raise ProbeXError(f"{type(expert).__name__} is not an aligned expert (no encode_text); "
-                          "load a ProbeXAligner, e.g. the demo jungle's mini-sd expert")
+                          "load a ProbeXAligner (e.g. a zoo's experts/<aligned tree>/)")
     layers = getattr(expert, "layers_", None)
     if not layers:
         raise ProbeXError(f"this {type(expert).__name__} does not name the layers it was trained on "

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from probex.zoo.bank import LayerBank
 from probex.zoo.factored import LoraFactors
-from probex.zoo.records import LayerInfo, ModelRecord
+from probex.zoo.records import ALIGNED, CLASSIFIER, FOREST, LayerInfo, ModelRecord, TreeRole
 from probex.zoo.stack import MatrixStack
 from probex.zoo.zoo import ModelZoo
 
-__all__ = ["LayerBank", "LayerInfo", "LoraFactors", "MatrixStack", "ModelRecord", "ModelZoo"]
+__all__ = ["ALIGNED", "CLASSIFIER", "FOREST", "LayerBank", "LayerInfo", "LoraFactors", "MatrixStack", "ModelRecord",
+           "ModelZoo", "TreeRole"]

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 from probex.zoo.factored import LoraFactors
 from probex.zoo.records import LayerInfo, ModelRecord
 from probex.zoo.stack import MatrixStack, as_stack
@@ -70,7 +70,7 @@ class LayerBank:
     ) -> None:
         stack = as_stack(weights, f"LayerBank '{layer}'")
         if len(stack) != len(records):
-            raise ValueError(f"LayerBank '{layer}': weights of {len(stack)} models for {len(records)} records")
+            raise ProbeXError(f"LayerBank '{layer}': weights of {len(stack)} models for {len(records)} records")
         self.stack = stack
         self.records = list(records)
         self.layer = layer
@@ -107,7 +107,7 @@ class LayerBank:
     def factors(self) -> LoraFactors:
         """The LoRA factors of its models (B [N, d_W, r], A [N, r, d_H], scale [N]) in the stored dtype."""
         if not self.is_factored:
-            raise ValueError(f"bank '{self.layer}' is a dense layer ({self.info.kind if self.info else 'not LoRA'}); read bank.X")
+            raise ProbeXError(f"bank '{self.layer}' is a dense layer ({self.info.kind if self.info else 'not LoRA'}); read bank.X")
         return self.stack.stored()
 
     @property

@@ -20,8 +20,9 @@ from probex.progress import Progress
 from probex.zoo import bank_cache
 from probex.zoo.bank import LayerBank, default_cache_dir
 from probex.zoo.catalog import layer_catalog, layer_matrix
+from probex.zoo.limits import check_layer_bytes
 from probex.zoo.factored import LoraFactors
-from probex.zoo.lora import lora_factors, metadata_alpha
+from probex.zoo.lora import LORA_KINDS, lora_factors, lora_scaling
 from probex.zoo.records import FileIdentity, LayerInfo, ModelRecord, file_identity
 from probex.zoo.safefile import read_tensors
 
@@ -43,6 +44,7 @@ def build_bank(
     cache: bool | str | os.PathLike = True,
     zoo_root: Path | None = None,
     population: Sequence[ModelRecord] | None = None,
+    conv_layout: str | None = None,
 ) -> LayerBank:
     """Stack ``layer`` of every record into a LayerBank, reusing a cached build when one is valid.
 
@@ -55,17 +57,18 @@ def build_bank(
     where = str(zoo_root) if zoo_root is not None else "zoo"
     if not records:
         raise ZooError(f"{where}: no models selected, so there is no bank of layer '{layer}'")
-    infos = _layer_infos(records, layer, where)
+    infos = _layer_infos(records, layer, where, conv_layout)
     base, base_infos = records, infos
     if cache is not False and population is not None:
-        base, base_infos = _population_with_layer(population, records, infos[0], layer)
+        base, base_infos = _population_with_layer(population, records, infos[0], layer, conv_layout)
     dtype = dtype or _file_dtype(base_infos)
     if cache is False:
-        arrays, kept, skipped = _fill(base, base_infos, dtype, progress, None, None)
+        arrays, kept, skipped = _fill(base, base_infos, dtype, progress, None, None, conv_layout)
         _require_some(kept, layer, where)
         full = _bank(arrays, [base[i] for i in kept], layer, base_infos[0], skipped)
     else:
-        full = _cached_bank(base, base_infos, layer, dtype, progress, default_cache_dir() if cache is True else Path(cache).expanduser(), where)
+        full = _cached_bank(base, base_infos, layer, dtype, progress,
+                            default_cache_dir() if cache is True else Path(cache).expanduser(), where, conv_layout)
     if base is records:
         return full
     kept_ids = set(full.ids)
@@ -82,12 +85,13 @@ def _file_dtype(infos: Sequence[LayerInfo]) -> torch.dtype:
     return torch.float16 if all(info.dtype == "F16" for info in infos) else torch.float32
 
 
-def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str) -> list[LayerInfo]:
+def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str,
+                 conv_layout: str | None = None) -> list[LayerInfo]:
     """The layer's catalog entry in every record; ZooError if one lacks it or shapes differ."""
     infos: list[LayerInfo] = []
     lookups: dict[int, dict[str, LayerInfo]] = {}
     for record in records:
-        catalog = _catalog(record)
+        catalog = _catalog(record, conv_layout)
         lookup = lookups.setdefault(id(catalog), {info.name: info for info in catalog})
         info = lookup.get(layer)
         if info is None:
@@ -101,52 +105,54 @@ def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str) -> list
                 f"{records[0].id}; banks stack one shape (see zoo.architectures())"
             )
         infos.append(info)
+    # one model's matrix, merged (a consumer may merge a LoRA pair), must fit the documented limit
+    check_layer_bytes(infos[0].shape, f"{records[0].path} ({records[0].id}): layer '{layer}'")
     return infos
 
 
 def _population_with_layer(population: Sequence[ModelRecord], records: Sequence[ModelRecord], first: LayerInfo,
-                           layer: str) -> tuple[list[ModelRecord], list[LayerInfo]]:
+                           layer: str, conv_layout: str | None = None) -> tuple[list[ModelRecord], list[LayerInfo]]:
     """The population's models that have ``layer`` in the shape of ``first`` (the selection's), and their infos."""
     chosen = {record.id for record in records}
     base, infos = [], []
     for record in population:
         try:
-            catalog = _catalog(record)
+            catalog = _catalog(record, conv_layout)
         except ZooError:
             if record.id in chosen:
                 raise
             logger.warning("%s (%s): unreadable now; left out of the bank of layer '%s'", record.path, record.id, layer)
             continue
         info = next((entry for entry in catalog if entry.name == layer), None)
-        if info is not None and info.shape == first.shape and (info.kind == "lora") == (first.kind == "lora"):
+        if info is not None and info.shape == first.shape and info.kind == first.kind:
             base.append(record)
             infos.append(info)
     if not chosen <= {record.id for record in base}:  # a selection that is not part of the population
-        return list(records), _layer_infos(records, layer, "zoo")
+        return list(records), _layer_infos(records, layer, "zoo", conv_layout)
     return base, infos
 
 
-def _catalog(record: ModelRecord) -> tuple[LayerInfo, ...]:
+def _catalog(record: ModelRecord, conv_layout: str | None = None) -> tuple[LayerInfo, ...]:
     """The catalog of a record's file as it is now, kept beside the header it was read from (a zoo's
     banks ask for the catalogs of all its models at every call)."""
     header = record.read_header()
     kept = record.__dict__.get("_bank_catalog")
-    if kept is None or kept[0] is not header:
-        kept = (header, layer_catalog(header))
+    if kept is None or kept[0] is not header or kept[1] != conv_layout:
+        kept = (header, conv_layout, layer_catalog(header, conv_layout))
         record.__dict__["_bank_catalog"] = kept
-    return kept[1]
+    return kept[2]
 
 
 def _ranks(infos: Sequence[LayerInfo]) -> list[int]:
-    """Each model's LoRA rank, from the stored up factor's shape [out, r, ...]."""
-    return [int(info.source_shape[0][1]) for info in infos]
+    """Each model's LoRA rank, from the stored down factor's shape [r, ...] (as ``lora_factors`` reads it)."""
+    return [int(info.source_shape[1][0]) for info in infos]
 
 
 def _allocate(infos: Sequence[LayerInfo], dtype: torch.dtype, paths: dict[str, Path] | None) -> dict[str, np.ndarray]:
     """Zeroed arrays for the bank (memory-mapped files at ``paths`` when given)."""
     n, (d_W, d_H) = len(infos), infos[0].shape
     numpy_dtype = _NUMPY_DTYPES[dtype]
-    if infos[0].kind == "lora":
+    if infos[0].kind in LORA_KINDS:
         r = max(_ranks(infos))
         shapes = {"B": ((n, d_W, r), numpy_dtype), "A": ((n, r, d_H), numpy_dtype), "scale": ((n,), np.float32)}
     else:
@@ -157,12 +163,13 @@ def _allocate(infos: Sequence[LayerInfo], dtype: torch.dtype, paths: dict[str, P
             for name, (shape, kind) in shapes.items()}
 
 
-def _read_layer(record: ModelRecord, layer: str) -> tuple[LayerInfo, dict[str, torch.Tensor], FileIdentity]:
+def _read_layer(record: ModelRecord, layer: str,
+                conv_layout: str | None = None) -> tuple[LayerInfo, dict[str, torch.Tensor], FileIdentity]:
     """The layer's tensors as the file holds them now, read with the header of that same file."""
     for _ in range(3):
         header = record.read_header()
         identity = record.header_identity
-        info = next((entry for entry in layer_catalog(header) if entry.name == layer), None)
+        info = next((entry for entry in layer_catalog(header, conv_layout) if entry.name == layer), None)
         if info is None:
             raise ZooError(f"{record.path} ({record.id}): layer '{layer}' missing (the file changed since the zoo was opened)")
         tensors = read_tensors(record.path, info.tensors, header=header)
@@ -178,6 +185,7 @@ def _fill(
     progress: Progress | None,
     out: dict[str, np.ndarray] | None,
     identities: Sequence[FileIdentity] | None,
+    conv_layout: str | None = None,
 ) -> tuple[dict[str, np.ndarray], list[int], list[tuple[str, str]]]:
     """Read each record's layer into consecutive rows of ``out`` (allocated if None), skipping non-finite ones.
 
@@ -185,19 +193,19 @@ def _fill(
     file any more raises ZooError (the entry would be keyed wrongly).
     """
     out = _allocate(infos, dtype, None) if out is None else out
-    lora = infos[0].kind == "lora"
+    lora = infos[0].kind in LORA_KINDS
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     for position, (record, expected) in enumerate(zip(records, infos)):
-        info, tensors, identity = _read_layer(record, expected.name)
+        info, tensors, identity = _read_layer(record, expected.name, conv_layout)
         if identities is not None and identity != identities[position]:
             raise ZooError(f"{record.path} ({record.id}): the file changed while the bank was built; run again")
         if info.shape != expected.shape or info.kind != expected.kind:
             raise ZooError(f"{record.path} ({record.id}): layer '{info.name}' is now {info.shape}; the zoo said "
                            f"{expected.shape} (the file changed since the zoo was opened); open the zoo again")
-        alpha = metadata_alpha(record.metadata)
-        problem = _store_lora(out, len(kept), info, tensors, alpha, dtype, record) if lora else \
-            _store_dense(out, len(kept), info, tensors, alpha, dtype, record)
+        scaling = lora_scaling(record.metadata)
+        problem = _store_lora(out, len(kept), info, tensors, scaling, dtype, record) if lora else \
+            _store_dense(out, len(kept), info, tensors, scaling, dtype, record)
         if problem is not None:
             logger.warning("%s (%s): %s; left out of the bank", record.id, record.path, problem)
             skipped.append((record.id, problem))
@@ -208,18 +216,16 @@ def _fill(
     return out, kept, skipped
 
 
-def _store_dense(out, row, info, tensors, alpha, dtype, record) -> str | None:
-    matrix = layer_matrix(info, tensors, alpha=alpha, source=str(record.path))
+def _store_dense(out, row, info, tensors, scaling, dtype, record) -> str | None:
+    matrix = layer_matrix(info, tensors, scaling=scaling, source=str(record.path))
     if not bool(torch.isfinite(matrix).all()):
         return f"layer '{info.name}' has {int((~torch.isfinite(matrix)).sum())} NaN/Inf values"
     out["X"][row] = _converted(matrix, dtype, record, info).numpy()
     return None
 
 
-def _store_lora(out, row, info, tensors, alpha, dtype, record) -> str | None:
-    stored_alpha = tensors[info.tensors[2]] if len(info.tensors) > 2 else None
-    B, A, scale = lora_factors(tensors[info.tensors[0]], tensors[info.tensors[1]],
-                               stored_alpha if stored_alpha is not None else alpha, name=f"{record.path}: layer '{info.name}'")
+def _store_lora(out, row, info, tensors, scaling, dtype, record) -> str | None:
+    B, A, scale = lora_factors(info, tensors, scaling, source=str(record.path))
     bad = int((~torch.isfinite(B)).sum() + (~torch.isfinite(A)).sum()) + (0 if np.isfinite(scale) else 1)
     if bad:
         return f"layer '{info.name}' has {bad} NaN/Inf values in its LoRA factors"
@@ -257,13 +263,14 @@ def _bank(arrays: dict[str, np.ndarray], records: Sequence[ModelRecord], layer: 
 
 
 def _cached_bank(records: Sequence[ModelRecord], infos: Sequence[LayerInfo], layer: str, dtype: torch.dtype,
-                 progress: Progress | None, cache_dir: Path, where: str) -> LayerBank:
+                 progress: Progress | None, cache_dir: Path, where: str, conv_layout: str | None = None) -> LayerBank:
     """The bank from a verified cache entry, else built into a new one."""
-    names = _LORA_ARRAYS if infos[0].kind == "lora" else _DENSE_ARRAYS
+    names = _LORA_ARRAYS if infos[0].kind in LORA_KINDS else _DENSE_ARRAYS
     identities = [record.header_identity for record in records]  # set by read_header in _layer_infos
-    models = [(record.id, record.path, identity, metadata_alpha(record.metadata) if info.kind == "lora" else None)
+    models = [(record.id, record.path, identity, lora_scaling(record.metadata) if info.kind in LORA_KINDS else None)
               for record, info, identity in zip(records, infos, identities)]
-    key = bank_cache.cache_key(layer, str(dtype).replace("torch.", ""), models)
+    presented = [infos[0].kind, list(infos[0].shape)]  # e.g. a conv read in another layout is another bank
+    key = bank_cache.cache_key(layer, str(dtype).replace("torch.", ""), models, presented)
     stem = bank_cache.entry_stem(layer, key)
     bank_cache.remove_stale_temporaries(cache_dir)
     by_id = {record.id: record for record in records}
@@ -280,7 +287,7 @@ def _cached_bank(records: Sequence[ModelRecord], infos: Sequence[LayerInfo], lay
     temporaries = {name: bank_cache.temporary_name(path) for name, path in targets.items()}
     try:
         out = _allocate(infos, dtype, temporaries)
-        _, kept, skipped = _fill(records, infos, dtype, progress, out, identities)
+        _, kept, skipped = _fill(records, infos, dtype, progress, out, identities, conv_layout)
         _require_some(kept, layer, where)
         for array in out.values():
             array.flush()

@@ -58,12 +58,15 @@ _ENTRY_FILE = re.compile(r"^(?P<stem>.+\.[0-9a-f]{24})\.(?:[A-Za-z]+\.npy|json)$
 _VERIFIED: dict[str, tuple[FileIdentity, int]] = {}  # path -> (identity, crc32) verified in this process
 
 
-def cache_key(layer: str, dtype: str, models: Sequence[tuple[str, Path, FileIdentity, float | None]]) -> str:
-    """Hash of what a bank is built from: ``models`` are (id, weight file, file identity, LoRA alpha)."""
+def cache_key(layer: str, dtype: str, models: Sequence[tuple[str, Path, FileIdentity, object]],
+              presented: object = None) -> str:
+    """Hash of what a bank is built from: ``models`` are (id, weight file, file identity, LoRA scaling);
+    ``presented`` is how the layer is presented (its kind and matrix shape)."""
     material = {
         "format": CACHE_FORMAT,
         "layer": layer,
         "dtype": dtype,
+        "presented": presented,
         "models": [[model_id, os.path.abspath(path), list(identity), alpha] for model_id, path, identity, alpha in models],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

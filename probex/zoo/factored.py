@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from probex.errors import ProbeXError
+
 #: float32 bytes of the r x r products one block of ``inner_products`` may hold at once.
 BLOCK_BYTES = 64 * 2**20
 
@@ -38,11 +40,11 @@ class LoraFactors:
 
     def __init__(self, B: torch.Tensor, A: torch.Tensor, scale: torch.Tensor | None = None) -> None:
         if B.ndim != 3 or A.ndim != 3 or B.shape[0] != A.shape[0] or B.shape[2] != A.shape[1]:
-            raise ValueError(f"LoraFactors: expected B [N, d_W, r] and A [N, r, d_H]; got {tuple(B.shape)} and {tuple(A.shape)}")
+            raise ProbeXError(f"LoraFactors: expected B [N, d_W, r] and A [N, r, d_H]; got {tuple(B.shape)} and {tuple(A.shape)}")
         if scale is None:
             scale = torch.ones(B.shape[0], dtype=torch.float32, device=B.device)
         if scale.shape != (B.shape[0],):
-            raise ValueError(f"LoraFactors: expected one scale per model ({B.shape[0]}); got shape {tuple(scale.shape)}")
+            raise ProbeXError(f"LoraFactors: expected one scale per model ({B.shape[0]}); got shape {tuple(scale.shape)}")
         self.B, self.A, self.scale = B, A, scale
 
     @property
@@ -148,7 +150,7 @@ def inner_products(first: LoraFactors, second: LoraFactors | None = None) -> tor
     """
     second = first if second is None else second
     if first.shape[1:] != second.shape[1:]:
-        raise ValueError(f"inner_products: updates of shapes {first.shape[1:]} and {second.shape[1:]} do not match")
+        raise ProbeXError(f"inner_products: updates of shapes {first.shape[1:]} and {second.shape[1:]} do not match")
     n1, n2 = len(first), len(second)
     r1, r2 = first.rank, second.rank
     out = torch.empty(n1, n2, dtype=torch.float64)

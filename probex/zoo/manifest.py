@@ -17,11 +17,23 @@ The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
           "metadata": {"lr": "0.001", "epochs": "10"},    # hyperparameters, JSON values
           "images": "models/ft-0001/training_images"      # folder of its training images, or null
         }
-      ]
+      ],
+      "trees": {                                          # optional: what each tree is for
+        "vit-tiny": {"role": "classifier"},
+        "sd-loras": {"role": "aligned", "held_out_splits": ["val_holdout", "test_holdout"]},
+        "scratch-001": {"role": "forest"}
+      }
     }
 
-Only ``id`` and ``path`` are required; paths use forward slashes and are relative to the
-manifest's folder. Each weight file's own safetensors metadata repeats ``id``, ``split``,
+Only ``id`` and ``path`` are required; a tree's role (:class:`~probex.zoo.records.TreeRole`:
+``classifier``, ``aligned`` with its held-out splits, or ``forest``, independently initialised
+models that share no root) is read off its models when the manifest does not give it. Paths use
+forward slashes and are relative to the manifest's folder. A path may leave the zoo's folder
+(``../shared/model.safetensors``, or an absolute path, as :func:`write_manifest` writes for files
+elsewhere): such models are read, and opening the zoo logs one warning naming how many do and the
+first of them, so a manifest from someone else cannot point probex at other files unseen. Only
+regular files are read. A path holding a NUL byte leaves that one model out (listed in
+``skipped``), not the zoo. Each weight file's own safetensors metadata repeats ``id``, ``split``,
 ``tree``, ``labels`` (a JSON list) and the metadata entries as strings, so a file moved out of
 its zoo still says what it is (:func:`save_model_file` writes it so). Where the two differ the
 manifest wins. Opening reads the manifest and each file's header (to validate it and list its
@@ -41,8 +53,10 @@ import torch
 from probex.errors import ZooError
 from probex.progress import Progress
 from probex.storage import atomic_write_json
-from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress
-from probex.zoo.records import ModelRecord
+from probex.storage import read_regular_bytes
+from probex.zoo.folders import HeaderBudget, ZooScan, list_images, read_header_or_skip, report_progress
+from probex.zoo.limits import limit
+from probex.zoo.records import TREE_ROLES, ModelRecord, TreeRole
 from probex.zoo.safefile import write_safetensors
 
 logger = logging.getLogger(__name__)
@@ -59,7 +73,7 @@ _ENTRY_KEYS = frozenset({"id", "path", "split", "tree", "labels", "metadata", "i
 
 
 def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The manifest's zoo fields (format, version, name, description) and its checked model entries.
+    """The manifest's zoo fields (format, version, name, description, trees) and its checked model entries.
 
     Raises:
         ZooError: the manifest is not valid JSON, not our format, or an entry is malformed
@@ -67,7 +81,7 @@ def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
     """
     path = Path(root) / MANIFEST_NAME
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(read_regular_bytes(path, limit("PROBEX_MAX_HEADER_BYTES"), "zoo manifest").decode("utf-8"))
     except OSError as error:
         raise ZooError(f"{path}: cannot read the zoo manifest ({error.strerror or error})") from error
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -90,7 +104,29 @@ def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
             raise ZooError(f"{path}: model id {entry['id']!r} appears twice; ids must be unique")
         seen.add(entry["id"])
     fields = {key: document.get(key) for key in ("format", "version", "name", "description")}
+    fields["trees"] = _check_roles(document.get("trees"), path)
     return fields, entries
+
+
+def _check_roles(trees: object, path: Path) -> dict[str, TreeRole]:
+    """The manifest's ``"trees"`` section as tree -> TreeRole (ZooError naming the tree when malformed)."""
+    if trees is None:
+        return {}
+    if not isinstance(trees, dict):
+        raise ZooError(f"{path}: \"trees\" must be a JSON object of tree name -> {{\"role\": ...}}")
+    roles = {}
+    for tree, entry in trees.items():
+        where = f"{path}: tree {tree!r}"
+        if not isinstance(entry, dict) or entry.get("role") not in TREE_ROLES:
+            raise ZooError(f"{where}: expected {{\"role\": one of {', '.join(TREE_ROLES)}}}")
+        unknown = set(entry) - {"role", "held_out_splits"}
+        if unknown:
+            raise ZooError(f"{where}: unknown keys {sorted(unknown)}; allowed: held_out_splits, role")
+        held_out = entry.get("held_out_splits", [])
+        if not isinstance(held_out, list) or not all(isinstance(split, str) for split in held_out):
+            raise ZooError(f"{where}: \"held_out_splits\" must be a list of split names")
+        roles[tree] = TreeRole(entry["role"], tuple(held_out))
+    return roles
 
 
 def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
@@ -98,9 +134,15 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     fields, entries = read_manifest(root)
     records: list[ModelRecord] = []
     skipped: list[tuple[Path, str]] = []
+    budget = HeaderBudget(root)
+    outside = [entry for entry in entries if _leaves_folder(entry["path"]) or _leaves_folder(entry.get("images"))]
+    if outside:
+        logger.warning("%s: %d model(s) of the manifest point outside the zoo's folder (../ or an absolute path), "
+                       "e.g. %r -> %r; they are read from there", root / MANIFEST_NAME, len(outside),
+                       outside[0]["id"], outside[0]["path"])
     for done, entry in enumerate(entries, start=1):
         path = root / entry["path"]
-        header = read_header_or_skip(path, skipped)
+        header = read_header_or_skip(path, skipped, budget)
         report_progress(progress, done, len(entries), "reading model headers")
         if header is None:
             continue
@@ -128,7 +170,16 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
         skipped=skipped,
         name=str(fields.get("name") or root.name),
         description=str(fields.get("description") or ""),
+        roles=fields["trees"],
     )
+
+
+def _leaves_folder(relative: str | None) -> bool:
+    """True when a manifest path climbs out of the zoo's folder (``..``) or is absolute."""
+    if not relative:
+        return False
+    normal = os.path.normpath(relative.replace("\\", "/"))
+    return os.path.isabs(normal) or normal == ".." or normal.startswith("../")
 
 
 def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:
@@ -190,11 +241,17 @@ def save_model_file(
 
 
 def write_manifest(
-    root: str | os.PathLike, records: Iterable[ModelRecord], *, name: str, description: str = ""
+    root: str | os.PathLike,
+    records: Iterable[ModelRecord],
+    *,
+    name: str,
+    description: str = "",
+    trees: Mapping[str, TreeRole] | None = None,
 ) -> Path:
     """Write ``probex_zoo.json`` for models whose files lie under ``root`` (atomically).
 
     Each record's ``images`` must share one folder (written as the entry's ``images``).
+    ``trees`` declares what each tree is for (see :class:`~probex.zoo.records.TreeRole`).
     """
     root = Path(root)
     models = []
@@ -215,10 +272,11 @@ def write_manifest(
             entry["images"] = _relative(folders.pop(), root)
         models.append(entry)
     target = root / MANIFEST_NAME
-    atomic_write_json(
-        target,
-        {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name, "description": description, "models": models},
-    )
+    document: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name,
+                                "description": description, "models": models}
+    if trees:
+        document["trees"] = {tree: role.to_json() for tree, role in sorted(trees.items())}
+    atomic_write_json(target, document)
     return target
 
 

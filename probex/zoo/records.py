@@ -1,4 +1,4 @@
-"""The records a zoo is made of: one :class:`ModelRecord` per model, one :class:`LayerInfo` per layer."""
+"""The records a zoo is made of: one :class:`ModelRecord` per model, one :class:`LayerInfo` per layer, one :class:`TreeRole` per tree."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 from probex.zoo.safefile import SafetensorsHeader, read_header
 
 #: What changes when a file's content may have changed: (size, mtime_ns, ctime_ns, inode, device).
@@ -91,7 +91,8 @@ class LayerInfo:
         shape: ``(d_W, d_H)``, the 2-D matrix ProbeX reads (conv kernels flattened with the
             output channels first, 1-D tensors as a column, LoRA pairs merged).
         source_shape: the stored shape of each source tensor, aligned with ``tensors``.
-        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"vector"`` (1-D),
+        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"conv-modelj"`` (a
+            Model-J ResNet kernel as the official loader reads it), ``"vector"`` (1-D),
             ``"embedding"`` (leading singleton axes dropped, e.g. ``pos_embed`` [1, 197, 768])
             or ``"lora"`` (a merged LoRA pair).
         tensors: names of the stored tensors it is made from (for a LoRA layer: up, down and
@@ -110,3 +111,45 @@ class LayerInfo:
     def numel(self) -> int:
         """Number of values of the presented matrix (``d_W * d_H``)."""
         return math.prod(self.shape)
+
+
+#: Models fine-tuned on sets of classes: their experts predict the training classes (the paper's Table 1).
+CLASSIFIER = "classifier"
+#: One named concept per model: weights are aligned with text, and held-out concepts test zero-shot (Tables 2-4).
+ALIGNED = "aligned"
+#: Independently initialised models that share no root: the inter-tree control, never clustered into a tree.
+FOREST = "forest"
+TREE_ROLES = (CLASSIFIER, ALIGNED, FOREST)
+#: The held-out splits of Model-J's SD subsets (and the demo jungle's aligned tree), validation first.
+HELD_OUT_SPLITS = ("val_holdout", "test_holdout")
+
+
+@dataclass(frozen=True)
+class TreeRole:
+    """What a Model Tree is for in the analyses: which task its experts learn, and what it holds out.
+
+    A zoo declares its trees' roles (a manifest's ``"trees"`` section; Model-J's layouts by
+    their subset); where it does not, they are read off the models: a tree whose splits include
+    held-out ones (``*_holdout``) is aligned, one whose models carry labels is a classifier.
+
+    Attributes:
+        role: ``"classifier"``, ``"aligned"`` or ``"forest"`` (see the constants above).
+        held_out_splits: for an aligned tree, the splits of concepts never seen in training,
+            validation first (``("val_holdout", "test_holdout")``); empty otherwise.
+        declared: True when the zoo said so, False when it was inferred.
+    """
+
+    role: str
+    held_out_splits: tuple[str, ...] = ()
+    declared: bool = True
+
+    def __post_init__(self) -> None:
+        if self.role not in TREE_ROLES:
+            raise ProbeXError(f"unknown tree role {self.role!r}; roles: {', '.join(TREE_ROLES)}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest entry of this role."""
+        entry: dict[str, Any] = {"role": self.role}
+        if self.held_out_splits:
+            entry["held_out_splits"] = list(self.held_out_splits)
+        return entry

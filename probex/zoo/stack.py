@@ -20,6 +20,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from probex.errors import ProbeXError
+
 from probex.zoo.factored import LoraFactors
 
 MEMORY_BUDGET_ENV = "PROBEX_MEMORY_BUDGET"
@@ -37,7 +39,7 @@ def memory_budget() -> int:
         return DEFAULT_MEMORY_BUDGET
     match = _SIZE.match(text)
     if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"${MEMORY_BUDGET_ENV} must be a size such as 2000000000, 512M or 6G; got {text!r}")
+        raise ProbeXError(f"${MEMORY_BUDGET_ENV} must be a size such as 2000000000, 512M or 6G; got {text!r}")
     return int(float(match.group(1)) * 1024 ** "_kmgt".index(match.group(2).lower() or "_"))
 
 
@@ -51,7 +53,7 @@ class MatrixStack:
 
     def __init__(self, storage: torch.Tensor | LoraFactors, positions: np.ndarray | None = None) -> None:
         if isinstance(storage, torch.Tensor) and storage.ndim != 3:
-            raise ValueError(f"MatrixStack: expected a tensor [N, d_W, d_H]; got shape {tuple(storage.shape)}")
+            raise ProbeXError(f"MatrixStack: expected a tensor [N, d_W, d_H]; got shape {tuple(storage.shape)}")
         self.storage = storage
         self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
 
@@ -188,9 +190,9 @@ def as_stack(value: Any, name: str = "X") -> MatrixStack:
             warnings.simplefilter("ignore", UserWarning)
             stack = torch.from_numpy(stack)
     if not isinstance(stack, torch.Tensor):
-        raise ValueError(f"{name}: expected a tensor [N, d_W, d_H], a numpy array, LoraFactors or a LayerBank; "
+        raise ProbeXError(f"{name}: expected a tensor [N, d_W, d_H], a numpy array, LoraFactors or a LayerBank; "
                          f"got {type(value).__name__}")
     if stack.ndim != 3:
-        raise ValueError(f"{name}: expected shape [N, d_W, d_H] (one weight matrix per model); "
+        raise ProbeXError(f"{name}: expected shape [N, d_W, d_H] (one weight matrix per model); "
                          f"got a tensor of shape {tuple(stack.shape)}")
     return MatrixStack(stack)

@@ -2,6 +2,7 @@
 
     zoo = ModelZoo.open("~/modelj/SD_200")          # detects the layout
     zoo.splits, zoo.trees, zoo.label_names            # what is in it
+    zoo.roles                                         # tree -> TreeRole (classifier, aligned, forest)
     zoo.catalog()                                     # usable layers of the first model
     train = zoo.bank("unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q", split="train")
 """
@@ -20,7 +21,7 @@ from probex.progress import Progress
 from probex.zoo.catalog import architecture_name, architecture_signature, layer_catalog
 from probex.zoo.folders import split_order
 from probex.zoo.layouts import scan_zoo
-from probex.zoo.records import LayerInfo, ModelRecord
+from probex.zoo.records import ALIGNED, CLASSIFIER, LayerInfo, ModelRecord, TreeRole
 
 if TYPE_CHECKING:
     from probex.zoo.bank import LayerBank
@@ -38,6 +39,7 @@ class ModelZoo:
         records: the readable models, in the layout's order.
         skipped: (path, reason) of each model left out because it could not be read.
         name, description: from the manifest (the folder name otherwise).
+        declared_roles: tree -> TreeRole as the zoo declares it (see :attr:`roles` for every tree).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class ModelZoo:
         skipped: Iterable[tuple[Path, str]] = (),
         name: str = "",
         description: str = "",
+        roles: dict[str, TreeRole] | None = None,
         population: Iterable[ModelRecord] | None = None,
     ) -> None:
         self.root = Path(root)
@@ -56,6 +59,8 @@ class ModelZoo:
         self.skipped = list(skipped)
         self.name = name or self.root.name
         self.description = description
+        self.declared_roles = dict(roles or {})
+        self._roles: dict[str, TreeRole] | None = None
         self._by_id = {record.id: record for record in self.records}
         if len(self._by_id) != len(self.records):
             raise ZooError(f"{self.root}: model ids must be unique within a zoo")
@@ -70,7 +75,7 @@ class ModelZoo:
             ZooError: no zoo layout matches (the message says what was looked for).
         """
         scan = scan_zoo(path, progress=progress)
-        return cls(scan.root, scan.layout, scan.records, scan.skipped, scan.name, scan.description)
+        return cls(scan.root, scan.layout, scan.records, scan.skipped, scan.name, scan.description, scan.roles)
 
     # -- what is in it ---------------------------------------------------------------------
 
@@ -111,6 +116,59 @@ class ModelZoo:
         return sorted({record.tree for record in self.records if record.tree is not None})
 
     @property
+    def roles(self) -> dict[str, TreeRole]:
+        """tree -> its role, for every tree that has one: declared by the zoo, else read off its models.
+
+        Undeclared trees: held-out splits (``*_holdout``) make a tree aligned, labels a classifier;
+        a tree with neither has no role (it can be clustered, not taught). A forest is never inferred.
+        """
+        if self._roles is None:
+            splits: dict[str, set] = {}
+            labelled: set[str] = set()
+            for record in self.records:
+                if record.tree is None:
+                    continue
+                splits.setdefault(record.tree, set()).add(record.split)
+                if record.labels:
+                    labelled.add(record.tree)
+            roles = {}
+            for tree, tree_splits in splits.items():
+                if tree in self.declared_roles:
+                    roles[tree] = self.declared_roles[tree]
+                    continue
+                held_out = sorted((split for split in tree_splits if split and split.endswith("holdout")),
+                                  key=lambda split: (not split.startswith("val"), split))
+                if held_out and tree in labelled:
+                    roles[tree] = TreeRole(ALIGNED, tuple(held_out), declared=False)
+                elif tree in labelled:
+                    roles[tree] = TreeRole(CLASSIFIER, declared=False)
+            self._roles = roles
+        return self._roles
+
+    def role(self, tree: str) -> TreeRole | None:
+        """The role of one tree (None when it has none)."""
+        return self.roles.get(tree)
+
+    def trees_with_role(self, *roles: str) -> list[str]:
+        """The trees whose role is one of ``roles`` (``"classifier"``, ``"aligned"``, ``"forest"``), sorted."""
+        return [tree for tree in self.trees if tree in self.roles and self.roles[tree].role in roles]
+
+    def held_out_splits(self) -> tuple[str, ...]:
+        """The splits of classes held out from training (validation first), for zero-shot; () when none.
+
+        Those its aligned trees declare (or that were read off them); in a zoo without trees,
+        the splits named ``*_holdout``.
+        """
+        for tree in self.trees_with_role(ALIGNED):
+            held_out = tuple(split for split in self.roles[tree].held_out_splits if split in self.splits)
+            if held_out:
+                return held_out
+        if self.trees:
+            return ()
+        return tuple(sorted((split for split in self.splits if split.endswith("holdout")),
+                            key=lambda split: (not split.startswith("val"), split)))
+
+    @property
     def label_names(self) -> list[str]:
         """The label vocabulary: every class name any model was trained on, sorted."""
         return sorted({label for record in self.records for label in record.labels})
@@ -142,19 +200,28 @@ class ModelZoo:
                     raise ZooError(f"{self.root}: no model {model_id!r}{_closest(model_id, self._by_id)}")
             kept = {record.id for record in records}
             records = [self._by_id[model_id] for model_id in ids if model_id in kept]
-        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description, self._population)
+        return self._with(records)
+
+    def _with(self, records: list[ModelRecord]) -> "ModelZoo":
+        """A sub-zoo of these records, keeping the zoo's name, skipped files, declared roles and population
+        (a sub-zoo's banks are views of the whole zoo's)."""
+        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description,
+                        self.declared_roles, self._population)
 
     # -- layers ----------------------------------------------------------------------------
 
-    def catalog(self, record: ModelRecord | str | None = None) -> list[LayerInfo]:
-        """The usable weight layers of one model (by record or id; default the first), in file order."""
+    def catalog(self, record: ModelRecord | str | None = None, conv_layout: str | None = None) -> list[LayerInfo]:
+        """The usable weight layers of one model (by record or id; default the first), in file order.
+
+        ``conv_layout`` as in :meth:`bank`.
+        """
         if record is None:
             if not self.records:
                 raise ZooError(f"{self.root}: the zoo holds no readable model, so it has no layers")
             record = self.records[0]
         elif isinstance(record, str):
             record = self.record(record)
-        return list(layer_catalog(record.read_header()))
+        return list(layer_catalog(record.read_header(), conv_layout))
 
     def architectures(self) -> dict[str, "ModelZoo"]:
         """Sub-zoos of models with the same layer names and shapes, keyed by a short readable signature.
@@ -170,19 +237,29 @@ class ModelZoo:
                 groups[signature] = []
                 names[signature] = architecture_name(catalog)
             groups[signature].append(record)
-        return {
-            names[signature]: ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description,
-                                       self._population)
-            for signature, records in groups.items()
-        }
+        return {names[signature]: self._with(records) for signature, records in groups.items()}
+
+    def layer_name(self, layer: str | int) -> str:
+        """The catalog name of ``layer``: a name is returned as is; in a Model-J zoo the paper's number ("59") is looked up.
+
+        Raises:
+            ZooError: a number in a zoo that is not Model-J's, or one its files do not hold.
+        """
+        from probex.zoo.modelj_layers import is_layer_number, resolve_layer
+
+        if not is_layer_number(layer) or not self.records:
+            return str(layer)
+        record = self.records[0]
+        return resolve_layer(record.read_header(), layer, {info.name for info in self.catalog(record)})
 
     def bank(
         self,
-        layer: str,
+        layer: str | int,
         split: str | Iterable[str] | None = None,
         dtype: torch.dtype | None = None,
         progress: Progress | None = None,
         cache: bool | str | os.PathLike = True,
+        conv_layout: str | None = None,
     ) -> "LayerBank":
         """One layer of every model (of ``split``, if given) stacked into a LayerBank: X [N, d_W, d_H], or
         a LoRA layer's factors B [N, d_W, r] and A [N, r, d_H] (see :mod:`probex.zoo.bank`).
@@ -191,13 +268,18 @@ class ModelZoo:
         view of it (built once, stored once).
 
         Args:
-            layer: a name from :meth:`catalog` (a LoRA layer by its module name).
+            layer: a name from :meth:`catalog` (a LoRA layer by its module name), or in a
+                Model-J zoo the paper's layer number (``"59"``; see :meth:`layer_name`).
             split: only the models of this split (or these splits).
             dtype: None (default) keeps the files' dtype (float16 files stay float16, others
                 float32); ``torch.float32`` or ``torch.float16`` ask for one.
             progress: called as ``progress(done, total, message)`` while the bank is built.
             cache: True for the default cache folder (``$PROBEX_CACHE/banks``, else
                 ``~/.cache/probex/banks``), a folder to cache in, or False to build in memory.
+            conv_layout: how conv kernels become matrices: ``"out-first"`` ([out, in*kh*kw]) or
+                ``"modelj"`` (the official Model-J loader's reshape to [in*kh*kw, out]); None
+                (default) reads Model-J ResNet checkpoints as ``"modelj"`` and every other file as
+                ``"out-first"`` (see :mod:`probex.zoo.modelj_layers`).
 
         Raises:
             ZooError: a model lacks the layer (names the file and the closest layer names), or
@@ -206,8 +288,8 @@ class ModelZoo:
         from probex.zoo.bank_build import build_bank
 
         zoo = self.select(split=split) if split is not None else self
-        return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root,
-                          population=self._population)
+        return build_bank(zoo.records, self.layer_name(layer), dtype=dtype, progress=progress, cache=cache,
+                          zoo_root=self.root, population=self._population, conv_layout=conv_layout)
 
 
 def _ordered_splits(splits: set[str]) -> list[str]:

@@ -28,7 +28,7 @@ def test_an_unknown_layer_in_the_list_is_refused_before_the_known_ones_train(cnn
 def test_a_results_file_that_is_not_a_sweeps_own_is_never_appended_to(cnn_tree, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    with pytest.raises(ZooError, match="not a probex sweep results file"):
+    with pytest.raises(ProbeXError, match="not a probex sweep results file"):
         sweep_layers(cnn_tree, layers=["head.weight"], params=FAST, results=notes)
     assert notes.read_text() == "my notes\n"
 

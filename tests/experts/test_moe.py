@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from probex.errors import ProbeXError
+from probex.estimator import NotFittedError
 from probex.experts.classifier import ProbeXClassifier
 from probex.experts.moe import MixtureOfExperts
 from probex.trees.router import TreeRouter
@@ -80,13 +81,13 @@ def state_of(expert) -> dict[str, torch.Tensor]:
 
 
 def test_fit_trains_one_expert_per_tree_found(mixture):
-    assert mixture.router.n_trees_ == 3
-    assert sorted(mixture.router.tree_truth_.values()) == ["a", "b", "c"]
-    assert set(mixture.experts_) == set(mixture.router.tree_names_)
+    assert mixture.router_.n_trees_ == 3
+    assert sorted(mixture.router_.tree_truth_.values()) == ["a", "b", "c"]
+    assert set(mixture.experts_) == set(mixture.router_.tree_names_)
 
 
 def test_each_tree_keeps_its_best_validation_layer(mixture):
-    truth = {name: tree for name, tree in mixture.router.tree_truth_.items()}
+    truth = {name: tree for name, tree in mixture.router_.tree_truth_.items()}
     for name, scores in mixture.layer_scores_.items():
         if truth[name] == "c":
             assert list(scores) == ["head.weight"]  # the only candidate its architecture has
@@ -98,7 +99,7 @@ def test_each_tree_keeps_its_best_validation_layer(mixture):
 def test_predict_routes_then_asks_the_trees_expert(mixture, zoo):
     test = zoo.select(split="test")
     predictions, trees = mixture.predict(test, return_trees=True)
-    assert [mixture.router.tree_truth_[tree] for tree in trees] == [record.tree for record in test.records]
+    assert [mixture.router_.tree_truth_[tree] for tree in trees] == [record.tree for record in test.records]
     for prediction, record in zip(predictions, test.records):
         assert set(prediction) <= set(TREES[record.tree][2])
 
@@ -149,18 +150,40 @@ def test_model_of_an_unknown_tree_gets_no_prediction_and_is_reported(mixture, ca
     assert "2 of 2 models belong to no known tree" in caplog.text
 
 
-def test_assembled_mixture_predicts_without_fit(mixture, zoo):
-    assembled = MixtureOfExperts(mixture.router, experts=mixture.experts_, layers=mixture.layers_)
+def test_a_mixture_assembled_from_trained_experts_predicts_without_fit(mixture, zoo):
+    assembled = MixtureOfExperts.from_experts(mixture.router_, mixture.experts_, layers=mixture.layers_)
     test = zoo.select(split="test")
     assert assembled.predict(test) == mixture.predict(test)
 
 
+def test_assembling_needs_a_fitted_router_and_experts_of_its_trees(mixture):
+    with pytest.raises(NotFittedError):
+        MixtureOfExperts.from_experts(TreeRouter(), mixture.experts_)
+    with pytest.raises(NotFittedError):
+        MixtureOfExperts.from_experts(mixture.router_, {"tree_0": small_expert()})
+    with pytest.raises(ProbeXError, match="no tree 'tree_9'"):
+        MixtureOfExperts.from_experts(mixture.router_, {"tree_9": mixture.experts_["tree_0"]})
+
+
+def test_fit_leaves_the_router_it_was_given_unfitted(zoo):
+    router = TreeRouter()
+    fitted = MixtureOfExperts(router, expert=small_expert()).fit(zoo.select(tree="c"), layers="head.weight")
+    assert fitted.router_.n_trees_ == 1 and fitted.router_ is not router
+    assert not router.__sklearn_is_fitted__()
+
+
+def test_a_fitted_router_is_used_as_given(mixture, zoo):
+    reused = MixtureOfExperts(mixture.router_, expert=small_expert()).fit(zoo.select(tree="c"), layers="head.weight")
+    assert reused.router_ is mixture.router_
+    assert set(reused.experts_) == {name for name, truth in mixture.router_.tree_truth_.items() if truth == "c"}
+
+
 def test_adding_a_tree_the_router_cannot_place_asks_for_its_members(mixture):
-    grown = MixtureOfExperts(mixture.router, experts=dict(mixture.experts_), layers=dict(mixture.layers_))
+    grown = MixtureOfExperts.from_experts(mixture.router_, dict(mixture.experts_), layers=dict(mixture.layers_))
     with pytest.raises(ProbeXError, match="members"):
         grown.add_tree("d", small_expert(), layer="fc1.weight")
 
 
 def test_predict_before_fit_says_what_to_do():
-    with pytest.raises(ProbeXError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         MixtureOfExperts(TreeRouter()).predict(torch.randn(2, 3, 3))

@@ -29,9 +29,10 @@ def mini_jungle(tmp_path_factory) -> Path:
         if (shipped / name).exists():
             (folder / name).symlink_to(shipped / name)
     manifest = json.loads((shipped / "probex_zoo.json").read_text())
+    forest_trees = {tree for tree, role in manifest["trees"].items() if role["role"] == "forest"}
     kept, counts, forest = [], defaultdict(int), 0
     for entry in manifest["models"]:
-        if entry["tree"].startswith("forest-"):
+        if entry["tree"] in forest_trees:
             forest += 1
             if forest <= FOREST_MODELS:
                 kept.append(entry)

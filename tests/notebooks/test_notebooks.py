@@ -1,7 +1,8 @@
 """The tutorials in notebooks/ run top to bottom on the shipped demo jungle, offline.
 
 Each notebook is executed with nbclient in a python3 kernel (cwd notebooks/, HF_HUB_OFFLINE=1,
-one torch thread).
+one torch thread). Notebook 04 also runs its online path, against a fake Hub on loopback
+(tests/zoo/fake_hub.py) serving a small Model-J SD_200 in the real layout.
 The notebooks print the figures their stories rest on as ``NAME = value`` lines; the tests
 read them back and check the story holds (e.g. notebook 02's intra- vs inter-tree gap).
 """
@@ -10,10 +11,18 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
+from safetensors.torch import save
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "zoo"))  # the fake Hub lives beside the zoo tests
+
+from fake_hub import SD_LAYER_46, FakeHub, loopback_factory  # noqa: E402
+from modelj_architectures import sd_unet_lora_tensors  # noqa: E402
 
 nbformat = pytest.importorskip("nbformat", reason="executing the notebooks needs nbformat (requirements-test.txt)")
 nbclient = pytest.importorskip("nbclient", reason="executing the notebooks needs nbclient (requirements-test.txt)")
@@ -38,9 +47,14 @@ def kernel_name() -> str:
     return "python3"
 
 
-def execute(path: Path, kernel_name: str, monkeypatch: pytest.MonkeyPatch):
-    """The notebook at ``path`` after running every cell (nbclient raises CellExecutionError on the first error)."""
+def execute(path: Path, kernel_name: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None):
+    """The notebook at ``path`` after running every cell (nbclient raises CellExecutionError on the first error).
+
+    ``env``: variables for the kernel on top of the offline defaults (an online run sets HF_HUB_OFFLINE=0).
+    """
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
     # one torch thread per kernel: on a CI machine whose cores are shared, two threads spinning
     # against other processes made notebook 02 take 320 s instead of 19 s
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -147,3 +161,45 @@ def test_every_notebook_is_what_its_generator_writes():
         committed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         assert [cell.source for cell in committed.cells] == [cell.source for cell in build.build(name).cells], (
             f"{name}.ipynb differs from notebooks/_build.py; run python notebooks/_build.py")
+
+
+# -- notebook 04 online, against a fake Hub ------------------------------------------------------
+
+SEEN_CLASSES = ["1", "9", "130", "207", "281", "340", "404", "963"]  # ImageNet indices: goldfish, ostrich, ...
+HELD_OUT_CLASSES = ["22", "417"]
+
+
+def add_small_sd_200(hub: FakeHub) -> int:
+    """ProbeX/Model-J__SD_200 with all five splits: 3/1/1 models per seen class, 2 + 2 per held-out class."""
+    files, index = {}, 0
+    layout = [("train", SEEN_CLASSES, 3), ("val", SEEN_CLASSES, 1), ("test", SEEN_CLASSES, 1),
+              ("val_holdout", HELD_OUT_CLASSES, 2), ("test_holdout", HELD_OUT_CLASSES, 2)]
+    for split, classes, per_class in layout:
+        for class_id in classes:
+            for _ in range(per_class):
+                tensors = sd_unet_lora_tensors(torch.Generator().manual_seed(index), rank=4)
+                metadata = {"imagenet_class_id": class_id, "rank": "4", "seed": str(index)}
+                files[f"{split}/model_idx_{index:04d}/pytorch_lora_weights.safetensors"] = save(tensors, metadata=metadata)
+                index += 1
+    hub.add("ProbeX/Model-J__SD_200", files)
+    return index
+
+
+def test_notebook_04_runs_its_online_path_against_a_fake_hub(kernel_name, monkeypatch, tmp_path):
+    servers = loopback_factory()
+    try:
+        hub = FakeHub(servers)
+        models = add_small_sd_200(hub)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        notebook = execute(NOTEBOOKS / "04_model_j_on_the_hub.ipynb", kernel_name, monkeypatch,
+                           env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home")})
+    finally:
+        servers.stop_all()
+    text = printed(notebook)
+    assert "cannot be reached" not in text
+    assert re.search(rf"Model-J SD_200 in \S+: {models} models\n  downloaded: {models} ", text), text[:2000]
+    assert "failed: 0" in text
+    best = re.search(r"best layer by validation: (\S+) \(val [0-9.]+, zero-shot test ([0-9.]+)\)", text)
+    assert best and best.group(1) == SD_LAYER_46, text[-3000:]
+    weight_reads = [path for method, path, _ in hub.answered if method == "GET" and path.endswith(".safetensors")]
+    assert len(weight_reads) <= 2 * models  # one layer per model by range requests, never the whole files
