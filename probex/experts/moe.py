@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +30,7 @@ from probex.estimator import Estimator, Rule, instance_of
 from probex.experts.base import BaseExpert
 from probex.progress import Progress
 from probex.trees.router import TreeRouter
-from probex.storage import atomic_directory, json_field
+from probex.storage import atomic_directory, json_field, read_regular_bytes
 
 log = logging.getLogger(__name__)
 
@@ -256,17 +257,26 @@ class MixtureOfExperts(Estimator):
 
         directory = Path(directory)
         try:
-            manifest = json.loads((directory / MOE_FILE).read_text(encoding="utf-8"))
+            manifest = json.loads(read_regular_bytes(directory / MOE_FILE, 64 * 2**20, "mixture manifest"))
         except (OSError, ValueError) as error:
             raise ProbeXError(f"{directory}: not a saved MixtureOfExperts ({error})") from error
         if manifest.get("format") != MOE_FORMAT:
             raise ProbeXError(f"{directory / MOE_FILE}: not a mixture of experts (format {manifest.get('format')!r})")
         router = TreeRouter.load(directory / "router")
-        experts = {entry["tree"]: load_expert(directory / entry["folder"], device=device) for entry in manifest["experts"]}
-        layers = {entry["tree"]: entry["layer"] for entry in manifest["experts"]}
+        try:
+            entries = list(manifest["experts"])
+            folders = {entry["tree"]: str(entry["folder"]) for entry in entries}
+            layers = {entry["tree"]: entry["layer"] for entry in entries}
+        except (KeyError, TypeError) as error:
+            raise ProbeXError(f"{directory / MOE_FILE}: a damaged mixture manifest ({error}); save it again") from None
+        for tree, folder in folders.items():
+            # the manifest names each expert's folder: only the experts/NNN folders save() writes are read
+            if not re.fullmatch(r"experts/[0-9]{3,}", folder):
+                raise ProbeXError(f"{directory / MOE_FILE}: expert folder {folder!r} of tree {tree!r} is not one "
+                                  "this mixture's save() writes (experts/NNN); not reading it")
+        experts = {tree: load_expert(directory / folder, device=device) for tree, folder in folders.items()}
         mixture = cls.from_experts(router, experts, layers=layers)
-        mixture.layer_scores_ = {entry["tree"]: entry["layer_scores"] for entry in manifest["experts"]
-                                 if entry.get("layer_scores")}
+        mixture.layer_scores_ = {entry["tree"]: entry["layer_scores"] for entry in entries if entry.get("layer_scores")}
         return mixture
 
 

@@ -49,7 +49,7 @@ from probex.estimator import Estimator, Rule, integer, one_of, real
 from probex.trees.populations import (ArchitectureGroup, check_layer_exists, clustering_layer, layer_signature,
                                 split_population, true_trees_of)
 from probex.progress import Progress
-from probex.storage import atomic_directory, holds_only
+from probex.storage import atomic_directory, holds_only, open_regular, read_regular_bytes
 
 log = logging.getLogger(__name__)
 
@@ -401,10 +401,19 @@ class TreeRouter(Estimator):
 
         directory = Path(directory)
         try:
-            state = json.loads((directory / "router.json").read_text(encoding="utf-8"))
+            state = json.loads(read_regular_bytes(directory / "router.json", 256 * 2**20, "router state"))
+            open_regular(directory / "router.safetensors").close()  # a FIFO or a device would block the loader
             tensors = load_file(str(directory / "router.safetensors"))
         except (OSError, ValueError) as error:
             raise ProbeXError(f"{directory}: not a saved TreeRouter ({error}); write one with TreeRouter.save") from error
+        try:
+            return cls._restore_saved(state, tensors)
+        except (KeyError, TypeError, IndexError) as error:
+            raise ProbeXError(f"{directory}: a damaged saved TreeRouter ({type(error).__name__}: {error}); "
+                              "save it again") from None
+
+    @classmethod
+    def _restore_saved(cls, state: dict, tensors: dict) -> "TreeRouter":
         router = cls(**state["params"])
         router._check_params()
         router.tree_names_ = list(state["tree_names"])

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from hostile import lora_pair_bytes, safetensors_bytes, tiny_zoo
+from probex import MixtureOfExperts, TreeRouter
 from probex.errors import LimitError, ProbeXError, ZooError
 from probex.zoo import ModelZoo
 from probex.zoo.catalog import layer_catalog, layer_matrix
@@ -152,13 +153,20 @@ def test_every_single_file_reader_refuses_a_fifo_at_once(tmp_path):
     os.mkfifo(tmp_path / "manifest" / "probex_zoo.json")
     (tmp_path / "expert").mkdir()
     os.mkfifo(tmp_path / "expert" / "config.json")
+    for folder, name in [("router", "router.json"), ("router-weights", "router.safetensors"),
+                         ("mixture", "mixture.json")]:
+        (tmp_path / folder).mkdir()
+        if name == "router.safetensors":
+            (tmp_path / folder / "router.json").write_text("{}")
+        os.mkfifo(tmp_path / folder / name)
     readers = [lambda: read_header(fifo), lambda: read_tensors(fifo), lambda: read_manifest(tmp_path / "manifest"),
                lambda: ModelZoo.open(tmp_path / "manifest"), lambda: load_expert(tmp_path / "expert"),
-               lambda: check_results_file(fifo)]
+               lambda: check_results_file(fifo), lambda: TreeRouter.load(tmp_path / "router"),
+               lambda: TreeRouter.load(tmp_path / "router-weights"), lambda: MixtureOfExperts.load(tmp_path / "mixture")]
     for reader in readers:
         with within(), pytest.raises(ProbeXError):
             reader()
-    assert len(readers) == 6
+    assert len(readers) == 9
 
 
 # -- hostile headers --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from probex import DenseExpert, ProbeXClassifier, load_expert
 from probex.experts.training import EpochLog
+from baselines import constant_multilabel_accuracy, majority_class_accuracy
 from synthetic import make_population, write_layer_bank
 
 FAST = dict(n_probes=16, proj_dim=16, rep_dim=16, epochs=30)
@@ -16,12 +17,6 @@ NAMES = ["cat", "dog", "ship", "tree", "car"]
 
 def to_names(Y) -> list[list[str]]:
     return [[NAMES[j] for j in np.flatnonzero(row)] for row in np.asarray(Y)]
-
-
-def constant_score(train, test) -> float:
-    """Mean binary accuracy on test of the constant predictor: each class's majority in training."""
-    majority = (train.Y.mean(dim=0) > 0.5).float()
-    return float((test.Y == majority).float().mean())
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +32,13 @@ def small():
 def test_probex_reads_training_classes_within_a_tree(tree):
     train, val, test = tree
     expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=40).fit(train.X, train.Y, val=(val.X, val.Y))
-    assert expert.score(test.X, test.Y) >= 0.95
+    assert expert.score(test.X, test.Y) > constant_multilabel_accuracy(train.Y, test.Y) + 0.45
 
 
 def test_probex_stays_near_chance_on_a_forest():
     train, val, test = make_population(700, "forest", seed=0).split(400, 100, 200)
     expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=40).fit(train.X, train.Y, val=(val.X, val.Y))
-    assert expert.score(test.X, test.Y) < 0.6
+    assert expert.score(test.X, test.Y) < constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 def test_fit_returns_self_and_sets_learned_state(small):
@@ -110,24 +105,22 @@ def test_label_name_lists_are_predicted_as_names(small):
     assert expert.classes_ == sorted(NAMES)
     predicted = expert.predict(test.X)
     assert isinstance(predicted, list) and all(set(p) <= set(NAMES) for p in predicted)
-    assert expert.score(test.X, to_names(test.Y)) > constant_score(train, test) + 0.1
+    assert expert.score(test.X, to_names(test.Y)) > constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 def test_single_label_classification(small):
     train, val, test = small
-    single = lambda pop: (pop.Y[:, 0] + 2 * pop.Y[:, 1]).long().numpy()  # which of classes 0 and 1: 4 labels
+    single = lambda pop: (pop.Y[:, 0] + 2 * pop.Y[:, 1]).long().numpy()  # 4 classes from 2 concepts, about balanced
     expert = DenseExpert(epochs=60).fit(train.X, single(train), val=(val.X, single(val)))
     assert expert.predict_proba(test.X).sum(axis=1) == pytest.approx(np.ones(len(test.X)), abs=1e-5)
-    labels, counts = np.unique(single(train), return_counts=True)
-    majority = float(np.mean(single(test) == labels[counts.argmax()]))
-    assert expert.score(test.X, single(test)) > majority + 0.2
+    assert expert.score(test.X, single(test)) > majority_class_accuracy(single(train), single(test)) + 0.2
 
 
 def test_a_layer_bank_brings_its_labels(small):
     train, _, test = small
     to_bank = lambda pop: write_layer_bank(pop.X, "blocks.3.attn.q.weight", labels=to_names(pop.Y))
     expert = ProbeXClassifier(**FAST).fit(to_bank(train))
-    assert expert.score(to_bank(test)) > constant_score(train, test) + 0.1
+    assert expert.score(to_bank(test)) > constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 def test_several_layers_are_encoded_side_by_side(small):

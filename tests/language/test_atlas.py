@@ -67,8 +67,10 @@ def test_words_land_among_the_models_they_name(atlas, index):
     concepts = sorted({record.labels[0] for record in index.records})
     anchors = points[(points["kind"] == "anchor") & points["label"].isin(concepts)]
     rate = np.mean([nearest_model_label(points, row.x, row.y) == row.label for row in anchors.itertuples()])
-    print(f"held-out anchors whose nearest model on the map has their concept: {rate:.3f}")
-    assert rate >= 0.9
+    models = points[points["kind"] == "model"]
+    chance = np.mean([(models["label"] == row.label).mean() for row in anchors.itertuples()])  # a random model's concept
+    print(f"held-out anchors whose nearest model on the map has their concept: {rate:.3f} (chance {chance:.3f})")
+    assert rate > chance + 0.85
 
 
 def test_a_second_build_reads_the_cache_without_umap(atlas, index, cache, no_umap):
