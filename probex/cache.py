@@ -154,7 +154,7 @@ def cache_limit_bytes() -> Optional[int]:
     """The cap in bytes from ``$PROBEX_CACHE_MAX_GB`` (default :data:`DEFAULT_MAX_GB`), or None when it is off.
 
     Raises:
-        ValueError: the variable is neither a number of GB >= 0 nor ``off``.
+        ProbeXError: the variable is neither a number of GB >= 0 nor ``off``.
     """
     text = os.environ.get(MAX_GB_ENV, "").strip()
     if not text:
@@ -166,7 +166,7 @@ def cache_limit_bytes() -> Optional[int]:
     except ValueError:
         value = float("nan")
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"${MAX_GB_ENV} must be a size in GB (e.g. 20 or 0.5) or 'off'; got {text!r}")
+        raise ProbeXError(f"${MAX_GB_ENV} must be a size in GB (e.g. 20 or 0.5) or 'off'; got {text!r}")
     return int(value * 1e9)
 
 

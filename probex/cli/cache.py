@@ -6,7 +6,6 @@ import argparse
 
 from probex.cache import KINDS
 from probex.cli import checks
-from probex.errors import ProbeXError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +40,7 @@ def run_info(args: argparse.Namespace) -> int:
         oldest = "" if row["oldest_days"] is None else f"{row['oldest_days']:.1f} d"
         print(f"{kind:8s} {row['entries']:8d} {_size(row['bytes']):>10s} {oldest:>8s}  {row['folder']}")
     total = sum(row["bytes"] for row in usage.values())
-    try:
-        limit = cache_limit_bytes()
-    except ValueError as error:
-        raise ProbeXError(str(error)) from None
+    limit = cache_limit_bytes()  # a nonsense $PROBEX_CACHE_MAX_GB: ProbeXError, one line
     of_cap = f" of {_size(limit)}" if limit is not None else ""
     print(f"total {_size(total)}{of_cap}: {describe_limit()}")
     print("`probex cache clear [--kind KIND] [--older-than DAYS]` removes entries")
