@@ -1,15 +1,15 @@
 """What probex keeps in its cache folder, and clearing it.
 
 probex caches what it can recompute: layer banks (``banks``), atlas coordinates (``atlas``),
-text embeddings (``text``) and the results of layer sweeps run from the command line
-(``sweeps``), each in ``$PROBEX_CACHE/<kind>`` (else ``~/.cache/probex/<kind>``).
-:func:`cache_usage` says what is there and :func:`clear_cache` removes it, all of it or by kind
-and age. Only those four folders are ever touched, so pointing ``$PROBEX_CACHE`` at a folder
-that holds other things is safe.
+text embeddings (``text``), the results of layer sweeps run from the command line
+(``sweeps``) and each tree's expert outputs for whole-zoo search (``search``), each in
+``$PROBEX_CACHE/<kind>`` (else ``~/.cache/probex/<kind>``). :func:`cache_usage` says what is
+there and :func:`clear_cache` removes it, all of it or by kind and age. Only those five folders
+are ever touched, so pointing ``$PROBEX_CACHE`` at a folder that holds other things is safe.
 
 The cache has a size cap, ``$PROBEX_CACHE_MAX_GB`` (default :data:`DEFAULT_MAX_GB` GB; ``off``
 for none). Whenever probex writes an entry into it (:func:`probex.storage.after_cache_write`), the
-least recently used entries are evicted until the four folders fit under the cap again
+least recently used entries are evicted until the five folders fit under the cap again
 (:func:`enforce_cache_limit`). Never evicted: the entry just written, and any file that a
 process has open or memory-mapped (a bank being written or read; on Linux this is read from
 ``/proc``, elsewhere entries used in the last :data:`RECENT_SECONDS` seconds are kept).
@@ -35,7 +35,7 @@ from probex.storage import cache_dir
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("banks", "atlas", "text", "sweeps")
+KINDS = ("banks", "atlas", "text", "sweeps", "search")
 DAY = 24 * 3600
 MAX_GB_ENV = "PROBEX_CACHE_MAX_GB"
 #: The cap when ``$PROBEX_CACHE_MAX_GB`` is not set, in GB (10^9 bytes).
@@ -218,7 +218,7 @@ def _in_use(entry: CacheEntry, used: Optional[set[str]], now: float) -> bool:
 
 
 def enforce_cache_limit(protect: Iterable[str | os.PathLike] = (), limit: Optional[int] = -1) -> list[CacheEntry]:
-    """Evict the least recently used entries until the four cache folders fit under the cap; returns them.
+    """Evict the least recently used entries until the cache folders fit under the cap; returns them.
 
     Args:
         protect: paths whose entries stay whatever their age (the entry just written).

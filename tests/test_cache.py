@@ -47,7 +47,7 @@ def test_a_banks_files_are_one_entry_and_a_left_over_temporary_is_another(cache)
 
 def test_usage_counts_entries_bytes_and_the_oldest_per_kind(cache):
     usage = cache_usage()
-    assert list(usage) == ["banks", "atlas", "text", "sweeps"]
+    assert list(usage) == ["banks", "atlas", "text", "sweeps", "search"]
     assert usage["banks"]["entries"] == 3 and usage["banks"]["bytes"] == 1590
     assert round(usage["banks"]["oldest_days"]) == 40
     assert usage["atlas"] == {"folder": str(cache / "atlas"), "entries": 0, "bytes": 0, "oldest_days": None}
@@ -92,7 +92,7 @@ def test_under_the_cap_nothing_is_evicted(cache):
     assert len(cache_entries()) == 5
 
 
-def test_eviction_never_touches_files_outside_the_four_folders_nor_what_a_link_points_to(cache, tmp_path_factory):
+def test_eviction_never_touches_files_outside_the_cache_folders_nor_what_a_link_points_to(cache, tmp_path_factory):
     outside = tmp_path_factory.mktemp("user-data") / "precious.npy"
     outside.write_bytes(b"y" * 5000)
     (cache / "banks" / "linked.0123456789abcdef0123.npy").symlink_to(outside)
