@@ -20,6 +20,22 @@ THREADS_KEY = "torch_threads"
 RECENT_LIMIT = 8
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def cache_caption(folder: str, cap: str) -> str:
+    """The cache's size against its cap, measured at most once a minute (keyed on $PROBEX_CACHE and the cap)."""
+    from probex.cache import cache_limit_bytes, cache_usage
+
+    used = sum(row["bytes"] for row in cache_usage().values()) / 1e9
+    try:
+        limit = cache_limit_bytes()
+    except ValueError as error:
+        return f"Cache: {used:.2g} GB, no cap ({error})"
+    if limit is None:
+        return f"Cache: {used:.2g} GB, no cap ($PROBEX_CACHE_MAX_GB=off)"
+    return (f"Cache: {used:.2g} of {limit / 1e9:g} GB; the least recently used entries are evicted above the cap "
+            "($PROBEX_CACHE_MAX_GB)")
+
+
 @st.cache_resource
 def devices() -> list[str]:
     """The devices experts can train on here: the CPU, every CUDA GPU, and Apple's MPS when present."""
@@ -102,3 +118,4 @@ def draw_compute() -> None:
     torch.set_num_threads(int(threads))
     st.caption(f"Training on **{plain(st.session_state[DEVICE_KEY])}** with {int(threads)} CPU "
                f"thread{'s' if int(threads) > 1 else ''}.")
+    st.caption(cache_caption(os.environ.get("PROBEX_CACHE", ""), os.environ.get("PROBEX_CACHE_MAX_GB", "")))

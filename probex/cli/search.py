@@ -179,7 +179,7 @@ def run_export(args: argparse.Namespace) -> int:
     path, out = _split_args(args.args, "OUT", "export")
     if Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise ProbeXError(f"{out}: export writes .csv or .parquet files; choose one of those suffixes")
-    check_output_file(out, "export")
+    check_output_file(out, "export")  # before every model is encoded
     index = _index(path, args.expert)
     written = index.export(out)
     print(f"wrote {len(index)} models x {index.embeddings.shape[1]} dimensions of tree {index.tree or '-'} to {written}")
@@ -188,6 +188,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_align(args: argparse.Namespace) -> int:
     from probex.experiments.harness import alignment_figures, aligned_splits, chance_levels
+    from probex.experiments.sweep import seen_concepts
     from probex.experts.aligner import ProbeXAligner, names_of
     from probex.progress import tqdm_progress
 
@@ -202,8 +203,11 @@ def run_align(args: argparse.Namespace) -> int:
                           f"on held-out concepts and needs {', '.join(needed)} (it has {', '.join(tree_zoo.splits)})")
     held_val, held_test = needed[2], needed[3]
     layers = _layers(path, tree, tree_zoo, args.layers)
+    _check_before_training(tree_zoo, args)
     with tqdm_progress("reading layers", unit="model") as progress:
         banks = {split: [tree_zoo.bank(layer, split=split, progress=progress) for layer in layers] for split in needed}
+    training_concepts = sorted({record.labels[0] for record in tree_zoo.records if record.split == "train"})
+    banks["test"] = [seen_concepts(bank, training_concepts) for bank in banks["test"]]  # the others: noted above
     expert = ProbeXAligner(activation="none" if args.no_activation else "relu", epochs=args.epochs, patience=20,
                            text_encoder=args.text_encoder)
     with tqdm_progress("training", unit="epoch") as progress:
@@ -220,8 +224,11 @@ def run_align(args: argparse.Namespace) -> int:
           f"layers {' + '.join(layers)}, activation {activation}, best epoch {expert.best_epoch_}")
     print(f"  {'figure':<30} {'value':>7} {'chance':>7}")
     for key, label in names.items():
-        value = "n/a" if figures[key] is None else f"{figures[key]:.3f}"
-        print(f"  {label:<30} {value:>7} {chance[key]:7.3f}")
+        value = figures.get(key)
+        if value is None:  # e.g. a one-class AUC with one test model per concept
+            print(f"  {label:<30} {'n/a':>7} {chance[key]:7.3f}  (not measurable on this population; -v says why)")
+        else:
+            print(f"  {label:<30} {value:7.3f} {chance[key]:7.3f}")
     if args.out is not None:
         expert.save(args.out, metadata={"tree": tree, "task": "align", "layers": layers,
                                         **{key: None if value is None else round(float(value), 4)
@@ -231,6 +238,22 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_before_training(tree_zoo, args: argparse.Namespace) -> None:
+    """What can fail after training, checked before it: the concepts and the text encoder (--out: when parsed)."""
+    import sys
+
+    from probex.experiments.sweep import check_alignment_concepts
+    from probex.language.text import load_text_encoder
+
+    notes = check_alignment_concepts(tree_zoo)
+    try:
+        load_text_encoder(args.text_encoder)  # loaded once per process: the expert reuses it
+    except ValueError as error:
+        raise ProbeXError(f"--text-encoder {args.text_encoder}: {error}") from None
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _split_args(values: list[str], last: str, command: str) -> tuple[str | None, str]:

@@ -100,6 +100,14 @@ def test_an_unknown_page_in_the_address_says_so():
     assert "no page “nonsense”" in app.warning[0].value and app.title[0].value == "ProbeX Explorer"
 
 
+def test_the_sidebar_shows_the_cache_size_against_its_cap(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROBEX_CACHE", str(tmp_path))
+    monkeypatch.setenv("PROBEX_CACHE_MAX_GB", "3")
+    app = app_on()
+    assert not app.exception
+    assert any("of 3 GB" in caption.value and "PROBEX_CACHE_MAX_GB" in caption.value for caption in app.sidebar.caption)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_an_exception(mini_jungle, page):
     app = open_page(mini_jungle, page)
