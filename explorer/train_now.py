@@ -26,8 +26,9 @@ def _concepts(zoo, split: str) -> int:
 
 def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_dim: int, epochs: int,
                  patience: Optional[int] = 20, progress: Optional[Callable[[int, int, Any], None]] = None,
-                 device: str = "auto") -> TrainingRun:
-    """Fit a ProbeX expert of ``task`` on ``layer`` of one tree's zoo (train split; best epoch by validation).
+                 device: str = "auto", views: str = "xu") -> TrainingRun:
+    """Fit a ProbeX expert of ``task`` on ``layer`` of one tree's zoo (train split; best epoch by validation);
+    ``views``: its probe views ("xu" is ProbeX; see :mod:`probex.experts.views`).
 
     Raises:
         ZooError: the zoo lacks the splits or the layer (the message says which).
@@ -35,7 +36,7 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
     from probex.experiments.sweep import fit_layer
 
     params = dict(n_probes=n_probes, proj_dim=proj_dim, rep_dim=rep_dim, epochs=epochs, patience=patience,
-                  device=device)
+                  device=device, views=views)
     expert, score = fit_layer(zoo, task, layer, params, progress=progress)
     scores: list[dict] = []
     if task == "classes":

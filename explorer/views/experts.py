@@ -20,6 +20,9 @@ from probex.experiments.sweep import default_task, matrix_layers
 
 SWEEPS_KEY = "session_sweeps"  # session_state: population -> tree -> sweep rows
 
+#: The probe views offered when training (probex.experts.views): ProbeX's one view, or all four.
+VIEW_CHOICES = {"xu": "X U (ProbeX)", "first": "X U + Xᵀ U", "all": "all four (multi-view)"}
+
 st.title("Experts")
 st.markdown("One expert per Model Tree, reading one layer's weight matrix: learned probes pass through it, "
             "and their responses predict what the model was fine-tuned on.")
@@ -159,12 +162,17 @@ with st.form("train_form"):
     n_probes = columns[0].select_slider("r_U (probes)", [4, 8, 16, 32, 64, 128], value=32)
     proj_dim = columns[1].select_slider("r_V (projection)", [4, 8, 16, 32, 64, 128], value=32)
     rep_dim = columns[2].select_slider("r_T (representation)", [4, 8, 16, 32, 64, 128], value=32)
+    views = st.radio("Probe views", list(VIEW_CHOICES), format_func=VIEW_CHOICES.get, horizontal=True,
+                     key="train_views",
+                     help="ProbeX reads X U (one view). Multi-view probes (MVProbe) also read X Xᵀ U, Xᵀ U and "
+                          "Xᵀ X U: more parameters and time, often better zero-shot.")
     busy = train_key in running and running[train_key].running
     submitted = st.form_submit_button("Train", type="primary", disabled=busy)
 if submitted and not busy:
     settings = (task, layer, int(n_probes), int(proj_dim), int(rep_dim), int(epochs))
     jobs.start(running, train_key, "train", f"Training {tree} on {layer}",
-               lambda job: train_expert(tree_zoo, *settings, progress=job.progress, device=state.training_device()),
+               lambda job: train_expert(tree_zoo, *settings, progress=job.progress, device=state.training_device(),
+                                        views=views),
                threads=st.session_state.get(THREADS_KEY, 1))
 
 

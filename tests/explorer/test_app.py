@@ -401,6 +401,21 @@ def test_an_expert_trained_in_the_background_survives_a_page_change_and_is_used_
     assert "trained in this session" in texts(app.caption)
 
 
+def test_the_experts_page_trains_a_multi_view_expert(mini_jungle):
+    app = open_page(mini_jungle, "views/experts.py")
+    app.selectbox(key="experts_tree").set_value("cnn-attributes").run()
+    app.number_input[0].set_value(2)
+    app.radio(key="train_views").set_value("all")
+    app.button[0].click().run()
+    assert not app.exception
+    job = app.session_state["background_jobs"][(str(mini_jungle), "cnn-attributes", "train")]
+    job.thread.join(timeout=300)
+    app.run()
+    assert not app.exception
+    expert = app.session_state["trained_experts"][str(mini_jungle)]["cnn-attributes"].expert
+    assert expert.get_params()["views"] == "all"
+
+
 def test_a_training_job_can_be_cancelled():
     from explorer.jobs import Cancelled, Job
 
