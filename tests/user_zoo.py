@@ -27,7 +27,13 @@ def copy_as_user_zoo(source, out, trees: dict, per_split: dict | None = None):
                "path": f"models/m{number:05d}.safetensors", "images": None}
         (out / "models").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / entry["path"], out / new["path"])
-        if entry.get("images"):
+        if isinstance(entry.get("images"), list):  # images shared by reference: each model gets its own copies
+            images = out / "images" / f"m{number:05d}"
+            images.mkdir(parents=True)
+            for image in entry["images"]:
+                shutil.copyfile(source / image, images / Path(image).name)
+            new["images"] = images.relative_to(out).as_posix()
+        elif entry.get("images"):
             images = out / "images" / f"m{number:05d}"
             shutil.copytree(source / entry["images"], images)
             new["images"] = images.relative_to(out).as_posix()

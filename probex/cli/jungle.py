@@ -15,6 +15,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--workers", type=int, default=1, help="2: build the generative tree in a second process")
     build.add_argument("--roots", help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
+    build.add_argument("--generative", help="the generative folder of an earlier build (<jungle>/generative): keep "
+                                            "its LoRA models byte for byte instead of training them again")
     build.add_argument("--no-validate", dest="validate", action="store_false",
                        help="skip the validation sweep (recommended layers and pre-trained experts)")
     build.set_defaults(func=run_build)
@@ -68,7 +70,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     with tqdm_progress("demo jungle") as progress:
         out = build_jungle(args.out, size=args.size, seed=args.seed, workers=args.workers, roots=args.roots,
-                           progress=progress, validate=args.validate)
+                           progress=progress, validate=args.validate, generative=args.generative)
     report = read_build_report(out)
     print(f"demo jungle written to {out} in {report['total_seconds']} s")
     print(json.dumps(report, indent=2))

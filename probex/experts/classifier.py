@@ -182,7 +182,8 @@ class ProbeXClassifier(_NetworkClassifier):
     """ProbeX: learned probes through the weight matrix, then a linear head over the classes.
 
     Args:
-        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer).
+        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default None: scaled to each layer by
+            :func:`probex.experts.nn.default_sizes`, at most 128; given sizes are clipped to the layer).
         activation: "relu" (default) or "none" (the linear ProbeX).
         encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
         epochs, lr, weight_decay, batch_size: Adam training (paper: 500, 1e-3, 1e-5).
@@ -194,9 +195,9 @@ class ProbeXClassifier(_NetworkClassifier):
 
     def __init__(
         self,
-        n_probes: int = 128,
-        proj_dim: int = 128,
-        rep_dim: int = 128,
+        n_probes: Optional[int] = None,
+        proj_dim: Optional[int] = None,
+        rep_dim: Optional[int] = None,
         activation: str = "relu",
         encoder_depth: int = 1,
         epochs: int = 500,

@@ -15,7 +15,8 @@ The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
           "tree": "vit-tiny",                             # its base model / Model Tree, or null
           "labels": ["cat", "dog"],                       # readable class names (may be empty)
           "metadata": {"lr": "0.001", "epochs": "10"},    # hyperparameters, JSON values
-          "images": "models/ft-0001/training_images"      # folder of its training images, or null
+          "images": "models/ft-0001/training_images"      # folder of its training images, a list of
+                                                          # image files (shared by several models), or null
         }
       ],
       "trees": {                                          # optional: what each tree is for
@@ -137,7 +138,7 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
         if stored_id is not None and stored_id != entry["id"]:
             logger.warning("%s: file metadata says id %r, the manifest %r; using the manifest", path, stored_id, entry["id"])
         extra = {key: value for key, value in header.metadata.items() if key not in RESERVED_KEYS}
-        images = list_images(root / entry["images"]) if entry.get("images") else []
+        images = _images_of(root, entry.get("images"))
         records.append(
             ModelRecord(
                 id=entry["id"],
@@ -161,6 +162,15 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     )
 
 
+def _images_of(root: Path, images: str | list[str] | None) -> list[Path]:
+    """A model's training images: the image files of its folder, or the files its list names."""
+    if not images:
+        return []
+    if isinstance(images, list):
+        return [root / image for image in images]
+    return list_images(root / images)
+
+
 def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:
     where = f"{path}: model entry {index}"
     if not isinstance(entry, dict):
@@ -170,9 +180,13 @@ def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:
     for key in ("id", "path"):
         if not isinstance(entry.get(key), str) or not entry[key]:
             raise ZooError(f"{where}: \"{key}\" must be a non-empty string")
-    for key in ("split", "tree", "images"):
+    for key in ("split", "tree"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise ZooError(f"{where}: \"{key}\" must be a string or null")
+    images = entry.get("images")
+    if images is not None and not isinstance(images, str) and not (
+            isinstance(images, list) and all(isinstance(image, str) and image for image in images)):
+        raise ZooError(f"{where}: \"images\" must be a folder (a string), a list of image files, or null")
     labels = entry.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ZooError(f"{where}: \"labels\" must be a list of class names (strings)")
@@ -229,7 +243,8 @@ def write_manifest(
 ) -> Path:
     """Write ``probex_zoo.json`` for models whose files lie under ``root`` (atomically).
 
-    Each record's ``images`` must share one folder (written as the entry's ``images``).
+    A record's ``images`` are written as their folder when they are that folder's images, else as a
+    list of files (images shared by several models).
     ``trees`` declares what each tree is for (see :class:`~probex.zoo.records.TreeRole`).
     """
     root = Path(root)
@@ -246,9 +261,11 @@ def write_manifest(
         }
         if record.images:
             folders = {Path(image).parent for image in record.images}
-            if len(folders) != 1:
-                raise ZooError(f"model {record.id!r}: training images must lie in one folder, found {len(folders)}")
-            entry["images"] = _relative(folders.pop(), root)
+            folder = folders.pop() if len(folders) == 1 else None
+            if folder is not None and list_images(folder) == sorted(Path(image) for image in record.images):
+                entry["images"] = _relative(folder, root)
+            else:
+                entry["images"] = [_relative(image, root) for image in record.images]
         models.append(entry)
     target = root / MANIFEST_NAME
     document: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name,

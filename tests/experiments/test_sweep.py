@@ -6,7 +6,8 @@ import pytest
 
 from probex import jungle
 from probex.errors import ZooError
-from probex.experiments.sweep import LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep, sweep_layers
+from probex.experiments.sweep import (LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep,
+                                      readout_layers, sweep_layers)
 
 FAST = {"epochs": 3, "patience": 3, "seed": 0}
 LAYERS = ["conv1.weight", "head.weight"]
@@ -82,6 +83,22 @@ def test_the_best_layer_has_the_highest_validation_and_ties_go_to_the_smaller_ex
     assert [s.layer for s in result.ranked()] == ["c", "b", "a"]
     frame = result.to_frame()
     assert frame.loc[frame.best, "layer"].tolist() == ["c"]
+
+
+def test_a_read_out_layer_is_ranked_last_and_chosen_only_when_nothing_else_was_swept():
+    head = _score("head.weight", 1.0, 50)
+    head.readout = True
+    result = SweepResult("classes", [_score("a", 0.8, 100), head, _score("c", 0.9, 200)])
+    assert result.best.layer == "c" and [s.layer for s in result.ranked()] == ["c", "a", "head.weight"]
+    assert SweepResult("classes", [head]).best.layer == "head.weight"
+
+
+def test_the_classification_head_is_swept_and_flagged_as_the_read_out(cnn_tree, tmp_path):
+    assert readout_layers(cnn_tree) == {"head.weight"}  # conv1 also has 12 rows, but is no head
+    result = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=tmp_path / "sweep.jsonl")
+    assert [s.readout for s in result.scores] == [False, True] and result.best.layer == "conv1.weight"
+    rows = [json.loads(line) for line in _lines(tmp_path / "sweep.jsonl")]
+    assert [row["readout"] for row in rows] == [False, True]
 
 
 def test_an_alignment_sweep_reports_zero_shot_on_the_held_out_concepts(tmp_path):

@@ -33,11 +33,26 @@ def test_every_lora_model_has_its_training_images(shipped):
     assert all(record.images and all(image.is_file() for image in record.images[:1]) for record in generative.records)
 
 
-def test_recommended_layers_name_a_layer_of_each_tree(shipped):
+def test_every_classifier_model_shows_renders_of_its_training_classes(shipped):
+    classifiers = shipped.select(tree=[tree for tree in shipped.trees if tree != "mini-sd"])
+    assert len(classifiers) >= 1200
+    for record in classifiers.records:
+        assert len(record.images) == 3 * len(record.labels) == 36
+    assert all(image.is_file() for image in {image for record in classifiers.records for image in record.images})
+
+
+def test_recommended_layers_name_a_hidden_layer_of_each_tree(shipped):
     recommended = jungle.RECOMMENDED_LAYERS
     assert set(recommended) == set(DISCRIMINATIVE) | {"mini-sd"}
     for tree, layer in recommended.items():
         assert layer in {info.name for info in shipped.select(tree=tree).catalog()}
+        assert layer != "head.weight"  # the head's rows are the class slots: a trivial read-out
+
+
+def test_the_lora_classifier_tree_stores_low_rank_updates_of_wide_layers(shipped):
+    catalog = {info.name: info for info in shipped.select(tree="mixer-supervised").catalog()}
+    lora = [info for info in catalog.values() if info.kind == "lora"]
+    assert len(lora) == 2 and all(info.shape == (64, 512) for info in lora)
 
 
 @pytest.mark.parametrize("tree", DISCRIMINATIVE)

@@ -225,6 +225,30 @@ def test_manifest_writer_output_reopens_to_the_same_records(tmp_path):
     assert reopened.header.metadata["labels"] == '["cat"]' and reopened.metadata["lr"] == "0.1"
 
 
+def test_images_shared_by_several_models_are_written_and_read_as_lists_of_files(tmp_path):
+    shared = tmp_path / "class_images"
+    shared.mkdir()
+    for name in ("cat-0.png", "cat-1.png", "dog-0.png"):
+        (shared / name).write_bytes(b"png")
+    records = []
+    for model_id, images in (("m1", ["cat-0.png", "cat-1.png"]), ("m2", ["dog-0.png", "cat-0.png"])):
+        path = save_model_file(tmp_path / f"{model_id}.safetensors", {"fc.weight": torch.ones(3, 2)}, id=model_id)
+        records.append(ModelRecord(id=model_id, path=path, images=[shared / name for name in images]))
+    write_manifest(tmp_path, records, name="shared")
+    entries = json.loads((tmp_path / "probex_zoo.json").read_text())["models"]
+    assert entries[1]["images"] == ["class_images/dog-0.png", "class_images/cat-0.png"]
+    reopened = ModelZoo.open(tmp_path).records
+    assert [record.images for record in reopened] == [record.images for record in records]
+
+
+def test_a_manifest_images_entry_that_is_neither_folder_nor_file_list_is_an_error(tmp_path):
+    save_file({"w": torch.ones(2, 2)}, str(tmp_path / "a.safetensors"))
+    entry = {"id": "a", "path": "a.safetensors", "images": ["x.png", 3]}
+    (tmp_path / "probex_zoo.json").write_text(json.dumps({"format": "probex-zoo", "version": 1, "models": [entry]}))
+    with pytest.raises(ZooError, match="model 'a'.*images.*list of image files"):
+        ModelZoo.open(tmp_path)
+
+
 # -- detection and robustness ----------------------------------------------------------------
 
 
