@@ -189,9 +189,9 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             entries, report = build_discriminative(out, size, seed, roots_path, progress)
         elif workers > 1:
             with ProcessPoolExecutor(max_workers=1) as pool:
-                generative = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
+                future = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
                 entries, report = build_discriminative(out, size, seed, roots_path, progress)
-                generative_entries, generative_seconds = generative.result()
+                generative_entries, generative_seconds = future.result()
         else:
             entries, report = build_discriminative(out, size, seed, roots_path, progress)
             generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)
