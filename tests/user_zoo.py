@@ -27,12 +27,11 @@ def copy_as_user_zoo(source, out, trees: dict, per_split: dict | None = None):
                "path": f"models/m{number:05d}.safetensors", "images": None}
         (out / "models").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / entry["path"], out / new["path"])
-        if isinstance(entry.get("images"), list):  # images shared by reference: each model gets its own copies
-            images = out / "images" / f"m{number:05d}"
-            images.mkdir(parents=True)
-            for image in entry["images"]:
-                shutil.copyfile(source / image, images / Path(image).name)
-            new["images"] = images.relative_to(out).as_posix()
+        if isinstance(entry.get("images"), dict):  # images shared per class: the tree's folder, copied once
+            shared = out / "class_images" / trees[entry["tree"]]
+            if not shared.exists():
+                shutil.copytree(source / entry["images"]["per_label"], shared)
+            new["images"] = {"per_label": shared.relative_to(out).as_posix()}
         elif entry.get("images"):
             images = out / "images" / f"m{number:05d}"
             shutil.copytree(source / entry["images"], images)

@@ -17,6 +17,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--roots", help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
     build.add_argument("--generative", help="the generative folder of an earlier build (<jungle>/generative): keep "
                                             "its LoRA models byte for byte instead of training them again")
+    build.add_argument("--resume", action="store_true",
+                       help="continue an interrupted build in --out: keep the classifier trees already written in full")
     build.add_argument("--no-validate", dest="validate", action="store_false",
                        help="skip the validation sweep (recommended layers and pre-trained experts)")
     build.set_defaults(func=run_build)
@@ -70,7 +72,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     with tqdm_progress("demo jungle") as progress:
         out = build_jungle(args.out, size=args.size, seed=args.seed, workers=args.workers, roots=args.roots,
-                           progress=progress, validate=args.validate, generative=args.generative)
+                           progress=progress, validate=args.validate, generative=args.generative,
+                           resume=args.resume)
     report = read_build_report(out)
     print(f"demo jungle written to {out} in {report['total_seconds']} s")
     print(json.dumps(report, indent=2))

@@ -72,24 +72,58 @@ def _load_or_pretrain_root(recipe: disc.TreeRecipe, steps: int, roots_in: Option
 
 
 def build_discriminative(out: Path, size: str, seed: int, roots: Optional[Path] = None,
-                         progress: Optional[Progress] = None) -> tuple[list[dict], dict]:
-    """Roots (pre-trained or reused), fine-tuned trees and the forest; manifest entries and timings."""
+                         progress: Optional[Progress] = None, resume: bool = False) -> tuple[list[dict], dict]:
+    """Roots (pre-trained or reused), fine-tuned trees and the forest; manifest entries and timings.
+
+    ``resume`` keeps every tree whose model files an earlier (interrupted) build already wrote
+    into ``out`` in full (:func:`read_written_tree`) instead of training it again.
+    """
     plan = disc.SIZES[size]
     entries, report = [], {}
-    for recipe in disc.TREES:
-        root, root_info = _load_or_pretrain_root(recipe, plan.root_steps, roots, out / "roots", progress)
+    for recipe in disc.TREES + (disc.FOREST,):
+        n_models = plan.forest_models if recipe is disc.FOREST else plan.models_per_tree
+        written = read_written_tree(out, recipe, n_models, seed) if resume else None
+        if written is not None:
+            entries += written
+            report[recipe.name] = {"models": len(written), "kept": True}
+            continue
+        root, root_info = None, None
+        if recipe.objective is not None:
+            root, root_info = _load_or_pretrain_root(recipe, plan.root_steps, roots, out / "roots", progress)
         started = time.perf_counter()
-        models = disc.fine_tune_tree(recipe, root, plan.models_per_tree, seed, progress, plan.step_scale)
+        models = disc.fine_tune_tree(recipe, root, n_models, seed, progress, plan.step_scale)
         images = disc.write_class_images(recipe, seed, out, recipe.name)
         entries += disc.write_models(models, out, recipe.name, seed, images)
-        report[recipe.name] = {"root": root_info, "models": len(models),
+        report[recipe.name] = {**({"root": root_info} if root_info is not None else {}), "models": len(models),
                                "fine_tune_seconds": round(time.perf_counter() - started, 1)}
-    started = time.perf_counter()
-    forest = disc.fine_tune_tree(disc.FOREST, None, plan.forest_models, seed, progress, plan.step_scale)
-    images = disc.write_class_images(disc.FOREST, seed, out, disc.FOREST.name)
-    entries += disc.write_models(forest, out, disc.FOREST.name, seed, images)
-    report["forest"] = {"models": len(forest), "fine_tune_seconds": round(time.perf_counter() - started, 1)}
     return entries, report
+
+
+def read_written_tree(out: Path, recipe: disc.TreeRecipe, n_models: int, seed: int) -> Optional[list[dict]]:
+    """The manifest entries of a classifier tree already written into ``out``, read off its files; None
+    unless all ``n_models`` are there (model files are written atomically, one by one).
+
+    What :func:`probex.jungle.discriminative.write_models` returned when it wrote them; the tree's
+    class images are written again (they are drawn from the seed, so they come out the same).
+    """
+    from probex.zoo.manifest import PER_LABEL, RESERVED_KEYS
+    from probex.zoo.safefile import read_header
+
+    files = sorted((out / "discriminative" / recipe.name).glob("ft-*.safetensors"))
+    if len(files) != n_models:
+        if files:
+            logger.info("%s: %d of %d models written; training the tree again", recipe.name, len(files), n_models)
+        return None
+    images = disc.write_class_images(recipe, seed, out, recipe.name)
+    entries = []
+    for file in files:
+        stored = read_header(file).metadata
+        metadata = {key: str(_json_value(value)) for key, value in stored.items() if key not in RESERVED_KEYS}
+        entries.append({"id": stored["id"], "path": file.relative_to(out).as_posix(), "split": stored["split"],
+                        "tree": stored["tree"], "labels": json.loads(stored["labels"]), "metadata": metadata,
+                        "images": {PER_LABEL: images}})
+    logger.info("%s: all %d models already written; kept", recipe.name, n_models)
+    return entries
 
 
 def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[str]) -> tuple[list[dict], float]:
@@ -156,7 +190,7 @@ def _reuse_generative(out: Path, source: Path) -> list[dict]:
 
 def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: int = 1,
                  roots: Optional[str | Path] = None, progress: Optional[Progress] = None,
-                 validate: bool = True, generative: Optional[str | Path] = None) -> Path:
+                 validate: bool = True, generative: Optional[str | Path] = None, resume: bool = False) -> Path:
     """Build the demo jungle into ``out`` and return the folder (see the module docstring).
 
     Args:
@@ -169,6 +203,8 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             the pre-trained experts: :func:`probex.jungle.validation.validate_jungle`).
         generative: the generative folder of an earlier build (``<jungle>/generative``) to keep
             as it is instead of training the LoRA tree again (its files are copied byte for byte).
+        resume: continue an interrupted build in ``out``: classifier trees whose model files are
+            all written there are kept (:func:`read_written_tree`), the others are trained.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}; got {size!r}")
@@ -186,14 +222,14 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             generative_started = time.perf_counter()
             generative_entries = _reuse_generative(out, Path(generative))
             generative_seconds = round(time.perf_counter() - generative_started, 1)
-            entries, report = build_discriminative(out, size, seed, roots_path, progress)
+            entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
         elif workers > 1:
             with ProcessPoolExecutor(max_workers=1) as pool:
                 future = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
-                entries, report = build_discriminative(out, size, seed, roots_path, progress)
+                entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
                 generative_entries, generative_seconds = future.result()
         else:
-            entries, report = build_discriminative(out, size, seed, roots_path, progress)
+            entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
             generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)
     finally:
         torch.set_num_threads(threads)
@@ -207,7 +243,7 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
         summary = validate_jungle(out, params={"seed": seed}, progress=progress)
         report["validation"] = {"seconds": round(time.perf_counter() - validation_started, 1),
                                 "recommended_layers": {tree: value["best"] for tree, value in summary["trees"].items()}}
-    report.update(size=size, seed=seed, workers=workers, total_seconds=round(time.perf_counter() - started, 1),
+    report.update(size=size, seed=seed, workers=workers, resumed=resume, total_seconds=round(time.perf_counter() - started, 1),
                   torch=torch.__version__)
     atomic_write_json(out / "build.json", report)
     logger.info("demo jungle built in %.0f s: %s", report["total_seconds"], out)

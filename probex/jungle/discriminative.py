@@ -284,29 +284,28 @@ def render_pool(generator: torch.Generator) -> torch.Tensor:
     return images.view(len(pool), POOL_IMAGES_PER_CONCEPT, 3, 16, 16)
 
 
-def write_class_images(recipe: TreeRecipe, seed: int, root_dir: Path, folder: str) -> dict[str, list[str]]:
+def write_class_images(recipe: TreeRecipe, seed: int, root_dir: Path, folder: str) -> str:
     """Write the :data:`SHARED_IMAGES` renders of each pool class that every model of the tree trained on.
 
     They are the first renders of the tree's pool (the same generator state as
-    :func:`fine_tune_tree` starts from), as 8-bit PNG files in
-    ``discriminative/<folder>/class_images/<colour>-<shape>-<k>.png``. Returns class name -> the
-    files' paths relative to ``root_dir`` (a model's training images are those of its classes).
+    :func:`fine_tune_tree` starts from), as 8-bit PNG files, one sub-folder per class
+    (``discriminative/<folder>/class_images/<safe class name>/<k>.png``, see
+    :func:`probex.zoo.manifest.class_images_folder`). Returns that folder relative to ``root_dir``:
+    a model's manifest entry names it as ``{"per_label": folder}`` and shows its classes' renders.
     """
     from PIL import Image
 
+    from probex.zoo.manifest import class_images_folder
+
     pool_images = render_pool(torch.Generator().manual_seed(seed * 1000 + recipe.seed))
     relative = Path("discriminative") / folder / CLASS_IMAGES_FOLDER
-    (root_dir / relative).mkdir(parents=True, exist_ok=True)
-    paths: dict[str, list[str]] = {}
     for row, concept_id in enumerate(POOL_CONCEPTS):
-        name = concept(concept_id).name
-        paths[name] = []
+        target = root_dir / class_images_folder(relative, concept(concept_id).name)
+        target.mkdir(parents=True, exist_ok=True)
         for number in range(SHARED_IMAGES):
-            file = relative / f"{name.replace(' ', '-')}-{number}.png"
             pixels = (pool_images[row, number] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
-            Image.fromarray(pixels.numpy()).save(root_dir / file, optimize=False)
-            paths[name].append(file.as_posix())
-    return paths
+            Image.fromarray(pixels.numpy()).save(target / f"{number}.png", optimize=False)
+    return relative.as_posix()
 
 
 def split_of(index: int, n_models: int, seed: int) -> str:
@@ -318,13 +317,13 @@ def split_of(index: int, n_models: int, seed: int) -> str:
 
 
 def write_models(models: list[FineTune], root_dir: Path, folder: str, seed: int,
-                 class_images: Optional[dict[str, list[str]]] = None) -> list[dict]:
+                 class_images: Optional[str] = None) -> list[dict]:
     """Write each model as fp16 safetensors with its metadata; return manifest entries.
 
-    ``class_images`` (class name -> image files, from :func:`write_class_images`) gives each entry
-    its training images: those of its classes, in the order of its labels.
+    ``class_images`` (the folder :func:`write_class_images` wrote) gives each entry its training
+    images by reference: the renders of its classes, in the order of its labels.
     """
-    from probex.zoo.manifest import save_model_file
+    from probex.zoo.manifest import PER_LABEL, save_model_file
 
     entries = []
     for model in models:
@@ -337,5 +336,5 @@ def write_models(models: list[FineTune], root_dir: Path, folder: str, seed: int,
                         labels=model.classes, metadata=metadata)
         entries.append({"id": model_id, "path": relative, "split": split, "tree": model.tree,
                         "labels": model.classes, "metadata": {k: str(v) for k, v in metadata.items()},
-                        "images": [file for name in model.classes for file in class_images[name]] if class_images else None})
+                        "images": {PER_LABEL: class_images} if class_images else None})
     return entries

@@ -16,7 +16,7 @@ The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
           "labels": ["cat", "dog"],                       # readable class names (may be empty)
           "metadata": {"lr": "0.001", "epochs": "10"},    # hyperparameters, JSON values
           "images": "models/ft-0001/training_images"      # folder of its training images, a list of
-                                                          # image files (shared by several models), or null
+                                                          # image files, {"per_label": folder}, or null
         }
       ],
       "trees": {                                          # optional: what each tree is for
@@ -34,6 +34,11 @@ manifest's folder. Each weight file's own safetensors metadata repeats ``id``, `
 its zoo still says what it is (:func:`save_model_file` writes it so). Where the two differ the
 manifest wins. Opening reads the manifest and each file's header (to validate it and list its
 layers), never the tensors.
+
+Images shared by many models (renders of each class, written once per tree) are named by
+reference: ``{"per_label": "trees/cnn/class_images"}`` gives a model the images of
+``class_images/<safe_name(label)>/`` for each of its labels, in the order of its labels
+(:func:`class_images_folder`), so the manifest stays small however many models share them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import torch
 
 from probex.errors import ZooError
 from probex.progress import Progress
-from probex.storage import atomic_write_json
+from probex.storage import atomic_write_json, safe_name
 from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress
 from probex.zoo.records import TREE_ROLES, ModelRecord, TreeRole
 from probex.zoo.safefile import write_safetensors
@@ -127,6 +132,7 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     """Read the manifest zoo at ``root``: its records, with each weight file's header validated."""
     fields, entries = read_manifest(root)
     records: list[ModelRecord] = []
+    listed: dict[Path, list[Path]] = {}  # per-label image folders, listed once
     skipped: list[tuple[Path, str]] = []
     for done, entry in enumerate(entries, start=1):
         path = root / entry["path"]
@@ -138,7 +144,7 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
         if stored_id is not None and stored_id != entry["id"]:
             logger.warning("%s: file metadata says id %r, the manifest %r; using the manifest", path, stored_id, entry["id"])
         extra = {key: value for key, value in header.metadata.items() if key not in RESERVED_KEYS}
-        images = _images_of(root, entry.get("images"))
+        images = _images_of(root, entry.get("images"), entry.get("labels", []), listed)
         records.append(
             ModelRecord(
                 id=entry["id"],
@@ -162,12 +168,30 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     )
 
 
-def _images_of(root: Path, images: str | list[str] | None) -> list[Path]:
-    """A model's training images: the image files of its folder, or the files its list names."""
+#: The key of a manifest entry's shared, per-class images: ``{"per_label": folder}``.
+PER_LABEL = "per_label"
+
+
+def class_images_folder(folder: Path, label: str) -> Path:
+    """Where the images of class ``label`` lie in a per-label images ``folder`` (one sub-folder per class)."""
+    return Path(folder) / safe_name(label)
+
+
+def _images_of(root: Path, images: str | list[str] | dict | None, labels: list[str],
+               listed: dict[Path, list[Path]]) -> list[Path]:
+    """A model's training images: its folder's, the files its list names, or its labels' shared images."""
     if not images:
         return []
     if isinstance(images, list):
         return [root / image for image in images]
+    if isinstance(images, dict):
+        found = []
+        for label in labels:
+            folder = class_images_folder(root / images[PER_LABEL], label)
+            if folder not in listed:  # shared by many models: each folder is listed once
+                listed[folder] = list_images(folder)
+            found += listed[folder]
+        return found
     return list_images(root / images)
 
 
@@ -185,8 +209,11 @@ def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:
             raise ZooError(f"{where}: \"{key}\" must be a string or null")
     images = entry.get("images")
     if images is not None and not isinstance(images, str) and not (
-            isinstance(images, list) and all(isinstance(image, str) and image for image in images)):
-        raise ZooError(f"{where}: \"images\" must be a folder (a string), a list of image files, or null")
+            isinstance(images, list) and all(isinstance(image, str) and image for image in images)) and not (
+            isinstance(images, dict) and set(images) == {PER_LABEL} and isinstance(images[PER_LABEL], str)
+            and images[PER_LABEL]):
+        raise ZooError(f"{where}: \"images\" must be a folder (a string), a list of image files, "
+                       f"{{\"{PER_LABEL}\": folder}}, or null")
     labels = entry.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ZooError(f"{where}: \"labels\" must be a list of class names (strings)")

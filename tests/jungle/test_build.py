@@ -9,6 +9,8 @@ from PIL import Image
 
 from probex import ModelZoo
 from probex.cli import main
+from probex.storage import safe_name
+from probex.zoo.manifest import class_images_folder
 from probex.jungle import discriminative as disc
 from probex.jungle import load
 
@@ -37,11 +39,14 @@ def test_every_classifier_model_shows_renders_of_each_of_its_training_classes(sm
     assert len(classifiers) == 3 * disc.SIZES["small"].models_per_tree + disc.SIZES["small"].forest_models
     for record in classifiers:
         assert len(record.images) == disc.SHARED_IMAGES * len(record.labels)
-        shown = [image.name.rsplit("-", 1)[0].replace("-", " ") for image in record.images]
-        assert shown == [label for label in record.labels for _ in range(disc.SHARED_IMAGES)]
+        shown = [image.parent.name for image in record.images]
+        assert shown == [safe_name(label) for label in record.labels for _ in range(disc.SHARED_IMAGES)]
     files = {image for record in classifiers for image in record.images}
     assert all(image.is_file() and image.read_bytes()[:4] == b"\x89PNG" for image in files)
     assert len(files) == disc.SHARED_IMAGES * len(disc.POOL_CONCEPTS) * 4  # shared: once per tree and class
+    entries = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
+    assert all(entry["images"] == {"per_label": f"discriminative/{entry['id'].split('/')[0]}/class_images"}
+               for entry in entries if entry["tree"] != "mini-sd")  # by reference: the manifest stays small
 
 
 def test_the_shown_images_are_renders_every_model_of_the_tree_trained_on(tmp_path):
@@ -49,11 +54,11 @@ def test_the_shown_images_are_renders_every_model_of_the_tree_trained_on(tmp_pat
     indices = disc.own_image_indices(5, torch.Generator().manual_seed(3))
     assert (indices[..., :disc.SHARED_IMAGES] == torch.arange(disc.SHARED_IMAGES)).all()
     assert all(len(set(row.tolist())) == disc.IMAGES_PER_CLASS for row in indices.flatten(0, 1))  # no render twice
-    written = disc.write_class_images(recipe, 0, tmp_path, recipe.name)
+    folder = disc.write_class_images(recipe, 0, tmp_path, recipe.name)
     pool = disc.render_pool(torch.Generator().manual_seed(recipe.seed))  # the generator fine_tune_tree starts from
     row = 5
-    name = disc.concept(disc.POOL_CONCEPTS[row]).name
-    pixels = torch.tensor(np.asarray(Image.open(tmp_path / written[name][1]))).permute(2, 0, 1).float() / 255
+    written = class_images_folder(tmp_path / folder, disc.concept(disc.POOL_CONCEPTS[row]).name) / "1.png"
+    pixels = torch.tensor(np.asarray(Image.open(written))).permute(2, 0, 1).float() / 255
     assert (pixels - pool[row, 1]).abs().max() <= 0.5 / 255 + 1e-6  # the render itself, in 8 bits
 
 
@@ -140,3 +145,23 @@ def test_a_lora_fine_tuning_trains_only_its_low_rank_updates_and_the_head():
                          "block2.channel_fc2.lora.down.weight": (4, 512), "block2.channel_fc2.lora.up.weight": (64, 4),
                          "head.weight": (12, 64), "head.bias": (12,)}
     assert torch.allclose(model(images), expected, atol=1e-6)  # the up factor starts at zero: the root's function
+
+
+def test_a_resumed_build_keeps_the_trees_already_written_and_trains_the_rest(small_jungle, tmp_path):
+    import shutil
+
+    from probex.jungle.build import build_discriminative
+
+    shutil.copytree(small_jungle / "discriminative", tmp_path / "discriminative")
+    shutil.copytree(small_jungle / "roots", tmp_path / "roots")
+    (tmp_path / "discriminative" / "forest" / "ft-0003.safetensors").unlink()  # the forest was interrupted
+    shutil.rmtree(tmp_path / "discriminative" / "cnn-supervised" / "class_images")
+    entries, report = build_discriminative(tmp_path, "small", 0, roots=tmp_path / "roots", resume=True)
+    manifest = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
+    assert entries == [entry for entry in manifest if entry["tree"] != "mini-sd"]  # what a fresh build wrote
+    assert [tree for tree, part in report.items() if part.get("kept")] == [recipe.name for recipe in disc.TREES]
+    assert (tmp_path / "discriminative" / "forest" / "ft-0003.safetensors").read_bytes() == \
+        (small_jungle / "discriminative" / "forest" / "ft-0003.safetensors").read_bytes()
+    record = next(record for record in ModelZoo.open(small_jungle).records if record.tree == "cnn-supervised")
+    shown = record.images[0].relative_to(small_jungle)
+    assert (tmp_path / shown).read_bytes() == (small_jungle / shown).read_bytes()  # class images drawn again
