@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from explorer import sidebar  # noqa: E402
+from explorer.text import plain  # noqa: E402
 
 st.set_page_config(page_title="ProbeX Explorer", page_icon=":deciduous_tree:", layout="wide")
 
@@ -27,7 +28,7 @@ try:
 
     set_threads()  # $PROBEX_THREADS, when set
 except ValueError as error:
-    st.warning(f"{error}; training uses torch's default threads.")
+    st.warning(f"{plain(error)}; training uses torch's default threads.")
 
 PAGES = {
     "home": st.Page("views/home.py", title="Home", icon=":material/home:", default=True),

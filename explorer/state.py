@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import streamlit as st
 
+from explorer.text import plain
 from probex.errors import ProbeXError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def current_zoo():
     try:
         return load_zoo(path)
     except ProbeXError as error:
-        st.error(f"Cannot open {population_name(path)}: {error}")
+        st.error(f"Cannot open {plain(population_name(path))}: {plain(error)}")
         st.stop()
 
 
@@ -103,7 +104,7 @@ def current_router(path: str) -> RouterFit:
     try:
         return fit_router(path)
     except ProbeXError as error:
-        st.error(f"The router could not fit this population: {error}")
+        st.error(f"The router could not fit this population: {plain(error)}")
         st.stop()
 
 

@@ -1,23 +1,42 @@
 """Uploaded model files: checked, written to a private temporary folder, opened as a one-model zoo.
 
-Uploads are written under ``$TMPDIR/probex-uploads/<content hash>/`` (never executed or
-unpickled). A bad upload (not safetensors, too large, corrupt) raises ``UploadError`` (a ``ProbeXError``)
-whose message the page shows with ``st.error``; the safetensors header itself is validated by
-probex (``read_header``) before any tensor is trusted.
+Uploads are written into one folder per app process, made by ``tempfile.mkdtemp`` (mode 0700,
+a new random name each time, so no other user can plant or read files in it and nothing is
+reused by name), under a name derived from the content's hash. A file is written with
+``O_EXCL | O_NOFOLLOW`` and reused only after checking it is still a regular file (not a link)
+holding exactly the uploaded bytes: a planted file or a symbolic link is never read. Files are
+never executed or unpickled. A bad upload (not safetensors, too large, corrupt) raises
+``UploadError`` (a ``ProbeXError``) whose message the page shows with ``st.error``; the
+safetensors header itself is validated by probex (``read_header``) before any tensor is trusted.
+
+The header of an upload is parsed once per process: a page's reruns (every click) get the same
+zoo (or the same refusal) back from a small in-memory cache keyed by the content's hash, without
+parsing again.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import os
+import shutil
+import stat
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from probex.errors import ProbeXError
-from probex.storage import atomic_write_bytes
 
 #: Larger uploads are refused before they are written anywhere (the jungle's models are < 1 MB).
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: Uploads whose parsed zoo is kept in memory (the most recent ones).
+CACHED_UPLOADS = 8
+
+_lock = threading.Lock()
+_folder: Path | None = None
+_opened: OrderedDict[tuple[str, str], Any] = OrderedDict()  # (sha256, name) -> the one-model zoo, or its UploadError
 
 
 def upload_limit_mb() -> int:
@@ -25,14 +44,25 @@ def upload_limit_mb() -> int:
     return max(1, -(-MAX_UPLOAD_BYTES // 2**20))
 
 
-class UploadError(ProbeXError, ValueError):
+class UploadError(ProbeXError):
     """An uploaded file that cannot be read as a model (the message says why and what to do)."""
+
+
+def upload_folder() -> Path:
+    """This process's private upload folder (mode 0700, made once by ``mkdtemp``; removed at exit)."""
+    global _folder
+    with _lock:
+        if _folder is None or not _folder.is_dir():
+            _folder = Path(tempfile.mkdtemp(prefix="probex-uploads-"))
+            atexit.register(shutil.rmtree, _folder, ignore_errors=True)
+        return _folder
 
 
 def open_upload(name: str, data: bytes, max_bytes: int | None = None):
     """A ModelZoo holding the one uploaded model ``name`` with content ``data``.
 
-    ``max_bytes`` defaults to :data:`MAX_UPLOAD_BYTES` (read when called).
+    ``max_bytes`` defaults to :data:`MAX_UPLOAD_BYTES` (read when called). The same content
+    uploaded again in this process returns the zoo parsed the first time.
 
     Raises:
         UploadError: not a .safetensors file, empty, larger than ``max_bytes`` or corrupt.
@@ -48,18 +78,59 @@ def open_upload(name: str, data: bytes, max_bytes: int | None = None):
                           "this page reads; use the probex library or CLI for large models.")
     if not data:
         raise UploadError(f"{name}: the file is empty.")
-    # one private folder per content: a page's reruns reuse the file instead of writing it again
-    folder = Path(tempfile.gettempdir()) / "probex-uploads" / hashlib.sha256(data).hexdigest()[:24]
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / Path(name).name
-    if not path.is_file() or path.stat().st_size != len(data):
-        atomic_write_bytes(path, data)
-    record = ModelRecord(id=Path(name).stem, path=path)
+    digest = hashlib.sha256(data).hexdigest()
+    key = (digest, name)
+    with _lock:
+        if key in _opened:
+            _opened.move_to_end(key)
+            known = _opened[key]
+            if isinstance(known, UploadError):
+                raise known
+            return known
+    folder = upload_folder()
+    path = folder / f"{digest[:32]}.safetensors"
+    _write_once(path, data)
+    record = ModelRecord(id=Path(name).stem or "upload", path=path)
     try:
         record.read_header()
+        result: Any = ModelZoo(folder, "upload", [record], name=f"upload {name}")
     except ProbeXError as error:
-        raise UploadError(f"{name}: {_without_path(str(error), path)}") from None
-    return ModelZoo(folder, "upload", [record], name=f"upload {name}")
+        result = UploadError(f"{name}: {_without_path(str(error), path)}")
+    with _lock:
+        _opened[key] = result
+        while len(_opened) > CACHED_UPLOADS:
+            _opened.popitem(last=False)
+    if isinstance(result, UploadError):
+        raise result
+    return result
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """True when ``path`` is a regular file (not a link, not a FIFO) holding exactly ``data``."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return handle.read(len(data) + 1) == data
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """Make ``path`` a regular file holding ``data``: reused if it already is, else (re)written; never followed."""
+    with _lock:
+        if _holds(path, data):
+            return
+        if os.path.lexists(path):
+            os.unlink(path)  # not the upload (a link, a FIFO, other bytes): replaced, never read
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def read_upload(uploaded: Any, max_bytes: int | None = None):

@@ -21,6 +21,7 @@ _PUBLIC = {
     "DenseExpert": "probex.experts.classifier",
     "load_expert": "probex.experts.base",
     "StatNNClassifier": "probex.experts.statnn",
+    "StatNNNetworkClassifier": "probex.experts.statnn",
     "statnn_features": "probex.experts.statnn",
     "ModelZoo": "probex.zoo",
     "LayerBank": "probex.zoo",
@@ -49,6 +50,8 @@ _PUBLIC = {
     "set_threads": "probex.experts.training",
     "ProbeXError": "probex.errors",
     "ZooError": "probex.errors",
+    "ParameterError": "probex.errors",
+    "NotFittedError": "probex.estimator",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

@@ -7,18 +7,20 @@ evicted on its own; :func:`cache_usage` says what is there and :func:`clear_cach
 all of it or by kind and age. Only those four folders are ever touched, so pointing
 ``$PROBEX_CACHE`` at a folder that holds other things is safe.
 
-An entry is what one cached item wrote: a bank's ``.npy`` and ``.json`` share a name and count
+An entry is what one cached item wrote: a bank's arrays and index share a stem and count
 as one; the hidden temporaries of a write cut short by a crash count as entries of their own.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
+from probex.errors import ProbeXError
 from probex.storage import cache_dir
 
 KINDS = ("banks", "atlas", "text", "sweeps")
@@ -43,7 +45,7 @@ def _kinds(kinds: Optional[Iterable[str]]) -> list[str]:
     chosen = list(KINDS if kinds is None else kinds)
     unknown = sorted(set(chosen) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown cache kind(s) {unknown}; the kinds are {list(KINDS)}")
+        raise ProbeXError(f"unknown cache kind(s) {unknown}; the kinds are {list(KINDS)}")
     return chosen
 
 
@@ -57,6 +59,15 @@ def _size_and_time(path: Path) -> tuple[int, float]:
     return size, latest or path.stat().st_mtime
 
 
+def _entry_name(kind: str, file_name: str) -> str:
+    """The entry a cached file belongs to: a bank's arrays and index share its stem, other files their name."""
+    if kind == "banks":
+        from probex.zoo.bank_cache import entry_of
+
+        return entry_of(file_name)
+    return file_name.rsplit(".", 1)[0]
+
+
 def cache_entries(kinds: Optional[Iterable[str]] = None) -> list[CacheEntry]:
     """Every entry of the chosen kinds (default: all), oldest first."""
     entries = []
@@ -66,7 +77,7 @@ def cache_entries(kinds: Optional[Iterable[str]] = None) -> list[CacheEntry]:
             continue
         groups: dict[str, list[Path]] = {}
         for path in folder.iterdir():
-            name = path.name if path.is_dir() or path.name.startswith(".") else path.name.rsplit(".", 1)[0]
+            name = path.name if path.is_dir() or path.name.startswith(".") else _entry_name(kind, path.name)
             groups.setdefault(name, []).append(path)
         for name, paths in groups.items():
             measured = [_size_and_time(path) for path in paths]
@@ -91,8 +102,8 @@ def cache_usage(kinds: Optional[Iterable[str]] = None) -> dict[str, dict]:
 def clear_cache(kinds: Optional[Iterable[str]] = None, older_than_days: Optional[float] = None) -> list[CacheEntry]:
     """Remove the entries of the chosen kinds (default: all), or only those unused for more than
     ``older_than_days``; returns what was removed. Files that vanish meanwhile are skipped."""
-    if older_than_days is not None and older_than_days < 0:
-        raise ValueError(f"older_than_days must be >= 0; got {older_than_days}")
+    if older_than_days is not None and not (math.isfinite(older_than_days) and older_than_days >= 0):
+        raise ProbeXError(f"older_than_days must be a finite number >= 0; got {older_than_days}")
     now = time.time()
     removed = []
     for entry in cache_entries(kinds):

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from probex.errors import ProbeXError
 from probex.trees.dendrogram import ABOVE_CUT_COLOR, DendrogramData
 
 MAX_LEAF_LABELS = 60  # more leaves than this: no model ids under the axis (hover still tells)
@@ -107,17 +108,20 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
     """Models as points on the first two principal components of their raw weights, one panel per colouring.
 
     Args:
-        X: [N, d_W, d_H] or [N, D] weights (one layer of N models; a tensor or an array).
+        X: one layer of N models: a LayerBank (dense or LoRA factors, read a chunk at a time), a
+            tensor or an array [N, d_W, d_H] or [N, D]. Large layers are mapped through a random
+            projection, and the title says so (see :mod:`probex.trees.weight_map`).
         colourings: panel title -> one category per model (e.g. ``{"tree found": ..., "true tree": ...}``);
             a None category is drawn as "unknown".
         ids: the model ids shown on hover.
     """
-    import numpy as np
+    from probex.trees.weight_map import weight_map
 
-    values = np.asarray(X.float().numpy() if hasattr(X, "float") else X, dtype=np.float64)
-    values = values.reshape(values.shape[0], -1)
-    coordinates, variance = _principal_coordinates(values)
-    ids = list(ids) if ids is not None else [str(i) for i in range(len(values))]
+    mapped = weight_map(X)
+    coordinates, variance = mapped.coordinates, mapped.variance
+    if mapped.method != "exact":
+        title = f"{title} ({mapped.method})"
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(coordinates))]
     figure = make_subplots(rows=1, cols=len(colourings), subplot_titles=list(colourings),
                            horizontal_spacing=0.08)
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -139,38 +143,6 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
     return figure
 
 
-def _principal_coordinates(values: Any) -> tuple[Any, Any]:
-    """The first two principal coordinates [N, 2] of rows [N, D] and the variance share of each component.
-
-    Through the smaller Gram matrix (N x N or D x D) and a symmetric eigensolver: a full SVD of
-    a few hundred models of ten thousand weights takes seconds on two cores, this a tenth of one.
-    """
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread: beside torch's threads on a busy 2-core machine, more threads made it 10-100x slower
-    with threadpool_limits(1):
-        return _principal_coordinates_of(values - values.mean(axis=0, keepdims=True))
-
-
-def _principal_coordinates_of(centred: Any) -> tuple[Any, Any]:
-    import numpy as np
-
-    if centred.shape[0] <= centred.shape[1]:
-        eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)  # left singular vectors, ascending
-        order = np.argsort(eigenvalues)[::-1][:2]
-        coordinates = vectors[:, order] * np.sqrt(np.clip(eigenvalues[order], 0.0, None))
-    else:
-        eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)  # principal axes, ascending
-        order = np.argsort(eigenvalues)[::-1][:2]
-        coordinates = centred @ vectors[:, order]
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
-    variance = np.pad(eigenvalues[order] / max(float(eigenvalues.sum()), 1e-30), (0, 2))
-    if coordinates.shape[1] < 2:  # one weight: a degenerate map
-        coordinates = np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1])))
-    return coordinates, variance
-
-
 def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validation score per layer") -> go.Figure:
     """A bar per swept layer (validation score, test score on hover), the best layer by validation marked.
 
@@ -178,7 +150,7 @@ def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validat
     """
     rows = [score if isinstance(score, dict) else vars(score) for score in scores]
     if not rows:
-        raise ValueError("layer_sweep_figure: no layer scores to draw")
+        raise ProbeXError("layer_sweep_figure: no layer scores to draw")
     best = max(range(len(rows)), key=lambda i: (rows[i]["val"], -rows[i].get("n_parameters", 0), -i))
     hover = []
     for row in rows:
@@ -234,7 +206,7 @@ def atlas_figure(atlas: Any, color: str = "label", title: str | None = None, hei
     prompts carry ""), so an app can react to a selection.
     """
     if color not in ATLAS_COLORINGS:
-        raise ValueError(f"atlas_figure: color must be one of {ATLAS_COLORINGS}; got {color!r}")
+        raise ProbeXError(f"atlas_figure: color must be one of {ATLAS_COLORINGS}; got {color!r}")
     points = atlas.points
     models = points[points["kind"] == "model"]
     groups = sorted({str(value) for value in models[color]}, key=lambda value: (value == "", value))
@@ -302,9 +274,9 @@ def image_grid_figure(images: Sequence[Any], titles: Sequence[str] | None = None
 
     images = list(images)
     if not images:
-        raise ValueError("image_grid_figure: no images to draw")
+        raise ProbeXError("image_grid_figure: no images to draw")
     if titles is not None and len(titles) != len(images):
-        raise ValueError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
+        raise ProbeXError(f"image_grid_figure: {len(titles)} titles for {len(images)} images")
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=list(titles) if titles is not None else None,

@@ -23,7 +23,10 @@ def tqdm_progress(description: str, unit: str = "it", disable: Optional[bool] = 
     """
     from tqdm.auto import tqdm
 
+    from probex.errors import printable
+
     bar = None
+    description = printable(description, one_line=True)  # names from files never reach the terminal raw
 
     def update(done: int, total: int, message: object = "") -> None:
         nonlocal bar
@@ -32,7 +35,7 @@ def tqdm_progress(description: str, unit: str = "it", disable: Optional[bool] = 
         bar.total = total
         bar.n = done
         if message:
-            bar.set_postfix_str(str(message), refresh=False)
+            bar.set_postfix_str(printable(message, one_line=True), refresh=False)
         bar.refresh()
 
     try:

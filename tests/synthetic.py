@@ -5,13 +5,24 @@ low-rank update (scaled by a per-model strength, like a learning rate), plus noi
 Forest: the same construction, but every model has its OWN random root, and the hidden units
 on both sides of the layer are permuted per model (the classical nuisances), so class
 signatures do not line up across models.
+
+``write_layer_bank`` turns any such tensor into a real LayerBank, read by a ModelZoo from
+safetensors files written for the test.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from probex.zoo import LayerBank
 
 
 @dataclass
@@ -59,3 +70,34 @@ def make_population(
     else:
         raise ValueError(kind)
     return Population(X, Y)
+
+
+def write_layer_bank(
+    X: torch.Tensor,
+    layer: str = "fc.weight",
+    *,
+    ids: list[str] | None = None,
+    labels: list[list[str]] | None = None,
+    trees: list[str | None] | None = None,
+    root: Path | None = None,
+) -> "LayerBank":
+    """A real LayerBank of X [N, d_W, d_H]: one safetensors file per model and a manifest are
+    written under ``root`` (default: a fresh temporary folder, removed when the tests end), and a
+    ModelZoo reads the layer back."""
+    from probex.zoo import ModelZoo
+    from probex.zoo.manifest import save_model_file, write_manifest
+    from probex.zoo.records import ModelRecord
+
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="probex-test-bank-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    ids = ids if ids is not None else [f"model_{i:04d}" for i in range(X.shape[0])]
+    records = []
+    for i, model_id in enumerate(ids):
+        model_labels = labels[i] if labels is not None else []
+        tree = trees[i] if trees is not None else None
+        path = save_model_file(root / "models" / f"{model_id}.safetensors", {layer: X[i].contiguous().clone()},
+                               id=model_id, tree=tree, labels=model_labels)
+        records.append(ModelRecord(id=model_id, path=path, tree=tree, labels=list(model_labels)))
+    write_manifest(root, records, name=root.name)
+    return ModelZoo.open(root).bank(layer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import state
+from explorer.text import plain
 from probex.errors import ProbeXError
 
 COLOURS = {"concept": "label", "tree": "tree", "split": "split", "kind": "kind"}
@@ -30,10 +31,10 @@ try:
     if prompts:
         atlas = atlas.with_prompts(prompts)
 except (ProbeXError, ValueError) as error:
-    st.error(f"Cannot draw the atlas of {tree}: {error}")
+    st.error(f"Cannot draw the atlas of {plain(tree)}: {plain(error)}")
     st.stop()
 if atlas.message:
-    st.caption(atlas.message)
+    st.caption(plain(atlas.message))
 
 selected = None
 try:
@@ -51,7 +52,7 @@ else:
         if isinstance(model_id, str) and model_id in index.ids:
             selected = model_id
             break
-st.caption(f"{len(index):,} models of {tree}; expert {choice.source}. Click a model point to open it, "
+st.caption(f"{len(index):,} models of {plain(tree)}; expert {plain(choice.source)}. Click a model point to open it, "
            "or pick one below.")
 
 model_ids = index.ids
@@ -59,10 +60,10 @@ if selected is not None:
     st.session_state["atlas_model"] = selected
 model_id = st.selectbox("Model", model_ids, key="atlas_model")
 record = zoo.record(model_id)
-st.subheader(model_id)
+st.subheader(plain(model_id))
 columns = st.columns([1, 2])
-columns[0].markdown(f"**concept:** {', '.join(record.labels) or '-'}  \n**split:** {record.split}  \n"
-                    f"**tree:** {record.tree}")
+columns[0].markdown(f"**concept:** {plain(', '.join(record.labels) or '-')}  \n**split:** {plain(record.split)}  \n"
+                    f"**tree:** {plain(record.tree)}")
 with columns[0].expander("metadata"):
     st.json(record.metadata)
 if record.images:
@@ -72,4 +73,4 @@ neighbours = index.neighbours(model_id, k=5)
 for column, hit in zip(st.columns(len(neighbours)), neighbours):
     if hit.images:
         column.image(str(hit.images[0]), width=72)
-    column.caption(f"{hit.score:.3f} · **{', '.join(hit.labels)}**  \n`{hit.model_id}`")
+    column.caption(f"{hit.score:.3f} · **{plain(', '.join(hit.labels))}**  \n{plain(hit.model_id)}")

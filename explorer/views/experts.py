@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from explorer import state
+from explorer.text import plain
 from explorer.train_now import TASK_NAMES, train_expert
 from probex.errors import ProbeXError
 from probex.figures import layer_sweep_figure, training_curves_figure
@@ -34,9 +35,9 @@ else:
     expert = choice.expert
     metadata = getattr(expert, "metadata_", {}) or {}
     task = metadata.get("task") or ("align" if choice.aligned else "classes")
-    st.markdown(f"**{type(expert).__name__}** ({choice.source}) for {TASK_NAMES[task]}: "
+    st.markdown(f"**{type(expert).__name__}** ({plain(choice.source)}) for {plain(TASK_NAMES.get(task, task))}: "
                 f"**{expert.n_parameters_:,}** parameters, reading "
-                + ", ".join(f"`{layer}`" for layer in (expert.layers_ or [])) + ".")
+                + ", ".join(plain(layer) for layer in (expert.layers_ or [])) + ".")
     if choice.scores:
         st.plotly_chart(training_curves_figure(expert.history_, title=f"{tree}: the expert trained in this session"),
                         width="stretch", key="trained_curves")
@@ -122,13 +123,13 @@ if submitted:
         run = train_expert(tree_zoo, task, layer, int(n_probes), int(proj_dim), int(rep_dim), int(epochs),
                            progress=progress)
     except (ProbeXError, ValueError) as error:
-        st.error(f"Training failed: {error}")
+        st.error(f"Training failed: {plain(error)}")
     else:
         bar.progress(1.0, text=f"done: best epoch {run.expert.best_epoch_} of {len(history)}")
         chart.plotly_chart(training_curves_figure(history, title=f"{tree}: training {layer}"), width="stretch",
                            key="training_curves")
         state.keep_trained_expert(path, tree, run.expert, run.scores)
-        st.success(f"The new expert is now the {tree} expert for this session"
+        st.success(f"The new expert is now the {plain(tree)} expert for this session"
                    + (" (Search and Atlas use it)." if task == "align" else "."))
         st.dataframe(run.scores, hide_index=True, width="stretch",
                      column_config={"value": st.column_config.NumberColumn(format="%.3f")})

@@ -8,6 +8,7 @@ import streamlit as st
 
 import probex
 from explorer import state
+from explorer.text import plain
 
 st.title("ProbeX Explorer")
 st.markdown(
@@ -24,9 +25,9 @@ zoo = state.current_zoo()
 trees = state.real_trees(zoo)
 forest = [tree for tree in zoo.trees if tree not in trees]
 
-st.subheader(f"{zoo.name}: {len(zoo):,} models")
+st.subheader(f"{plain(zoo.name)}: {len(zoo):,} models")
 if zoo.description:
-    st.caption(zoo.description)
+    st.caption(plain(zoo.description))
 columns = st.columns(4)
 columns[0].metric("models", f"{len(zoo):,}")
 columns[1].metric("Model Trees", len(trees))
@@ -60,7 +61,7 @@ if with_images:
             break
     for column, (concept, record) in zip(st.columns(len(shown)), shown.items()):
         column.image([str(image) for image in record.images[:2]], width=80)
-        column.caption(f"**{concept}**  \n{record.id}")
+        column.caption(f"**{plain(concept)}**  \n{plain(record.id)}")
 
 st.markdown(
     """
@@ -70,4 +71,4 @@ a ProbeX expert per tree, compare it with Dense and StatNN. *Atlas*: models and 
 what ProbeX says about it.
 """
 )
-st.caption(f"probex {probex.__version__} · population: {state.population_name(path)}")
+st.caption(f"probex {probex.__version__} · population: {plain(state.population_name(path))}")

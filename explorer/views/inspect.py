@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from explorer import state, uploads
+from explorer.text import plain
 from probex.errors import ProbeXError
 
 UPLOAD = "Upload a model file"
@@ -33,7 +34,7 @@ if source == UPLOAD:
         try:
             model = uploads.read_upload(uploaded)
         except ProbeXError as error:
-            st.error(str(error))
+            st.error(plain(error))
 else:
     example = st.selectbox("Model id (not used to find the trees)", fitted.held_ids or zoo.ids, key="inspect_example")
     model = zoo.select(ids=[example])
@@ -46,14 +47,14 @@ record = model.records[0]
 try:
     trees, distances = router.route(model, return_distance=True)
 except ProbeXError as error:
-    st.error(f"{record.path.name}: cannot be routed: {error}")
+    st.error(f"{plain(record.path.name)}: cannot be routed: {plain(error)}")
     st.stop()
 found, distance = trees[0], float(distances[0])
 
 st.subheader("1. Its Model Tree")
 if found is None:
     if math.isnan(distance):
-        st.error(f"{record.path.name}: **wrong architecture**: no tree of this population has models with these layers and shapes, "
+        st.error(f"{plain(record.path.name)}: **wrong architecture**: no tree of this population has models with these layers and shapes, "
                    "so no expert here can read it.")
     else:
         st.warning(f"**Unknown tree**: it lies {distance:.3g} from the nearest tree centre, farther than that tree's "
@@ -61,16 +62,16 @@ if found is None:
     st.stop()
 truth = router.tree_truth_.get(found)
 radius = float(router.radii_[router.tree_names_.index(found)])
-st.success(f"It joins **{found}**" + (f", the **{truth}** tree" if truth else "")
+st.success(f"It joins **{plain(found)}**" + (f", the **{plain(truth)}** tree" if truth else "")
            + f": distance {distance:.3g} to its centre (the tree's models lie within {radius:.3g}).")
 tree = truth or found
 choice = state.expert_for(path, tree)
 if choice is None:
-    st.info(f"No expert for {tree} yet: train one on the Experts page.")
+    st.info(f"No expert for {plain(tree)} yet: train one on the Experts page.")
     st.stop()
 
 st.subheader("2. What it was trained on")
-st.caption(f"Expert: {type(choice.expert).__name__} ({choice.source}) on {', '.join(choice.expert.layers_)}.")
+st.caption(f"Expert: {type(choice.expert).__name__} ({plain(choice.source)}) on {plain(', '.join(choice.expert.layers_))}.")
 try:
     if choice.aligned:
         index = state.model_index(path, tree, choice.token, choice.expert)
@@ -78,7 +79,7 @@ try:
         st.dataframe([{"concept": label, "cosine score": score} for label, score in labels], hide_index=True,
                      width="stretch", column_config={"cosine score": st.column_config.ProgressColumn(
                          "cosine score", min_value=-1.0, max_value=1.0, format="%.3f")})
-        st.markdown(f"Predicted concept: **{labels[0][0]}**")
+        st.markdown(f"Predicted concept: **{plain(labels[0][0])}**")
         neighbours = index.neighbours(index.embed_model(record.path), k=5)
     else:
         layers = [model.bank(layer, cache=False) for layer in choice.expert.layers_]
@@ -86,7 +87,7 @@ try:
         order = np.argsort(-probabilities)
         classes = choice.expert.classes_
         predicted = [classes[i] for i in order if probabilities[i] >= 0.5]
-        st.markdown("Predicted training classes: " + (", ".join(f"**{name}**" for name in predicted) or "none above 0.5"))
+        st.markdown("Predicted training classes: " + (", ".join(f"**{plain(name)}**" for name in predicted) or "none above 0.5"))
         st.dataframe([{"class": classes[i], "probability": float(probabilities[i]),
                        **({"trained on it": classes[i] in true_labels} if true_labels is not None else {})}
                       for i in order[:15]], hide_index=True, width="stretch",
@@ -94,14 +95,14 @@ try:
                          "probability", min_value=0.0, max_value=1.0, format="%.3f")})
         neighbours = None
 except (ProbeXError, ValueError) as error:
-    st.error(f"{record.path.name}: the {tree} expert cannot read it: {error}")
+    st.error(f"{plain(record.path.name)}: the {plain(tree)} expert cannot read it: {plain(error)}")
     st.stop()
 if true_labels is not None:
-    st.caption("Its true training classes: " + ", ".join(true_labels))
+    st.caption("Its true training classes: " + plain(", ".join(true_labels)))
 
 if neighbours:
     st.subheader("3. The nearest known models")
     for column, hit in zip(st.columns(len(neighbours)), neighbours):
         if hit.images:
             column.image(str(hit.images[0]), width=72)
-        column.caption(f"{hit.score:.3f} · **{', '.join(hit.labels)}**  \n`{hit.model_id}`")
+        column.caption(f"{hit.score:.3f} · **{plain(', '.join(hit.labels))}**  \n{plain(hit.model_id)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import state, uploads
+from explorer.text import plain
 from probex.errors import ProbeXError
 
 PROMPT_MODE = "Find models for a prompt"
@@ -23,10 +24,10 @@ mode = columns[1].radio("Mode", (PROMPT_MODE, MODEL_MODE), horizontal=True, key=
 try:
     index = state.model_index(path, tree, choice.token, choice.expert)
 except ProbeXError as error:
-    st.error(f"Cannot index the models of {tree}: {error}")
+    st.error(f"Cannot index the models of {plain(tree)}: {plain(error)}")
     st.stop()
-st.caption(f"{len(index):,} models of **{tree}**, expert {choice.source} "
-           f"({type(choice.expert).__name__} on {', '.join(choice.expert.layers_)}).")
+st.caption(f"{len(index):,} models of **{plain(tree)}**, expert {plain(choice.source)} "
+           f"({type(choice.expert).__name__} on {plain(', '.join(choice.expert.layers_))}).")
 
 
 def image_grid(hits, per_row: int = 5) -> None:
@@ -35,7 +36,7 @@ def image_grid(hits, per_row: int = 5) -> None:
     for start in range(0, len(shown), per_row):
         for column, hit in zip(st.columns(per_row), shown[start:start + per_row]):
             column.image([str(image) for image in hit.images[:2]], width=72)
-            column.caption(f"#{hit.rank} · {hit.score:.3f}  \n**{', '.join(hit.labels)}**  \n`{hit.model_id}`")
+            column.caption(f"#{hit.rank} · {hit.score:.3f}  \n**{plain(', '.join(hit.labels))}**  \n{plain(hit.model_id)}")
 
 
 def hits_table(hits) -> None:
@@ -57,9 +58,9 @@ if mode == PROMPT_MODE:
         try:
             hits = index.search(prompt, k=k)
         except (ProbeXError, ValueError) as error:
-            st.error(str(error))
+            st.error(plain(error))
         else:
-            st.subheader(f"Models for “{prompt}”")
+            st.subheader(f"Models for “{plain(prompt)}”")
             hits_table(hits)
             image_grid(hits)
     else:
@@ -79,20 +80,20 @@ else:
             try:
                 model = uploads.read_upload(uploaded).records[0].path
             except ProbeXError as error:
-                st.error(str(error))
+                st.error(plain(error))
     if model is not None:
         try:
             labels = index.top_labels(model, k=5)
         except (ProbeXError, ValueError) as error:
-            st.error(str(error))
+            st.error(plain(error))
         else:
             st.subheader("Top zero-shot labels")
-            st.caption(f"Among the {len(index.classes)} class names of {tree}, held-out ones included.")
+            st.caption(f"Among the {len(index.classes)} class names of {plain(tree)}, held-out ones included.")
             st.dataframe([{"label": label, "score": score} for label, score in labels], hide_index=True,
                          width="stretch", column_config={"score": st.column_config.ProgressColumn(
                              "score", min_value=-1.0, max_value=1.0, format="%.3f")})
             if isinstance(model, str):
                 record = zoo.record(model)
-                st.caption(f"Its true concept: **{', '.join(record.labels)}** ({record.split})")
+                st.caption(f"Its true concept: **{plain(', '.join(record.labels))}** ({plain(record.split)})")
                 if record.images:
                     st.image([str(image) for image in record.images[:6]], width=72)

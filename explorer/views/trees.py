@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer import state, uploads
+from explorer.text import plain
 from probex.errors import ProbeXError
 from probex.figures import dendrogram_figure, weight_map_figure
 
@@ -57,7 +58,7 @@ found = [router.tree_names_[router.labels_[position]] for position in architectu
 truth = [router.true_trees_[position] for position in architecture.positions] if router.true_trees_ else None
 bank = state.layer_bank(path, architecture.layer, tuple(ids))
 colourings = {"tree found": found} if truth is None else {"tree found": found, "true tree": truth}
-st.plotly_chart(weight_map_figure(bank.X, colourings, ids=ids,
+st.plotly_chart(weight_map_figure(bank, colourings, ids=ids,
                                   title=f"{chosen}: layer {architecture.layer}, first two principal components"),
                 width="stretch", key="weight_map")
 
@@ -71,14 +72,14 @@ if uploaded is not None:
         model = uploads.read_upload(uploaded)
         trees, distances = router.route(model, return_distance=True)
     except ProbeXError as error:
-        st.error(str(error))
+        st.error(plain(error))
     else:
         tree = trees[0]
         if tree is None:
             reason = "its architecture matches no tree" if distances[0] != distances[0] else \
                 f"it lies {distances[0]:.3g} from the nearest centre, farther than that tree's models"
-            st.warning(f"**{uploaded.name}**: unknown tree ({reason}).")
+            st.warning(f"**{plain(uploaded.name)}**: unknown tree ({reason}).")
         else:
             truth_name = router.tree_truth_.get(tree)
-            st.success(f"**{uploaded.name}** joins **{tree}**" + (f" (the {truth_name} tree)" if truth_name else "")
+            st.success(f"**{plain(uploaded.name)}** joins **{plain(tree)}**" + (f" (the {plain(truth_name)} tree)" if truth_name else "")
                        + f", at distance {distances[0]:.3g} from its centre.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from probex.cache import KINDS
+from probex.cli import checks
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     clear = commands.add_parser("clear", help="remove cache entries: all, or by kind and age")
     clear.add_argument("--kind", action="append", choices=KINDS, help="only this kind (repeat for several)")
-    clear.add_argument("--older-than", type=float, metavar="DAYS",
+    clear.add_argument("--older-than", type=checks.non_negative_float, metavar="DAYS",
                        help="only entries neither read nor written for more than DAYS days")
     clear.set_defaults(func=run_clear)
 

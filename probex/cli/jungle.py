@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
+from probex.cli import checks
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("jungle", help="the built-in demo jungle")
     commands = parser.add_subparsers(dest="jungle_command", metavar="COMMAND", required=True)
     build = commands.add_parser("build", help="build a demo jungle into a folder")
-    build.add_argument("--out", required=True, help="the folder to write (a zoo in probex's manifest layout)")
+    build.add_argument("--out", required=True, type=checks.writable_folder,
+                       help="the folder to write (a zoo in probex's manifest layout): new, empty, or an earlier build")
     build.add_argument("--size", choices=("small", "full"), default="full", help="full ships; small is for tests")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--workers", type=int, default=1, help="2: build the generative tree in a second process")
-    build.add_argument("--roots", help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
-    build.add_argument("--generative", help="the generative folder of an earlier build (<jungle>/generative): keep "
-                                            "its LoRA models byte for byte instead of training them again")
+    build.add_argument("--seed", type=checks.non_negative_int, default=0)
+    build.add_argument("--workers", type=checks.int_in(1, 2), default=1, help="2: build the generative tree in a second process")
+    build.add_argument("--roots", type=checks.existing_folder, help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
+    build.add_argument("--generative", type=checks.existing_folder,
+                       help="the generative folder of an earlier build (<jungle>/generative): keep its LoRA models "
+                            "byte for byte instead of training them again")
     build.add_argument("--resume", action="store_true",
                        help="continue an interrupted build in --out: keep the classifier trees already written in full")
     build.add_argument("--no-validate", dest="validate", action="store_false",
@@ -24,12 +28,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=run_build)
     validate = commands.add_parser("validate", help="sweep every layer of every tree; write the recommended "
                                                     "layers and the pre-trained experts into the jungle")
-    validate.add_argument("path", nargs="?", help="a built jungle (default: the shipped one)")
-    validate.add_argument("--epochs", type=int, help="training epochs per layer (default 100, patience 20)")
+    validate.add_argument("path", nargs="?", type=checks.existing_folder, help="a built jungle (default: the shipped one)")
+    validate.add_argument("--epochs", type=checks.epochs, help="training epochs per layer (default 100, patience 20)")
     validate.set_defaults(func=run_validate)
     check = commands.add_parser("check", help="measure and print the jungle's acceptance figures "
                                               "(router, experts, forest, alignment)")
-    check.add_argument("path", nargs="?", help="a built jungle (default: the shipped one)")
+    check.add_argument("path", nargs="?", type=checks.existing_folder, help="a built jungle (default: the shipped one)")
     check.set_defaults(func=run_check)
 
 

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from probex.cli import checks
+from probex.trees.dendrogram import LINKAGE_METHODS
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,18 +16,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Cluster the models of a zoo into Model Trees, print each tree (size, the model nearest "
                     "its centre, its true tree when the zoo knows it) and the routing accuracy, and write "
                     "the dendrogram as HTML or PNG.")
-    parser.add_argument("path", help="the zoo's root folder")
-    parser.add_argument("--layer", help="layer to cluster on (default: each architecture's largest layer)")
-    parser.add_argument("--threshold", type=float, metavar="H",
+    parser.add_argument("path", type=checks.existing_folder, help="the zoo's root folder")
+    parser.add_argument("--layer", type=checks.text, help="layer to cluster on (default: each architecture's largest layer)")
+    parser.add_argument("--threshold", type=checks.non_negative_float, metavar="H",
                         help="cut the dendrogram at merge height H (default: the largest gap rule)")
-    parser.add_argument("--n-trees", type=int, metavar="K", help="cut into K trees per architecture")
-    parser.add_argument("--method", default="ward", help="scipy linkage method (default ward)")
+    parser.add_argument("--n-trees", type=checks.positive_int, metavar="K", help="cut into K trees per architecture")
+    parser.add_argument("--method", default="ward", choices=LINKAGE_METHODS, help="scipy linkage method (default ward)")
     parser.add_argument("--metric", choices=("l2", "l1"), default="l2", help="routing distance (default l2)")
-    parser.add_argument("--fit-split", action="append", metavar="SPLIT",
+    parser.add_argument("--fit-split", action="append", type=checks.text, metavar="SPLIT",
                         help="find the trees on this split only (repeat for several) and report the routing "
                              "accuracy on the other models")
-    parser.add_argument("--html", type=Path, metavar="FILE", help="write the dendrogram as an HTML page")
-    parser.add_argument("--png", type=Path, metavar="FILE", help="write the dendrogram as a PNG (needs kaleido)")
+    parser.add_argument("--html", type=checks.output_file(".html", ".htm"), metavar="FILE",
+                        help="write the dendrogram as an HTML page")
+    parser.add_argument("--png", type=checks.output_file(".png"), metavar="FILE",
+                        help="write the dendrogram as a PNG (needs kaleido)")
     parser.set_defaults(func=run_route)
 
 
@@ -72,21 +77,23 @@ def _print_accuracy(router, zoo, fit_zoo, fit_split) -> None:
 
 def _write_figure(router, html: Path | None, png: Path | None, title: str) -> None:
     from probex.figures import dendrogram_figure
-    from probex.storage import atomic_path
+    from probex.storage import atomic_path, check_output_file, mark_output_file
 
     figure = dendrogram_figure(router, title=title)
     if png is not None:
         try:
             import kaleido  # noqa: F401  (plotly's static image engine)
         except ImportError:
-            html = html or png.with_suffix(".html")
+            html = html or check_output_file(png.with_suffix(".html"))
             print(f"PNG needs the kaleido package (pip install kaleido); writing the dendrogram as HTML to {html} "
                   "instead", file=sys.stderr)
         else:
             with atomic_path(png) as tmp:
                 figure.write_image(str(tmp), format="png", width=1200, height=520)
+                mark_output_file(tmp, ".png")
             print(f"dendrogram: {png}")
     if html is not None:
         with atomic_path(html) as tmp:
             figure.write_html(str(tmp), include_plotlyjs=True)
+            mark_output_file(tmp, ".html")
         print(f"dendrogram: {html}")

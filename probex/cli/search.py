@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from probex.cli import open_zoo
+from probex.cli import checks, open_zoo
 from probex.errors import ProbeXError
 
 _EXPERT_HELP = "an aligned expert's folder (default: the one shipped with the zoo for its aligned tree)"
@@ -22,8 +22,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Rank the models of a zoo by how well they match a text prompt in an aligned expert's space; "
                     "print rank, score, model id, concept(s), split and the first training image.")
     search.add_argument("args", nargs="+", metavar="[PATH] PROMPT", help="the zoo (default: the demo jungle) and the prompt")
-    search.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
-    search.add_argument("-k", type=int, default=10, help="how many models (default 10)")
+    search.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
+    search.add_argument("-k", type=checks.positive_int, default=10, help="how many models (default 10)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(func=run_search)
 
@@ -34,10 +34,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "candidate labels it matches best; without --labels, every class name the zoo knows.")
     zero_shot.add_argument("args", nargs="+", metavar="[PATH] MODEL_FILE", help="the zoo (default: the demo jungle) and the model file")
     labels = zero_shot.add_mutually_exclusive_group()
-    labels.add_argument("--labels", help="candidate labels, comma-separated: 'red star,blue moon'")
-    labels.add_argument("--labels-file", type=Path, help="candidate labels, one per line")
-    zero_shot.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
-    zero_shot.add_argument("-k", type=int, default=5, help="how many labels (default 5)")
+    labels.add_argument("--labels", type=checks.text, help="candidate labels, comma-separated: 'red star,blue moon'")
+    labels.add_argument("--labels-file", type=checks.existing_file, help="candidate labels, one per line")
+    zero_shot.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
+    zero_shot.add_argument("-k", type=checks.positive_int, default=5, help="how many labels (default 5)")
     zero_shot.set_defaults(func=run_zero_shot)
 
     export = subparsers.add_parser(
@@ -45,7 +45,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Encode the models of the expert's tree and write id, split, tree, labels, path, first image "
                     "and the embedding columns e0..e{d-1} to OUT (.csv or .parquet).")
     export.add_argument("args", nargs="+", metavar="[PATH] OUT", help="the zoo (default: the demo jungle) and the output file")
-    export.add_argument("--expert", type=Path, metavar="DIR", help=_EXPERT_HELP)
+    export.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
     export.set_defaults(func=run_export)
 
     align = subparsers.add_parser(
@@ -54,14 +54,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "and print in-distribution, zero-shot, kNN, one-class and retrieval figures with their chance "
                     "levels. Needs an aligned tree with train, test and two held-out splits (Model-J SD: "
                     "val_holdout, test_holdout).")
-    align.add_argument("path", nargs="?", help="the zoo (default: the demo jungle)")
-    align.add_argument("--tree", help="the tree (default: the zoo's aligned tree, when it has one)")
-    align.add_argument("--layers", help="comma-separated layers (default: the shipped expert's, else the recommended layer)")
-    align.add_argument("--epochs", type=int, default=100, help="training epochs (default 100, patience 20)")
+    align.add_argument("path", nargs="?", type=checks.existing_folder, help="the zoo (default: the demo jungle)")
+    align.add_argument("--tree", type=checks.text, help="the tree (default: the zoo's aligned tree, when it has one)")
+    align.add_argument("--layers", type=checks.text, help="comma-separated layers (default: the shipped expert's, else the recommended layer)")
+    align.add_argument("--epochs", type=checks.epochs, default=100, help="training epochs (default 100, patience 20)")
     align.add_argument("--no-activation", action="store_true",
                        help="the linear ProbeX (no ReLU): the paper's ablation")
-    align.add_argument("--text-encoder", default="minilm", help="text encoder spec (default minilm)")
-    align.add_argument("--out", type=Path, help="save the trained expert in this folder")
+    align.add_argument("--text-encoder", type=checks.text_encoder, default="minilm", help="text encoder spec (default minilm)")
+    align.add_argument("--out", type=checks.expert_folder,
+                       help="save the trained expert in this folder (new, empty, or an expert saved before)")
     align.set_defaults(func=run_align)
 
 
@@ -98,9 +99,12 @@ def run_zero_shot(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from probex.storage import check_output_file
+
     path, out = _split_args(args.args, "OUT", "export")
     if Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise ProbeXError(f"{out}: export writes .csv or .parquet files; choose one of those suffixes")
+    check_output_file(out, "export")
     index = _index(path, args.expert)
     written = index.export(out)
     print(f"wrote {len(index)} models x {index.embeddings.shape[1]} dimensions of tree {index.tree or '-'} to {written}")
@@ -155,6 +159,10 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 def _split_args(values: list[str], last: str, command: str) -> tuple[str | None, str]:
+    for value in values:
+        if not value.strip() or "\0" in value:
+            raise ProbeXError(f"an empty argument (or one holding a NUL byte); give some text: "
+                              f"probex {command} [PATH] {last}")
     if len(values) == 1:
         return None, values[0]
     if len(values) == 2:

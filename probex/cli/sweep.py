@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from probex.cli import checks
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,40 +17,44 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "table with the best layer marked. Every finished layer is appended to the results file, "
                     "so a killed sweep started again skips what is done; --shard i/n splits the layers for "
                     "job arrays and a later run without --shard gathers the shards.")
-    parser.add_argument("path", nargs="?", help="the zoo's root folder (default: the demo jungle)")
-    parser.add_argument("--tree", help="the tree to sweep ('all': every tree with at least 20 models); "
+    parser.add_argument("path", nargs="?", type=checks.existing_folder, help="the zoo's root folder (default: the demo jungle)")
+    parser.add_argument("--tree", type=checks.text, help="the tree to sweep ('all': every tree with at least 20 models); "
                                        "needed when the zoo has several")
     parser.add_argument("--task", choices=("auto", "classes", "align"), default="auto",
                         help="classes: predict training classes; align: map into MiniLM's text space "
                              "(auto: align where the zoo has held-out classes, else classes)")
-    parser.add_argument("--layers", metavar="PATTERN", help="a regex over layer names (default: every matrix layer)")
-    parser.add_argument("--layer", action="append", dest="layer_list", metavar="NAME",
+    parser.add_argument("--layers", type=checks.regex, metavar="PATTERN", help="a regex over layer names (default: every matrix layer)")
+    parser.add_argument("--layer", action="append", type=checks.text, dest="layer_list", metavar="NAME",
                         help="one layer to sweep (repeat for several)")
-    parser.add_argument("--epochs", type=int, help="epochs per layer (default 100, patience 20)")
-    parser.add_argument("--results", type=Path, metavar="FILE",
+    parser.add_argument("--epochs", type=checks.epochs, help="epochs per layer (default 100, patience 20)")
+    parser.add_argument("--results", type=checks.results_file, metavar="FILE",
                         help="the JSON-lines results file (default: $PROBEX_CACHE/sweeps/<zoo>-<tree>-<task>.jsonl)")
-    parser.add_argument("--shard", metavar="I/N", help="sweep every N-th layer from the I-th (0-based), e.g. "
+    parser.add_argument("--shard", type=checks.shard, metavar="I/N", help="sweep every N-th layer from the I-th (0-based), e.g. "
                                                        "--shard $SLURM_ARRAY_TASK_ID/8")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="ray: spread the layers over a Ray cluster (pip install ray)")
-    parser.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
-    parser.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all)")
-    parser.add_argument("--html", type=Path, metavar="FILE", help="write the score-per-layer chart as HTML")
+    parser.add_argument("--address", type=checks.text, help="the Ray cluster to join (default: start a local one)")
+    parser.add_argument("--workers", type=checks.positive_int, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--html", type=checks.output_file(".html", ".htm"), metavar="FILE",
+                        help="write the score-per-layer chart as HTML")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.set_defaults(func=run_sweep)
 
 
 def _default_results(zoo, tree: str, task: str) -> Path:
-    from probex.storage import cache_dir
+    from probex.storage import cache_dir, safe_name
 
-    return cache_dir("sweeps") / f"{zoo.name}-{tree}-{task}.jsonl"
+    return cache_dir("sweeps") / f"{safe_name(zoo.name)}-{safe_name(tree)}-{task}.jsonl"
 
 
 def _per_tree(path: Path | None, tree: str | None, trees: list) -> Path | None:
-    """``path`` itself for one tree; ``<stem>-<tree><suffix>`` beside it when several trees are swept."""
+    """``path`` itself for one tree; ``<stem>-<tree><suffix>`` beside it when several trees are swept
+    (the tree's name made safe for a path: a name from the zoo never leaves the folder)."""
+    from probex.storage import safe_name
+
     if path is None or len(trees) == 1:
         return path
-    return path.with_name(f"{path.stem}-{tree}{path.suffix}")
+    return path.with_name(f"{path.stem}-{safe_name(str(tree))}{path.suffix}")
 
 
 def _trees(zoo, tree: str | None) -> list[str]:
@@ -73,10 +79,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     from probex.figures import layer_sweep_figure
     from probex.cli import open_zoo
     from probex.progress import tqdm_progress
-    from probex.experiments.sweep import default_task, parse_shard, sweep_layers
+    from probex.experiments.sweep import check_results_file, default_task, sweep_layers
+    from probex.storage import atomic_path, check_output_file, mark_output_file
 
     zoo = open_zoo(args.path)
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = args.shard
     params = {"epochs": args.epochs} if args.epochs else None
     trees = _trees(zoo, args.tree)
     tables = {}
@@ -84,6 +91,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         tree_zoo = zoo.select(tree=tree) if tree is not None else zoo
         task = args.task if args.task != "auto" else default_task(tree_zoo)
         results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task)
+        check_results_file(results)
         layers = args.layer_list or args.layers
         with tqdm_progress(f"sweeping {tree or zoo.name}", unit="layer") as progress:
             result = sweep_layers(tree_zoo, task=task, layers=layers, params=params, results=results,
@@ -93,8 +101,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         if not args.json:
             _print_table(tree or zoo.name, task, result, results)
         if args.html:
-            html = _per_tree(args.html, tree, trees)
-            layer_sweep_figure(result.scores, title=f"Layer sweep of {tree or zoo.name} ({task})").write_html(html)
+            html = check_output_file(_per_tree(args.html, tree, trees))
+            with atomic_path(html) as tmp:
+                layer_sweep_figure(result.scores, title=f"Layer sweep of {tree or zoo.name} ({task})").write_html(tmp)
+                mark_output_file(tmp, ".html")
             print(f"chart written to {html}")
     if args.json:
         print(json.dumps({tree: {"task": result.task, "best": result.best.layer,

@@ -5,22 +5,25 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from probex.cli import checks
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     zoo = subparsers.add_parser("zoo", help="inspect a model zoo on disk")
     commands = zoo.add_subparsers(dest="zoo_command", metavar="COMMAND", required=True)
 
     info = commands.add_parser("info", help="layout, counts per split and tree, labels, layer catalog, skipped files")
-    info.add_argument("path", help="the zoo's root folder")
-    info.add_argument("--layers", type=int, default=8, metavar="N", help="layers to list per architecture (default 8; 0 for all)")
+    info.add_argument("path", type=checks.existing_folder, help="the zoo's root folder")
+    info.add_argument("--layers", type=checks.non_negative_int, default=8, metavar="N", help="layers to list per architecture (default 8; 0 for all)")
     info.set_defaults(func=run_info)
 
     bank = commands.add_parser("bank", help="build (or reuse) the cached layer bank of one layer")
-    bank.add_argument("path", help="the zoo's root folder")
-    bank.add_argument("layer", help="layer name, as `probex zoo info` lists it")
-    bank.add_argument("--split", action="append", help="only this split (repeat for several)")
-    bank.add_argument("--dtype", choices=("float32", "float16"), default="float32")
-    bank.add_argument("--cache-dir", help="cache folder (default $PROBEX_CACHE/banks or ~/.cache/probex/banks)")
+    bank.add_argument("path", type=checks.existing_folder, help="the zoo's root folder")
+    bank.add_argument("layer", type=checks.text, help="layer name, as `probex zoo info` lists it")
+    bank.add_argument("--split", action="append", type=checks.text, help="only this split (repeat for several)")
+    bank.add_argument("--dtype", choices=("file", "float32", "float16"), default="file",
+                      help="stored dtype (default: the files' own; float16 files stay float16)")
+    bank.add_argument("--cache-dir", type=checks.writable_folder, help="cache folder (default $PROBEX_CACHE/banks or ~/.cache/probex/banks)")
     bank.set_defaults(func=run_bank)
 
 
@@ -98,10 +101,11 @@ def run_bank(args: argparse.Namespace) -> int:
 
     with tqdm_progress("reading headers", unit="model") as progress:
         zoo = ModelZoo.open(args.path, progress=progress)
-    dtype = torch.float16 if args.dtype == "float16" else torch.float32
+    dtype = {"file": None, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     with tqdm_progress(f"layer {args.layer}", unit="model") as progress:
         bank = zoo.bank(args.layer, split=args.split, dtype=dtype, progress=progress, cache=args.cache_dir or True)
-    print(f"{bank.layer}: {len(bank)} models x {bank.shape[0]} x {bank.shape[1]} ({args.dtype})")
+    form = f", stored as LoRA factors of rank {bank.rank}" if bank.is_factored else ""
+    print(f"{bank.layer}: {len(bank)} models x {bank.shape[0]} x {bank.shape[1]} ({str(bank.dtype).replace('torch.', '')}){form}")
     for model_id, reason in bank.skipped:
         print(f"  left out {model_id}: {reason}")
     return 0

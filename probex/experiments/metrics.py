@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from probex.errors import ProbeXError
 
 
 def _as_2d(name: str, value) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
     if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array [N, d]; got shape {array.shape}")
+        raise ProbeXError(f"{name}: expected a 2-D array [N, d]; got shape {array.shape}")
     return array
 
 
@@ -21,7 +22,7 @@ def mean_binary_accuracy(y_true, y_pred) -> float:
     """The fraction of (model, class) pairs predicted right: the paper's training-class metric (chance 0.5)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred must have one shape; got {y_true.shape} and {y_pred.shape}")
+        raise ProbeXError(f"y_true and y_pred must have one shape; got {y_true.shape} and {y_pred.shape}")
     return float((y_true.astype(bool) == y_pred.astype(bool)).mean())
 
 
@@ -29,7 +30,7 @@ def accuracy(y_true, y_pred) -> float:
     """The fraction of models whose single label is predicted right."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred must have one shape; got {y_true.shape} and {y_pred.shape}")
+        raise ProbeXError(f"y_true and y_pred must have one shape; got {y_true.shape} and {y_pred.shape}")
     return float((y_true == y_pred).mean())
 
 
@@ -38,7 +39,7 @@ def top_k_accuracy(scores, y_true, k: int = 1) -> float:
     scores = _as_2d("scores", scores)
     y_true = np.asarray(y_true)
     if y_true.shape != (scores.shape[0],):
-        raise ValueError(f"y_true: expected {scores.shape[0]} class indices; got shape {y_true.shape}")
+        raise ProbeXError(f"y_true: expected {scores.shape[0]} class indices; got shape {y_true.shape}")
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float((top == y_true[:, None]).any(axis=1).mean())
@@ -114,10 +115,10 @@ def one_class_auc(
             model = LedoitWolf().fit(members)
             normality = -model.mahalanobis(test)
         else:
-            raise ValueError(f"method must be 'knn' or 'ledoit_wolf'; got {method!r}")
+            raise ProbeXError(f"method must be 'knn' or 'ledoit_wolf'; got {method!r}")
         aucs.append(roc_auc_score(positives, normality))
     if not aucs:
-        raise ValueError("one_class_auc: no class has both positive and negative test models")
+        raise ProbeXError("one_class_auc: no class has both positive and negative test models")
     return float(np.mean(aucs))
 
 

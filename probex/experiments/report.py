@@ -15,8 +15,9 @@
 Which analysis a tree gets comes from its role (:class:`~probex.zoo.TreeRole`): aligned trees
 (Tables 2-4), classifier trees (Table 1), the forest (the inter-tree control). The measurements
 are the evaluation harness's (:mod:`probex.experiments.harness`). Each tree's layer is the best
-of its sweep by validation; sweeps are appended to ``results_dir/<tree>.jsonl`` and resumed
-from there.
+of its sweep by validation; sweeps are appended to ``results_dir/<tree>.jsonl`` (the tree's name
+made safe for a path, :func:`probex.storage.safe_name`) and resumed from there. ``write_report``
+writes only into a folder that is new, empty or an earlier report's.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _moe_column(zoo, trees: list[str], layers: dict[str, str], params: dict) -> 
     mixture.fit(population, layers=sorted(set(layers.values())))
     test = population.select(split="test")
     rows = mixture.score_table(test)
-    routed = mixture.router.route(test)
+    routed = mixture.router_.route(test)
     truth = [record.tree for record in test.records]
     names = {}
     for found in set(routed) - {None}:
@@ -295,12 +296,22 @@ def report_html(markdown: str, title: str = "ProbeX reproduction report") -> str
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+REPORT_KIND = "probex-report"
+
+
+def claim_report_folder(folder: str | Path) -> Path:
+    """``folder`` made ready for a report: new, empty or an earlier report's (ProbeXError otherwise)."""
+    from probex.storage import claim_directory, json_field
+
+    written_before_markers = lambda path: json_field(Path(path) / "report.json", "zoo") is not None  # noqa: E731
+    return claim_directory(folder, REPORT_KIND, legacy=written_before_markers)
+
+
 def write_report(report: dict, folder: str | Path) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder`` (atomically); their paths."""
     from probex.storage import atomic_write_json, atomic_write_text
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_report_folder(folder)
     markdown = report_markdown(report)
     atomic_write_text(folder / "report.md", markdown + "\n")
     atomic_write_text(folder / "report.html", report_html(markdown, f"ProbeX reproduction report: {report['zoo']}"))

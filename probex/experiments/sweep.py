@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from probex.errors import ZooError
+from probex.errors import ProbeXError, ZooError
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SweepResult:
         A read-out layer (the classification head) is chosen only when the sweep holds nothing else.
         """
         if not self.scores:
-            raise ValueError("the sweep holds no layers")
+            raise ProbeXError("the sweep holds no layers")
         return self.ranked()[0]
 
     def ranked(self) -> list[LayerScore]:
@@ -112,7 +112,10 @@ def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
     """The zoo's layers an expert can read (matrices, not vectors), optionally those matching ``pattern`` (regex)."""
     layers = [info for info in zoo.catalog() if info.kind != "vector"]
     if pattern is not None:
-        regex = re.compile(pattern)
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise ProbeXError(f"layers: {pattern!r} is not a valid regular expression ({error})") from None
         layers = [info for info in layers if regex.search(info.name)]
     return layers
 
@@ -156,7 +159,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n), with 0 <= i < n (``SLURM_ARRAY_TASK_ID/count``)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if match is None or not 0 <= int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+        raise ProbeXError(f"a shard is i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -185,17 +188,37 @@ def _read_all(path: Path, key: str) -> dict[str, LayerScore]:
     return done
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse ``path`` as a results file unless it is absent, empty or a sweep's own (rows are appended to it)."""
+    from probex.storage import open_regular
+
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise ProbeXError(f"{path}: not a regular file; sweep results go to a file of their own (choose another)")
+    with open_regular(path) as handle:
+        first = handle.readline(1 << 20)
+    try:
+        row = json.loads(first) if first.strip() else {"layer": None, "key": None}
+    except ValueError:
+        row = None
+    if not isinstance(row, dict) or "layer" not in row or "key" not in row:
+        raise ProbeXError(f"{path}: not a probex sweep results file, and rows would be appended to it; "
+                          "choose another results file")
+
+
 def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
     done: dict[str, LayerScore] = {}
     if not path.is_file():
         return done
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    check_results_file(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: that layer runs again
             logger.warning("%s:%d: unreadable line ignored (an interrupted write)", path, number)
             continue
-        if row.get("key") == key:
+        if isinstance(row, dict) and row.get("key") == key and isinstance(row.get("layer"), str):
             done[row["layer"]] = LayerScore.from_json(row)
     return done
 
@@ -288,7 +311,8 @@ def sweep_layers(
         zoo: a ModelZoo of one tree with ``train`` and ``val`` splits (``val_holdout`` for
             zero-shot alignment).
         task: ``"classes"`` or ``"align"``.
-        layers: layer names, a regex over the names (a string), or None for every matrix layer.
+        layers: layer names (in Model-J zoos also the paper's layer numbers, ``["46"]``), a
+            regex over the names (a string), or None for every matrix layer.
         params: expert hyperparameters (default :data:`SWEEP_DEFAULTS`, on the CPU or GPU by
             ``device="auto"``); the same for every layer.
         results: a JSON-lines file; finished layers are appended and skipped on a rerun.
@@ -302,20 +326,20 @@ def sweep_layers(
         workers: CPUs of the local Ray instance (default: all); one layer trains per CPU.
     """
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+        raise ProbeXError(f"task must be one of {TASKS}; got {task!r}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        raise ProbeXError(f"backend must be one of {BACKENDS}; got {backend!r}")
     require_splits(zoo, task)
     if layers is None or isinstance(layers, str):
         names = [info.name for info in matrix_layers(zoo, layers)]
         if not names:
             raise ZooError(f"{zoo.root}: no matrix layer matches {layers!r}")
     else:
-        names = list(layers)
+        names = [zoo.layer_name(layer) for layer in layers]  # names, or the paper's numbers in Model-J zoos
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
-            raise ValueError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
+            raise ProbeXError(f"a shard is (i, n) with 0 <= i < n; got {shard}")
         names = names[index::count]
     params = {**SWEEP_DEFAULTS, **(params or {})}
     key = _sweep_key(task, params)
@@ -323,6 +347,8 @@ def sweep_layers(
     done = _read_all(path, key) if path is not None else {}
     if path is not None and shard is not None:
         path = shard_results_path(path, shard)
+    if path is not None:
+        check_results_file(path)
     finished = {layer: done[layer] for layer in names if layer in done}
     if finished:
         logger.info("sweep: %d of %d layers already done (%s)", len(finished), len(names), results)

@@ -36,14 +36,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from probex.errors import ProbeXError
+from probex.estimator import Rule, boolean, integer, one_of, real
 from probex.experiments.metrics import accuracy
-from probex.experts.base import BaseExpert
+from probex.experts.base import TRAINING_RULES, BaseExpert
+from probex.experts.classifier import PROBEX_RULES
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.nn import DenseNetwork, ProbeXNetwork
-from probex.experts.statnn import StatNNNetwork, statnn_features
+from probex.experts.statnn import NETWORK_MODELS, StatNNNetwork, statnn_features
 from probex.storage import cache_dir
-from probex.language.text import DEFAULT_TEMPLATE, TextEncoder, class_prompts, load_text_encoder
+from probex.language.text import DEFAULT_TEMPLATE, OPEN_CLIP_PREFIX, SUPPORTED_SPECS, TextEncoder, class_prompts, load_text_encoder
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+from probex.zoo.stack import MatrixStack, as_stack
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +57,38 @@ MAX_LOGIT_SCALE = 100.0
 _TRAIN_BLOCK, _VAL_BLOCK = 0, 1
 
 
+def _is_text_encoder_spec(spec: Any) -> bool:
+    if not isinstance(spec, str):
+        return False
+    model_name, slash, source = spec[len(OPEN_CLIP_PREFIX):].partition("/")
+    return spec == "minilm" or (spec.startswith(OPEN_CLIP_PREFIX) and bool(model_name and slash and source))
+
+
+#: the hyperparameters every aligned expert shares (besides TRAINING_RULES)
+ALIGNMENT_RULES = {
+    "text_encoder": Rule("a text encoder spec: " + " or ".join(repr(spec) for spec in SUPPORTED_SPECS), _is_text_encoder_spec),
+    "template": Rule("a prompt with exactly one '{}' for the class name",
+                     lambda template: isinstance(template, str) and template.count("{}") == 1),
+    "embed_dim": integer(low=1),
+    "temperature": real(low=0, low_open=True),
+    "learn_temperature": boolean(),
+}
+
+
 def names_of(labels: Any, where: str = "names") -> list[str]:
     """One class name per model: strings as given, or the first label of each label list."""
     if labels is None:
-        raise ValueError(f"{where}: class names are required (one string per model), and X carries no labels")
+        raise ProbeXError(f"{where}: class names are required (one string per model), and X carries no labels")
     if isinstance(labels, str):
-        raise ValueError(f"{where}: expected one class name per model, not one string; wrap it: [{labels!r}]")
+        raise ProbeXError(f"{where}: expected one class name per model, not one string; wrap it: [{labels!r}]")
     names = []
     for index, label in enumerate(labels):
         if isinstance(label, (list, tuple)):
             if not label:
-                raise ValueError(f"{where}[{index}]: a model with no label; give it a class name")
+                raise ProbeXError(f"{where}[{index}]: a model with no label; give it a class name")
             label = label[0]
         if not isinstance(label, str):
-            raise ValueError(f"{where}[{index}]: class names must be strings; got {type(label).__name__} ({label!r})")
+            raise ProbeXError(f"{where}[{index}]: class names must be strings; got {type(label).__name__} ({label!r})")
         names.append(label)
     return names
 
@@ -82,7 +104,7 @@ class AlignmentNetwork(nn.Module):
     def __init__(self, model_side: nn.Module, text_dim: int, embed_dim: int, temperature: float, learn_temperature: bool):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
+            raise ProbeXError(f"temperature must be > 0; got {temperature}")
         self.model_side = model_side
         self.text_map = nn.Linear(text_dim, embed_dim)
         scale = torch.tensor(math.log(1.0 / temperature))
@@ -91,10 +113,10 @@ class AlignmentNetwork(nn.Module):
         else:
             self.register_buffer("logit_scale", scale)
 
-    def fit_normalization(self, layers: Sequence[torch.Tensor]) -> None:
+    def fit_normalization(self, layers: Sequence[MatrixStack]) -> None:
         self.model_side.fit_normalization(layers)
 
-    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, layers: Sequence[Any]) -> torch.Tensor:
         return F.normalize(self.model_side(layers), dim=-1)
 
     def embed_text(self, text_features: torch.Tensor) -> torch.Tensor:
@@ -139,13 +161,14 @@ class _NetworkAligner(BaseExpert):
     def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> nn.Module:
         """A fresh model-side network (fit_normalization, forward -> [N, out_dim]) for these inputs."""
 
-    def _inputs(self, X: LayerInput, name: str) -> list[torch.Tensor]:
+    def _inputs(self, X: LayerInput, name: str) -> list[MatrixStack]:
         """What the model side reads: by default the layers themselves."""
         return as_layers(X, name)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, names) first")
+    _fit_hint = "call fit(X, names) first, or load a saved expert with load_expert"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "network_")
 
     # -- the text side -----------------------------------------------------------------
     def _encoder(self) -> TextEncoder:
@@ -183,14 +206,15 @@ class _NetworkAligner(BaseExpert):
         so may the names of ``val = (X_val, names_val)``. With ``val`` the epoch with the best
         validation top-1 is kept (see the module docstring for its candidates).
         """
+        self._check_params()
         self.__dict__.pop("network_", None)
         layers = self._inputs(X, "X")
         names = names_of(labels_of(X) if names is None else names, "names")
         if len(names) != layers[0].shape[0]:
-            raise ValueError(f"names: expected one class name per model ({layers[0].shape[0]}); got {len(names)}")
+            raise ProbeXError(f"names: expected one class name per model ({layers[0].shape[0]}); got {len(names)}")
         classes = sorted(set(names))
         if len(classes) < 2:
-            raise ValueError(f"names: alignment needs at least 2 classes to contrast; got {classes}")
+            raise ProbeXError(f"names: alignment needs at least 2 classes to contrast; got {classes}")
         index = {name: i for i, name in enumerate(classes)}
         targets = _block_targets(_TRAIN_BLOCK, [index[name] for name in names])
         blocks = [self._text_features(classes)]
@@ -200,7 +224,7 @@ class _NetworkAligner(BaseExpert):
             check_layer_shapes(val_layers, [tuple(t.shape[1:]) for t in layers], "val X")
             val_names = names_of(labels_of(val[0]) if val[1] is None else val[1], "val names")
             if len(val_names) != val_layers[0].shape[0]:
-                raise ValueError(f"val names: expected one class name per model ({val_layers[0].shape[0]}); got {len(val_names)}")
+                raise ProbeXError(f"val names: expected one class name per model ({val_layers[0].shape[0]}); got {len(val_names)}")
             val_classes = classes if set(val_names) <= index.keys() else sorted(set(val_names))
             val_index = {name: i for i, name in enumerate(val_classes)}
             val_data = (val_layers, _block_targets(_VAL_BLOCK, [val_index[name] for name in val_names]))
@@ -240,7 +264,7 @@ class _NetworkAligner(BaseExpert):
         return self
 
     # -- the shared space ----------------------------------------------------------------
-    def _inputs_checked(self, X: LayerInput) -> list[torch.Tensor]:
+    def _inputs_checked(self, X: LayerInput) -> list[MatrixStack]:
         self._check_fitted()
         inputs = self._inputs(X, "X")
         check_layer_shapes(inputs, self.input_shapes_, "X")
@@ -270,11 +294,13 @@ class _NetworkAligner(BaseExpert):
 
     def zero_shot_scores(self, X: LayerInput, candidates: Optional[Sequence[str]] = None) -> np.ndarray:
         """Cosine similarity of every model to every candidate class name [N, C] (default: the training classes)."""
+        self._check_fitted()
         candidates = self.classes_ if candidates is None else candidates
         return (self._encode(X) @ self._encode_text(candidates).T).numpy()
 
     def zero_shot(self, X: LayerInput, candidates: Optional[Sequence[str]] = None) -> list[str]:
         """The best-matching candidate class name for every model (default candidates: the training classes)."""
+        self._check_fitted()
         candidates = list(self.classes_ if candidates is None else candidates)
         scores = self.zero_shot_scores(X, candidates)
         return [candidates[i] for i in scores.argmax(axis=1)]
@@ -285,14 +311,15 @@ class _NetworkAligner(BaseExpert):
 
     def score(self, X: LayerInput, names: Optional[Sequence[str]] = None, candidates: Optional[Sequence[str]] = None) -> float:
         """Top-1 accuracy over ``candidates`` (default: the training classes; pass held-out names for zero-shot)."""
+        self._check_fitted()
         candidates = list(self.classes_ if candidates is None else candidates)
         names = names_of(labels_of(X) if names is None else names, "names")
         missing = sorted(set(names) - set(candidates))
         if missing:
-            raise ValueError(f"names: {len(missing)} true class(es) are not among the candidates, e.g. {missing[:3]}; add them to candidates")
+            raise ProbeXError(f"names: {len(missing)} true class(es) are not among the candidates, e.g. {missing[:3]}; add them to candidates")
         predicted = self.zero_shot(X, candidates)
         if len(predicted) != len(names):
-            raise ValueError(f"names: expected one class name per model ({len(predicted)}); got {len(names)}")
+            raise ProbeXError(f"names: expected one class name per model ({len(predicted)}); got {len(names)}")
         return accuracy(np.asarray(names), np.asarray(predicted))
 
     @property
@@ -328,7 +355,7 @@ class _NetworkAligner(BaseExpert):
         self.history_ = [EpochLog(**log) for log in state.get("history", [])]
         encoder = self._encoder()  # the same text encoder it was trained with, loaded now
         if encoder.dim != self.text_dim_:
-            raise ValueError(
+            raise ProbeXError(
                 f"text encoder {self.text_encoder!r} gives {encoder.dim}-dimensional embeddings, "
                 f"but this aligner was trained on {self.text_dim_}"
             )
@@ -344,7 +371,7 @@ def _block_targets(block: int, indices: list[int]) -> torch.Tensor:
 def _check_candidates(names: Sequence[str]) -> list[str]:
     names = names_of(names, "candidates")
     if not names:
-        raise ValueError("candidates: expected at least one class name")
+        raise ProbeXError("candidates: expected at least one class name")
     return names
 
 
@@ -373,6 +400,7 @@ class ProbeXAligner(_NetworkAligner):
     """
 
     __doc__ += _SHARED_DOC
+    parameter_rules = {**PROBEX_RULES, **ALIGNMENT_RULES, **TRAINING_RULES}
 
     def __init__(
         self,
@@ -428,6 +456,7 @@ class DenseAligner(_NetworkAligner):
     """The Dense alignment baseline: one linear layer from the flattened weights to the shared space."""
 
     __doc__ += _SHARED_DOC
+    parameter_rules = {**ALIGNMENT_RULES, **TRAINING_RULES}
 
     def __init__(
         self,
@@ -461,9 +490,6 @@ class DenseAligner(_NetworkAligner):
         return DenseNetwork(input_shapes, out_dim)
 
 
-STATNN_ALIGNER_MODELS = ("linear", "mlp")
-
-
 class StatNNAligner(_NetworkAligner):
     """The StatNN alignment baselines: per-tensor weight statistics -> a linear layer or an MLP.
 
@@ -476,6 +502,7 @@ class StatNNAligner(_NetworkAligner):
     """
 
     __doc__ += _SHARED_DOC
+    parameter_rules = {"model": one_of(*NETWORK_MODELS), "hidden": integer(low=1), **ALIGNMENT_RULES, **TRAINING_RULES}
 
     def __init__(
         self,
@@ -509,17 +536,16 @@ class StatNNAligner(_NetworkAligner):
         self.device = device
         self.seed = seed
 
-    def _inputs(self, X: LayerInput, name: str) -> list[torch.Tensor]:
+    def _inputs(self, X: LayerInput, name: str) -> list[MatrixStack]:
         """[N, n_features, 1]: the StatNN features as a one-column 'layer' for the shared machinery."""
-        if self.model not in STATNN_ALIGNER_MODELS:
-            raise ValueError(f"model must be one of {STATNN_ALIGNER_MODELS}; got {self.model!r}")
         layers = as_layers(X, name)
         shapes = [list(t.shape[1:]) for t in layers]
         if hasattr(self, "tensor_shapes_") and shapes != self.tensor_shapes_:
-            raise ValueError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
-        return [statnn_features(layers)[:, :, None]]
+            raise ProbeXError(f"{name}: expected tensors of per-model shapes {self.tensor_shapes_} as in fit; got {shapes}")
+        return [as_stack(statnn_features(layers)[:, :, None])]
 
     def fit(self, X: LayerInput, names: Optional[Sequence[str]] = None, val=None, progress=None) -> "StatNNAligner":
+        self._check_params()
         self.__dict__.pop("tensor_shapes_", None)
         shapes = [list(t.shape[1:]) for t in as_layers(X, "X")]
         self.tensor_shapes_ = shapes  # val tensors are checked against these

@@ -20,15 +20,76 @@ import numpy as np
 import torch
 from torch import nn
 
+from probex.errors import ProbeXError
 from probex.experiments.metrics import accuracy, mean_binary_accuracy
-from probex.experts.base import BaseExpert
+from probex.estimator import instance_of, integer, one_of
+from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.labels import MULTILABEL, TargetEncoding
-from probex.experts.nn import DenseNetwork, LayersNetwork, ProbeXNetwork
+from probex.experts.nn import ACTIVATIONS, DenseNetwork, LayersNetwork, ProbeXNetwork
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
+from probex.zoo.stack import MatrixStack
 
 
-class _NetworkClassifier(BaseExpert):
+class _Classifier(BaseExpert):
+    """Predictions from logits, shared by every classifier (networks and gradient-boosted trees alike).
+
+    A subclass gives ``_layers(X)`` (the checked input of a fitted expert) and
+    ``_logits(layers)`` (raw outputs [N, C] on the CPU); the answers come in the form of the
+    labels given to fit.
+    """
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "targets_")
+
+    @abstractmethod
+    def _layers(self, X: LayerInput) -> list[torch.Tensor]:
+        """X as this fitted expert reads it, checked (NotFittedError before fit)."""
+
+    @abstractmethod
+    def _logits(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        """Raw outputs [N, C] on the CPU."""
+
+    def decision_function(self, X: LayerInput) -> np.ndarray:
+        """Raw outputs (logits) [N, C]."""
+        return self._logits(self._layers(X)).numpy()
+
+    def predict_proba(self, X: LayerInput) -> np.ndarray:
+        """Per-class probabilities [N, C]: independent sigmoids (multi-label) or a softmax."""
+        logits = self._logits(self._layers(X))
+        if self.targets_.kind == MULTILABEL:
+            return torch.sigmoid(logits).numpy()
+        return torch.softmax(logits, dim=1).numpy()
+
+    def predict(self, X: LayerInput) -> Any:
+        """Predicted labels, in the form of the labels given to fit."""
+        logits = self._logits(self._layers(X))
+        return self.targets_.decode(logits)
+
+    def score(self, X: LayerInput, y: Any = None) -> float:
+        """Mean binary accuracy (multi-label; chance 0.5) or accuracy (one class per model)."""
+        layers = self._layers(X)
+        y = labels_of(X) if y is None else y
+        target = self.targets_.encode(y, layers[0].shape[0], "y")
+        logits = self._logits(layers)
+        if self.targets_.kind == MULTILABEL:
+            return _score_outputs_multilabel(logits, target)
+        return _score_outputs_multiclass(logits, target)
+
+
+#: the hyperparameters of a ProbeX encoder (classifier and aligner alike)
+PROBEX_RULES = {
+    "n_probes": integer(low=1),
+    "proj_dim": integer(low=1),
+    "rep_dim": integer(low=1),
+    "activation": one_of(*ACTIVATIONS),
+    "encoder_depth": integer(low=1),
+}
+#: ``classes``: the names of an indicator's columns
+CLASSES_RULE = {"classes": instance_of(list, tuple, np.ndarray, optional=True, expected="a list of class names")}
+
+
+class _NetworkClassifier(_Classifier):
     """A torch network trained with BCE (multi-label) or cross-entropy (one class per model)."""
 
     @abstractmethod
@@ -48,10 +109,11 @@ class _NetworkClassifier(BaseExpert):
         y may be omitted when X is a LayerBank (its ``labels`` are used). With ``val`` the
         weights of the epoch with the best validation score are kept.
         """
+        self._check_params()
         layers = as_layers(X, "X")
         y = labels_of(X) if y is None else y
         if y is None:
-            raise ValueError("y: labels are required (X carries none)")
+            raise ProbeXError("y: labels are required (X carries none)")
         targets = TargetEncoding.from_labels(y, getattr(self, "classes", None))
         target = targets.encode(y, layers[0].shape[0], "y")
         val_data = None
@@ -61,7 +123,7 @@ class _NetworkClassifier(BaseExpert):
             val_y = labels_of(val[0]) if val[1] is None else val[1]
             val_data = (val_layers, targets.encode(val_y, val_layers[0].shape[0], "val y"))
         device = resolve_device(self.device)
-        shapes = [tuple(int(s) for s in t.shape[1:]) for t in layers]
+        shapes = [tuple(int(s) for s in stack.shape[1:]) for stack in layers]
         with seeded(self.seed):
             network = self._build_network(shapes, targets.n_outputs)
         network.fit_normalization(layers)
@@ -93,47 +155,21 @@ class _NetworkClassifier(BaseExpert):
         return self
 
     # -- predicting --------------------------------------------------------------------
-    def _layers(self, X: LayerInput) -> list[torch.Tensor]:
+    def _layers(self, X: LayerInput) -> list[MatrixStack]:
         self._check_fitted()
         layers = as_layers(X, "X")
         check_layer_shapes(layers, self.layer_shapes_, "X")
         return layers
 
-    def decision_function(self, X: LayerInput) -> np.ndarray:
-        """Raw outputs (logits) [N, C]."""
-        return self._logits(self._layers(X)).numpy()
-
-    def _logits(self, layers: list[torch.Tensor]) -> torch.Tensor:
+    def _logits(self, layers: list[MatrixStack]) -> torch.Tensor:
         device = next(self.network_.parameters()).device
         return predict_in_batches(self.network_, layers, device)
-
-    def predict_proba(self, X: LayerInput) -> np.ndarray:
-        """Per-class probabilities [N, C]: independent sigmoids (multi-label) or a softmax."""
-        logits = self._logits(self._layers(X))
-        if self.targets_.kind == MULTILABEL:
-            return torch.sigmoid(logits).numpy()
-        return torch.softmax(logits, dim=1).numpy()
-
-    def predict(self, X: LayerInput) -> Any:
-        """Predicted labels, in the form of the labels given to fit."""
-        logits = self._logits(self._layers(X))
-        return self.targets_.decode(logits)
 
     def encode(self, X: LayerInput) -> np.ndarray:
         """The model representations e (concatenated over layers) [N, sum r_T]."""
         layers = self._layers(X)
         device = next(self.network_.parameters()).device
         return predict_in_batches(_Encoder(self.network_), layers, device).numpy()
-
-    def score(self, X: LayerInput, y: Any = None) -> float:
-        """Mean binary accuracy (multi-label; chance 0.5) or accuracy (one class per model)."""
-        layers = self._layers(X)
-        y = labels_of(X) if y is None else y
-        target = self.targets_.encode(y, layers[0].shape[0], "y")
-        logits = self._logits(layers)
-        if self.targets_.kind == MULTILABEL:
-            return _score_outputs_multilabel(logits, target)
-        return _score_outputs_multiclass(logits, target)
 
     # -- persistence -------------------------------------------------------------------
     def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -166,7 +202,7 @@ class _Encoder(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, layers: list[Any]) -> torch.Tensor:
         return self.network.encode(layers)
 
 
@@ -192,6 +228,8 @@ class ProbeXClassifier(_NetworkClassifier):
         device: "auto" (CUDA when present), "cpu" or "cuda".
         seed: fixes initialisation and batch order (same seed, same data: same predictions).
     """
+
+    parameter_rules = {**PROBEX_RULES, **TRAINING_RULES, **CLASSES_RULE}
 
     def __init__(
         self,
@@ -237,6 +275,8 @@ class ProbeXClassifier(_NetworkClassifier):
 
 class DenseExpert(_NetworkClassifier):
     """The Dense baseline: one linear layer on the flattened weights (d_W * d_H * C parameters)."""
+
+    parameter_rules = {**TRAINING_RULES, **CLASSES_RULE}
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from probex.errors import ProbeXError
 
 MULTILABEL = "multilabel"
 MULTICLASS = "multiclass"
@@ -46,12 +47,12 @@ class TargetEncoding:
         array = np.asarray(y)
         if array.ndim == 2:
             if classes is not None and len(classes) != array.shape[1]:
-                raise ValueError(f"y: {len(classes)} class names given for an indicator of width {array.shape[1]}")
+                raise ProbeXError(f"y: {len(classes)} class names given for an indicator of width {array.shape[1]}")
             return cls(MULTILABEL, list(classes) if classes is not None else list(range(array.shape[1])), "indicator")
         if array.ndim == 1:
             found = sorted(set(array.tolist()), key=str)
             return cls(MULTICLASS, list(classes) if classes is not None else found, "labels")
-        raise ValueError(
+        raise ProbeXError(
             "y: expected a multi-label indicator [N, C], a list of label lists, or one label per model; "
             f"got an array of shape {array.shape}"
         )
@@ -67,7 +68,7 @@ class TargetEncoding:
         else:
             target = self._encode_multiclass(y, name)
         if target.shape[0] != n_models:
-            raise ValueError(f"{name}: labels for {target.shape[0]} models given for {n_models} models in X")
+            raise ProbeXError(f"{name}: labels for {target.shape[0]} models given for {n_models} models in X")
         return target
 
     def _encode_multilabel(self, y: Any, name: str) -> torch.Tensor:
@@ -77,31 +78,31 @@ class TargetEncoding:
             for row, labels in enumerate(y):
                 for label in labels:
                     if label not in index:
-                        raise ValueError(f"{name}: unknown class {label!r}; the expert knows {len(self.classes)} classes")
+                        raise ProbeXError(f"{name}: unknown class {label!r}; the expert knows {len(self.classes)} classes")
                     target[row, index[label]] = 1.0
             return target
         array = np.asarray(y, dtype=np.float64) if not isinstance(y, torch.Tensor) else y.detach().cpu().double().numpy()
         if array.ndim != 2:
-            raise ValueError(f"{name}: expected a multi-label indicator [N, {len(self.classes)}]; got shape {array.shape}")
+            raise ProbeXError(f"{name}: expected a multi-label indicator [N, {len(self.classes)}]; got shape {array.shape}")
         if array.shape[1] != len(self.classes):
-            raise ValueError(
+            raise ProbeXError(
                 f"{name}: expected {len(self.classes)} label columns (one per class, as in fit); got {array.shape[1]}"
             )
         if not np.isin(array, (0.0, 1.0)).all():
-            raise ValueError(f"{name}: a multi-label indicator holds only 0 and 1")
+            raise ProbeXError(f"{name}: a multi-label indicator holds only 0 and 1")
         return torch.from_numpy(array).float()
 
     def _encode_multiclass(self, y: Any, name: str) -> torch.Tensor:
         if _is_label_list(y):
-            raise ValueError(f"{name}: the expert was fitted with one label per model; got label lists")
+            raise ProbeXError(f"{name}: the expert was fitted with one label per model; got label lists")
         array = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
         if array.ndim != 1:
-            raise ValueError(f"{name}: expected one label per model (shape [N]); got shape {array.shape}")
+            raise ProbeXError(f"{name}: expected one label per model (shape [N]); got shape {array.shape}")
         index = {label: i for i, label in enumerate(self.classes)}
         try:
             return torch.tensor([index[label] for label in array.tolist()], dtype=torch.long)
         except KeyError as error:
-            raise ValueError(f"{name}: unknown class {error.args[0]!r}; known classes: {self.classes[:10]}") from None
+            raise ProbeXError(f"{name}: unknown class {error.args[0]!r}; known classes: {self.classes[:10]}") from None
 
     def decode(self, outputs: torch.Tensor) -> Any:
         """Predictions in the form the expert was fitted with, from logits [N, C]."""

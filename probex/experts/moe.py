@@ -9,23 +9,28 @@ best, and a TreeRouter in front::
     moe.score_table(test_zoo)                              # per tree and overall, the paper's MoE column
     moe.save("moe/"); MixtureOfExperts.load("moe/")
 
-or assembled from experts trained elsewhere:
-``MixtureOfExperts(router, experts={"tree_0": expert}, layers={"tree_0": "fc1.weight"})``.
+or assembled from a fitted router and experts trained elsewhere:
+``MixtureOfExperts.from_experts(router, {"tree_0": expert}, layers={"tree_0": "fc1.weight"})``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from sklearn.base import clone
+
 from probex.errors import ProbeXError
+from probex.estimator import Estimator, Rule, instance_of
+from probex.experts.base import BaseExpert
 from probex.progress import Progress
 from probex.trees.router import TreeRouter
-from probex.storage import atomic_directory
+from probex.storage import atomic_directory, json_field, read_regular_bytes
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +38,60 @@ MOE_FILE = "mixture.json"
 MOE_FORMAT = "probex-mixture-of-experts"
 
 
-class MixtureOfExperts:
+def _is_layer_map(layers: Any) -> bool:
+    return layers is None or (isinstance(layers, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                for k, v in layers.items()))
+
+
+class MixtureOfExperts(Estimator):
     """A TreeRouter and one expert per tree, each expert reading its own layer.
 
     Args:
-        router: a TreeRouter, fitted or not (``fit`` fits it on the training models if not).
-        experts: tree name -> fitted expert, for a mixture assembled from trained experts.
-        layers: tree name -> the layer its expert reads (for ``fit``: the layer to use for that
-            tree instead of choosing one).
-        expert: the expert ``fit`` trains for every tree (cloned from its parameters; default
-            ``ProbeXClassifier()``).
+        router: the TreeRouter that finds the trees (default ``TreeRouter()``). ``fit`` fits a
+            clone of it on the training models, or uses it as given when it is fitted already.
+        expert: the expert ``fit`` trains for every tree (cloned; default ``ProbeXClassifier()``).
+        layers: tree name -> the layer its expert reads, for trees whose layer ``fit`` should
+            not choose.
 
-    Learned (or assembled): ``experts_`` and ``layers_`` (tree -> expert / layer name),
-    ``layer_scores_`` (tree -> {layer: validation score}) when ``fit`` chose among layers.
+    Learned: ``router_`` (the fitted router), ``experts_`` and ``layers_`` (tree -> expert /
+    layer name), ``layer_scores_`` (tree -> {layer: validation score}) when ``fit`` chose among
+    layers. :meth:`from_experts` assembles a fitted mixture from experts trained elsewhere.
     """
 
-    def __init__(self, router: TreeRouter, experts: dict[str, Any] | None = None,
-                 layers: dict[str, str] | None = None, expert: Any = None):
+    parameter_rules = {
+        "router": instance_of(TreeRouter, optional=True, expected="a TreeRouter"),
+        "expert": instance_of(BaseExpert, optional=True, expected="an expert (ProbeXClassifier(), DenseExpert(), ...)"),
+        "layers": Rule("a dict tree name -> layer name", _is_layer_map),
+    }
+    _fit_hint = "call fit(population) first, or assemble one with MixtureOfExperts.from_experts(router, experts)"
+
+    def __init__(self, router: TreeRouter | None = None, expert: BaseExpert | None = None,
+                 layers: dict[str, str] | None = None):
         self.router = router
-        self.experts = experts
-        self.layers = layers
         self.expert = expert
-        if experts is not None:  # an assembled mixture is ready to predict
-            self.experts_ = dict(experts)
-            self.layers_ = dict(layers or {})
-            self.layer_scores_ = {}
+        self.layers = layers
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "experts_")
+
+    @classmethod
+    def from_experts(cls, router: TreeRouter, experts: dict[str, BaseExpert],
+                     layers: dict[str, str | None] | None = None) -> "MixtureOfExperts":
+        """A fitted mixture of a fitted ``router`` and experts trained elsewhere (tree name -> expert),
+        each reading ``layers[tree]`` (its layer name; a LayerBank or tensor input needs none)."""
+        router._check_fitted()
+        unknown = sorted(set(experts) - set(router.tree_names_))
+        if unknown:
+            raise ProbeXError(f"MixtureOfExperts.from_experts: the router knows no tree {unknown[0]!r}; "
+                              f"its trees: {router.tree_names_}")
+        for expert in experts.values():
+            expert._check_fitted()
+        mixture = cls(router=router)
+        mixture.router_ = router
+        mixture.layers_ = dict(layers or {})
+        mixture.layer_scores_ = {}
+        mixture.experts_ = dict(experts)
+        return mixture
 
     # ------------------------------------------------------------------ training
     def fit(self, population: Any, y: Any = None, layers: Sequence[str] | str | None = None,
@@ -72,18 +106,25 @@ class MixtureOfExperts:
         given, else the best of ``layers`` by validation score (a single name: that layer; None:
         the router's layer of the tree's architecture).
         """
+        self._check_params()
+        router = TreeRouter() if self.router is None else self.router
+        router_fitted = router.__sklearn_is_fitted__()
+        if not router_fitted:
+            router._check_params()
+        template = self._template_expert()
+        template._check_params()
         zoo_input = hasattr(population, "architectures") and hasattr(population, "bank")
         if zoo_input:
             train = population.select(split=train_split) if train_split in population.splits else population
             val_zoo = population.select(split=val_split) if val_split and val_split in population.splits else None
         else:
             train, val_zoo = population, None
-        if not hasattr(self.router, "tree_names_"):
-            self.router.fit(train, progress=progress)
-        self.experts_, self.layers_, self.layer_scores_ = {}, {}, {}
-        train_trees = self.router.route(train)
-        val_trees = self.router.route(val_zoo if zoo_input else val[0]) if (val_zoo is not None or val) else None
-        for tree in self.router.tree_names_:
+        self.__dict__.pop("experts_", None)
+        self.router_ = router if router_fitted else clone(router).fit(train, progress=progress)
+        experts, self.layers_, self.layer_scores_ = {}, {}, {}
+        train_trees = self.router_.route(train)
+        val_trees = self.router_.route(val_zoo if zoo_input else val[0]) if (val_zoo is not None or val) else None
+        for tree in self.router_.tree_names_:
             members = [i for i, name in enumerate(train_trees) if name == tree]
             if not members:
                 log.warning("MixtureOfExperts.fit: no training model routed to %s; it gets no expert", tree)
@@ -95,12 +136,13 @@ class MixtureOfExperts:
                 train_data = _subset(train, members, layer, y)
                 val_data = _subset(val_zoo if zoo_input else val[0], val_members, layer,
                                    None if zoo_input else val[1]) if val_members else None
-                expert = self._new_expert().fit(train_data[0], train_data[1], val=val_data, progress=progress)
+                expert = clone(template).fit(train_data[0], train_data[1], val=val_data, progress=progress)
                 scores[layer] = float(expert.score(*val_data)) if val_data else float("nan")
                 if best is None or scores[layer] > scores[best]:  # the first layer wins ties and NaN
-                    best, self.experts_[tree], self.layers_[tree] = layer, expert, layer
+                    best, experts[tree], self.layers_[tree] = layer, expert, layer
             self.layer_scores_[tree] = scores
             log.info("MixtureOfExperts: %s -> layer %s (%d models)", tree, self.layers_[tree], len(members))
+        self.experts_ = experts  # last: the mixture is fitted
         return self
 
     def _candidate_layers(self, tree: str, layers: Sequence[str] | str | None) -> list[str | None]:
@@ -108,28 +150,29 @@ class MixtureOfExperts:
         architecture has, else the layer the router clustered that architecture on."""
         if self.layers and tree in self.layers:
             return [self.layers[tree]]
-        index = self.router.tree_names_.index(tree)
-        architecture = next(a for a in self.router.architectures_ if index in a.tree_indices)
+        index = self.router_.tree_names_.index(tree)
+        architecture = next(a for a in self.router_.architectures_ if index in a.tree_indices)
         wanted = [layers] if isinstance(layers, str) else list(layers or [])
         if architecture.signature is not None:  # a zoo: keep the layers this architecture has
             present = {name for name, _ in architecture.signature}
             wanted = [layer for layer in wanted if layer in present]
         return wanted or [architecture.layer]
 
-    def _new_expert(self) -> Any:
+    def _template_expert(self) -> BaseExpert:
+        """The expert every tree's is cloned from: ``expert``, or ProbeXClassifier()."""
         if self.expert is None:
             from probex.experts.classifier import ProbeXClassifier
 
             return ProbeXClassifier()
-        return type(self.expert)(**self.expert.get_params())
+        return self.expert
 
     # ------------------------------------------------------------------ predicting
     def predict(self, population: Any, return_trees: bool = False):
         """One prediction per model (its tree's expert's ``predict``), None for a model of an
         unknown tree (or a tree without an expert), reported in the log. With ``return_trees``,
         also the tree of each model."""
-        self._check_ready()
-        trees = self.router.route(population)
+        self._check_fitted()
+        trees = self.router_.route(population)
         predictions: list[Any] = [None] * len(trees)
         for tree, members in _group_by_tree(trees).items():
             if tree not in self.experts_:
@@ -151,8 +194,8 @@ class MixtureOfExperts:
         MoE column. Models routed to no known tree are counted in ``unrouted``, not scored.
         Classes a tree's expert never saw cannot be predicted, so they are dropped from the
         labels of the models routed to it."""
-        self._check_ready()
-        trees = self.router.route(population)
+        self._check_fitted()
+        trees = self.router_.route(population)
         rows, total, weighted = [], 0, 0.0
         for tree, members in _group_by_tree(trees).items():
             if tree not in self.experts_:
@@ -170,10 +213,6 @@ class MixtureOfExperts:
                      "score": weighted / total if total else float("nan"), "unrouted": unrouted})
         return rows
 
-    def _check_ready(self) -> None:
-        if not hasattr(self, "experts_"):
-            raise ProbeXError("MixtureOfExperts: call fit(population) first, or give experts= when building it")
-
     # ------------------------------------------------------------------ growing
     def add_tree(self, name: str, expert: Any, layer: str | None = None, members: Any = None) -> "MixtureOfExperts":
         """Add one tree's expert without touching the others' weights.
@@ -181,14 +220,14 @@ class MixtureOfExperts:
         ``members`` (models of the new tree: LayerBank, tensor or ModelZoo) teach the router where
         the tree lies; leave it out when the router already knows a tree called ``name``.
         """
-        self._check_ready()
+        self._check_fitted()
         if name in self.experts_:
             raise ProbeXError(f"MixtureOfExperts.add_tree: tree {name!r} has an expert already")
-        if name not in self.router.tree_names_:
+        if name not in self.router_.tree_names_:
             if members is None:
                 raise ProbeXError(f"MixtureOfExperts.add_tree: the router does not know a tree {name!r}; "
                                   "pass its member models (members=...) so new models can be routed to it")
-            self.router.add_tree(name, members, layer=layer)
+            self.router_.add_tree(name, members, layer=layer)
         self.experts_[name] = expert
         self.layers_[name] = layer
         return self
@@ -197,11 +236,12 @@ class MixtureOfExperts:
     def save(self, directory: str | Path) -> Path:
         """Write the mixture to one folder, atomically: ``router/`` (safetensors + JSON),
         ``experts/<n>/`` (each expert's own save) and ``mixture.json``."""
-        self._check_ready()
+        self._check_fitted()
         directory = Path(directory)
         folders = {tree: f"{number:03d}" for number, tree in enumerate(self.experts_)}
-        with atomic_directory(directory) as tmp:
-            self.router.save(tmp / "router")
+        saved_before_markers = lambda folder: json_field(folder / MOE_FILE, "format") == MOE_FORMAT  # noqa: E731
+        with atomic_directory(directory, MOE_FORMAT, legacy=saved_before_markers) as tmp:
+            self.router_.save(tmp / "router")
             for tree, expert in self.experts_.items():
                 expert.save(tmp / "experts" / folders[tree])
             manifest = {"format": MOE_FORMAT, "experts": [
@@ -217,22 +257,27 @@ class MixtureOfExperts:
 
         directory = Path(directory)
         try:
-            manifest = json.loads((directory / MOE_FILE).read_text(encoding="utf-8"))
+            manifest = json.loads(read_regular_bytes(directory / MOE_FILE, 64 * 2**20, "mixture manifest"))
         except (OSError, ValueError) as error:
             raise ProbeXError(f"{directory}: not a saved MixtureOfExperts ({error})") from error
         if manifest.get("format") != MOE_FORMAT:
             raise ProbeXError(f"{directory / MOE_FILE}: not a mixture of experts (format {manifest.get('format')!r})")
         router = TreeRouter.load(directory / "router")
-        experts = {entry["tree"]: load_expert(directory / entry["folder"], device=device) for entry in manifest["experts"]}
-        layers = {entry["tree"]: entry["layer"] for entry in manifest["experts"]}
-        mixture = cls(router, experts=experts, layers=layers)
-        mixture.layer_scores_ = {entry["tree"]: entry["layer_scores"] for entry in manifest["experts"]
-                                 if entry.get("layer_scores")}
+        try:
+            entries = list(manifest["experts"])
+            folders = {entry["tree"]: str(entry["folder"]) for entry in entries}
+            layers = {entry["tree"]: entry["layer"] for entry in entries}
+        except (KeyError, TypeError) as error:
+            raise ProbeXError(f"{directory / MOE_FILE}: a damaged mixture manifest ({error}); save it again") from None
+        for tree, folder in folders.items():
+            # the manifest names each expert's folder: only the experts/NNN folders save() writes are read
+            if not re.fullmatch(r"experts/[0-9]{3,}", folder):
+                raise ProbeXError(f"{directory / MOE_FILE}: expert folder {folder!r} of tree {tree!r} is not one "
+                                  "this mixture's save() writes (experts/NNN); not reading it")
+        experts = {tree: load_expert(directory / folder, device=device) for tree, folder in folders.items()}
+        mixture = cls.from_experts(router, experts, layers=layers)
+        mixture.layer_scores_ = {entry["tree"]: entry["layer_scores"] for entry in entries if entry.get("layer_scores")}
         return mixture
-
-    def __repr__(self) -> str:
-        trees = f", trees={list(self.experts_)}" if hasattr(self, "experts_") else ""
-        return f"MixtureOfExperts({self.router!r}{trees})"
 
 
 # ---------------------------------------------------------------------- helpers

@@ -9,15 +9,36 @@ with V, activate, flatten, one linear layer (the M_l stacked side by side).
 A head T maps e to the task output. With no activation, ProbeX + head is a dense linear map
 whose weight tensor has a Tucker decomposition (the paper's Proposition 2):
 ``ProbeXNetwork.dense_equivalent()`` computes it.
+
+Every network takes each layer as a float32 batch: a tensor [b, d_W, d_H], or LoRA factors
+(:class:`~probex.zoo.factored.LoraFactors`, X = s B A). ProbeX reads factors without merging
+them: (X - C) U / sigma = (s B (A U) - C U) / sigma, r (d_W + d_H) per probe instead of
+d_W d_H. The Dense baseline merges each batch (see :class:`DenseEncoder` for why).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
+from probex.errors import ProbeXError
+
+from probex.zoo.factored import LoraFactors
+from probex.zoo.stack import MatrixStack, as_stack
+
+#: One layer of a batch of models, as the networks read it (float32).
+LayerBatch = Union[torch.Tensor, LoraFactors]
+
+#: LoRA layers of at most this many values are merged batch by batch rather than probed as factors:
+#: up to 64 x 64 a merged batch costs the same time (measured on one CPU thread, rank 4, 64
+#: probes) and gives the very numbers a dense bank of the same layer gives.
+MERGE_MAX_VALUES = 64 * 64
+
+# rows of a chunk of float64 sums in InputNormalization.fit (also bounded by bytes)
+_FIT_CHUNK_ROWS = 1024
+_FIT_CHUNK_BYTES = 128 * 2**20
 
 ACTIVATIONS = ("relu", "none")
 
@@ -27,7 +48,7 @@ def _activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "none":
         return nn.Identity()
-    raise ValueError(f"activation must be one of {ACTIVATIONS}; got {name!r}")
+    raise ProbeXError(f"activation must be one of {ACTIVATIONS}; got {name!r}")
 
 
 class InputNormalization(nn.Module):
@@ -44,21 +65,51 @@ class InputNormalization(nn.Module):
         self.register_buffer("scale", torch.ones(()))
 
     @torch.no_grad()
-    def fit(self, X: torch.Tensor, chunk: int = 1024) -> None:
-        """Set centre and scale from X [N, d_W, d_H] (read in chunks: X may be memory-mapped)."""
-        total = torch.zeros(X.shape[1:], dtype=torch.float64)
-        for start in range(0, X.shape[0], chunk):
-            total += X[start : start + chunk].double().sum(dim=0)
-        center = total / X.shape[0]
-        squares = 0.0
-        for start in range(0, X.shape[0], chunk):
-            squares += float(((X[start : start + chunk].double() - center) ** 2).sum())
-        std = math.sqrt(squares / max(X.numel(), 1))
+    def fit(self, X: MatrixStack | torch.Tensor | LoraFactors) -> None:
+        """Set centre and scale from X [N, d_W, d_H], read in chunks (it may be memory-mapped).
+
+        Dense: two passes in float64 (the mean, then the squared deviations). LoRA factors,
+        exactly and without merging a model: the centre is (1/N) sum s_i B_i A_i (one product
+        per chunk of models, [d_W, k r] @ [k r, d_H]), and sum ||X_i - C||^2 = sum ||X_i||^2 - N ||C||^2
+        with ||X_i||^2 = s_i^2 tr((B_i^T B_i)(A_i A_i^T)), in float64.
+        """
+        X = as_stack(X)
+        n, d_W, d_H = X.shape
+        if X.factored:
+            total = torch.zeros(d_W, d_H, dtype=torch.float64)
+            squares = 0.0
+            step = max(1, _FIT_CHUNK_BYTES // (8 * X.storage.rank * (d_W + d_H)))
+            for start in range(0, n, step):
+                factors = X.take(slice(start, start + step))
+                scaled = factors.B * factors.scale[:, None, None]  # [k, d_W, r]
+                total += (scaled.transpose(0, 1).reshape(d_W, -1) @ factors.A.reshape(-1, d_H)).double()
+                squares += float(factors.squared_norms().sum())
+            center = total / n
+            squares -= n * float((center ** 2).sum())
+        else:
+            step = max(1, min(_FIT_CHUNK_ROWS, _FIT_CHUNK_BYTES // (8 * d_W * d_H)))
+            total = torch.zeros(d_W, d_H, dtype=torch.float64)
+            for start in range(0, n, step):
+                total += X.take(slice(start, start + step)).double().sum(dim=0)
+            center = total / n
+            squares = 0.0
+            for start in range(0, n, step):
+                squares += float(((X.take(slice(start, start + step)).double() - center) ** 2).sum())
+        std = math.sqrt(max(squares, 0.0) / max(n * d_W * d_H, 1))
         self.center.copy_(center.float())
         self.scale.fill_(std if std > 0 else 1.0)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return (X - self.center) / self.scale
+
+    def probe(self, X: LayerBatch, U: torch.Tensor) -> torch.Tensor:
+        """The normalised layer times U, ((X - C) / sigma) U [b, d_W, k]; LoRA factors are not merged
+        (but for layers of at most ``MERGE_MAX_VALUES`` values, where merging costs nothing)."""
+        if isinstance(X, LoraFactors):
+            if self.center.numel() > MERGE_MAX_VALUES:
+                return (X.response(U) - self.center @ U) / self.scale
+            X = X.merge()
+        return self(X) @ U
 
 
 #: The bounds of ProbeX's default sizes (r_U = r_V = r_T); 128 is the paper's size on large layers.
@@ -115,7 +166,7 @@ class ProbeX(nn.Module):
         n_probes, proj_dim, rep_dim = (given if given is not None else default
                                        for given, default in zip((n_probes, proj_dim, rep_dim), sizes))
         if min(d_W, d_H, n_probes, proj_dim, rep_dim, encoder_depth) < 1:
-            raise ValueError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
+            raise ProbeXError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
         self.d_W, self.d_H = d_W, d_H
         self.n_probes = min(n_probes, d_H)
         self.proj_dim = min(proj_dim, d_W)
@@ -131,15 +182,22 @@ class ProbeX(nn.Module):
             extra += [_activation(activation), nn.Linear(self.rep_dim, self.rep_dim)]
         self.deeper = nn.Sequential(*extra)
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        responses = self.normalize(X) @ self.probes  # Z: [N, d_W, r_U], column l is z_l = X u_l
+    def forward(self, X: LayerBatch) -> torch.Tensor:
+        responses = self.normalize.probe(X, self.probes)  # Z: [N, d_W, r_U], column l is z_l = X u_l
         projected = self.projection(responses.transpose(1, 2))  # [N, r_U, r_V]: V^T z_l (+ bias) per probe
         representation = self.encoder(self.activation(projected).flatten(1))  # e = sum_l M_l sigma(V^T z_l)
         return self.deeper(representation)
 
 
 class DenseEncoder(nn.Module):
-    """The Dense baseline's input side: the flattened, normalised layer (no learned encoder)."""
+    """The Dense baseline's input side: the flattened, normalised layer (no learned encoder).
+
+    LoRA factors are merged batch by batch. Applying the head's K weight matrices to the factors
+    directly (<W_k, s B A> = s tr(B^T W_k A^T)) costs K d_W d_H r per model, against
+    d_W d_H (r + K) for merging first, and the weights' gradient, sum_i g_ik X_i, is itself a sum
+    of merged matrices; so the batch's merged matrices (b d_W d_H float32 values) are the cheapest
+    way, in time and in memory, for this baseline.
+    """
 
     def __init__(self, d_W: int, d_H: int):
         super().__init__()
@@ -147,14 +205,17 @@ class DenseEncoder(nn.Module):
         self.rep_dim = d_W * d_H
         self.normalize = InputNormalization((d_W, d_H))
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
+    def forward(self, X: LayerBatch) -> torch.Tensor:
+        if isinstance(X, LoraFactors):
+            X = X.merge()
         return self.normalize(X).flatten(1)
 
 
 class LayersNetwork(nn.Module):
     """One encoder per layer, their representations concatenated, one linear head.
 
-    forward(layers: list of [N, d_W, d_H]) -> [N, out_dim]; encode(layers) -> [N, sum r_T].
+    forward(layers: list of [N, d_W, d_H] tensors or LoraFactors) -> [N, out_dim];
+    encode(layers) -> [N, sum r_T]; fit_normalization(stacks) reads the training set once.
     """
 
     def __init__(self, encoders: Sequence[nn.Module], out_dim: int):
@@ -162,14 +223,14 @@ class LayersNetwork(nn.Module):
         self.encoders = nn.ModuleList(encoders)
         self.head = nn.Linear(sum(encoder.rep_dim for encoder in self.encoders), out_dim)
 
-    def fit_normalization(self, layers: Sequence[torch.Tensor]) -> None:
+    def fit_normalization(self, layers: Sequence[MatrixStack | torch.Tensor | LoraFactors]) -> None:
         for encoder, X in zip(self.encoders, layers):
             encoder.normalize.fit(X)
 
-    def encode(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    def encode(self, layers: Sequence[LayerBatch]) -> torch.Tensor:
         return torch.cat([encoder(X) for encoder, X in zip(self.encoders, layers)], dim=1)
 
-    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, layers: Sequence[LayerBatch]) -> torch.Tensor:
         return self.head(self.encode(layers))
 
     def n_parameters(self) -> int:
@@ -195,7 +256,7 @@ class ProbeXNetwork(LayersNetwork):
         offset = 0
         for encoder in self.encoders:
             if encoder.activation_name != "none" or len(encoder.deeper) > 0:
-                raise ValueError("dense_equivalent needs the linear ProbeX: activation='none', encoder_depth=1")
+                raise ProbeXError("dense_equivalent needs the linear ProbeX: activation='none', encoder_depth=1")
             T = self.head.weight[:, offset : offset + encoder.rep_dim].double()  # [out, r_T]
             offset += encoder.rep_dim
             M = encoder.encoder.weight.double().reshape(encoder.rep_dim, encoder.n_probes, encoder.proj_dim)

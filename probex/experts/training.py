@@ -4,6 +4,11 @@ Adam (lr 1e-3, weight decay 1e-5 by default), mini-batches, the best epoch kept 
 validation score, optional early stopping, a seed that makes runs repeatable, CUDA when
 present, and a progress callback ``progress(done, total, log)`` called after each epoch with
 an :class:`EpochLog` (the CLI turns it into tqdm, the app into st.progress and live curves).
+
+Inputs are MatrixStacks (:func:`probex.experts.inputs.as_layers`; tensors are wrapped). When the training and
+validation sets fit the memory budget in float32 (:func:`probex.zoo.stack.memory_budget`,
+2 GiB unless ``$PROBEX_MEMORY_BUDGET`` says otherwise) they are copied to the device once;
+otherwise every batch is read from the (memory-mapped) bank and converted on the fly.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+from probex.errors import ProbeXError
+
+from probex.zoo.stack import MatrixStack, as_stack, memory_budget
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, object], None]
 
-# Inputs up to this size move to the device once; larger ones go batch by batch.
-DEVICE_COPY_LIMIT_BYTES = 2 * 1024**3
+#: float32 bytes of one prediction batch's merged matrices at most (batches shrink for large layers).
+PREDICT_BATCH_BYTES = 256 * 2**20
 
 
 THREADS_ENV = "PROBEX_THREADS"
@@ -44,9 +52,9 @@ def set_threads(threads: Optional[int] = None) -> int:
         try:
             threads = int(text)
         except ValueError:
-            raise ValueError(f"${THREADS_ENV} must be a whole number of threads; got {text!r}") from None
+            raise ProbeXError(f"${THREADS_ENV} must be a whole number of threads; got {text!r}") from None
     if threads < 1:
-        raise ValueError(f"threads must be >= 1; got {threads}")
+        raise ProbeXError(f"threads must be >= 1; got {threads}")
     torch.set_num_threads(threads)
     return threads
 
@@ -57,7 +65,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
+        raise ProbeXError(f"device {device!r} asked for, but CUDA is not available here; use device='auto' or 'cpu'")
     return resolved
 
 
@@ -95,29 +103,42 @@ class TrainingResult:
 
 
 class _Batches:
-    """Mini-batches of several aligned inputs, on the device, as float32."""
+    """Mini-batches of several aligned inputs, on the device, as float32 (tensors or LoraFactors).
 
-    def __init__(self, layers: Sequence[torch.Tensor], targets: torch.Tensor, device: torch.device):
-        total = sum(t.numel() * 4 for t in layers)
-        self.on_device = total <= DEVICE_COPY_LIMIT_BYTES
-        if self.on_device:
-            self.layers = [t.to(device=device, dtype=torch.float32) for t in layers]
-        else:
-            self.layers = list(layers)
+    ``resident``: the inputs were copied to the device once (they fit the memory budget);
+    otherwise each batch is read from the stacks, rows in storage order.
+    """
+
+    def __init__(self, layers: Sequence[MatrixStack], targets: torch.Tensor, device: torch.device, resident: bool):
+        self.resident = resident
+        self.stacks = list(layers)
+        self.layers = [stack.take(device=device) for stack in layers] if resident else None
         self.targets = targets.to(device)
         self.device = device
         self.n = targets.shape[0]
 
-    def take(self, index: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if self.on_device:
+    def take(self, index: torch.Tensor) -> tuple[list, torch.Tensor]:
+        if self.resident:
             index = index.to(self.device)
-            return [t[index] for t in self.layers], self.targets[index]
-        layers = [t[index].to(device=self.device, dtype=torch.float32) for t in self.layers]
-        return layers, self.targets[index.to(self.device)]
+            return [layer[index] for layer in self.layers], self.targets[index]
+        index = index.sort().values  # reads in file order; a batch's loss does not depend on its order
+        rows = index.numpy()
+        return [stack.take(rows, self.device) for stack in self.stacks], self.targets[index.to(self.device)]
 
-    def in_order(self, batch_size: int) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    def in_order(self, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
         for start in range(0, self.n, batch_size):
             yield self.take(torch.arange(start, min(start + batch_size, self.n)))
+
+
+def fits_in_memory(*stacks: Sequence[MatrixStack]) -> bool:
+    """Whether these inputs, in float32, fit the memory budget (then they are copied to the device once)."""
+    return sum(stack.float32_bytes() for group in stacks for stack in group) <= memory_budget()
+
+
+def _eval_batch(stacks: Sequence[MatrixStack], batch_size: int) -> int:
+    """``batch_size``, or fewer models when a batch of merged float32 matrices would pass PREDICT_BATCH_BYTES."""
+    per_model = sum(4 * stack.shape[1] * stack.shape[2] for stack in stacks)
+    return max(1, min(batch_size, int(PREDICT_BATCH_BYTES // max(per_model, 1))))
 
 
 def adam(network: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-5) -> torch.optim.Adam:
@@ -133,24 +154,26 @@ def adam(network: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-5) -> to
 
 
 @torch.no_grad()
-def predict_in_batches(network: nn.Module, layers: Sequence[torch.Tensor], device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """network(layers) for all models, batch by batch, on the CPU at the end."""
+def predict_in_batches(network: nn.Module, layers: Sequence[MatrixStack | torch.Tensor], device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """network(layers) for all models, batch by batch (smaller for large layers), on the CPU at the end."""
     network.eval()
     outputs = []
-    n = layers[0].shape[0]
+    layers = [as_stack(layer) for layer in layers]
+    n = len(layers[0])
+    batch_size = _eval_batch(layers, batch_size)
     for start in range(0, n, batch_size):
-        batch = [t[start : start + batch_size].to(device=device, dtype=torch.float32) for t in layers]
+        batch = [stack.take(slice(start, start + batch_size), device) for stack in layers]
         outputs.append(network(batch).float().cpu())
     return torch.cat(outputs)
 
 
 def train_network(
     network: nn.Module,
-    layers: Sequence[torch.Tensor],
+    layers: Sequence[MatrixStack | torch.Tensor],
     targets: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
-    val: Optional[tuple[Sequence[torch.Tensor], torch.Tensor]] = None,
+    val: Optional[tuple[Sequence[MatrixStack | torch.Tensor], torch.Tensor]] = None,
     score_fn: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
     epochs: int = 500,
     lr: float = 1e-3,
@@ -168,11 +191,18 @@ def train_network(
     ``patience`` set, training stops after that many epochs without a better validation score.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; got {epochs}")
+        raise ProbeXError(f"epochs must be >= 1; got {epochs}")
     network.to(device)
     optimizer = adam(network, lr=lr, weight_decay=weight_decay)
-    batches = _Batches(layers, targets, device)
-    val_batches = _Batches(val[0], val[1], device) if val is not None else None
+    layers = [as_stack(layer) for layer in layers]
+    if val is not None:
+        val = ([as_stack(layer) for layer in val[0]], val[1])
+    resident = fits_in_memory(layers, val[0] if val is not None else [])
+    if not resident:
+        logger.info("training inputs exceed the memory budget (%.1f GB); streaming batches from the bank",
+                    memory_budget() / 1e9)
+    batches = _Batches(layers, targets, device, resident)
+    val_batches = _Batches(val[0], val[1], device, resident) if val is not None else None
     order = torch.Generator().manual_seed(seed)
     result = TrainingResult()
     best_key: Optional[tuple[float, float]] = None
@@ -193,7 +223,7 @@ def train_network(
         if val_batches is not None:
             network.eval()
             with torch.no_grad():
-                outputs = torch.cat([network(inputs) for inputs, _ in val_batches.in_order(512)])
+                outputs = torch.cat([network(inputs) for inputs, _ in val_batches.in_order(_eval_batch(val_batches.stacks, 512))])
             log.val_loss = float(loss_fn(outputs, val_batches.targets))
             log.val_score = float(score_fn(outputs, val_batches.targets)) if score_fn else -log.val_loss
             key = (log.val_score, -log.val_loss)

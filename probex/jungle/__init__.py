@@ -19,8 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: Where the shipped jungle lies (built with ``probex jungle build --size full --out assets/jungle``).
-SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "jungle"
+from probex.shipped import assets_dir
+
+#: Where the shipped jungle lies (built with ``probex jungle build --size full --out assets/jungle``;
+#: ``probex/assets/jungle`` in an installed wheel).
+SHIPPED = assets_dir() / "jungle"
 
 
 def load(path: str | Path | None = None) -> Any:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probex.errors import ProbeXError
+
 
 class SmallCNN(nn.Module):
     """conv 3->12->24->48 (3x3, ReLU, 2x2 max-pool after the first two), global average pool, linear head."""
@@ -75,7 +77,7 @@ ARCHITECTURES = {"cnn": SmallCNN, "mixer": TinyMixer, "wide-mixer": _wide_mixer}
 
 def make_model(architecture: str, n_classes: int) -> nn.Module:
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}")
+        raise ProbeXError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}")
     return ARCHITECTURES[architecture](n_classes)
 
 

@@ -30,10 +30,11 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from probex.errors import ProbeXError
 from probex.jungle import discriminative as disc
 from probex.jungle.architectures import make_model
 from probex.progress import Progress
-from probex.storage import atomic_path, atomic_write_json
+from probex.storage import atomic_path, atomic_write_json, claim_directory, json_field
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             all written there are kept (:func:`read_written_tree`), the others are trained.
     """
     if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}; got {size!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+        raise ProbeXError(f"size must be one of {SIZES}; got {size!r}")
+    built_before_markers = lambda folder: json_field(folder / "probex_zoo.json", "name") == NAME  # noqa: E731
+    out = claim_directory(out, "probex-jungle", legacy=built_before_markers)
     roots_path = Path(roots) if roots is not None else None
     generative_root = None
     if roots_path is not None and (roots_path.parent / "generative" / "root").is_dir():

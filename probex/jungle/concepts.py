@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from probex.errors import ProbeXError
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring", "heart")
 COLOURS = {
@@ -43,7 +44,7 @@ class Concept:
 
 def concept(index: int) -> Concept:
     if not 0 <= index < N_CONCEPTS:
-        raise ValueError(f"concept index must be in [0, {N_CONCEPTS}); got {index}")
+        raise ProbeXError(f"concept index must be in [0, {N_CONCEPTS}); got {index}")
     return Concept(index, COLOUR_NAMES[index // len(SHAPES)], SHAPES[index % len(SHAPES)])
 
 
@@ -56,7 +57,7 @@ def concept_index(name: str) -> int:
     """The index of a name like "red star" (an optional leading "a "/"an " is ignored)."""
     words = name.lower().strip().removeprefix("a ").removeprefix("an ").split()
     if len(words) != 2 or words[0] not in COLOURS or words[1] not in SHAPES:
-        raise ValueError(f"{name!r} is not a jungle concept; concepts are '<colour> <shape>' with colours "
+        raise ProbeXError(f"{name!r} is not a jungle concept; concepts are '<colour> <shape>' with colours "
                          f"{', '.join(COLOUR_NAMES)} and shapes {', '.join(SHAPES)}")
     return COLOUR_NAMES.index(words[0]) * len(SHAPES) + SHAPES.index(words[1])
 

@@ -49,9 +49,10 @@ from probex.jungle.unet import (
     sample,
     save_root,
 )
-from probex.storage import atomic_directory, atomic_write_json
-from probex.zoo.safefile import write_safetensors
+from probex.errors import ProbeXError
 from probex.language.text import PROMPT_TEMPLATES, TextEncoder, load_text_encoder
+from probex.storage import atomic_directory, atomic_write_json, json_field
+from probex.zoo.safefile import write_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ def build_generative(
         labels, metadata, images).
     """
     if size not in RECIPES:
-        raise ValueError(f"unknown size {size!r}; sizes: {', '.join(RECIPES)}")
+        raise ProbeXError(f"unknown size {size!r}; sizes: {', '.join(RECIPES)}")
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -373,7 +374,8 @@ def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progre
     done = total - len(plans)
     entries: list[dict] = []
     lora_started = time.perf_counter()
-    with atomic_directory(out_dir) as tmp:
+    built_before_markers = lambda folder: json_field(folder / BUILD_INFO, "tree") == TREE  # noqa: E731
+    with atomic_directory(out_dir, "probex-jungle-generative", legacy=built_before_markers) as tmp:
         save_root(unet, tmp / ROOT_FOLDER, root_info)
         by_steps = sorted(plans, key=lambda plan: (plan.steps, plan.number))  # similar step counts train together
         for chunk_number, start in enumerate(range(0, len(by_steps), recipe.models_at_once)):

@@ -9,6 +9,10 @@ writes into the jungle::
     validation.json            the whole sweep and what shipped, in one file
     experts/<tree>/            the expert of the best layer, saved in float16 (probex.load_expert)
 
+``<tree>`` is the tree's name made safe for a path (:func:`probex.storage.safe_name`: the jungle's
+own names stay as they are; a name with ``/`` or ``..`` gets a readable stem and a hash), so a
+tree name from a manifest never writes outside the jungle.
+
 Classifier trees get a :class:`~probex.experts.classifier.ProbeXClassifier` (training classes);
 aligned trees a :class:`~probex.experts.aligner.ProbeXAligner` with the bundled MiniLM. For an
 aligner, the two best layers together (the paper's multi-layer form) are also tried; the one

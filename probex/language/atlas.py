@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
+from probex.errors import ProbeXError
 from probex.language.search import ModelIndex
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Atlas:
         if not prompts:
             return self
         if self.index is None or self.vectors is None:
-            raise ValueError("this Atlas has no index to embed prompts with; build it with build_atlas(index)")
+            raise ProbeXError("this Atlas has no index to embed prompts with; build it with build_atlas(index)")
         fitted = self.points.iloc[: len(self.vectors)]
         coordinates = place_points(self.index.embed_prompts(prompts), self.vectors, fitted[["x", "y"]].to_numpy())
         rows = _rows(coordinates, "prompt", prompts)

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from probex.errors import HubUnavailableError
+from probex.errors import HubUnavailableError, ProbeXError
 from probex.language.text import OPEN_CLIP_PREFIX, TextEncoder, _check_texts
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class OpenCLIPTextEncoder(TextEncoder):
         texts = _check_texts(texts)
         tower = getattr(self.model, "text", self.model)  # CustomTextCLIP keeps its tower in .text
         if not all(hasattr(tower, name) for name in ("token_embedding", "positional_embedding", "transformer", "ln_final")):
-            raise ValueError(f"text encoder {self.spec!r}: token embeddings are only available for open_clip's own text transformer")
+            raise ProbeXError(f"text encoder {self.spec!r}: token embeddings are only available for open_clip's own text transformer")
         width = tower.token_embedding.embedding_dim
         if not texts:
             return torch.zeros(0, 0, width), torch.zeros(0, 0, dtype=torch.bool)
@@ -73,7 +73,7 @@ def _parse_open_clip_spec(spec: str) -> tuple[str, str]:
     body = spec[len(OPEN_CLIP_PREFIX):]
     model_name, slash, source = body.partition("/")
     if not model_name or not slash or not source:
-        raise ValueError(
+        raise ProbeXError(
             f"text encoder {spec!r}: expected 'open_clip:<model>/<pretrained tag>' (e.g. 'open_clip:ViT-L-14/openai') "
             "or 'open_clip:<model>/<path to a .safetensors file>'"
         )
@@ -91,14 +91,14 @@ def _load_open_clip(spec: str, model_name: str, source: str, device: str) -> tup
     except ImportError as error:
         raise ImportError(f"text encoder {spec!r} needs open_clip: pip install open_clip_torch") from error
     if model_name not in open_clip.list_models():
-        raise ValueError(f"text encoder {spec!r}: open_clip has no model {model_name!r}; see open_clip.list_models()")
+        raise ProbeXError(f"text encoder {spec!r}: open_clip has no model {model_name!r}; see open_clip.list_models()")
     quick_gelu = False
     if _is_local_file(source):
         path = Path(source).expanduser()
     else:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if source not in tags:
-            raise ValueError(
+            raise ProbeXError(
                 f"text encoder {spec!r}: {source!r} is neither a pretrained tag of {model_name} "
                 f"(tags: {', '.join(tags) or 'none'}) nor an existing .safetensors file"
             )
@@ -113,7 +113,7 @@ def _load_open_clip(spec: str, model_name: str, source: str, device: str) -> tup
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing_text = [key for key in missing if not key.startswith("visual.")]
     if missing_text:
-        raise ValueError(
+        raise ProbeXError(
             f"{path}: not a checkpoint of open_clip {model_name}: {len(missing_text)} text weights missing "
             f"(e.g. {missing_text[:3]}); pass the state_dict of that model"
         )
@@ -148,16 +148,16 @@ def _read_open_clip_state(spec: str, path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if path.suffix != ".safetensors":
-        raise ValueError(
+        raise ProbeXError(
             f"text encoder {spec!r}: {path} is not a .safetensors file; pickled checkpoints (.bin, .pt) are never loaded. "
             "Convert it once on a trusted machine (safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))"
         )
     if not path.is_file():
-        raise ValueError(f"text encoder {spec!r}: no file {path}")
+        raise ProbeXError(f"text encoder {spec!r}: no file {path}")
     try:
         return load_file(str(path))
     except (OSError, SafetensorError) as error:
-        raise ValueError(f"text encoder {spec!r}: {path} is not a readable safetensors file ({error})") from None
+        raise ProbeXError(f"text encoder {spec!r}: {path} is not a readable safetensors file ({error})") from None
 
 
 def _download_open_clip_weights(spec: str, model_name: str, config: dict) -> Path:
@@ -168,7 +168,7 @@ def _download_open_clip_weights(spec: str, model_name: str, config: dict) -> Pat
     """
     hub = config.get("hf_hub", "")
     if not hub:
-        raise ValueError(
+        raise ProbeXError(
             f"text encoder {spec!r}: open_clip publishes these weights only as a download URL, not on the Hugging Face Hub; "
             f"convert them to safetensors and use 'open_clip:{model_name}/<path to the .safetensors file>'"
         )

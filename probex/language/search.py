@@ -38,7 +38,7 @@ from probex.storage import atomic_path
 if TYPE_CHECKING:  # pandas is imported only by to_frame / export
     import pandas
 
-    from probex.zoo import ModelRecord, ModelZoo
+    from probex.zoo import LayerBank, ModelRecord, ModelZoo
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def prompt_as_class_name(prompt: str, template: str = "a photo of a {}") -> str:
         raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
     text = " ".join(prompt.split())
     if not text:
-        raise ValueError("prompt: empty; type a few words, e.g. 'a red star'")
+        raise ProbeXError("prompt: empty; type a few words, e.g. 'a red star'")
     prefix = template.split("{}")[0].strip().lower() if "{}" in template else ""
     if prefix and text.lower().startswith(prefix + " "):
         text = text[len(prefix) + 1:]
@@ -104,7 +104,7 @@ class ModelIndex:
                  tree: str | None = None) -> None:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(records):
-            raise ValueError(f"ModelIndex: embeddings must be [N, d] with N = {len(records)} records; got {embeddings.shape}")
+            raise ProbeXError(f"ModelIndex: embeddings must be [N, d] with N = {len(records)} records; got {embeddings.shape}")
         self.expert = expert
         self.records = list(records)
         self.embeddings = _unit_rows(embeddings)
@@ -183,7 +183,7 @@ class ModelIndex:
         if isinstance(model, np.ndarray) or isinstance(model, torch.Tensor):
             query = np.asarray(model, dtype=np.float32).reshape(-1)
             if query.shape[0] != self.embeddings.shape[1]:
-                raise ValueError(f"neighbours: expected an embedding of size {self.embeddings.shape[1]}; got {query.shape[0]}")
+                raise ProbeXError(f"neighbours: expected an embedding of size {self.embeddings.shape[1]}; got {query.shape[0]}")
         else:
             model_id = model if isinstance(model, str) else getattr(model, "id", None)
             if model_id not in self._row:
@@ -204,7 +204,7 @@ class ModelIndex:
         """
         candidates = list(self.classes if candidates is None else candidates)
         if not candidates:
-            raise ValueError("top_labels: no candidate class names; pass candidates=[...]")
+            raise ProbeXError("top_labels: no candidate class names; pass candidates=[...]")
         query = self.embed_model(model)
         scores = self.expert_text(candidates) @ query
         order = np.argsort(-scores, kind="stable")[:k]
@@ -230,7 +230,7 @@ class ModelIndex:
             layers = model
         embedding = np.asarray(self.expert.encode(layers), dtype=np.float32)
         if embedding.shape[0] != 1:
-            raise ValueError(f"top_labels: expected the layers of one model; got {embedding.shape[0]} models")
+            raise ProbeXError(f"top_labels: expected the layers of one model; got {embedding.shape[0]} models")
         return _unit_rows(embedding)[0]
 
     # -- tables ----------------------------------------------------------------------------
@@ -251,12 +251,19 @@ class ModelIndex:
         return pd.concat([frame, columns], axis=1)
 
     def export(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_frame` to ``path`` as CSV (``.csv``) or parquet (``.parquet``), atomically."""
+        """Write :meth:`to_frame` to ``path`` as CSV (``.csv``) or parquet (``.parquet``), atomically.
+
+        An existing file is replaced only when probex wrote it (:func:`probex.storage.check_output_file`).
+        """
+        from probex.storage import OUTPUT_MARK, check_output_file
+
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet"):
             raise ProbeXError(f"{path}: export writes .csv or .parquet files; choose one of those suffixes")
+        check_output_file(path, "export")
         frame = self.to_frame()
+        frame.attrs["written_by"] = OUTPUT_MARK  # kept in parquet's metadata: a later export may replace it
         with atomic_path(path) as tmp:
             if suffix == ".csv":
                 frame.to_csv(tmp, index=False)
@@ -303,14 +310,14 @@ def expert_layers(expert: Any) -> list[str]:
 
 
 def read_model_layers(path: str | os.PathLike, layers: Sequence[str],
-                      shapes: Optional[Sequence[tuple[int, int]]] = None) -> list[torch.Tensor]:
-    """The named layers of one safetensors file, each [1, d_W, d_H] (LoRA pairs merged, as in a LayerBank).
+                      shapes: Optional[Sequence[tuple[int, int]]] = None) -> list["LayerBank"]:
+    """The named layers of one safetensors file, each a LayerBank of one model (LoRA layers as their factors).
 
     Raises:
         ZooError: the file is not readable safetensors, lacks a layer (the message names the
             file, the missing layer and the layers it has), or a layer's shape is not ``shapes``.
     """
-    from probex.zoo.bank import build_bank
+    from probex.zoo.bank_build import build_bank
     from probex.zoo.catalog import layer_catalog
     from probex.zoo.records import ModelRecord
     from probex.zoo.safefile import read_header
@@ -329,8 +336,7 @@ def read_model_layers(path: str | os.PathLike, layers: Sequence[str],
             raise ZooError(f"{path}: layer '{layer}' is {info.shape[0]} x {info.shape[1]}, but the expert reads "
                            f"{shapes[number][0]} x {shapes[number][1]}; upload a model of the expert's tree")
     record = ModelRecord(id=path.stem, path=path, metadata=dict(header.metadata or {}), header=header)
-    banks = [build_bank([record], layer, cache=False) for layer in layers]
-    return [bank.X for bank in banks]
+    return [build_bank([record], layer, cache=False) for layer in layers]
 
 
 def _input_shapes(expert: Any) -> Optional[list[tuple[int, int]]]:

@@ -47,6 +47,7 @@ from typing import Sequence
 
 import torch
 
+from probex.errors import ProbeXError
 from probex.language.text_cache import cache_file, read_cache, write_cache
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ _ENCODE_BATCH = 256
 def class_prompts(names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
     """Prompts for class names: ``["a photo of a red star", ...]`` (the template holds one ``{}``)."""
     if template.count("{}") != 1:
-        raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}' where the class name goes")
+        raise ProbeXError(f"prompt template {template!r} must contain exactly one '{{}}' where the class name goes")
     return [template.format(name) for name in names]
 
 
@@ -177,7 +178,7 @@ def load_text_encoder(spec: str = "minilm", device: str | torch.device = "auto",
         from probex.language.openclip import load_open_clip_encoder
 
         return load_open_clip_encoder(spec, resolved, cache)
-    raise ValueError(f"unknown text encoder {spec!r}; supported: {', '.join(SUPPORTED_SPECS)}")
+    raise ProbeXError(f"unknown text encoder {spec!r}; supported: {', '.join(SUPPORTED_SPECS)}")
 
 
 @functools.lru_cache(maxsize=4)

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probex.trees.distances import CHUNK_BYTES, row_chunks, streaming_threads, tree_means
+from probex.trees.distances import CHUNK_BYTES, as_flat, flat_shape, row_chunks, streaming_threads, tree_means
+from probex.trees.factored_reads import factored_sums
 from probex.progress import Progress
+from probex.zoo.stack import MatrixStack
 
 MAX_CELLS = 8  # seeds; more cells separate more trees but cost a wider product per chunk
 SEED_SAMPLE = 512  # models read on the blocks to choose the seeds from
@@ -67,17 +69,23 @@ class CellMeans:
     full_read: bool
 
 
-def block_columns(flat: torch.Tensor, blocks: list[tuple[int, int]], rows: torch.Tensor | None = None) -> torch.Tensor:
-    """``flat[rows]`` (all rows by default) on the blocks, as float64 [r, s]."""
-    parts = [flat[:, start:stop] if rows is None else flat[:, start:stop].index_select(0, rows)
-             for start, stop in blocks]
+def block_columns(flat: MatrixStack | torch.Tensor, blocks: list[tuple[int, int]],
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``flat[rows]`` (all rows by default) on the blocks, as float64 [r, s]. ``flat`` is a
+    population (LoRA rows merge only the matrix rows the blocks touch) or a chunk [r, D] of one."""
+    if isinstance(flat, torch.Tensor) and flat.ndim == 2:
+        parts = [flat[:, start:stop] if rows is None else flat[:, start:stop].index_select(0, rows)
+                 for start, stop in blocks]
+    else:
+        stack = as_flat(flat)
+        parts = [stack.flat_columns(start, stop, rows) for start, stop in blocks]
     return torch.cat(parts, dim=1).to(torch.float64)
 
 
-def choose_seeds(flat: torch.Tensor, blocks: list[tuple[int, int]], count: int,
+def choose_seeds(flat: MatrixStack | torch.Tensor, blocks: list[tuple[int, int]], count: int,
                  rng: np.random.Generator) -> torch.Tensor:
     """Up to ``count`` seeds [g, s] on the blocks: farthest-point traversal of a random sample."""
-    n = flat.shape[0]
+    n = len(as_flat(flat))
     sample = np.sort(rng.choice(n, min(n, SEED_SAMPLE), replace=False))
     points = block_columns(flat, blocks, torch.from_numpy(sample))
     chosen = [0]
@@ -91,13 +99,15 @@ def choose_seeds(flat: torch.Tensor, blocks: list[tuple[int, int]], count: int,
     return points[chosen]
 
 
-def read_subset_and_cells(flat: torch.Tensor, rows: np.ndarray, blocks: list[tuple[int, int]],
+def read_subset_and_cells(flat: MatrixStack | torch.Tensor, rows: np.ndarray, blocks: list[tuple[int, int]],
                           rng: np.random.Generator, max_cells: int = MAX_CELLS,
                           progress: Progress | None = None) -> SubsetRead:
     """Read ``flat`` [n, D] once, in order: the block coordinates of the linked models ``rows``
     and the sums of the cells (see the module docstring)."""
     started = time.perf_counter()
-    n, dim = flat.shape
+    flat = as_flat(flat)
+    n, dim = flat_shape(flat)
+    _, d_W, d_H = flat.shape
     has_rest = len(rows) < n
     affordable = CELL_BYTES // (12 * dim * (2 if has_rest else 1))
     slot = torch.full((n,), -1, dtype=torch.int64)  # where a linked model's coordinates go in ``subset``
@@ -107,6 +117,8 @@ def read_subset_and_cells(flat: torch.Tensor, rows: np.ndarray, blocks: list[tup
         seeds = choose_seeds(flat, blocks, max(1, min(max_cells, affordable)), rng)
         n_seeds = seeds.shape[0]
         n_cells = n_seeds * (2 if has_rest else 1)  # models outside the linkage: cells of their own
+        if flat.factored:
+            return _read_factored(flat, slot, blocks, seeds, n_cells, started, progress)
         subset = torch.empty(len(rows), seeds.shape[1], dtype=torch.float64)
         cells = torch.empty(n, dtype=torch.int64)
         sums = torch.zeros(n_cells, dim, dtype=torch.float64)
@@ -116,8 +128,8 @@ def read_subset_and_cells(flat: torch.Tensor, rows: np.ndarray, blocks: list[tup
         for start in range(0, n, step):
             stop = min(start + step, n)
             chunk = buffer[:stop - start]
-            chunk.copy_(flat[start:stop])
-            coordinates = block_columns(flat[start:stop], blocks)  # from the pages just read
+            flat.merged(slice(start, stop), out=chunk.view(stop - start, d_W, d_H))
+            coordinates = block_columns(chunk, blocks)  # from the chunk just read
             where = slot[start:stop]
             linked = where >= 0
             subset[where[linked]] = coordinates[linked]
@@ -136,11 +148,36 @@ def read_subset_and_cells(flat: torch.Tensor, rows: np.ndarray, blocks: list[tup
     return SubsetRead(subset=subset, cells=cells.numpy(), cell_sums=sums, seconds=time.perf_counter() - started)
 
 
-def tree_means_from_cells(flat: torch.Tensor, read: SubsetRead, labels: np.ndarray, n_trees: int,
+def _read_factored(flat: MatrixStack, slot: torch.Tensor, blocks: list[tuple[int, int]], seeds: torch.Tensor,
+                   n_cells: int, started: float, progress: Progress | None) -> SubsetRead:
+    """``read_subset_and_cells`` for LoRA factors: block coordinates from the factors (only the matrix
+    rows the blocks touch are formed), then each cell's sum as products of its models' factors."""
+    n = len(flat)
+    linked = slot >= 0
+    subset = torch.empty(int(linked.sum()), seeds.shape[1], dtype=torch.float64)
+    cells = torch.empty(n, dtype=torch.int64)
+    step = 4096
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        coordinates = block_columns(flat, blocks, torch.arange(start, stop))
+        where = slot[start:stop]
+        subset[where[where >= 0]] = coordinates[where >= 0]
+        cells[start:stop] = torch.cdist(coordinates, seeds).argmin(1) + seeds.shape[0] * (where < 0)
+        if progress:
+            progress(stop, n, "reading models (coordinate subset)")
+    onehot = torch.zeros(n_cells, n)
+    onehot[cells, torch.arange(n)] = 1.0
+    sums = factored_sums(flat, np.arange(n), onehot)
+    if progress:
+        progress(n, n, "cell sums")
+    return SubsetRead(subset=subset, cells=cells.numpy(), cell_sums=sums, seconds=time.perf_counter() - started)
+
+
+def tree_means_from_cells(flat: MatrixStack | torch.Tensor, read: SubsetRead, labels: np.ndarray, n_trees: int,
                           progress: Progress | None = None) -> CellMeans:
     """Exact means [n_trees, D] of the trees ``labels`` [n] (-1: a model to leave out) from the
     cell sums of ``read``, re-reading strays (see the module docstring)."""
-    sums = torch.zeros(n_trees, flat.shape[1], dtype=torch.float64)
+    sums = torch.zeros(n_trees, read.cell_sums.shape[1], dtype=torch.float64)
     stray_rows, stray_from, stray_to = [], [], []
     for cell in np.unique(read.cells):
         members = np.flatnonzero(read.cells == cell)
@@ -160,14 +197,24 @@ def tree_means_from_cells(flat: torch.Tensor, read: SubsetRead, labels: np.ndarr
     if len(strays):
         order = np.argsort(strays)  # read in file order
         strays, source, target = strays[order], np.concatenate(stray_from)[order], np.concatenate(stray_to)[order]
+        flat = as_flat(flat)
         with streaming_threads():
-            for start, chunk in row_chunks(flat, strays):
-                moves = torch.zeros(n_trees, len(chunk))
-                span = torch.arange(len(chunk))
-                moves[torch.from_numpy(source[start:start + len(chunk)]), span] = -1.0
-                kept = target[start:start + len(chunk)] >= 0
-                moves[torch.from_numpy(target[start:start + len(chunk)][kept]), span[torch.from_numpy(kept)]] += 1.0
-                sums.add_(moves @ chunk)
+            if flat.factored:
+                sums.add_(factored_sums(flat, strays, _moves(source, target, n_trees)))
+            else:
+                for start, chunk in row_chunks(flat, strays):
+                    part = slice(start, start + len(chunk))
+                    sums.add_(_moves(source[part], target[part], n_trees) @ chunk)
     counts = torch.from_numpy(np.bincount(labels[included], minlength=n_trees)).clamp(min=1).to(torch.float64)
     return CellMeans((sums / counts[:, None]).to(torch.float32), len(strays), False)
 
+
+
+def _moves(source: np.ndarray, target: np.ndarray, n_trees: int) -> torch.Tensor:
+    """[n_trees, m]: -1 at each stray's cell majority tree, +1 at its own tree (none when left out)."""
+    span = torch.arange(len(source))
+    moves = torch.zeros(n_trees, len(source))
+    moves[torch.from_numpy(source), span] = -1.0
+    kept = target >= 0
+    moves[torch.from_numpy(target[kept]), span[torch.from_numpy(kept)]] += 1.0
+    return moves

@@ -1,6 +1,7 @@
 """Find the Model Trees of one architecture: linkage, cut, exact tree means and distances.
 
-For the models of one architecture, flattened to ``flat`` [n, D]:
+For the models of one architecture, flattened to ``flat`` [n, D] (a MatrixStack: a dense bank,
+possibly memory-mapped, or LoRA factors, read a chunk of merged rows at a time):
 
 1. scipy ``linkage`` (``method``, default Ward) on the l2 distances between the models. Ward
    is the default because it is robust: a lone outlier model costs little to merge into a big
@@ -36,8 +37,9 @@ from scipy.cluster import hierarchy
 
 from probex.trees.cell_sums import CellMeans, SubsetRead, read_subset_and_cells, tree_means_from_cells
 from probex.trees.dendrogram import cut_height, first_appearance, linkage_from_gram
-from probex.trees.distances import distances_in_metrics, distances_to_centres, exact_gram, tree_means
+from probex.trees.distances import as_flat, distances_in_metrics, distances_to_centres, exact_gram, flat_shape, tree_means
 from probex.progress import Progress
+from probex.zoo.stack import MatrixStack
 from probex.trees.subset import coordinate_blocks, split_confirmed, subset_gram, subset_scale
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,15 @@ class TreeSplit:
     distances: np.ndarray
 
 
-def split_into_trees(flat: torch.Tensor, *, method: str = "ward", metric: str = "l2",
+def split_into_trees(flat: MatrixStack | torch.Tensor, *, method: str = "ward", metric: str = "l2",
                      threshold: float | None = None, n_trees: int | None = None, min_gap_ratio: float = 2.0,
                      max_coordinates: int = 2048, max_linkage_models: int = 10_000,
                      rng: np.random.Generator | None = None, progress: Progress | None = None,
                      name: str = "architecture") -> TreeSplit:
     """The trees of the models ``flat`` [n, D] (see the module docstring); ``name`` is for logs."""
     rng = np.random.default_rng(0) if rng is None else rng
-    n, dim = flat.shape
+    flat = as_flat(flat)
+    n, dim = flat_shape(flat)
     rows = np.arange(n)
     if n > max_linkage_models:
         rows = np.sort(rng.choice(n, max_linkage_models, replace=False))
@@ -116,7 +119,7 @@ def split_into_trees(flat: torch.Tensor, *, method: str = "ward", metric: str = 
                      centres=centres, distances=distances[metric])
 
 
-def _means(flat: torch.Tensor, read: SubsetRead | None, labels: np.ndarray, n_trees: int,
+def _means(flat: MatrixStack, read: SubsetRead | None, labels: np.ndarray, n_trees: int,
            progress: Progress | None) -> CellMeans:
     """Exact means of the trees ``labels`` (-1: left out): from the cell sums of a subset read,
     else by a read of the models."""

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 from scipy.cluster import hierarchy
 
+from probex.errors import ProbeXError
+
 #: Colours of the trees, in order (links above the cut are drawn in ``ABOVE_CUT_COLOR``).
 TREE_COLORS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
@@ -97,8 +99,13 @@ def cut_height(heights: np.ndarray, n_models: int, threshold: float | None = Non
     if threshold is not None:
         return float(threshold)
     if n_trees is not None:
-        k = min(max(int(n_trees), 1), n_models)
-        return float(h[-1]) * 1.05 + 1e-12 if k == 1 else float(h[-k] + h[-k + 1]) / 2
+        if not 1 <= int(n_trees) <= n_models:
+            raise ProbeXError(f"n_trees={n_trees}: cannot cut {n_models} models into that many trees; "
+                              f"give a number from 1 to {n_models}")
+        k = int(n_trees)
+        if k == 1:
+            return float(h[-1]) * 1.05 + 1e-12
+        return float(h[0]) / 2 if k > len(h) else float(h[-k] + h[-k + 1]) / 2
     return highest_gap_cut(h, min_gap_ratio)[1]
 
 

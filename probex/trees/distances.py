@@ -1,9 +1,11 @@
 """Exact computations over a population's flattened layer, streamed in chunks of rows.
 
-The population ``flat`` [N, D] may be memory-mapped (e.g. ``torch.from_numpy`` of a float16
-``numpy.memmap`` of 12 GB): every function here reads it in row chunks of at most
-``CHUNK_BYTES`` as float32 (one reused buffer), or in column chunks for the Gram matrix, and
-never holds the whole population.
+The population ``flat`` [N, D] is a :class:`~probex.zoo.stack.MatrixStack` (a 2-D tensor is
+taken as one): a memory-mapped dense bank (e.g. a float16 memory map of 12 GB) or LoRA
+factors. Every function here reads it in row chunks of at most ``CHUNK_BYTES`` as float32 (one
+reused buffer; LoRA rows merged into it a chunk at a time), or in column chunks for the Gram
+matrix, and never holds the whole population. The exact Gram matrix of LoRA models comes from
+their factors when that is cheaper (r^2 (d_W + d_H) per pair instead of D).
 
 Streamed loops run torch on ``STREAM_THREADS`` intra-op threads (``streaming_threads``). Each
 chunk is a few memory-bound operations; a second thread adds little to them, and on a machine
@@ -21,6 +23,9 @@ import numpy as np
 import torch
 
 from probex.progress import Progress
+from probex.trees.factored_reads import factored_l2, factored_sums
+from probex.zoo.factored import centred_gram, inner_products
+from probex.zoo.stack import MatrixStack
 
 CHUNK_BYTES = 64 * 2**20  # float32 bytes of one streamed chunk
 STREAM_THREADS = 1  # torch intra-op threads while streaming (see the module docstring)
@@ -40,26 +45,49 @@ def streaming_threads() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def row_chunks(flat: torch.Tensor, rows: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+def as_flat(flat: MatrixStack | torch.Tensor) -> MatrixStack:
+    """A population as a stack: a MatrixStack as it is, a tensor [N, D] as the stack [N, D, 1]."""
+    if isinstance(flat, MatrixStack):
+        return flat
+    return MatrixStack(flat.reshape(flat.shape[0], -1, 1))
+
+
+def flat_shape(flat: MatrixStack) -> tuple[int, int]:
+    """(N, D) of a population: its models and the coordinates of each flattened matrix."""
+    n, d_W, d_H = flat.shape
+    return n, d_W * d_H
+
+
+def row_chunks(flat: MatrixStack | torch.Tensor, rows: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
     """(offset into ``rows``, float32 chunk [r, D]) of ``flat[rows]``. Each chunk reuses one
     buffer, so a caller must be done with a chunk before asking for the next."""
-    step = max(1, CHUNK_BYTES // (4 * flat.shape[1]))
-    buffer = torch.empty(min(step, len(rows)), flat.shape[1], dtype=torch.float32)
+    flat = as_flat(flat)
+    _, d_W, d_H = flat.shape
+    step = max(1, CHUNK_BYTES // (4 * d_W * d_H))
+    buffer = torch.empty(min(step, len(rows)), d_W * d_H, dtype=torch.float32)
     for start in range(0, len(rows), step):
         part = rows[start:start + step]
         chunk = buffer[:len(part)]
-        if part[-1] - part[0] + 1 == len(part):  # contiguous rows: one slice, no gather
-            chunk.copy_(flat[int(part[0]):int(part[-1]) + 1])
-        else:
-            chunk.copy_(flat.index_select(0, torch.from_numpy(part)))
+        flat.merged(part, out=chunk.view(len(part), d_W, d_H))  # contiguous rows: one slice, no gather
         yield start, chunk
 
 
-def tree_means(flat: torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees: int,
+def tree_means(flat: MatrixStack | torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees: int,
                progress: Progress | None = None) -> torch.Tensor:
     """Mean of each tree's members [n_trees, D] (float32); ``labels`` [len(rows)] are the trees
-    of ``flat[rows]``. Sums are float32 within a chunk, float64 across chunks."""
-    sums = torch.zeros(n_trees, flat.shape[1], dtype=torch.float64)
+    of ``flat[rows]``. Sums are float32 within a chunk, float64 across chunks (LoRA factors: one
+    product per tree and chunk, see :mod:`probex.trees.factored_reads`)."""
+    flat = as_flat(flat)
+    counts = torch.from_numpy(np.bincount(labels, minlength=n_trees)).clamp(min=1).to(torch.float64)
+    if flat.factored:
+        onehot = torch.zeros(n_trees, len(rows))
+        onehot[torch.from_numpy(labels), torch.arange(len(rows))] = 1.0
+        with streaming_threads():
+            sums = factored_sums(flat, rows, onehot)
+        if progress:
+            progress(len(rows), len(rows), "tree centres")
+        return (sums / counts[:, None]).to(torch.float32)
+    sums = torch.zeros(n_trees, flat_shape(flat)[1], dtype=torch.float64)
     with streaming_threads():
         for start, chunk in row_chunks(flat, rows):
             onehot = torch.zeros(n_trees, len(chunk))
@@ -67,18 +95,17 @@ def tree_means(flat: torch.Tensor, rows: np.ndarray, labels: np.ndarray, n_trees
             sums.add_(onehot @ chunk)
             if progress:
                 progress(start + len(chunk), len(rows), "tree centres")
-    counts = torch.from_numpy(np.bincount(labels, minlength=n_trees)).clamp(min=1).to(torch.float64)
     return (sums / counts[:, None]).to(torch.float32)
 
 
-def distances_to_centres(flat: torch.Tensor, centres: torch.Tensor, metric: str, progress: Progress | None = None,
+def distances_to_centres(flat: MatrixStack | torch.Tensor, centres: torch.Tensor, metric: str, progress: Progress | None = None,
                          rows: np.ndarray | None = None) -> np.ndarray:
     """Exact distances [len(rows), K] from the models ``flat[rows]`` (all by default) to
     ``centres`` [K, D], ``metric`` "l2" or "l1"."""
     return distances_in_metrics(flat, centres, (metric,), progress, rows)[metric]
 
 
-def distances_in_metrics(flat: torch.Tensor, centres: torch.Tensor, metrics: Sequence[str],
+def distances_in_metrics(flat: MatrixStack | torch.Tensor, centres: torch.Tensor, metrics: Sequence[str],
                          progress: Progress | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Exact distances {metric: [len(rows), K]} from ``flat[rows]`` to ``centres`` [K, D] in
     each of ``metrics`` ("l2", "l1"), all from one read of the models.
@@ -87,7 +114,14 @@ def distances_in_metrics(flat: torch.Tensor, centres: torch.Tensor, metrics: Seq
     |x-m|^2 - 2 (x-m).(c-m) + |c-m|^2, and the rows where float32 cancellation could exceed 1%
     (a model very near a centre that is far from m) are redone from differences.
     """
-    rows = np.arange(flat.shape[0]) if rows is None else rows
+    flat = as_flat(flat)
+    rows = np.arange(len(flat)) if rows is None else rows
+    if flat.factored and set(metrics) == {"l2"}:  # from the factors (see probex.trees.factored_reads)
+        with streaming_threads():
+            distances = factored_l2(flat, centres, rows)
+        if progress:
+            progress(len(rows), len(rows), "distances to tree centres")
+        return {"l2": distances}
     out = {metric: np.empty((len(rows), centres.shape[0])) for metric in metrics}
     middle = centres.mean(0)
     offsets = centres - middle
@@ -111,18 +145,25 @@ def distances_in_metrics(flat: torch.Tensor, centres: torch.Tensor, metrics: Seq
     return out
 
 
-def exact_gram(flat: torch.Tensor, rows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-    """Centred float64 Gram matrix [r, r] of ``flat[rows]`` on all coordinates, streamed in
-    column chunks of bounded memory (its l2 distances are the exact pairwise distances)."""
-    dim = flat.shape[1]
+def exact_gram(flat: MatrixStack | torch.Tensor, rows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    """Centred float64 Gram matrix [r, r] of ``flat[rows]`` on all coordinates (its l2 distances
+    are the exact pairwise distances): from LoRA factors when r^2 (d_W + d_H) < D, else streamed
+    in column chunks of bounded memory."""
+    flat = as_flat(flat)
+    n, d_W, d_H = flat.shape
+    dim = d_W * d_H
+    if flat.factored and flat.storage.rank ** 2 * (d_W + d_H) < dim:
+        factors = flat.storage[torch.from_numpy(np.ascontiguousarray(flat.rows(rows)))]
+        gram = centred_gram(inner_products(factors))
+        if progress:
+            progress(1, 1, "pairwise distances")
+        return gram.numpy()
     width = max(1, CHUNK_BYTES // (8 * len(rows)))
-    index = torch.from_numpy(rows)
-    everyone = len(rows) == flat.shape[0]
+    everyone = len(rows) == n and np.array_equal(rows, np.arange(n))
     gram = torch.zeros(len(rows), len(rows), dtype=torch.float64)
     starts = range(0, dim, width)
     for done, start in enumerate(starts):
-        columns = flat[:, start:start + width]
-        add_centred_products(gram, columns if everyone else columns.index_select(0, index))
+        add_centred_products(gram, flat.flat_columns(start, min(start + width, dim), None if everyone else rows))
         if progress:
             progress(done + 1, len(starts), "pairwise distances")
     return gram.numpy()

@@ -1,10 +1,11 @@
 """Populations of models as the router reads them: one stacked layer per architecture.
 
-A population is a ModelZoo, a LayerBank (anything with ``.X`` [N, d_W, d_H] and optionally
-``.ids``, ``.trees``, ``.layer``), a tensor or array [N, d_W, d_H], or a list of those (one after
-the other, e.g. one LayerBank per architecture). ``split_population`` turns it into
-``ArchitectureGroup`` records, one per architecture, each holding the one layer the router
-clusters or routes on, plus where its models sit in the population.
+A population is a ModelZoo, a LayerBank (dense or LoRA factors; or anything with ``.X``
+[N, d_W, d_H] and optionally ``.ids``, ``.trees``, ``.layer``), LoraFactors, a tensor or array
+[N, d_W, d_H], or a list of those (one after the other, e.g. one LayerBank per architecture).
+``split_population`` turns it into ``ArchitectureGroup`` records, one per architecture, each
+holding the one layer the router clusters or routes on (a MatrixStack, read a chunk at a time),
+plus where its models sit in the population.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch
 
 from probex.errors import ProbeXError, ZooError
 from probex.progress import Progress
+from probex.zoo.factored import LoraFactors
+from probex.zoo.stack import MatrixStack
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +35,29 @@ class ArchitectureGroup:
     """One architecture's models of a population: the stacked layer and where the models sit.
 
     ``name`` and ``signature`` (sorted (layer, shape) pairs) are known for ModelZoo input only;
-    ``X`` is [n, d_W, d_H], possibly memory-mapped; ``positions`` [n] index the population.
+    ``stack`` holds the n matrices [d_W, d_H] (possibly memory-mapped, or LoRA factors);
+    ``positions`` [n] index the population.
     """
 
     name: str | None
     layer: str | None
     signature: tuple | None
-    X: torch.Tensor
+    stack: MatrixStack
     positions: np.ndarray
     ids: list[str]
     true_trees: list | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(d_W, d_H), the matrix shape of the layer."""
+        return self.stack.shape[1], self.stack.shape[2]
 
     @property
     def display_name(self) -> str:
         """The architecture's name, else its layer and shape, e.g. ``fc.weight [24x16]``."""
         if self.name:
             return self.name
-        shape = "x".join(str(s) for s in self.X.shape[1:])
+        shape = "x".join(str(s) for s in self.shape)
         return f"{self.layer} [{shape}]" if self.layer else f"[{shape}]"
 
 
@@ -67,11 +76,11 @@ def split_population(population: Any, choose_layer: LayerChoice,
     if hasattr(population, "architectures") and hasattr(population, "bank"):
         return _zoo_groups(population, choose_layer, progress)
     layer = getattr(population, "layer", None)
-    X = as_model_tensor(getattr(population, "X", population))
-    n = X.shape[0]
+    stack = as_model_stack(population)
+    n = len(stack)
     ids = getattr(population, "ids", None)
     ids = [str(i) for i in (range(n) if ids is None else ids)]
-    return n, [ArchitectureGroup(name=None, layer=layer, signature=None, X=X, positions=np.arange(n), ids=ids,
+    return n, [ArchitectureGroup(name=None, layer=layer, signature=None, stack=stack, positions=np.arange(n), ids=ids,
                                  true_trees=true_trees_of(population))]
 
 
@@ -86,7 +95,7 @@ def _zoo_groups(zoo: Any, choose_layer: LayerChoice, progress: Progress | None) 
         bank = sub.bank(layer, progress=progress)
         ids = [str(i) for i in bank.ids]
         groups.append(ArchitectureGroup(
-            name=name, layer=layer, signature=layer_signature(catalog), X=as_model_tensor(bank.X),
+            name=name, layer=layer, signature=layer_signature(catalog), stack=bank.stack,
             positions=np.array([position_of[i] for i in ids], dtype=np.int64), ids=ids,
             true_trees=true_trees_of(bank)))
     return len(position_of), groups
@@ -137,12 +146,18 @@ def true_trees_of(population: Any) -> list | None:
 def _count(population: Any) -> int:
     if hasattr(population, "records"):
         return len(population.records)
-    return len(getattr(population, "X", population))
+    return len(as_model_stack(population))
 
 
-def as_model_tensor(X: Any) -> torch.Tensor:
-    """``X`` as a tensor [N, d_W, d_H] (a [N, d] input gets d_H = 1); arrays, memory maps
-    included, are wrapped without a copy."""
+def as_model_stack(population: Any) -> MatrixStack:
+    """A population's models as a MatrixStack [N, d_W, d_H]: a LayerBank's own, LoraFactors, or a tensor or
+    array (a [N, d] input gets d_H = 1); arrays, memory maps included, are wrapped without a copy."""
+    stack = getattr(population, "stack", None)
+    if isinstance(stack, MatrixStack):
+        return stack
+    if isinstance(population, LoraFactors):
+        return MatrixStack(population)
+    X = getattr(population, "X", population)
     if isinstance(X, np.ndarray):
         with warnings.catch_warnings():  # read-only memory maps are fine: the router never writes
             warnings.simplefilter("ignore", UserWarning)
@@ -154,7 +169,7 @@ def as_model_tensor(X: Any) -> torch.Tensor:
         X = X.unsqueeze(-1)
     if X.ndim != 3:
         raise ProbeXError(f"TreeRouter: expected a tensor [N, d_W, d_H], got shape {tuple(X.shape)}")
-    return X
+    return MatrixStack(X)
 
 
 def layer_signature(catalog: Sequence) -> tuple:

@@ -44,15 +44,24 @@ import torch
 from probex.trees.clustering import split_into_trees
 from probex.trees.dendrogram import LINKAGE_METHODS, DendrogramData, dendrogram_data, tree_colours
 from probex.trees.distances import METRICS, distances_to_centres, tree_means
-from probex.errors import ProbeXError
+from probex.errors import ParameterError, ProbeXError
+from probex.estimator import Estimator, Rule, integer, one_of, real
 from probex.trees.populations import (ArchitectureGroup, check_layer_exists, clustering_layer, layer_signature,
                                 split_population, true_trees_of)
 from probex.progress import Progress
-from probex.storage import atomic_directory
+from probex.storage import atomic_directory, holds_only, open_regular, read_regular_bytes
 
 log = logging.getLogger(__name__)
 
 _MIN_MEMBERS_FOR_RADIUS = 3
+ROUTER_KIND = "probex-router"
+ROUTER_FILES = {"router.json", "router.safetensors"}
+
+
+def _is_layer_choice(layer: Any) -> bool:
+    if layer is None or isinstance(layer, str):
+        return True
+    return isinstance(layer, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in layer.items())
 
 
 @dataclass
@@ -77,13 +86,14 @@ class ArchitectureTrees:
     strategy: str
 
 
-class TreeRouter:
+class TreeRouter(Estimator):
     """Finds the Model Trees of a population (hierarchical clustering) and routes new models.
 
-    Hyperparameters (stored unchanged, scikit-learn style): ``layer`` (name, or dict
-    architecture -> name; ModelZoo input only), ``method`` (scipy linkage method), ``metric``
-    ("l2" or "l1", for routing and radii; the clustering itself is on l2), ``threshold`` /
-    ``n_trees`` (override the largest gap rule), ``min_gap_ratio``, ``radius_quantile``,
+    A scikit-learn estimator (``clone``, ``get_params``, ``set_params``; parameters checked at
+    the start of ``fit``; NotFittedError before it). Hyperparameters, stored unchanged:
+    ``layer`` (name, or dict architecture -> name; ModelZoo input only), ``method`` (scipy
+    linkage method), ``metric`` ("l2" or "l1", for routing and radii; the clustering itself is
+    on l2), ``threshold`` / ``n_trees`` (override the largest gap rule), ``min_gap_ratio``, ``radius_quantile``,
     ``radius_margin`` (None: never report unknown), ``max_coordinates``, ``max_linkage_models``
     (above it, the linkage runs on a random subset of models and the others join the nearest
     tree), ``random_state``.
@@ -94,6 +104,21 @@ class TreeRouter:
     (tree -> majority true tree, when true trees are known), ``nearest_ids_`` (the model nearest
     each centre).
     """
+
+    parameter_rules = {
+        "layer": Rule("a layer name, a dict architecture -> layer name, or None", _is_layer_choice),
+        "method": one_of(*LINKAGE_METHODS),
+        "metric": one_of(*METRICS),
+        "threshold": real(low=0, optional=True),
+        "n_trees": integer(low=1, optional=True),
+        "min_gap_ratio": real(low=1, low_open=True),
+        "radius_quantile": real(low=0, high=1),
+        "radius_margin": real(low=0, low_open=True, optional=True),
+        "max_coordinates": integer(low=1),
+        "max_linkage_models": integer(low=2),
+        "random_state": integer(low=0),
+    }
+    _fit_hint = "call fit(population) first, or load a saved router with TreeRouter.load"
 
     def __init__(self, layer: str | dict[str, str] | None = None, method: str = "ward",
                  metric: str = "l2", threshold: float | None = None, n_trees: int | None = None,
@@ -115,7 +140,8 @@ class TreeRouter:
     # ------------------------------------------------------------------ fitting
     def fit(self, population: Any, progress: Progress | None = None) -> "TreeRouter":
         """Find the trees of ``population`` (ModelZoo, LayerBank, tensor or array [N, d_W, d_H])."""
-        self._check_parameters()
+        self._check_params()
+        self.__dict__.pop("tree_truth_", None)  # set last: the router is fitted once it is back
         check_layer_exists(self.layer, population)
         total, groups = split_population(population, partial(clustering_layer, self.layer), progress)
         if total == 0:
@@ -128,9 +154,8 @@ class TreeRouter:
         nearest_ids: list[str] = []
         for number, group in enumerate(groups):
             rng = np.random.default_rng([self.random_state, number])
-            flat = group.X.reshape(len(group.positions), -1)
             split = split_into_trees(
-                flat, method=self.method, metric=self.metric, threshold=self.threshold, n_trees=self.n_trees,
+                group.stack, method=self.method, metric=self.metric, threshold=self.threshold, n_trees=self.n_trees,
                 min_gap_ratio=self.min_gap_ratio, max_coordinates=self.max_coordinates,
                 max_linkage_models=self.max_linkage_models, rng=rng, progress=progress, name=group.display_name)
             first = len(self.tree_names_)
@@ -141,7 +166,7 @@ class TreeRouter:
                 member_distances.append(own)
                 nearest_ids.append(group.ids[members[int(np.argmin(own))]])
                 self.tree_names_.append(f"tree_{first + k}")
-                self.centers_.append(split.centres[k].reshape(group.X.shape[1:]).clone())
+                self.centers_.append(split.centres[k].reshape(group.shape).clone())
             self.labels_[group.positions] = split.labels + first
             for position, model_id in zip(group.positions, group.ids):
                 self.ids_[position] = model_id
@@ -150,7 +175,7 @@ class TreeRouter:
                 for position, tree in zip(group.positions, group.true_trees):
                     true_trees[position] = tree
             self.architectures_.append(ArchitectureTrees(
-                name=group.display_name, layer=group.layer, shape=tuple(group.X.shape[1:]),
+                name=group.display_name, layer=group.layer, shape=group.shape,
                 signature=group.signature, positions=group.positions, linkage=split.linkage,
                 linkage_rows=split.linkage_rows, cut_height=split.cut_height,
                 tree_indices=list(range(first, first + n_local)), strategy=split.strategy))
@@ -163,13 +188,13 @@ class TreeRouter:
                  total, self.n_trees_, len(self.architectures_))
         return self
 
-    def _check_parameters(self) -> None:
-        if self.method not in LINKAGE_METHODS:
-            raise ProbeXError(f"TreeRouter: method {self.method!r} unknown; use one of {LINKAGE_METHODS}")
-        if self.metric not in METRICS:
-            raise ProbeXError(f"TreeRouter: metric {self.metric!r} unknown; use one of {METRICS}")
+    def _check_params(self) -> None:
+        super()._check_params()
         if self.threshold is not None and self.n_trees is not None:
-            raise ProbeXError("TreeRouter: give threshold or n_trees, not both")
+            raise ParameterError("TreeRouter: give threshold or n_trees, not both")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "tree_truth_")
 
     def _calibrate_radii(self, member_distances: list[np.ndarray]) -> np.ndarray:
         radii = np.full(len(member_distances), np.nan)
@@ -214,8 +239,7 @@ class TreeRouter:
                 continue
             trees = architecture.tree_indices
             centres = torch.stack([self.centers_[t].reshape(-1) for t in trees])
-            flat = group.X.reshape(len(group.positions), -1)
-            distances = distances_to_centres(flat, centres, self.metric, progress)
+            distances = distances_to_centres(group.stack, centres, self.metric, progress)
             for position, row in zip(group.positions, distances):
                 k = int(np.argmin(row))
                 nearest_distance[position] = row[k]
@@ -226,6 +250,7 @@ class TreeRouter:
     def score(self, population: Any, true_trees: Sequence | None = None) -> float:
         """Open-set routing accuracy: a model is right when its tree's majority true tree is its
         own, or when it is routed to None and its true tree was not in ``fit``."""
+        self._check_fitted()
         if true_trees is None:
             true_trees = true_trees_of(population)
         if true_trees is None:
@@ -250,7 +275,7 @@ class TreeRouter:
         return None
 
     def _match(self, group: ArchitectureGroup) -> ArchitectureTrees | None:
-        shape = tuple(group.X.shape[1:])
+        shape = group.shape
         if group.signature is not None:
             for architecture in self.architectures_:
                 if architecture.signature == group.signature:
@@ -265,10 +290,6 @@ class TreeRouter:
                               "route a LayerBank (with its layer name) or a ModelZoo instead of a bare tensor")
         return same_shape[0] if same_shape else None
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "tree_names_"):
-            raise ProbeXError("TreeRouter: call fit(population) before route/score/dendrogram")
-
     # ------------------------------------------------------------------ growing
     def add_tree(self, name: str, members: Any, layer: str | None = None) -> "TreeRouter":
         """Add one known tree from its member models (a LayerBank, tensor, or ModelZoo of one
@@ -282,13 +303,12 @@ class TreeRouter:
         if len(groups) != 1:
             raise ProbeXError(f"TreeRouter.add_tree: the members of {name!r} span {len(groups)} architectures; give one")
         group = groups[0]
-        flat = group.X.reshape(len(group.positions), -1)
         everyone = np.arange(len(group.positions))
-        centre = tree_means(flat, everyone, np.zeros(len(everyone), dtype=np.int64), 1, None)
-        own = distances_to_centres(flat, centre, self.metric, None)[:, 0]
+        centre = tree_means(group.stack, everyone, np.zeros(len(everyone), dtype=np.int64), 1, None)
+        own = distances_to_centres(group.stack, centre, self.metric, None)[:, 0]
         index = len(self.tree_names_)
         self.tree_names_.append(name)
-        self.centers_.append(centre[0].reshape(group.X.shape[1:]).clone())
+        self.centers_.append(centre[0].reshape(group.shape).clone())
         self.nearest_ids_.append(group.ids[int(np.argmin(own))])
         radius = np.inf if self.radius_margin is None else (
             np.quantile(own, self.radius_quantile) * self.radius_margin if len(own) >= _MIN_MEMBERS_FOR_RADIUS
@@ -301,7 +321,7 @@ class TreeRouter:
             architecture = None
         if architecture is None:
             self.architectures_.append(ArchitectureTrees(
-                name=group.display_name, layer=group.layer, shape=tuple(group.X.shape[1:]),
+                name=group.display_name, layer=group.layer, shape=group.shape,
                 signature=group.signature, positions=np.zeros(0, dtype=np.int64),
                 linkage=np.zeros((0, 4)), linkage_rows=np.zeros(0, dtype=np.int64), cut_height=0.0,
                 tree_indices=[index], strategy="added"))
@@ -367,9 +387,9 @@ class TreeRouter:
             meta.append({"name": arch.name, "layer": arch.layer, "shape": list(arch.shape),
                          "signature": [list(item) for item in arch.signature] if arch.signature else None,
                          "cut_height": arch.cut_height, "tree_indices": arch.tree_indices, "strategy": arch.strategy})
-        state = {"params": self.get_params(), "tree_names": self.tree_names_, "architectures": meta,
+        state = {"params": self.get_params(deep=False), "tree_names": self.tree_names_, "architectures": meta,
                  "ids": self.ids_, "true_trees": self.true_trees_, "nearest_ids": self.nearest_ids_}
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, ROUTER_KIND, legacy=lambda folder: holds_only(folder, ROUTER_FILES)) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "router.safetensors"))
             (tmp / "router.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         return directory
@@ -381,11 +401,21 @@ class TreeRouter:
 
         directory = Path(directory)
         try:
-            state = json.loads((directory / "router.json").read_text(encoding="utf-8"))
+            state = json.loads(read_regular_bytes(directory / "router.json", 256 * 2**20, "router state"))
+            open_regular(directory / "router.safetensors").close()  # a FIFO or a device would block the loader
             tensors = load_file(str(directory / "router.safetensors"))
         except (OSError, ValueError) as error:
             raise ProbeXError(f"{directory}: not a saved TreeRouter ({error}); write one with TreeRouter.save") from error
+        try:
+            return cls._restore_saved(state, tensors)
+        except (KeyError, TypeError, IndexError) as error:
+            raise ProbeXError(f"{directory}: a damaged saved TreeRouter ({type(error).__name__}: {error}); "
+                              "save it again") from None
+
+    @classmethod
+    def _restore_saved(cls, state: dict, tensors: dict) -> "TreeRouter":
         router = cls(**state["params"])
+        router._check_params()
         router.tree_names_ = list(state["tree_names"])
         router.n_trees_ = len(router.tree_names_)
         router.centers_ = [tensors[f"center.{k}"] for k in range(router.n_trees_)]
@@ -401,13 +431,3 @@ class TreeRouter:
             tree_indices=list(m["tree_indices"]), strategy=m["strategy"]) for a, m in enumerate(state["architectures"])]
         router.tree_truth_ = router._majority_truth()
         return router
-
-    def get_params(self) -> dict[str, Any]:
-        """The hyperparameters, as given to ``__init__``."""
-        return {name: getattr(self, name) for name in (
-            "layer", "method", "metric", "threshold", "n_trees", "min_gap_ratio", "radius_quantile",
-            "radius_margin", "max_coordinates", "max_linkage_models", "random_state")}
-
-    def __repr__(self) -> str:
-        fitted = f", n_trees_={self.n_trees_}" if hasattr(self, "n_trees_") else ""
-        return f"TreeRouter(method={self.method!r}, metric={self.metric!r}{fitted})"

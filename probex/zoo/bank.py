@@ -1,19 +1,19 @@
-"""LayerBank: one layer of many models stacked into X [N, d_W, d_H], built once and cached on disk.
+"""LayerBank: one layer of many models, built once per zoo and cached on disk; splits are views of it.
 
-Building reads only the chosen layer's bytes from each weight file (LoRA pairs merged, conv
-kernels flattened; see :mod:`probex.zoo.catalog`). The result is cached as two files in the
-cache folder, written atomically (:func:`probex.storage.atomic_path`):
+Building reads only the chosen layer's bytes from each weight file (conv kernels flattened;
+see :mod:`probex.zoo.catalog`) into one of two forms, in the file's dtype (float16 files stay
+float16; every consumer computes in float32, chunk by chunk):
 
-- ``<layer>.<key>.npy``: the array [N, d_W, d_H] in the asked dtype (float16 or float32);
-- ``<layer>.<key>.json``: the index (ids, skipped models, shape, dtype, the array's byte size),
-  written last.
+- a dense layer: X [N, d_W, d_H];
+- a LoRA layer: its factors B [N, d_W, r], A [N, r, d_H] and the scale alpha / r of each
+  model (:class:`~probex.zoo.factored.LoraFactors`; mixed ranks padded with zeros, exactly).
+  Nothing merges them unless asked: ``bank.X`` does, and says so.
 
-The key hashes the layer, the dtype, and each selected model's id, file path, size and
-modification time, so a changed file or a different selection builds a new bank. A cache entry
-is trusted only when its index exists, matches the key and names the array's exact byte size;
-anything else (a kill in the middle of a write, a truncated array) is rebuilt. On reuse the
-array is memory-mapped copy-on-write: nothing is read until used, and writing into ``X``
-never changes the cache.
+A zoo has one cached bank per layer: ``zoo.bank(layer, split="train")`` builds (or loads) the
+bank of every model of the zoo that has the layer in that shape, and returns the view of the
+split's models. Views and selections (``bank[mask]``, ``bank.select(...)``) share the stored
+arrays: nothing is copied until a consumer reads rows. The cache and what it checks:
+:mod:`probex.zoo.bank_cache`.
 
 NaN or Inf in a model's layer: the model is left out of the bank and listed in
 ``bank.skipped`` with the reason (and logged). A value that only overflows when cast to
@@ -23,32 +23,19 @@ float16 raises ZooError instead (ask for float32).
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import logging
-import os
-import re
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from probex.errors import ZooError
-from probex.progress import Progress
-from probex.storage import atomic_path
-from probex.zoo.catalog import layer_catalog, layer_matrix
-from probex.zoo.lora import metadata_alpha
+from probex.errors import ProbeXError, ZooError
+from probex.zoo.factored import LoraFactors
 from probex.zoo.records import LayerInfo, ModelRecord
-from probex.zoo.safefile import read_tensors
+from probex.zoo.stack import MatrixStack, as_stack
 
 logger = logging.getLogger(__name__)
-
-#: Bump when the way banks are computed changes, so old caches are not reused.
-CACHE_FORMAT = 1
-
-_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
 def default_cache_dir() -> Path:
@@ -59,14 +46,15 @@ def default_cache_dir() -> Path:
 
 
 class LayerBank:
-    """One layer of N models: ``X`` [N, d_W, d_H] with the models' ids, labels, trees and splits alongside.
+    """One layer of N models with the models' ids, labels, trees and splits alongside.
 
-    Experts take it directly (they read ``bank.X``). Index it with a boolean mask, a list of
-    positions or a slice, or :meth:`select` by split, tree or ids, to get a smaller bank.
+    Experts, the router and the figures take it directly and read it chunk by chunk (through
+    :attr:`stack`). Index it with a boolean mask, a list of positions or a slice, or
+    :meth:`select` by split, tree or ids, to get a smaller bank: a view, no copy.
 
-    Attributes:
-        X: torch tensor [N, d_W, d_H] (float32 or float16).
-        records: the N models' records, aligned with X.
+    Args:
+        weights: X [N, d_W, d_H] (a tensor), LoraFactors [N], or a MatrixStack.
+        records: the N models' records, aligned with the weights.
         layer: the layer name.
         info: the layer's catalog entry (shape, kind, source tensors), when known.
         skipped: (model id, reason) of models left out (NaN/Inf in this layer).
@@ -74,15 +62,16 @@ class LayerBank:
 
     def __init__(
         self,
-        X: torch.Tensor,
+        weights: torch.Tensor | LoraFactors | MatrixStack,
         records: Sequence[ModelRecord],
         layer: str,
         info: LayerInfo | None = None,
         skipped: Iterable[tuple[str, str]] = (),
     ) -> None:
-        if X.ndim != 3 or X.shape[0] != len(records):
-            raise ValueError(f"LayerBank '{layer}': X must be [N, d_W, d_H] with N = {len(records)} records, got {tuple(X.shape)}")
-        self.X = X
+        stack = as_stack(weights, f"LayerBank '{layer}'")
+        if len(stack) != len(records):
+            raise ProbeXError(f"LayerBank '{layer}': weights of {len(stack)} models for {len(records)} records")
+        self.stack = stack
         self.records = list(records)
         self.layer = layer
         self.info = info
@@ -94,7 +83,32 @@ class LayerBank:
         return len(self.records)
 
     def __repr__(self) -> str:
-        return f"LayerBank(layer={self.layer!r}, models={len(self)}, shape={self.shape}, dtype={self.X.dtype})"
+        form = f", LoRA rank {self.rank}" if self.is_factored else ""
+        return f"LayerBank(layer={self.layer!r}, models={len(self)}, shape={self.shape}{form}, dtype={self.dtype})"
+
+    @property
+    def is_factored(self) -> bool:
+        """True for a LoRA layer kept as its factors (see :attr:`factors`)."""
+        return self.stack.factored
+
+    @property
+    def rank(self) -> int | None:
+        """The (padded) LoRA rank of a factored bank; None for a dense one."""
+        return self.stack.storage.rank if self.is_factored else None
+
+    @property
+    def X(self) -> torch.Tensor:
+        """The matrices [N, d_W, d_H]. For a LoRA bank this merges the factors: it materialises
+        N d_W d_H float32 values (6.5 MB a model at 1280 x 1280). Consumers of probex read the
+        factors instead; ask for ``X`` only for a few models (``bank[:8].X``)."""
+        return self.stack.merged() if self.is_factored else self.stack.stored()
+
+    @property
+    def factors(self) -> LoraFactors:
+        """The LoRA factors of its models (B [N, d_W, r], A [N, r, d_H], scale [N]) in the stored dtype."""
+        if not self.is_factored:
+            raise ProbeXError(f"bank '{self.layer}' is a dense layer ({self.info.kind if self.info else 'not LoRA'}); read bank.X")
+        return self.stack.stored()
 
     @property
     def ids(self) -> list[str]:
@@ -116,11 +130,12 @@ class LayerBank:
     @property
     def shape(self) -> tuple[int, int]:
         """The layer's matrix shape (d_W, d_H); ``len(bank)`` is N."""
-        return int(self.X.shape[1]), int(self.X.shape[2])
+        return self.stack.shape[1], self.stack.shape[2]
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.X.dtype
+        """The stored dtype (the file's, unless another was asked for)."""
+        return self.stack.dtype
 
     @property
     def label_names(self) -> list[str]:
@@ -145,7 +160,7 @@ class LayerBank:
                     Y[row, column[label]] = 1.0
         return Y, classes
 
-    # -- smaller banks -----------------------------------------------------------------------
+    # -- smaller banks (views) ---------------------------------------------------------------
 
     def __getitem__(self, index: Any) -> "LayerBank":
         if isinstance(index, slice):
@@ -154,8 +169,8 @@ class LayerBank:
             raise TypeError("bank[i] would drop the model axis; use bank[[i]] for a bank of one model, or bank.X[i] for its matrix")
         else:
             positions = _positions(index, len(self))
-        X = self.X[positions[0]:positions[-1] + 1:_step(positions)] if _is_range(positions) else self.X[torch.as_tensor(positions, dtype=torch.long)]
-        return LayerBank(X, [self.records[i] for i in positions], self.layer, self.info, self.skipped)
+        return LayerBank(self.stack.view(np.asarray(positions, dtype=np.int64)), [self.records[i] for i in positions],
+                         self.layer, self.info, self.skipped)
 
     def select(
         self,
@@ -174,7 +189,8 @@ class LayerBank:
         if ids is not None:
             ids = [ids] if isinstance(ids, str) else list(ids)
             position = {self.records[i].id: i for i in keep}
-            missing = [model_id for model_id in ids if model_id not in {record.id for record in self.records}]
+            present = {record.id for record in self.records}
+            missing = [model_id for model_id in ids if model_id not in present]
             if missing:
                 close = difflib.get_close_matches(missing[0], self.ids, n=5, cutoff=0.5)
                 raise ZooError(f"bank '{self.layer}': no model {missing[0]!r}" + (f"; closest: {', '.join(close)}" if close else ""))
@@ -196,202 +212,3 @@ def _positions(index: Any, n: int) -> list[int]:
     if any(not 0 <= i < n for i in positions):
         raise IndexError(f"position out of range for a bank of {n} models")
     return positions
-
-
-def _is_range(positions: list[int]) -> bool:
-    if len(positions) < 2:
-        return len(positions) == 1
-    step = positions[1] - positions[0]
-    return step > 0 and all(b - a == step for a, b in zip(positions, positions[1:]))
-
-
-def _step(positions: list[int]) -> int:
-    return positions[1] - positions[0] if len(positions) > 1 else 1
-
-
-# ---------------------------------------------------------------------------------------------
-# building and caching
-
-
-def build_bank(
-    records: Sequence[ModelRecord],
-    layer: str,
-    *,
-    dtype: torch.dtype = torch.float32,
-    progress: Progress | None = None,
-    cache: bool | str | os.PathLike = True,
-    zoo_root: Path | None = None,
-) -> LayerBank:
-    """Stack ``layer`` of every record into a LayerBank, reusing a cached build when one is valid.
-
-    See :meth:`probex.zoo.ModelZoo.bank` for the arguments.
-    """
-    if dtype not in _NUMPY_DTYPES:
-        raise ZooError(f"LayerBank dtype {dtype} is not supported; use torch.float32 or torch.float16")
-    where = str(zoo_root) if zoo_root is not None else "zoo"
-    if not records:
-        raise ZooError(f"{where}: no models selected, so there is no bank of layer '{layer}'")
-    infos = _layer_infos(records, layer, where)
-    if cache is False:
-        array, kept, skipped = _fill(records, infos, dtype, progress, out=None)
-        _require_some(kept, layer, where)
-        X = torch.from_numpy(array[: len(kept)] if len(kept) < len(records) else array)
-        return LayerBank(X, [records[i] for i in kept], layer, infos[0], skipped)
-
-    cache_dir = default_cache_dir() if cache is True else Path(cache).expanduser()
-    key = cache_key(records, layer, dtype, infos)
-    stem = f"{_safe_name(layer)}.{key[:24]}"
-    array_path, index_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-    cached = _load_cached(array_path, index_path, key)
-    if cached is not None:
-        array, index = cached
-        by_id = {record.id: record for record in records}
-        logger.info("layer bank '%s' of %d models from the cache %s", layer, len(index["ids"]), array_path)
-        if progress is not None:
-            progress(len(records), len(records), "loaded from cache")
-        return LayerBank(_as_tensor(array), [by_id[i] for i in index["ids"]], layer, infos[0], [tuple(s) for s in index["skipped"]])
-
-    shape = (len(records), *infos[0].shape)
-    with atomic_path(array_path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=_NUMPY_DTYPES[dtype], shape=shape)
-        _, kept, skipped = _fill(records, infos, dtype, progress, out=out)
-        _require_some(kept, layer, where)
-        out.flush()
-        del out
-        if len(kept) < len(records):
-            _compact(tmp, len(kept))
-    index = {
-        "format": CACHE_FORMAT,
-        "key": key,
-        "layer": layer,
-        "dtype": str(dtype).replace("torch.", ""),
-        "shape": [len(kept), *infos[0].shape],
-        "array_bytes": array_path.stat().st_size,
-        "ids": [records[i].id for i in kept],
-        "skipped": [list(item) for item in skipped],
-    }
-    with atomic_path(index_path) as tmp:  # written last: it is what makes the array trusted
-        tmp.write_text(json.dumps(index), encoding="utf-8")
-    array = np.load(array_path, mmap_mode="c")
-    return LayerBank(_as_tensor(array), [records[i] for i in kept], layer, infos[0], skipped)
-
-
-def cache_key(records: Sequence[ModelRecord], layer: str, dtype: torch.dtype, infos: Sequence[LayerInfo]) -> str:
-    """Hash of what a bank is built from: layer, dtype, and each model's id, file, size and mtime."""
-    models = []
-    for record, info in zip(records, infos):
-        stat = os.stat(record.path)
-        alpha = metadata_alpha(record.metadata) if info.kind == "lora" else None
-        models.append([record.id, str(Path(record.path).absolute()), stat.st_size, stat.st_mtime_ns, alpha])
-    material = {"format": CACHE_FORMAT, "layer": layer, "dtype": str(dtype), "models": models}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def _layer_infos(records: Sequence[ModelRecord], layer: str, where: str) -> list[LayerInfo]:
-    """The layer's catalog entry in every record; ZooError if one lacks it or shapes differ."""
-
-    infos: list[LayerInfo] = []
-    lookups: dict[int, dict[str, LayerInfo]] = {}
-    for record in records:
-        catalog = layer_catalog(record.read_header())
-        lookup = lookups.setdefault(id(catalog), {info.name: info for info in catalog})
-        info = lookup.get(layer)
-        if info is None:
-            close = difflib.get_close_matches(layer, list(lookup), n=5, cutoff=0.4)
-            hint = f"closest available: {', '.join(close)}" if close else f"it has {len(lookup)} layers, e.g. {', '.join(list(lookup)[:5])}"
-            others = " (the selected models differ in architecture; see zoo.architectures())" if infos else ""
-            raise ZooError(f"{record.path} ({record.id}): layer '{layer}' missing{others}; {hint}")
-        if infos and info.shape != infos[0].shape:
-            raise ZooError(
-                f"{record.path} ({record.id}): layer '{layer}' is {info.shape}, but {infos[0].shape} in "
-                f"{records[0].id}; banks stack one shape (see zoo.architectures())"
-            )
-        infos.append(info)
-    return infos
-
-
-def _fill(
-    records: Sequence[ModelRecord],
-    infos: Sequence[LayerInfo],
-    dtype: torch.dtype,
-    progress: Progress | None,
-    out: np.ndarray | None,
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Read each record's layer into consecutive rows of ``out`` (allocated if None), skipping non-finite ones."""
-    if out is None:
-        out = np.empty((len(records), *infos[0].shape), dtype=_NUMPY_DTYPES[dtype])
-    kept: list[int] = []
-    skipped: list[tuple[str, str]] = []
-    for position, (record, info) in enumerate(zip(records, infos)):
-        tensors = read_tensors(record.path, info.tensors, header=record.header)
-        matrix = layer_matrix(info, tensors, alpha=metadata_alpha(record.metadata), source=str(record.path))
-        if not bool(torch.isfinite(matrix).all()):
-            bad = int((~torch.isfinite(matrix)).sum())
-            reason = f"layer '{info.name}' has {bad} NaN/Inf values"
-            logger.warning("%s (%s): %s; left out of the bank", record.id, record.path, reason)
-            skipped.append((record.id, reason))
-        else:
-            converted = matrix.to(dtype)
-            if not bool(torch.isfinite(converted).all()):
-                raise ZooError(
-                    f"{record.path} ({record.id}): layer '{info.name}' has values beyond the {dtype} range "
-                    f"(largest {float(matrix.abs().max()):.3g}); build the bank with dtype=torch.float32"
-                )
-            out[len(kept)] = converted.numpy()
-            kept.append(position)
-        if progress is not None:
-            progress(position + 1, len(records), f"reading layer {info.name}")
-    return out, kept, skipped
-
-
-def _require_some(kept: list[int], layer: str, where: str) -> None:
-    if not kept:
-        raise ZooError(f"{where}: every selected model has NaN/Inf values in layer '{layer}'; choose another layer")
-
-
-def _compact(path: Path, rows: int) -> None:
-    """Rewrite the .npy at ``path`` keeping only its first ``rows`` rows (after skipped models)."""
-    full = np.load(path, mmap_mode="r")
-    compact_path = path.with_name(path.name + ".compact")
-    try:
-        compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
-        for start in range(0, rows, 64):
-            stop = min(start + 64, rows)
-            compact[start:stop] = full[start:stop]
-        compact.flush()
-        del compact, full
-        os.replace(compact_path, path)
-    finally:
-        if compact_path.exists():
-            compact_path.unlink()
-
-
-def _load_cached(array_path: Path, index_path: Path, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
-    """The cached array (memory-mapped) and its index, or None if there is no trustworthy cache entry."""
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        if index.get("format") != CACHE_FORMAT or index.get("key") != key:
-            return None
-        if array_path.stat().st_size != index["array_bytes"]:
-            logger.warning("%s: size differs from its index; rebuilding the bank", array_path)
-            return None
-        array = np.load(array_path, mmap_mode="c")
-        if list(array.shape) != index["shape"] or len(index["ids"]) != array.shape[0]:
-            logger.warning("%s: shape differs from its index; rebuilding the bank", array_path)
-            return None
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        logger.warning("%s: unreadable cache entry (%s); rebuilding the bank", index_path, error)
-        return None
-    return array, index
-
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():  # a copy-on-write memory map is writable; torch warns about memmaps anyway
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array)
-
-
-def _safe_name(layer: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", layer)[:80]

@@ -8,8 +8,14 @@ checkpoint with at least one value is a candidate layer, presented as:
 - 3-D or more, e.g. a conv kernel [out, in, kh, kw]: flattened with the output channels first,
   [out, in*kh*kw] (kind ``"conv"``); leading singleton axes are dropped first, so a ViT
   ``pos_embed`` [1, 197, 768] becomes [197, 768] (kind ``"embedding"``);
-- a LoRA pair (see :mod:`probex.zoo.lora`): one layer named by its module, merged to
-  [out, in] (kind ``"lora"``); its factors and alpha are not listed on their own.
+- except in Model-J ResNet checkpoints, which are read as the official loader reads them: a
+  kernel whose squeezed shape is 4-D becomes ``W.squeeze().reshape(-1, out)``, a raw reshape to
+  [in*kh*kw, out] (kind ``"conv-modelj"``; see :mod:`probex.zoo.modelj_layers`). Pass
+  ``conv_layout="out-first"`` or ``"modelj"`` to choose the layout explicitly;
+- a LoRA pair (see :mod:`probex.zoo.lora`): one layer named by its module, X = s B A of shape
+  [out, in] (kind ``"lora"``; ``"lora-embedding"`` for PEFT embedding pairs, [vocab, dim]);
+  its factors, alpha and DoRA magnitude are not listed on their own. A DoRA pair is listed
+  (kind ``"dora"``) but reading it raises ZooError: its matrix needs the base model.
 
 Integer and boolean tensors (``position_ids``, ``num_batches_tracked``) and scalars are not
 layers. The catalog depends only on tensor names, dtypes and shapes, so models of one
@@ -27,7 +33,9 @@ from typing import Mapping
 import torch
 
 from probex.errors import ZooError
-from probex.zoo.lora import find_lora_pairs, lora_matrix_shape, merge_lora
+from probex.zoo.limits import check_layer_bytes
+from probex.zoo.lora import LORA_KINDS, LoraScaling, find_lora_pairs, lora_factors, lora_matrix_shape
+from probex.zoo.modelj_layers import check_conv_layout, default_conv_layout
 from probex.zoo.records import LayerInfo
 from probex.zoo.safefile import SafetensorsHeader
 
@@ -45,12 +53,18 @@ def header_signature(header: SafetensorsHeader) -> HeaderSignature:
     return tuple((info.name, info.dtype, tuple(info.shape)) for info in header.tensors.values())
 
 
-def layer_catalog(header: SafetensorsHeader) -> tuple[LayerInfo, ...]:
-    """Every usable weight layer of one safetensors file, in file order (LoRA layers where their first factor is)."""
-    return _catalog_of_signature(header_signature(header))
+def layer_catalog(header: SafetensorsHeader, conv_layout: str | None = None) -> tuple[LayerInfo, ...]:
+    """Every usable weight layer of one safetensors file, in file order (LoRA layers where their first factor is).
+
+    Args:
+        conv_layout: ``"out-first"`` or ``"modelj"`` (see the module docstring); None chooses
+            by the file: ``"modelj"`` for Model-J ResNet checkpoints, ``"out-first"`` otherwise.
+    """
+    layout = check_conv_layout(conv_layout) if conv_layout is not None else default_conv_layout(header)
+    return _catalog_of_signature(header_signature(header), layout)
 
 
-def presented_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int], str] | None:
+def presented_shape(shape: tuple[int, ...], conv_layout: str = "out-first") -> tuple[tuple[int, int], str] | None:
     """The 2-D shape a stored tensor is presented as, and its kind; None if it is not a layer."""
     if len(shape) == 0 or math.prod(shape) == 0:
         return None
@@ -58,17 +72,21 @@ def presented_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int], str] | Non
         return (shape[0], 1), "vector"
     if len(shape) == 2:
         return (shape[0], shape[1]), "linear"
-    squeezed = tuple(shape)
-    while len(squeezed) > 2 and squeezed[0] == 1:
-        squeezed = squeezed[1:]
-    if squeezed != tuple(shape):
-        if len(squeezed) == 2:
-            return (squeezed[0], squeezed[1]), "embedding"
+    kernel = tuple(size for size in shape if size != 1)
+    if conv_layout == "modelj" and len(kernel) == 4:
+        # the official loader: W.squeeze().reshape(-1, out), a raw reshape of the stored values
+        return (math.prod(kernel[1:]), kernel[0]), "conv-modelj"
+    leading = 0  # leading singleton axes, counted (not sliced off one by one: linear in the shape's length)
+    while leading < len(shape) - 2 and shape[leading] == 1:
+        leading += 1
+    squeezed = tuple(shape[leading:])
+    if leading and len(squeezed) == 2:
+        return (squeezed[0], squeezed[1]), "embedding"
     return (squeezed[0], math.prod(squeezed[1:])), "conv"
 
 
 @lru_cache(maxsize=256)
-def _catalog_of_signature(signature: HeaderSignature) -> tuple[LayerInfo, ...]:
+def _catalog_of_signature(signature: HeaderSignature, conv_layout: str) -> tuple[LayerInfo, ...]:
     shapes = {name: shape for name, _, shape in signature}
     dtypes = {name: dtype for name, dtype, _ in signature}
     pairs, others, unpaired = find_lora_pairs(name for name, _, _ in signature)
@@ -78,7 +96,7 @@ def _catalog_of_signature(signature: HeaderSignature) -> tuple[LayerInfo, ...]:
     position = {name: index for index, (name, _, _) in enumerate(signature)}
     entries: list[tuple[int, LayerInfo]] = []
     for pair in pairs:
-        merged = lora_matrix_shape(shapes[pair.up], shapes[pair.down])
+        merged = lora_matrix_shape(shapes[pair.up], shapes[pair.down], embedding=pair.kind == "lora-embedding")
         if merged is None or dtypes[pair.up] not in FLOAT_DTYPES or dtypes[pair.down] not in FLOAT_DTYPES:
             logger.warning(
                 "LoRA pair %s skipped: up %s and down %s do not form [out, r] @ [r, in]",
@@ -88,12 +106,12 @@ def _catalog_of_signature(signature: HeaderSignature) -> tuple[LayerInfo, ...]:
         tensors = pair.tensors
         if pair.alpha is not None and math.prod(shapes[pair.alpha]) != 1:
             logger.warning("LoRA alpha %s is not a scalar (%s); ignored", pair.alpha, shapes[pair.alpha])
-            tensors = (pair.up, pair.down)
+            tensors = (pair.up, pair.down) + ((pair.magnitude,) if pair.magnitude else ())
         info = LayerInfo(
             name=pair.module,
             shape=merged,
             source_shape=tuple(shapes[name] for name in tensors),
-            kind="lora",
+            kind=pair.kind,
             tensors=tensors,
             dtype=dtypes[pair.up],
         )
@@ -101,7 +119,7 @@ def _catalog_of_signature(signature: HeaderSignature) -> tuple[LayerInfo, ...]:
     for name in others:
         if dtypes[name] not in FLOAT_DTYPES:
             continue
-        presented = presented_shape(shapes[name])
+        presented = presented_shape(shapes[name], conv_layout)
         if presented is None:
             continue
         shape, kind = presented
@@ -111,21 +129,29 @@ def _catalog_of_signature(signature: HeaderSignature) -> tuple[LayerInfo, ...]:
     return tuple(info for _, info in entries)
 
 
-def layer_matrix(info: LayerInfo, tensors: Mapping[str, torch.Tensor], *, alpha: float | None = None, source: str = "") -> torch.Tensor:
+def layer_matrix(
+    info: LayerInfo, tensors: Mapping[str, torch.Tensor], *, scaling: LoraScaling | None = None, source: str = ""
+) -> torch.Tensor:
     """The float32 matrix [d_W, d_H] of one layer, from its stored tensors (as read from the file).
+
+    A layer larger than ``PROBEX_MAX_LAYER_BYTES`` as float32 is refused (LimitError) before it
+    is formed (:mod:`probex.zoo.limits`).
 
     Args:
         info: the layer, from :func:`layer_catalog`.
         tensors: at least the tensors named in ``info.tensors``.
-        alpha: file-wide LoRA alpha (from the metadata) used when the pair stores none.
+        scaling: the file's LoRA scaling (:func:`probex.zoo.lora.lora_scaling` of its metadata);
+            None: scale 1 unless the pair stores an alpha.
         source: the file, for error messages.
     """
     label = f"{source}: layer '{info.name}'" if source else f"layer '{info.name}'"
-    if info.kind == "lora":
-        up, down = tensors[info.tensors[0]], tensors[info.tensors[1]]
-        stored_alpha = tensors[info.tensors[2]] if len(info.tensors) > 2 else None
-        matrix = merge_lora(up, down, stored_alpha if stored_alpha is not None else alpha, name=label)
+    check_layer_bytes(info.shape, label)  # before anything is allocated: a LoRA pair may declare any size
+    if info.kind in LORA_KINDS:
+        B, A, scale = lora_factors(info, tensors, scaling, source=source)
+        matrix = scale * (B @ A)
     else:
+        # a plain reshape of the stored values: [out, in*kh*kw] for "conv", and for "conv-modelj"
+        # exactly the official W.squeeze().reshape(-1, out) (squeezing moves no value)
         matrix = tensors[info.tensors[0]].float().reshape(info.shape)
     if tuple(matrix.shape) != tuple(info.shape):
         raise ZooError(f"{label}: read shape {tuple(matrix.shape)}, catalog says {info.shape}")

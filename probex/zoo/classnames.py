@@ -4,23 +4,24 @@ Model-J stores labels as class names (discriminative models: CIFAR-100 names in
 ``dataset_chosen_targets``) or as ImageNet class ids (generative LoRA models:
 ``imagenet_class_id``, an index 0..999 or a WordNet synset id such as ``n01440764``). These
 tables turn them into readable words. The files live in ``assets/classnames/`` of the
-repository; ``imagenet1k.tsv`` was extracted once from the timm wheel by
-``assets/classnames/extract_imagenet.py`` (the first WordNet lemma of each synset).
-
-Two ImageNet classes share their first lemma: "crane" (the bird n02012849 and the machine
-n03126707) and "maillot" (n03710637, n03710721); we keep the table as extracted.
+repository (``probex/assets/classnames`` in an installed wheel: :mod:`probex.shipped`);
+``imagenet1k.tsv`` was extracted once from the timm wheel by
+``assets/classnames/extract_imagenet.py``: the first WordNet lemma of each synset, except for
+the two pairs of classes that share one ("crane": the bird n02012849 and the machine
+n03126707; "maillot": n03710637 and n03710721), which keep the official ProbeX table's names
+("crane, bird" / "construction crane", "maillot" / "maillot, tank suit"). Every one of the
+1,000 classes has its own name, so no two classes share a label or a zero-shot text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-
 from probex.errors import ZooError
+from probex.shipped import assets_dir
 
-#: Where the class-name files live (the repository's ``assets/classnames``).
-CLASSNAMES_DIR = Path(__file__).parents[2] / "assets" / "classnames"
+#: Where the class-name files live (the shipped ``assets/classnames``).
+CLASSNAMES_DIR = assets_dir() / "classnames"
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ def _read_asset(filename: str) -> str:
         return path.read_text(encoding="utf-8")
     except OSError as error:
         raise ZooError(
-            f"{path}: class-name table missing ({error.strerror}); reinstall probex from the "
-            "repository so that assets/classnames is present"
+            f"{path}: class-name table missing ({error.strerror}); reinstall probex (its wheel "
+            "carries assets/classnames as package data) or run it from a full checkout"
         ) from error
 
 

@@ -33,19 +33,22 @@ def recommended_layers(root: str | Path) -> dict[str, str]:
 def expert_dirs(root: str | Path) -> dict[str, Path]:
     """tree -> the folder of the expert shipped for it (those that exist).
 
-    The tree is the one the expert's config names (its ``metadata.tree``), else the folder's name,
-    so folders named by a sanitised tree name still map back to the tree.
+    The tree is the one the expert's config names (its ``metadata.tree``) when the folder's name is
+    that name made safe (:func:`probex.storage.safe_name`), else the folder's name: a config cannot
+    claim another tree's name.
     """
+    from probex.storage import json_field, safe_name
+
     folder = Path(root) / EXPERTS_FOLDER
     if not folder.is_dir():
         return {}
     found = {}
     for child in sorted(folder.iterdir()):
-        config = _read_json(child / "config.json") if child.is_dir() else None
-        if config is None:
+        if not child.is_dir() or not (child / "config.json").is_file():
             continue
-        tree = (config.get("metadata") or {}).get("tree") if isinstance(config, dict) else None
-        found[tree if isinstance(tree, str) else child.name] = child
+        metadata = json_field(child / "config.json", "metadata")
+        tree = metadata.get("tree") if isinstance(metadata, dict) else None
+        found[tree if isinstance(tree, str) and safe_name(tree) == child.name else child.name] = child
     return found
 
 
@@ -63,10 +66,12 @@ def shipped_figures(root: str | Path) -> dict:
 
 
 def _read_json(path: Path):
+    from probex.storage import read_regular_bytes
+
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return json.loads(read_regular_bytes(path, 64 * 2**20, "JSON file"))
+    except (OSError, ValueError) as error:
         logger.warning("%s: unreadable (%s); ignored", path, error)
         return None

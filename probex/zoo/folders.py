@@ -2,7 +2,8 @@
 
 The scan result (:class:`ZooScan`), image listing, split ordering, and reading a weight file's
 header with failures collected as (path, reason) instead of raised, so one corrupt file never
-stops a zoo from opening.
+stops a zoo from opening. A :class:`HeaderBudget` adds up the headers of one zoo against the
+per-zoo limits (:mod:`probex.zoo.limits`); going over them stops the scan with a LimitError.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Iterator
 
 from probex.errors import ZooError
 from probex.progress import Progress
+from probex.zoo.limits import check_limit
 from probex.zoo.records import ModelRecord, TreeRole
-from probex.zoo.safefile import SafetensorsHeader, read_header
+from probex.zoo.safefile import LENGTH_FIELD_BYTES, SafetensorsHeader, read_header
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
 
@@ -40,11 +42,15 @@ def split_order(split: str | None) -> tuple[int, str]:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name (empty if there is no folder)."""
+    """The image files directly inside ``folder``, sorted by name (empty if there is no folder).
+
+    Only regular files (or links to them) count: a FIFO named ``x.png`` would block whoever opens it.
+    """
     try:
         with os.scandir(folder) as entries:
-            found = [Path(entry.path) for entry in entries if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
-    except (FileNotFoundError, NotADirectoryError):
+            found = [Path(entry.path) for entry in entries
+                     if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and entry.is_file()]
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError):
         return []
     return sorted(found)
 
@@ -59,13 +65,35 @@ def subdirs(folder: Path) -> Iterator[Path]:
     return iter(sorted(dirs))
 
 
-def read_header_or_skip(path: Path, skipped: list[tuple[Path, str]]) -> SafetensorsHeader | None:
-    """The validated header of ``path``, or None after appending (path, reason) to ``skipped``."""
+@dataclass
+class HeaderBudget:
+    """The header bytes and tensors read so far for one zoo, checked against the per-zoo limits."""
+
+    root: Path
+    header_bytes: int = 0
+    tensors: int = 0
+
+    def add(self, header: SafetensorsHeader) -> None:
+        """Count one file's header; LimitError when the zoo as a whole passes a limit."""
+        self.header_bytes += header.data_offset - LENGTH_FIELD_BYTES
+        self.tensors += len(header.tensors)
+        check_limit("PROBEX_MAX_ZOO_HEADER_BYTES", self.header_bytes, f"{self.root}: the headers of the zoo's files")
+        check_limit("PROBEX_MAX_ZOO_TENSORS", self.tensors, f"{self.root}: the number of tensors in the zoo's files")
+
+
+def read_header_or_skip(path: Path, skipped: list[tuple[Path, str]], budget: HeaderBudget | None = None) -> SafetensorsHeader | None:
+    """The validated header of ``path``, or None after appending (path, reason) to ``skipped``.
+
+    With a ``budget``, the header counts against the zoo's limits (a LimitError then stops the scan).
+    """
     try:
-        return read_header(path)
+        header = read_header(path)
     except ZooError as error:
         skipped.append((path, skip_reason(error, path)))
         return None
+    if budget is not None:
+        budget.add(header)
+    return header
 
 
 def skip_reason(error: Exception, path: Path) -> str:

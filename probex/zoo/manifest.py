@@ -28,8 +28,13 @@ The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
 
 Only ``id`` and ``path`` are required; a tree's role (:class:`~probex.zoo.records.TreeRole`:
 ``classifier``, ``aligned`` with its held-out splits, or ``forest``, independently initialised
-models that share no root) is read off its models when the manifest does not give it; paths use forward slashes and are relative to the
-manifest's folder. Each weight file's own safetensors metadata repeats ``id``, ``split``,
+models that share no root) is read off its models when the manifest does not give it. Paths use
+forward slashes and are relative to the manifest's folder. A path may leave the zoo's folder
+(``../shared/model.safetensors``, or an absolute path, as :func:`write_manifest` writes for files
+elsewhere): such models are read, and opening the zoo logs one warning naming how many do and the
+first of them, so a manifest from someone else cannot point probex at other files unseen. Only
+regular files are read. A path holding a NUL byte leaves that one model out (listed in
+``skipped``), not the zoo. Each weight file's own safetensors metadata repeats ``id``, ``split``,
 ``tree``, ``labels`` (a JSON list) and the metadata entries as strings, so a file moved out of
 its zoo still says what it is (:func:`save_model_file` writes it so). Where the two differ the
 manifest wins. Opening reads the manifest and each file's header (to validate it and list its
@@ -53,8 +58,9 @@ import torch
 
 from probex.errors import ZooError
 from probex.progress import Progress
-from probex.storage import atomic_write_json, safe_name
-from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress
+from probex.storage import atomic_write_json, read_regular_bytes, safe_name
+from probex.zoo.folders import HeaderBudget, ZooScan, list_images, read_header_or_skip, report_progress
+from probex.zoo.limits import limit
 from probex.zoo.records import TREE_ROLES, ModelRecord, TreeRole
 from probex.zoo.safefile import write_safetensors
 
@@ -80,7 +86,7 @@ def read_manifest(root: str | os.PathLike) -> tuple[dict[str, Any], list[dict[st
     """
     path = Path(root) / MANIFEST_NAME
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(read_regular_bytes(path, limit("PROBEX_MAX_HEADER_BYTES"), "zoo manifest").decode("utf-8"))
     except OSError as error:
         raise ZooError(f"{path}: cannot read the zoo manifest ({error.strerror or error})") from error
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -134,9 +140,16 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     records: list[ModelRecord] = []
     listed: dict[Path, list[Path]] = {}  # per-label image folders, listed once
     skipped: list[tuple[Path, str]] = []
+    budget = HeaderBudget(root)
+    outside = [entry for entry in entries
+               if _leaves_folder(entry["path"]) or any(map(_leaves_folder, _image_paths(entry.get("images"))))]
+    if outside:
+        logger.warning("%s: %d model(s) of the manifest point outside the zoo's folder (../ or an absolute path), "
+                       "e.g. %r -> %r; they are read from there", root / MANIFEST_NAME, len(outside),
+                       outside[0]["id"], outside[0]["path"])
     for done, entry in enumerate(entries, start=1):
         path = root / entry["path"]
-        header = read_header_or_skip(path, skipped)
+        header = read_header_or_skip(path, skipped, budget)
         report_progress(progress, done, len(entries), "reading model headers")
         if header is None:
             continue
@@ -193,6 +206,21 @@ def _images_of(root: Path, images: str | list[str] | dict | None, labels: list[s
             found += listed[folder]
         return found
     return list_images(root / images)
+
+
+def _image_paths(images: str | list[str] | dict | None) -> list[str]:
+    """The paths a manifest entry's ``images`` names (a folder, files, or the per-label folder)."""
+    if isinstance(images, dict):
+        return [images[PER_LABEL]]
+    return images if isinstance(images, list) else [images] if images else []
+
+
+def _leaves_folder(relative: str | None) -> bool:
+    """True when a manifest path climbs out of the zoo's folder (``..``) or is absolute."""
+    if not relative:
+        return False
+    normal = os.path.normpath(relative.replace("\\", "/"))
+    return os.path.isabs(normal) or normal == ".." or normal.startswith("../")
 
 
 def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ Splits train, val, test, val_holdout, test_holdout. The metadata's ``imagenet_cl
 index 0..999 or a synset id such as ``n01440764``) gives the label, read as its ImageNet
 name. ROOT may also be one split folder, the Hugging Face cache folder
 ``models--ProbeX--Model-J__SD_200`` (its ``refs/main`` snapshot), or a cache holding that one
-repo. Tree: the subset named by a ``Model-J__SUBSET`` folder on the path, else the metadata's
+repo. Tree: the subset named by a ``Model-J__SUBSET`` folder on the path, or by an ``SD_200`` /
+``SD_1k`` folder (where ``probex download modelj`` puts them), else the metadata's
 ``base_model`` / ``pretrained_model_name_or_path``, else ``"generative"``.
 
 Discriminative (Sup.ViT, DINO, MAE, ResNet: one Hub repo per model) in the Hugging Face cache
@@ -39,14 +40,17 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from probex.errors import ZooError
 from probex.progress import Progress
+from probex.storage import read_regular_bytes
 from probex.zoo.classnames import cifar100_names, imagenet_name
-from probex.zoo.folders import ZooScan, list_images, read_header_or_skip, report_progress, skip_reason, split_order, subdirs
+from probex.zoo.folders import (HeaderBudget, ZooScan, list_images, read_header_or_skip, report_progress, skip_reason,
+                                split_order, subdirs)
 from probex.zoo.records import ALIGNED, CLASSIFIER, HELD_OUT_SPLITS, ModelRecord, TreeRole
 
 GENERATIVE_LAYOUT = "modelj-generative"
@@ -60,6 +64,7 @@ KNOWN_SPLITS = ("train", "val", "validation", "test", "val_holdout", "test_holdo
 _SNAPSHOT_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", LORA_WEIGHTS)
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _MODELJ_REPO = re.compile(r"^Model-J__(?P<subset>.+?)__(?P<model>model_idx_\d+)$")
+_GENERATIVE_SUBSETS = ("SD_200", "SD_1k")  # the folder names probex download gives them
 _MODELJ_SUBSET_FOLDER = re.compile(r"^(?:models--[^/]+?--)?Model-J__(?P<subset>[^/]+)$")
 _REVISION = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_LITERAL_CHARS = 200_000
@@ -74,8 +79,8 @@ def hf_snapshot(repo_dir: Path) -> Path:
     """
     ref = repo_dir / "refs" / "main"
     snapshots = repo_dir / "snapshots"
-    if ref.is_file():
-        revision = ref.read_text(encoding="utf-8", errors="replace").strip()
+    if os.path.lexists(ref):
+        revision = read_regular_bytes(ref, 4096, "ref file").decode("utf-8", errors="replace").strip()
         if not _REVISION.match(revision) or revision in (".", ".."):
             raise ZooError(f"{ref}: not a revision hash ({revision[:60]!r})")
         snapshot = snapshots / revision
@@ -99,10 +104,8 @@ def _split_name(folder: Path) -> str | None:
 def _read_json_side_file(path: Path) -> dict[str, Any]:
     """A small JSON file beside a model (config.json, adapter_config.json), or {} if absent or unreadable."""
     try:
-        if path.stat().st_size > _MAX_JSON_SIDE_FILE:
-            return {}
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        value = json.loads(read_regular_bytes(path, _MAX_JSON_SIDE_FILE, "JSON file").decode("utf-8"))
+    except (OSError, ZooError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -135,12 +138,13 @@ def _make_ids_unique(
 def _generative_groups(root: Path) -> list[tuple[str | None, list[Path]]]:
     """(split, model folders) of a generative zoo rooted at ``root``; empty if it is not one."""
     direct = list(subdirs(root))
-    if any((folder / LORA_WEIGHTS).is_file() for folder in direct):
+    # lexists, not is_file: a model whose file is a FIFO or a broken link is found, then skipped with a reason
+    if any(os.path.lexists(folder / LORA_WEIGHTS) for folder in direct):
         return [(_split_name(root), direct)]
     groups = []
     for split_folder in direct:
         models = list(subdirs(split_folder))
-        if any((folder / LORA_WEIGHTS).is_file() for folder in models):
+        if any(os.path.lexists(folder / LORA_WEIGHTS) for folder in models):
             groups.append((split_folder.name, models))
     return _by_split(groups)
 
@@ -164,11 +168,14 @@ def generative_root(root: Path) -> Path | None:
 
 
 def _modelj_subset(root: Path) -> str | None:
-    """The Model-J subset named by a folder on the path (``Model-J__SD_200`` -> ``SD_200``)."""
+    """The Model-J subset named by a folder on the path: ``Model-J__SD_200`` (the Hub cache) or
+    ``SD_200`` / ``SD_1k`` (where ``probex download modelj`` puts it) -> ``SD_200``."""
     for folder in [root, *list(root.parents)[:3]]:
         match = _MODELJ_SUBSET_FOLDER.match(folder.name)
         if match:
             return match.group("subset")
+        if folder.name in _GENERATIVE_SUBSETS:
+            return folder.name
     return None
 
 
@@ -177,13 +184,14 @@ def scan_generative(root: Path, progress: Progress | None) -> ZooScan:
     folders = [(split, folder) for split, models in _generative_groups(root) for folder in models]
     records: list[ModelRecord] = []
     skipped: list[tuple[Path, str]] = []
+    budget = HeaderBudget(root)
     for done, (split, folder) in enumerate(folders, start=1):
         path = folder / LORA_WEIGHTS
         report_progress(progress, done, len(folders), "reading model headers")
-        if not path.is_file():
+        if not os.path.lexists(path):
             skipped.append((folder, f"no {LORA_WEIGHTS} in the model folder"))
             continue
-        header = read_header_or_skip(path, skipped)
+        header = read_header_or_skip(path, skipped, budget)
         if header is None:
             continue
         metadata = dict(header.metadata)
@@ -265,6 +273,7 @@ def scan_discriminative(root: Path, groups: list[tuple[str | None, list[Path]]],
     records: list[ModelRecord] = []
     qualifiers: list[str | None] = []
     skipped: list[tuple[Path, str]] = []
+    budget = HeaderBudget(root)
     for done, (split, repo) in enumerate(repos, start=1):
         report_progress(progress, done, len(repos), "reading model headers")
         try:
@@ -273,7 +282,7 @@ def scan_discriminative(root: Path, groups: list[tuple[str | None, list[Path]]],
         except ZooError as error:
             skipped.append((repo, skip_reason(error, repo)))
             continue
-        header = read_header_or_skip(path, skipped)
+        header = read_header_or_skip(path, skipped, budget)
         if header is None:
             continue
         owner, _, name = repo.name[len("models--"):].partition("--")

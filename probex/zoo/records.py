@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probex.errors import ProbeXError, ZooError
 from probex.zoo.safefile import SafetensorsHeader, read_header
+
+#: What changes when a file's content may have changed: (size, mtime_ns, ctime_ns, inode, device).
+#: ctime cannot be set back by a user (``touch -d`` and ``os.utime`` set mtime, not ctime).
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(path: str | os.PathLike) -> FileIdentity:
+    """The identity of a file's current content as the filesystem tells it (OSError if it is gone)."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev
 
 
 @dataclass
@@ -25,7 +37,9 @@ class ModelRecord:
         images: its training images (empty when the zoo ships none): a folder's images sorted, or
             the files a manifest lists for it (e.g. renders of its training classes, shared by
             reference with other models of its tree, in the order of its labels).
-        header: the validated safetensors header, read once when the zoo was opened.
+        header: the validated safetensors header, read when the zoo was opened.
+        header_identity: the weight file's :func:`file_identity` when ``header`` was read;
+            :meth:`read_header` reads the header again when the file has changed since.
     """
 
     id: str
@@ -36,12 +50,38 @@ class ModelRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     images: list[Path] = field(default_factory=list)
     header: SafetensorsHeader | None = field(default=None, repr=False, compare=False)
+    header_identity: FileIdentity | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Layouts pass the header they just read: the file as it is now is the one it describes.
+        if self.header is not None and self.header_identity is None:
+            try:
+                self.header_identity = file_identity(self.path)
+            except OSError:
+                self.header = None  # gone already: read_header will say so
 
     def read_header(self) -> SafetensorsHeader:
-        """The validated safetensors header of its weight file (read now if the record was built without one)."""
-        if self.header is None:
-            self.header = read_header(self.path)
-        return self.header
+        """The validated safetensors header of its weight file as it is now.
+
+        Read again when the file changed (size, times, inode) since the header was read, so a
+        header is never used with another file's bytes.
+
+        Raises:
+            ZooError: the file is unreadable or malformed, or keeps changing while it is read.
+        """
+        for _ in range(3):
+            try:
+                before = file_identity(self.path)
+            except OSError:
+                return read_header(self.path)  # raises a ZooError naming the file
+            if self.header is not None and before == self.header_identity:
+                return self.header
+            header = read_header(self.path)
+            if file_identity(self.path) == before:
+                self.header, self.header_identity = header, before
+                return header
+        raise ZooError(f"{self.path} ({self.id}): the file keeps changing while it is read; wait until whatever "
+                       "writes it is done, then run again")
 
 
 @dataclass(frozen=True)
@@ -53,7 +93,8 @@ class LayerInfo:
         shape: ``(d_W, d_H)``, the 2-D matrix ProbeX reads (conv kernels flattened with the
             output channels first, 1-D tensors as a column, LoRA pairs merged).
         source_shape: the stored shape of each source tensor, aligned with ``tensors``.
-        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"vector"`` (1-D),
+        kind: ``"linear"`` (2-D), ``"conv"`` (3-D or more, flattened), ``"conv-modelj"`` (a
+            Model-J ResNet kernel as the official loader reads it), ``"vector"`` (1-D),
             ``"embedding"`` (leading singleton axes dropped, e.g. ``pos_embed`` [1, 197, 768])
             or ``"lora"`` (a merged LoRA pair).
         tensors: names of the stored tensors it is made from (for a LoRA layer: up, down and
@@ -106,7 +147,7 @@ class TreeRole:
 
     def __post_init__(self) -> None:
         if self.role not in TREE_ROLES:
-            raise ValueError(f"unknown tree role {self.role!r}; roles: {', '.join(TREE_ROLES)}")
+            raise ProbeXError(f"unknown tree role {self.role!r}; roles: {', '.join(TREE_ROLES)}")
 
     def to_json(self) -> dict[str, Any]:
         """The manifest entry of this role."""

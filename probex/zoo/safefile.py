@@ -6,10 +6,12 @@ A safetensors file is an 8-byte little-endian header length ``n``, a UTF-8 JSON 
 entry maps strings to strings.
 
 Files come from strangers (the Hub, a user's folder), so nothing in the header is trusted
-before it is checked: the header length is bounded before anything is allocated, every entry
-is type-checked, byte sizes must agree with the shapes, offsets must lie inside the data
-section and tensors must not overlap. Every failure is a :class:`~probex.errors.ZooError`
-that names the file and what is wrong. Nothing is ever unpickled.
+before it is checked: only regular files are opened (a FIFO or a device would block the
+reader), the header length and the number of tensors are bounded before anything is
+allocated or parsed (:mod:`probex.zoo.limits`), every entry is type-checked in time linear in
+its size, byte sizes must agree with the shapes, offsets must lie inside the data section and
+tensors must not overlap. Every failure is a :class:`~probex.errors.ZooError` that names the
+file and what is wrong, without quoting the file's bytes. Nothing is ever unpickled.
 
 The local reader (:func:`read_tensors`) and the remote byte-range reader
 (:mod:`probex.zoo.remote`) share :func:`parse_header` and :func:`tensor_from_bytes`.
@@ -29,10 +31,13 @@ from typing import Iterable, Mapping
 
 import torch
 
-from probex.errors import ZooError
+from probex.errors import LimitError, ZooError
+from probex.storage import open_regular
+from probex.zoo.limits import DEFAULTS, MAX_DIMENSIONS, check_limit, limit
 
-#: Largest header we accept. Real headers are kilobytes (a few MB for huge LLM shards).
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: Default largest header (``PROBEX_MAX_HEADER_BYTES`` overrides it). Real headers are kilobytes
+#: (a few MB for huge LLM shards); safetensors itself stops at 100 MB.
+MAX_HEADER_BYTES = DEFAULTS["PROBEX_MAX_HEADER_BYTES"]
 
 #: Bytes of the length field that starts every safetensors file.
 LENGTH_FIELD_BYTES = 8
@@ -115,16 +120,20 @@ def header_length(first_bytes: bytes, file_size: int | None, source: str) -> int
             f"{source}: not a safetensors file: only {len(first_bytes)} bytes, shorter than the "
             f"{LENGTH_FIELD_BYTES}-byte header length field"
         )
+    # The length is never quoted in a message: for a file that is not safetensors at all (a
+    # config, a key file opened by mistake) it is the file's first 8 bytes read as a number.
     length = int.from_bytes(first_bytes[:LENGTH_FIELD_BYTES], "little")
-    if length > MAX_HEADER_BYTES:
-        raise ZooError(
-            f"{source}: header length {length} bytes exceeds the limit of {MAX_HEADER_BYTES} "
-            "bytes; the file is corrupt or not a safetensors file"
-        )
+    bound = limit("PROBEX_MAX_HEADER_BYTES")
+    if length > bound:
+        if length > 4 * DEFAULTS["PROBEX_MAX_HEADER_BYTES"]:
+            raise ZooError(f"{source}: not a safetensors file, or a corrupt one: its first 8 bytes do not hold a "
+                           "plausible header length")
+        raise LimitError(f"{source}: the header is larger than the limit of {bound:,} bytes; if the file is "
+                         "genuine, raise the limit with the environment variable PROBEX_MAX_HEADER_BYTES")
     if file_size is not None and LENGTH_FIELD_BYTES + length > file_size:
         raise ZooError(
-            f"{source}: header length {length} bytes runs past the end of the file "
-            f"({file_size} bytes); the file is truncated or corrupt"
+            f"{source}: the header length in its first 8 bytes runs past the end of the file "
+            f"({file_size} bytes); the file is truncated, corrupt or not a safetensors file"
         )
     return length
 
@@ -148,7 +157,12 @@ def parse_header(prefix: bytes, file_size: int | None, source: str) -> Safetenso
             f"{source}: header is truncated: expected {length} header bytes, got "
             f"{len(prefix) - LENGTH_FIELD_BYTES}"
         )
-    raw = _decode_json(bytes(prefix[LENGTH_FIELD_BYTES:data_offset]), source)
+    header_bytes = bytes(prefix[LENGTH_FIELD_BYTES:data_offset])
+    # Every tensor entry names "data_offsets": counting them (fast, in C) bounds the tensors
+    # before the JSON parse, which is the slow part for a header of a million tiny entries.
+    check_limit("PROBEX_MAX_TENSORS", header_bytes.count(b'"data_offsets"'), f"{source}: the number of tensors declared")
+    raw = _decode_json(header_bytes, source)
+    check_limit("PROBEX_MAX_TENSORS", len(raw) - ("__metadata__" in raw), f"{source}: the number of tensors")
 
     metadata = _check_metadata(raw.pop("__metadata__", {}), source)
     data_size = None if file_size is None else file_size - data_offset
@@ -167,7 +181,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Read and validate the header of a local safetensors file (reads only the header bytes)."""
     source = str(path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             file_size = os.fstat(handle.fileno()).st_size
             first_bytes = handle.read(LENGTH_FIELD_BYTES)
             # Bound-check the length before reading (and allocating) the header itself.
@@ -200,7 +214,7 @@ def read_tensors(
     infos = select_tensors(header, names)
     tensors: dict[str, torch.Tensor] = {}
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             for info in infos:
                 handle.seek(header.data_offset + info.start)
                 buffer = bytearray(info.nbytes)
@@ -330,6 +344,8 @@ def _check_entry(name: str, entry: object, data_size: int | None, source: str) -
     shape = entry["shape"]
     if not isinstance(shape, list) or not all(_is_int(size) and size >= 0 for size in shape):
         raise ZooError(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+    if len(shape) > MAX_DIMENSIONS:
+        raise ZooError(f"{where}: shape has {len(shape)} axes; no real tensor has more than {MAX_DIMENSIONS}")
     offsets = entry["data_offsets"]
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
         raise ZooError(f"{where}: data_offsets must be two integers [start, end], got {_short(offsets)}")
@@ -378,9 +394,11 @@ def _check_no_overlap(infos: list[TensorInfo], source: str) -> None:
         previous = info
 
 
-def _short(value: object, limit: int = 80) -> str:
+def _short(value: object, width: int = 80) -> str:
+    if isinstance(value, list) and len(value) > width:  # no need to spell out a million items
+        value = value[:width]
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:

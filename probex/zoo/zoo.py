@@ -51,6 +51,7 @@ class ModelZoo:
         name: str = "",
         description: str = "",
         roles: dict[str, TreeRole] | None = None,
+        population: Iterable[ModelRecord] | None = None,
     ) -> None:
         self.root = Path(root)
         self.layout = layout
@@ -63,6 +64,8 @@ class ModelZoo:
         self._by_id = {record.id: record for record in self.records}
         if len(self._by_id) != len(self.records):
             raise ZooError(f"{self.root}: model ids must be unique within a zoo")
+        # the records of the zoo as opened: a sub-zoo's banks are views of the whole zoo's
+        self._population = self.records if population is None else list(population)
 
     @classmethod
     def open(cls, path: str | os.PathLike, progress: Progress | None = None) -> "ModelZoo":
@@ -200,20 +203,25 @@ class ModelZoo:
         return self._with(records)
 
     def _with(self, records: list[ModelRecord]) -> "ModelZoo":
-        """A sub-zoo of these records, keeping the zoo's name, skipped files and declared roles."""
-        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description, self.declared_roles)
+        """A sub-zoo of these records, keeping the zoo's name, skipped files, declared roles and population
+        (a sub-zoo's banks are views of the whole zoo's)."""
+        return ModelZoo(self.root, self.layout, records, self.skipped, self.name, self.description,
+                        self.declared_roles, self._population)
 
     # -- layers ----------------------------------------------------------------------------
 
-    def catalog(self, record: ModelRecord | str | None = None) -> list[LayerInfo]:
-        """The usable weight layers of one model (by record or id; default the first), in file order."""
+    def catalog(self, record: ModelRecord | str | None = None, conv_layout: str | None = None) -> list[LayerInfo]:
+        """The usable weight layers of one model (by record or id; default the first), in file order.
+
+        ``conv_layout`` as in :meth:`bank`.
+        """
         if record is None:
             if not self.records:
                 raise ZooError(f"{self.root}: the zoo holds no readable model, so it has no layers")
             record = self.records[0]
         elif isinstance(record, str):
             record = self.record(record)
-        return list(layer_catalog(record.read_header()))
+        return list(layer_catalog(record.read_header(), conv_layout))
 
     def architectures(self) -> dict[str, "ModelZoo"]:
         """Sub-zoos of models with the same layer names and shapes, keyed by a short readable signature.
@@ -231,32 +239,57 @@ class ModelZoo:
             groups[signature].append(record)
         return {names[signature]: self._with(records) for signature, records in groups.items()}
 
+    def layer_name(self, layer: str | int) -> str:
+        """The catalog name of ``layer``: a name is returned as is; in a Model-J zoo the paper's number ("59") is looked up.
+
+        Raises:
+            ZooError: a number in a zoo that is not Model-J's, or one its files do not hold.
+        """
+        from probex.zoo.modelj_layers import is_layer_number, resolve_layer
+
+        if not is_layer_number(layer) or not self.records:
+            return str(layer)
+        record = self.records[0]
+        return resolve_layer(record.read_header(), layer, {info.name for info in self.catalog(record)})
+
     def bank(
         self,
-        layer: str,
+        layer: str | int,
         split: str | Iterable[str] | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         progress: Progress | None = None,
         cache: bool | str | os.PathLike = True,
+        conv_layout: str | None = None,
     ) -> "LayerBank":
-        """One layer of every model (of ``split``, if given) stacked into a LayerBank, X: [N, d_W, d_H].
+        """One layer of every model (of ``split``, if given) stacked into a LayerBank: X [N, d_W, d_H], or
+        a LoRA layer's factors B [N, d_W, r] and A [N, r, d_H] (see :mod:`probex.zoo.bank`).
+
+        The zoo as opened has one cached bank per layer; the bank of a split or a sub-zoo is a
+        view of it (built once, stored once).
 
         Args:
-            layer: a name from :meth:`catalog` (a LoRA layer by its module name).
+            layer: a name from :meth:`catalog` (a LoRA layer by its module name), or in a
+                Model-J zoo the paper's layer number (``"59"``; see :meth:`layer_name`).
             split: only the models of this split (or these splits).
-            dtype: ``torch.float32`` (default) or ``torch.float16`` (half the memory and disk).
+            dtype: None (default) keeps the files' dtype (float16 files stay float16, others
+                float32); ``torch.float32`` or ``torch.float16`` ask for one.
             progress: called as ``progress(done, total, message)`` while the bank is built.
             cache: True for the default cache folder (``$PROBEX_CACHE/banks``, else
                 ``~/.cache/probex/banks``), a folder to cache in, or False to build in memory.
+            conv_layout: how conv kernels become matrices: ``"out-first"`` ([out, in*kh*kw]) or
+                ``"modelj"`` (the official Model-J loader's reshape to [in*kh*kw, out]); None
+                (default) reads Model-J ResNet checkpoints as ``"modelj"`` and every other file as
+                ``"out-first"`` (see :mod:`probex.zoo.modelj_layers`).
 
         Raises:
             ZooError: a model lacks the layer (names the file and the closest layer names), or
                 the models disagree on its shape.
         """
-        from probex.zoo.bank import build_bank
+        from probex.zoo.bank_build import build_bank
 
         zoo = self.select(split=split) if split is not None else self
-        return build_bank(zoo.records, layer, dtype=dtype, progress=progress, cache=cache, zoo_root=self.root)
+        return build_bank(zoo.records, self.layer_name(layer), dtype=dtype, progress=progress, cache=cache,
+                          zoo_root=self.root, population=self._population, conv_layout=conv_layout)
 
 
 def _ordered_splits(splits: set[str]) -> list[str]:

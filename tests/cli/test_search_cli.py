@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from probex import jungle, load_expert
+from probex import ModelZoo, jungle, load_expert
 from probex.cli import main
+from probex.experiments.harness import chance_levels
 
 from tests.zoo.zoo_fixtures import write_generative_zoo, write_manifest_zoo
 
@@ -113,11 +114,16 @@ def test_align_prints_every_figure_with_its_chance_level_and_saves(tiny_generati
     assert main(["align", str(tiny_generative_zoo), "--layers", TINY_LAYER, "--epochs", "2", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "activation ReLU" in text
-    for figure in ("in-distribution top-1", "zero-shot top-1 (held out)", "kNN (k=1)", "one-class AUC (kNN)",
-                   "one-class AUC (Ledoit-Wolf)", "retrieval precision@1", "prompt search top-1"):
+    zoo = ModelZoo.open(tiny_generative_zoo)
+    concepts = {split: {record.labels[0] for record in zoo.select(split=split)} for split in ("train", "test_holdout")}
+    expected = chance_levels(len(concepts["train"]), len(concepts["test_holdout"]))
+    for figure, key in (("in-distribution top-1", "in_distribution"), ("zero-shot top-1 (held out)", "zero_shot"),
+                        ("kNN (k=1)", "knn"), ("one-class AUC (kNN)", "occ_knn"),
+                        ("one-class AUC (Ledoit-Wolf)", "occ_ledoit_wolf"), ("retrieval precision@1", "retrieval"),
+                        ("prompt search top-1", "search_top1")):
         line = next(line for line in text.splitlines() if figure in line)
         value, chance = (float(number) for number in line.split()[-2:])
-        assert 0.0 <= value <= 1.0 and 0.0 < chance <= 0.5
+        assert 0.0 <= value <= 1.0 and chance == pytest.approx(expected[key], abs=5e-4), (figure, line)
     expert = load_expert(out)
     assert expert.layers_ == [TINY_LAYER] and expert.activation == "relu" and "zero_shot" in expert.metadata_
 

@@ -1,16 +1,22 @@
-"""ProbeXClassifier and DenseExpert: the scikit-learn contract, the tree effect, repeatability, errors."""
+"""ProbeXClassifier and DenseExpert: learning, the tree effect, repeatability, saving, errors.
 
-from dataclasses import dataclass
+(The scikit-learn contract of every estimator is tested in test_estimators.py.)
+"""
 
 import numpy as np
 import pytest
-import torch
 
 from probex import DenseExpert, ProbeXClassifier, load_expert
 from probex.experts.training import EpochLog
-from synthetic import make_population
+from baselines import constant_multilabel_accuracy, majority_class_accuracy
+from synthetic import make_population, write_layer_bank
 
 FAST = dict(n_probes=16, proj_dim=16, rep_dim=16, epochs=30)
+NAMES = ["cat", "dog", "ship", "tree", "car"]
+
+
+def to_names(Y) -> list[list[str]]:
+    return [[NAMES[j] for j in np.flatnonzero(row)] for row in np.asarray(Y)]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +32,13 @@ def small():
 def test_probex_reads_training_classes_within_a_tree(tree):
     train, val, test = tree
     expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=40).fit(train.X, train.Y, val=(val.X, val.Y))
-    assert expert.score(test.X, test.Y) >= 0.95
+    assert expert.score(test.X, test.Y) > constant_multilabel_accuracy(train.Y, test.Y) + 0.45
 
 
 def test_probex_stays_near_chance_on_a_forest():
     train, val, test = make_population(700, "forest", seed=0).split(400, 100, 200)
     expert = ProbeXClassifier(n_probes=32, proj_dim=32, rep_dim=32, epochs=40).fit(train.X, train.Y, val=(val.X, val.Y))
-    assert expert.score(test.X, test.Y) < 0.6
+    assert expert.score(test.X, test.Y) < constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 def test_fit_returns_self_and_sets_learned_state(small):
@@ -95,35 +101,26 @@ def test_progress_callback_is_called_after_every_epoch(small):
 
 def test_label_name_lists_are_predicted_as_names(small):
     train, _, test = small
-    names = ["cat", "dog", "ship", "tree", "car"]
-    to_names = lambda Y: [[names[j] for j in np.flatnonzero(row)] for row in Y.numpy()]
     expert = ProbeXClassifier(**FAST).fit(train.X, to_names(train.Y))
-    assert expert.classes_ == sorted(names)
+    assert expert.classes_ == sorted(NAMES)
     predicted = expert.predict(test.X)
-    assert isinstance(predicted, list) and all(set(p) <= set(names) for p in predicted)
-    assert 0.0 <= expert.score(test.X, to_names(test.Y)) <= 1.0
+    assert isinstance(predicted, list) and all(set(p) <= set(NAMES) for p in predicted)
+    assert expert.score(test.X, to_names(test.Y)) > constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 def test_single_label_classification(small):
     train, val, test = small
-    single = lambda pop: pop.Y.argmax(dim=1).numpy()  # the first class of each model
+    single = lambda pop: (pop.Y[:, 0] + 2 * pop.Y[:, 1]).long().numpy()  # 4 classes from 2 concepts, about balanced
     expert = DenseExpert(epochs=60).fit(train.X, single(train), val=(val.X, single(val)))
     assert expert.predict_proba(test.X).sum(axis=1) == pytest.approx(np.ones(len(test.X)), abs=1e-5)
-    assert expert.score(test.X, single(test)) > 1 / 5
-
-
-@dataclass
-class Bank:  # what the experts use of a LayerBank
-    X: torch.Tensor
-    labels: list
-    ids: list
+    assert expert.score(test.X, single(test)) > majority_class_accuracy(single(train), single(test)) + 0.2
 
 
 def test_a_layer_bank_brings_its_labels(small):
     train, _, test = small
-    to_bank = lambda pop: Bank(pop.X, [[f"c{j}" for j in np.flatnonzero(r)] for r in pop.Y.numpy()], [f"m{i}" for i in range(len(pop.X))])
+    to_bank = lambda pop: write_layer_bank(pop.X, "blocks.3.attn.q.weight", labels=to_names(pop.Y))
     expert = ProbeXClassifier(**FAST).fit(to_bank(train))
-    assert expert.score(to_bank(test)) > 0.5
+    assert expert.score(to_bank(test)) > constant_multilabel_accuracy(train.Y, test.Y) + 0.1
 
 
 def test_several_layers_are_encoded_side_by_side(small):
@@ -215,18 +212,9 @@ def test_as_many_labels_as_models_are_required(small):
         ProbeXClassifier(**FAST).fit(train.X, train.Y[:79])
 
 
-def test_predicting_before_fitting_is_refused(small):
-    with pytest.raises(ValueError, match="not fitted yet"):
-        ProbeXClassifier().predict(small[0].X)
-
-
 def test_the_layer_names_and_metadata_are_saved_with_the_expert(small, tmp_path):
-    from probex.zoo import LayerBank, ModelRecord
-
     X, y = small[0].X, small[0].Y
-    records = [ModelRecord(id=f"m{i}", path=tmp_path / f"m{i}.safetensors", labels=[str(c) for c in np.flatnonzero(row)])
-               for i, row in enumerate(np.asarray(y))]
-    bank = LayerBank(X, records, layer="blocks.3.attn.q.weight")
+    bank = write_layer_bank(X, "blocks.3.attn.q.weight", labels=to_names(y), root=tmp_path / "zoo")
     expert = ProbeXClassifier(epochs=2).fit(bank)
     assert expert.layers_ == ["blocks.3.attn.q.weight"]
     expert.save(tmp_path / "expert", metadata={"tree": "A", "val": 0.9})

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,24 @@ def test_set_threads_reads_the_environment_and_refuses_nonsense(monkeypatch):
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_training_streamed_above_the_device_copy_limit_gives_the_same_expert(dtype, monkeypatch):
+    from probex import ProbeXClassifier
+    from probex.experts import training
+    from probex.zoo.stack import as_stack
+    from synthetic import make_population
+
+    train, val, test = make_population(120, "tree", d_W=12, d_H=10, n_classes=5, seed=3).split(80, 20, 20)
+    X, X_val = train.X.to(dtype), val.X.to(dtype)
+    params = dict(n_probes=8, proj_dim=8, rep_dim=8, epochs=8, batch_size=16, device="cpu")
+    copied = ProbeXClassifier(**params).fit(X, train.Y, val=(X_val, val.Y))
+    monkeypatch.setenv("PROBEX_MEMORY_BUDGET", "1024")  # below one layer: every batch is read from the stack on its own
+    assert not training.fits_in_memory([as_stack(X)])
+    streamed = ProbeXClassifier(**params).fit(X, train.Y, val=(X_val, val.Y))
+    # a streamed batch is read in storage order: the same models, summed in another order (float rounding only)
+    assert np.allclose([log.train_loss for log in streamed.history_], [log.train_loss for log in copied.history_],
+                       rtol=1e-5, atol=0)
+    assert streamed.best_epoch_ == copied.best_epoch_
+    assert np.allclose(streamed.predict_proba(test.X.to(dtype)), copied.predict_proba(test.X.to(dtype)), atol=1e-5)

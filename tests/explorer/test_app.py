@@ -67,7 +67,10 @@ def test_the_trees_page_finds_the_four_trees_and_routes_the_other_models_right(m
     metrics = {metric.label: metric.value for metric in app.metric}
     assert metrics["trees found"] == "4"
     accuracy = next(value for label, value in metrics.items() if label.startswith("routing accuracy"))
-    assert float(accuracy.rstrip("%")) >= 95.0  # a few dozen models per tree calibrate the radii (1 stray seen)
+    routed = float(accuracy.rstrip("%")) / 100
+    held = next(frame.value for frame in app.dataframe if frame.value.index.name == "true tree")
+    constant = held.sum(axis=1).max() / held.to_numpy().sum()  # every other model sent to the largest tree
+    assert routed >= 0.95 and routed > constant + 0.2  # a few dozen models per tree calibrate the radii (1 stray seen)
 
 
 def test_the_trees_page_sends_most_other_models_of_each_true_tree_to_the_tree_named_after_it(mini_jungle):

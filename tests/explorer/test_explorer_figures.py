@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from probex.figures import _principal_coordinates, layer_sweep_figure, training_curves_figure, weight_map_figure
+from probex.figures import layer_sweep_figure, training_curves_figure, weight_map_figure
 from probex.experts.training import EpochLog
+from probex.trees.weight_map import principal_coordinates
 
 
 @pytest.mark.parametrize("shape", [(40, 300), (300, 12)], ids=["wide", "tall"])
 def test_principal_coordinates_match_the_svd_up_to_sign(shape):
     values = np.random.default_rng(0).standard_normal(shape)
-    coordinates, variance = _principal_coordinates(values)
+    coordinates, variance = principal_coordinates(values)
     centred = values - values.mean(axis=0)
     _, singular, axes = np.linalg.svd(centred, full_matrices=False)
     np.testing.assert_allclose(np.abs(coordinates), np.abs(centred @ axes[:2].T), atol=1e-8)

@@ -1,11 +1,28 @@
-"""The demo jungle shipped in assets/: opens offline with no build step, and its experts hold their figures."""
+"""The demo jungle shipped in assets/: opens offline with no build step, and its experts hold their figures.
+
+The shipped experts are deterministic, so their figures are gated within :data:`TOLERANCE` of
+the ones ``probex jungle check`` recorded in ``assets/jungle/check.json``: a retrained or damaged
+expert that loses more than that fails here (``test_the_gate_fails_an_expert_whose_weight_is_perturbed``
+shows it does). The recorded figures themselves must clear their chance levels by a margin.
+"""
 
 import pytest
+import torch
 
 from probex import jungle, load_expert
+from probex.experiments.harness import (
+    ALIGNMENT_KEYS,
+    aligned_splits,
+    alignment_figures,
+    banks_for,
+    chance_levels,
+    router_figures,
+)
 from probex.experts.aligner import names_of
+from probex.zoo.extras import shipped_figures
 
-DISCRIMINATIVE = ("cnn-supervised", "cnn-attributes", "mixer-supervised")
+#: How far a shipped expert's figure may move from the recorded one.
+TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -13,28 +30,61 @@ def shipped():
     return jungle.load()
 
 
-def test_the_shipped_jungle_has_three_classifier_trees_a_forest_and_a_generative_tree(shipped):
-    trees = set(shipped.trees)
-    assert set(DISCRIMINATIVE) | {"mini-sd"} <= trees
-    assert len([tree for tree in trees if tree.startswith("forest-")]) >= 100
+@pytest.fixture(scope="module")
+def recorded(shipped):
+    """check.json: {"router", "classifiers": {tree: row}, "aligned": {tree: {"expert": figures, ...}}, "forest"}."""
+    return shipped_figures(shipped.root)
+
+
+def gate(measured: dict, recorded: dict, keys) -> dict:
+    """The figures of ``keys`` that moved by more than TOLERANCE: {key: (measured, recorded)} ({} passes)."""
+    moved = {}
+    for key in keys:
+        now, then = measured[key], recorded[key]
+        if (now is None) != (then is None) or (now is not None and abs(now - then) > TOLERANCE):
+            moved[key] = (now, then)
+    return moved
+
+
+def classifier_test_bank(zoo, tree, expert):
+    return zoo.select(tree=tree).bank(expert.layers_[0], split="test")
+
+
+def aligned_figures_now(zoo, tree, expert) -> dict:
+    tree_zoo = zoo.select(tree=tree)
+    splits = aligned_splits(tree_zoo)
+    banks = banks_for(tree_zoo, expert.layers_, splits)
+    held_out = sorted(set(names_of(banks[splits[3]][0].labels)))
+    return alignment_figures(expert, banks, held_out, splits[2:])
+
+
+# -- what ships ---------------------------------------------------------------------------------
+
+def test_the_shipped_jungle_has_three_classifier_trees_a_forest_and_an_aligned_tree(shipped):
+    assert len(shipped.trees_with_role("classifier")) == 3
+    assert len(shipped.trees_with_role("aligned")) == 1
+    assert len(shipped.trees_with_role("forest")) >= 100
+    assert all(role.declared for role in shipped.roles.values())
     assert not shipped.skipped
 
 
 def test_two_classifier_trees_share_one_architecture_with_different_roots(shipped):
-    signature = {tree: [(info.name, info.shape) for info in shipped.select(tree=tree).catalog()] for tree in DISCRIMINATIVE}
-    assert signature["cnn-supervised"] == signature["cnn-attributes"] != signature["mixer-supervised"]
-    roots = {tree: shipped.select(tree=tree).records[0].metadata.get("base_model") for tree in DISCRIMINATIVE}
+    classifiers = shipped.trees_with_role("classifier")
+    signature = {tree: tuple((info.name, info.shape) for info in shipped.select(tree=tree).catalog()) for tree in classifiers}
+    assert len(set(signature.values())) == 2  # two of the three trees share an architecture
+    roots = {tree: shipped.select(tree=tree).records[0].metadata.get("base_model") for tree in classifiers}
     assert len(set(roots.values())) == 3
 
 
 def test_every_lora_model_has_its_training_images(shipped):
-    generative = shipped.select(tree="mini-sd")
+    (tree,) = shipped.trees_with_role("aligned")
+    generative = shipped.select(tree=tree)
     assert len(generative.records) >= 1600
     assert all(record.images and all(image.is_file() for image in record.images[:1]) for record in generative.records)
 
 
 def test_every_classifier_model_shows_renders_of_its_training_classes(shipped):
-    classifiers = shipped.select(tree=[tree for tree in shipped.trees if tree != "mini-sd"])
+    classifiers = shipped.select(tree=shipped.trees_with_role("classifier", "forest"))
     assert len(classifiers) >= 1200
     for record in classifiers.records:
         assert len(record.images) == 3 * len(record.labels) == 36
@@ -42,8 +92,8 @@ def test_every_classifier_model_shows_renders_of_its_training_classes(shipped):
 
 
 def test_recommended_layers_name_a_hidden_layer_of_each_tree(shipped):
-    recommended = jungle.RECOMMENDED_LAYERS
-    assert set(recommended) == set(DISCRIMINATIVE) | {"mini-sd"}
+    recommended = jungle.recommended_layers()
+    assert set(recommended) == set(shipped.trees_with_role("classifier", "aligned"))
     for tree, layer in recommended.items():
         assert layer in {info.name for info in shipped.select(tree=tree).catalog()}
         assert layer != "head.weight"  # the head's rows are the class slots: a trivial read-out
@@ -55,19 +105,61 @@ def test_the_lora_classifier_tree_stores_low_rank_updates_of_wide_layers(shipped
     assert len(lora) == 2 and all(info.shape == (64, 512) for info in lora)
 
 
-@pytest.mark.parametrize("tree", DISCRIMINATIVE)
-def test_each_shipped_classifier_predicts_training_classes_of_test_models(shipped, tree):
+# -- the recorded figures: above their baselines ---------------------------------------------------
+
+def test_the_recorded_figures_clear_their_chance_levels(shipped, recorded):
+    assert set(recorded["classifiers"]) == set(shipped.trees_with_role("classifier"))
+    for tree, row in recorded["classifiers"].items():
+        assert row["probex"] > row["chance"] + 0.3, (tree, row)
+    (tree,) = recorded["aligned"]
+    aligned = recorded["aligned"][tree]
+    chance = chance_levels(aligned["concepts"]["training"], aligned["concepts"]["held_out"])
+    for key in ALIGNMENT_KEYS:
+        assert aligned["expert"][key] > chance[key] + 0.3, (key, aligned["expert"][key], chance[key])
+
+
+# -- the gates: the shipped experts measure what check.json recorded, within TOLERANCE ------------
+
+@pytest.mark.parametrize("index", range(3))
+def test_each_shipped_classifier_scores_what_check_json_recorded(shipped, recorded, index):
+    tree = shipped.trees_with_role("classifier")[index]
     expert = load_expert(jungle.expert_dirs()[tree])
-    test = shipped.select(tree=tree).bank(expert.layers_[0], split="test")
-    assert expert.score(test) >= 0.78  # mean binary accuracy; chance 0.5
+    measured = {"probex": expert.score(classifier_test_bank(shipped, tree, expert))}
+    assert gate(measured, recorded["classifiers"][tree], ["probex"]) == {}
 
 
-def test_the_shipped_aligner_names_held_out_concepts_zero_shot(shipped):
-    expert = load_expert(jungle.expert_dirs()["mini-sd"])
-    generative = shipped.select(tree="mini-sd")
-    held = [generative.bank(layer, split="test_holdout") for layer in expert.layers_]
-    candidates = sorted(set(names_of(held[0].labels)))
-    assert len(candidates) == 16
-    assert expert.score(held, candidates=candidates) >= 0.55  # chance 1/16
-    test = [generative.bank(layer, split="test") for layer in expert.layers_]
-    assert expert.score(test) >= 0.40  # in-distribution, 48 concepts
+def test_the_shipped_aligner_measures_what_check_json_recorded(shipped, recorded):
+    (tree,) = shipped.trees_with_role("aligned")
+    expert = load_expert(jungle.expert_dirs()[tree])
+    assert expert.layers_ == recorded["aligned"][tree]["expert"]["layers"]
+    measured = aligned_figures_now(shipped, tree, expert)
+    assert gate(measured, recorded["aligned"][tree]["expert"], ALIGNMENT_KEYS) == {}
+
+
+def test_the_router_finds_what_check_json_recorded(shipped, recorded):
+    measured = router_figures(shipped)
+    assert measured["trees_found"] == recorded["router"]["trees_found"] == recorded["router"]["true_trees"]
+    assert gate(measured, recorded["router"], ["held_out_accuracy"]) == {}
+
+
+def test_the_gate_fails_an_expert_whose_weight_is_perturbed(shipped, recorded):
+    tree = shipped.trees_with_role("classifier")[0]
+    expert = load_expert(jungle.expert_dirs()[tree])
+    test = classifier_test_bank(shipped, tree, expert)
+    assert gate({"probex": expert.score(test)}, recorded["classifiers"][tree], ["probex"]) == {}
+    with torch.no_grad():  # one concept's output answers the opposite: its row of the head T negated
+        expert.network_.head.weight[0].neg_()
+        expert.network_.head.bias[0].neg_()
+    perturbed = expert.score(test)
+    moved = gate({"probex": perturbed}, recorded["classifiers"][tree], ["probex"])
+    assert recorded["classifiers"][tree]["probex"] - perturbed > TOLERANCE
+    assert set(moved) == {"probex"}
+
+
+def test_the_gate_fails_an_aligner_whose_probes_are_perturbed(shipped, recorded):
+    (tree,) = shipped.trees_with_role("aligned")
+    expert = load_expert(jungle.expert_dirs()[tree])
+    with torch.no_grad():  # the probes U of the first layer, negated
+        expert.network_.model_side.encoders[0].probes.neg_()
+    moved = gate(aligned_figures_now(shipped, tree, expert), recorded["aligned"][tree]["expert"], ALIGNMENT_KEYS)
+    assert "zero_shot" in moved and moved["zero_shot"][1] - moved["zero_shot"][0] > TOLERANCE, moved

@@ -7,6 +7,7 @@ import pytest
 from probex import jungle, load_expert
 from probex.cli import main
 from probex.jungle.validation import validate_jungle
+from baselines import constant_multilabel_accuracy, multilabel_matrix
 
 TREES = {"cnn-supervised", "cnn-attributes", "mixer-supervised", "mini-sd"}
 
@@ -32,13 +33,24 @@ def test_each_shipped_expert_loads_with_its_layers_tree_and_figures(small_jungle
     folders = jungle.expert_dirs(small_jungle)
     assert set(folders) == TREES
     recommended = jungle.recommended_layers(small_jungle)
+    zoo = jungle.load(small_jungle)
     for tree, folder in folders.items():
         expert = load_expert(folder)
         assert expert.metadata_["tree"] == tree
         assert expert.layers_ == expert.metadata_["layers"]
         assert recommended[tree] in expert.layers_
-        assert 0.0 <= expert.metadata_["test"] <= 1.0
         assert expert.metadata_["chosen_by"] == "validation"
+        assert expert.metadata_["test"] > baseline(zoo.select(tree=tree), expert.metadata_["task"]) + 0.1, tree
+
+
+def baseline(tree_zoo, task: str) -> float:
+    """What a model that learned nothing scores on the test split: the best constant predictor of the training
+    classes (classes), or chance over the training concepts (align: one concept per model, about balanced)."""
+    if task == "align":
+        return 1 / len({record.labels[0] for record in tree_zoo.select(split="train")})
+    classes = tree_zoo.label_names
+    train, test = ([record.labels for record in tree_zoo.select(split=split)] for split in ("train", "test"))
+    return constant_multilabel_accuracy(multilabel_matrix(train, classes), multilabel_matrix(test, classes))
 
 
 def test_the_shipped_experts_predict_on_the_test_split(small_jungle):

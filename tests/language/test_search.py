@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 import pandas as pd
@@ -54,18 +53,14 @@ def test_held_out_concept_prompts_rank_their_models_first(index):
     assert len(concepts) == 16
     hits = [index.search(f"a {concept}", k=1)[0] for concept in concepts]
     hit_rate = np.mean([concept in hit.labels for concept, hit in zip(concepts, hits)])
-    print(f"top-1 hit rate of the 16 held-out concepts' prompts over all 1600 models: {hit_rate:.3f}")
-    assert hit_rate >= 0.9
+    share = {concept: np.mean([concept in record.labels for record in index.records]) for concept in concepts}
+    chance = np.mean(list(share.values()))  # a model drawn at random has the prompt's concept
+    print(f"top-1 hit rate of the 16 held-out concepts' prompts over all 1600 models: {hit_rate:.3f} (chance {chance:.3f})")
+    assert hit_rate > chance + 0.85
 
 
-def test_search_answers_in_well_under_a_second_once_built(index):
-    index.search("a red star")  # the text encoder is loaded once per process
-    started = time.perf_counter()
-    for _ in range(10):
-        hits = index.search("a red star", k=10)
-    seconds = (time.perf_counter() - started) / 10
-    print(f"prompt search over {len(index)} models: {seconds * 1000:.1f} ms")
-    assert seconds < 0.5
+def test_search_ranks_the_best_k_models_with_their_images(index):
+    hits = index.search("a red star", k=10)  # its speed: benchmarks/bench_search.py
     assert [hit.rank for hit in hits] == list(range(1, 11))
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     assert isinstance(hits[0], Hit) and hits[0].images and hits[0].path.is_file()
@@ -134,7 +129,9 @@ def test_neighbours_exclude_the_query_and_carry_training_images(index):
     hits = index.neighbours(record.id, k=5)
     assert len(hits) == 5 and record.id not in [hit.model_id for hit in hits]
     assert all(hit.images for hit in hits)
-    assert sum(record.labels[0] in hit.labels for hit in hits) >= 3  # its concept's models are its neighbours
+    same = sum(record.labels[0] in other.labels for other in index.records) - 1
+    by_chance = 5 * same / (len(index) - 1)  # of 5 other models drawn at random, how many share its concept
+    assert sum(record.labels[0] in hit.labels for hit in hits) >= by_chance + 2.5  # its concept's models are its neighbours
 
 
 def test_neighbours_of_an_embedding_include_the_model_itself(index):

@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pytest
 import torch
 
 from probex.errors import ProbeXError
+from probex.estimator import NotFittedError
 from probex.trees.router import TreeRouter
+from probex.zoo import LayerBank
+from synthetic import write_layer_bank
 
 
-@dataclass
-class Bank:
-    """The part of the LayerBank contract the router reads: .X, .ids, .trees, .layer."""
-
-    X: torch.Tensor
-    ids: list
-    trees: list
-    layer: str | None = "fc.weight"
-
-
+@lru_cache(maxsize=None)  # the banks are written once and never changed by a test
 def grow_tree(name: str, n: int, shape=(24, 16), root_seed=0, seed=1, update=0.3, noise=0.05,
-              layer="fc.weight") -> Bank:
-    """Models fine-tuned from one root: root + a rank-2 update per model + noise."""
+              layer="fc.weight", scale=1.0) -> LayerBank:
+    """Models fine-tuned from one root: root + a rank-2 update per model + noise (times ``scale``),
+    written as safetensors files and read back as a LayerBank."""
     root = torch.randn(shape, generator=torch.Generator().manual_seed(root_seed))
     generator = torch.Generator().manual_seed(seed)
     A = torch.randn(n, shape[0], 2, generator=generator)
     B = torch.randn(n, 2, shape[1], generator=generator)
     X = root + update * (A @ B) / 2**0.5 + noise * torch.randn(n, *shape, generator=generator)
-    return Bank(X, [f"{name}_{seed}_{i:03d}" for i in range(n)], [name] * n, layer)
+    return write_layer_bank(X * scale, layer, ids=[f"{name}_{seed}_{i:03d}" for i in range(n)], trees=[name] * n)
 
 
-def concat(*banks: Bank) -> Bank:
-    return Bank(torch.cat([b.X for b in banks]), sum((b.ids for b in banks), []),
-                sum((b.trees for b in banks), []), banks[0].layer)
+def concat(*banks: LayerBank) -> LayerBank:
+    return write_layer_bank(torch.cat([b.X for b in banks]), banks[0].layer, ids=sum((b.ids for b in banks), []),
+                            trees=sum((b.trees for b in banks), []))
 
 
-def forest(seed: int) -> list[Bank]:
+@lru_cache(maxsize=None)
+def forest(seed: int) -> list[LayerBank]:
     """Trees a and b share an architecture (different roots); tree c has another layer shape."""
     same_architecture = concat(grow_tree("a", 30, root_seed=1, seed=seed),
                                grow_tree("b", 25, root_seed=2, seed=seed + 1))
@@ -191,7 +187,9 @@ def test_subset_that_misses_the_difference_falls_back_to_exact():
     # two trees whose roots differ only in the first 2 rows (128 of 4096 coordinates)
     a = grow_tree("a", 20, shape=(64, 64), root_seed=1, update=0.05)
     b = grow_tree("b", 20, shape=(64, 64), root_seed=1, seed=3, update=0.05)
-    b.X[:, :2] += 8.0
+    shifted = b.X.clone()
+    shifted[:, :2] += 8.0
+    b = write_layer_bank(shifted, b.layer, ids=b.ids, trees=b.trees)
     router = TreeRouter(max_coordinates=256, random_state=0).fit(concat(a, b))
     blocks_hit_rows = router.architectures_[0].strategy
     assert blocks_hit_rows == "exact after a failed subset confirmation"
@@ -235,12 +233,12 @@ def test_save_and_load_route_identically(tmp_path, fitted):
 
 
 def test_route_before_fit_says_to_fit():
-    with pytest.raises(ProbeXError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         TreeRouter().route(torch.randn(2, 3, 3))
 
 
 def test_unknown_method_is_refused():
-    with pytest.raises(ProbeXError, match="method"):
+    with pytest.raises(ProbeXError, match="method must be one of 'ward'"):
         TreeRouter(method="centroid").fit(torch.randn(4, 3, 3))
 
 
@@ -268,10 +266,8 @@ def test_dendrogram_is_truncated_above_max_leaves(fitted):
 
 def test_distances_of_models_very_near_a_far_away_centre_stay_accurate():
     # within-tree spread 1e-5 of the distance between roots: float32 cancellation territory
-    near = grow_tree("a", 10, root_seed=1, update=1e-4, noise=1e-5)
-    near.X = near.X * 100
-    far = grow_tree("b", 10, root_seed=2, seed=3, update=1e-4, noise=1e-5)
-    far.X = far.X * 100
+    near = grow_tree("a", 10, root_seed=1, update=1e-4, noise=1e-5, scale=100.0)
+    far = grow_tree("b", 10, root_seed=2, seed=3, update=1e-4, noise=1e-5, scale=100.0)
     router = TreeRouter().fit(concat(near, far))
     _, distances = router.route(near, return_distance=True)
     exact = (near.X.double() - router.centers_[0].double()).flatten(1).norm(dim=1).numpy()

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from zoo_fixtures import write_discriminative_zoo, write_generative_zoo, write_manifest_zoo
 
 from probex.errors import ZooError
-from probex.zoo import LayerBank, ModelZoo
+from probex.zoo import LayerBank, ModelZoo, bank_build
 from probex.zoo.bank import default_cache_dir
 
 LAYER = "block.fc.weight"
@@ -93,24 +93,21 @@ def test_bank_select_by_split_tree_and_ids(tmp_path):
 # -- the cache ------------------------------------------------------------------------------
 
 
-def _garble_keeping_size_and_mtime(path):
-    """Overwrite a file with junk of the same size and restore its timestamps: any read would see junk."""
-    stat = os.stat(path)
-    path.write_bytes(b"\xde\xad" * (stat.st_size // 2) + b"\x00" * (stat.st_size % 2))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-
-def test_bank_of_1000_models_is_reused_from_cache_without_reading_model_files(tmp_path):
+def test_bank_of_1000_models_is_reused_from_cache_without_reading_model_files(tmp_path, monkeypatch):
     written = write_manifest_zoo(tmp_path / "zoo", n_models=1000, images_per_model=0, width=3)
     zoo = ModelZoo.open(tmp_path / "zoo")
     reads = []
     first = zoo.bank(LAYER, cache=tmp_path / "cache", progress=lambda done, total, message: reads.append(message))
     assert len(first) == 1000 and len(reads) == 1000
     torch.testing.assert_close(first.X, _expected(written))
-    for model in written:  # from now on, reading any model file would give junk
-        _garble_keeping_size_and_mtime(model.path)
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a model file was read although the bank is cached")
+
+    monkeypatch.setattr(bank_build, "read_tensors", no_reads)
     messages = []
-    again = zoo.bank(LAYER, cache=tmp_path / "cache", progress=lambda done, total, message: messages.append(message))
+    again = ModelZoo.open(tmp_path / "zoo").bank(LAYER, cache=tmp_path / "cache",
+                                                 progress=lambda done, total, message: messages.append(message))
     assert messages == ["loaded from cache"]
     assert again.ids == first.ids
     torch.testing.assert_close(again.X, _expected(written))
@@ -200,7 +197,7 @@ _KILLED_BUILD = textwrap.dedent(
     """
     import os, signal, sys
     from probex.zoo import ModelZoo
-    import probex.zoo.bank as bank_module
+    import probex.zoo.bank_cache as bank_cache
 
     zoo_dir, cache_dir, when = sys.argv[1:4]
 
@@ -209,12 +206,12 @@ _KILLED_BUILD = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
 
     if when == "before-index":  # the array is complete and renamed; die as the index is written
-        real_atomic_path = bank_module.atomic_path
-        def atomic_path(target):
+        real_temporary_path = bank_cache.temporary_path
+        def temporary_path(target):
             if str(target).endswith(".json"):
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real_atomic_path(target)
-        bank_module.atomic_path = atomic_path
+            return real_temporary_path(target)
+        bank_cache.temporary_path = temporary_path
     zoo = ModelZoo.open(zoo_dir)
     zoo.bank("block.fc.weight", cache=cache_dir, progress=kill_midway if when == "midway" else None)
     """
@@ -230,11 +227,14 @@ def test_kill_during_cache_write_leaves_no_cache_a_later_call_trusts(tmp_path, w
     assert _cache_files(cache_dir, ".json") == []
     if when == "before-index":
         assert len(_cache_files(cache_dir, ".npy")) == 1  # an array with no index: present, not trusted
+    else:
+        assert list(cache_dir.glob(".*.tmp"))  # the killed build's temporary array
     reads = []
     bank = ModelZoo.open(tmp_path / "zoo").bank(LAYER, cache=cache_dir, progress=lambda done, total, message: reads.append(message))
     assert len(reads) == 40 and "loaded from cache" not in reads
     torch.testing.assert_close(bank.X, _expected(written))
     assert len(_cache_files(cache_dir, ".json")) == 1
+    assert list(cache_dir.glob(".*.tmp")) == []  # the next build removed what the killed one left
 
 
 # -- values that cannot be banked -------------------------------------------------------------

@@ -27,6 +27,18 @@ def test_imagenet_table_has_1000_classes_with_unique_synsets_in_index_order():
     assert len({item.synset for item in classes}) == 1000
 
 
+def test_every_imagenet_class_has_its_own_name():
+    names = [item.name for item in imagenet_classes()]
+    assert len(set(names)) == 1000, sorted({name for name in names if names.count(name) > 1})
+
+
+def test_the_classes_that_share_a_first_lemma_keep_the_official_names():
+    assert imagenet_name("n02012849") == "crane, bird"
+    assert imagenet_name("n03126707") == "construction crane"
+    assert imagenet_name("n03710637") == "maillot"
+    assert imagenet_name("n03710721") == "maillot, tank suit"
+
+
 def test_imagenet_name_accepts_an_index_a_decimal_string_or_a_synset():
     assert imagenet_name(0) == imagenet_name("0") == imagenet_name("n01440764") == "tench"
     assert imagenet_name(207) == "golden retriever"

@@ -1,110 +1,26 @@
-"""Hub downloads, driven through the real huggingface_hub code against a fake Hub on loopback.
-
-The fake Hub answers the endpoints huggingface_hub 2.x calls: repo info
-(``/api/{type}s/{repo}/revision/{rev}``), the file tree (``/api/{type}s/{repo}/tree/{rev}``),
-and file downloads (``/{repo}/resolve/{rev}/{file}``, HEAD and GET with Range) with the
-``X-Repo-Commit``, ``ETag`` and ``Content-Length`` headers. It serves no Xet headers, so
-huggingface_hub downloads over plain HTTP.
-"""
+"""Hub downloads, driven through the real huggingface_hub code against a fake Hub on loopback (``fake_hub.py``)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save
 
+from fake_hub import COMMIT, SD_LAYER_46, FakeHub, add_modelj_mae, add_sd_200, add_sd_unet_repo, discriminative_repo
+
 import probex.zoo.hub as hub
 from probex.errors import HubUnavailableError, ZooError
 from probex.zoo.safefile import read_header, read_tensors
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-class FakeHub:
-    """Repos in memory, served the way the Hugging Face Hub serves them."""
-
-    def __init__(self, loopback):
-        self.repos: dict[tuple[str, str], dict[str, bytes]] = {}
-        self.fail_next: dict[str, int] = {}  # path -> how many GETs answer 503 first
-        self.served_503 = 0
-        self.server = loopback.serve(self.route)
-        self.reply = loopback.Reply
-        self.file_reply = loopback.file_reply
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def add(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model") -> None:
-        self.repos[(repo_type, repo_id)] = files
-
-    def downloads(self, suffix: str = "") -> list[str]:
-        """Paths of the GET requests for files (resolve URLs) ending in ``suffix``."""
-        return [r.path for r in self.server.requests if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(suffix)]
-
-    def route(self, method: str, raw_path: str, headers: dict):
-        path = urllib.parse.unquote(raw_path.split("?")[0])
-        parts = path.strip("/").split("/")
-        if parts[:1] == ["api"] and len(parts) in (4, 6, 7) and parts[1] in ("models", "datasets"):
-            # /api/models/{owner}/{name}[/revision|tree/{rev}]; without a revision: repo info at main
-            repo_type, repo_id = parts[1][:-1], "/".join(parts[2:4])
-            action, revision = (parts[4], parts[5]) if len(parts) > 4 else ("revision", "main")
-            files = self._files(repo_type, repo_id, revision)
-            if isinstance(files, tuple):
-                return self.reply(*files)
-            if action == "revision":
-                body = {"id": repo_id, "sha": COMMIT, "siblings": [{"rfilename": name} for name in files]}
-                return self._json(body)
-            if action == "tree":
-                entries = [
-                    {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                    for name, data in sorted(files.items())
-                ]
-                return self._json(entries)
-        if parts == ["api", "models"]:
-            return self._json([])  # the reachability probe asks /api/models?limit=1
-        if parts[:1] == ["api"]:
-            return self.reply(404, b"unknown api endpoint")
-        repo_type = "model"
-        if parts[0] == "datasets":
-            repo_type, parts = "dataset", parts[1:]
-        if len(parts) >= 5 and parts[2] == "resolve":
-            repo_id, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
-            files = self._files(repo_type, repo_id, revision)
-            if isinstance(files, tuple):
-                return self.reply(*files)
-            if filename not in files:
-                return self.reply(404, b"entry not found", {"X-Error-Code": "EntryNotFound"})
-            if method == "GET" and self.fail_next.get(filename, 0) > 0:
-                self.fail_next[filename] -= 1
-                self.served_503 += 1
-                return self.reply(503, b"try again")
-            data = files[filename]
-            extra = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
-            return self.file_reply(method, data, headers, True, extra)
-        return self.reply(404, b"not found")
-
-    def _files(self, repo_type: str, repo_id: str, revision: str):
-        files = self.repos.get((repo_type, repo_id))
-        if files is None:
-            return (404, b"repo not found", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
-        if revision not in ("main", COMMIT):
-            return (404, b"revision not found", {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
-        return files
-
-    def _json(self, body: object):
-        data = json.dumps(body).encode()
-        return self.reply(200, data, {"Content-Type": "application/json"})
 
 
 @pytest.fixture
@@ -118,67 +34,8 @@ def fake_hub(loopback, monkeypatch, tmp_path):
     # tests/conftest.py turns huggingface_hub offline for the whole session; this test is online (on loopback).
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(hub.download, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(hub.retry, "RETRY_DELAYS", (0.0,) * 8)
     return hub_server
-
-
-def model_safetensors(seed: int, targets: list[str]) -> bytes:
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {f"vit.encoder.layer.{i}.attention.query.weight": torch.randn(32, 32, generator=generator) for i in range(8)}
-    tensors["vit.encoder.layer.3.attention.query.bias"] = torch.randn(32, generator=generator)
-    return save(tensors, metadata={"dataset_chosen_targets": repr(targets), "lr": "0.001"})
-
-
-def discriminative_repo(seed: int) -> dict[str, bytes]:
-    return {
-        "model.safetensors": model_safetensors(seed, ["apple", "bee"]),
-        "config.json": b'{"architectures": ["ViTForImageClassification"]}',
-        "trainer_state.json": b"{}",
-        "training_args.bin": b"\x80\x04pickle that must never be fetched",
-    }
-
-
-def parquet_table(model_ids: list[str]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({"hf_model_id": model_ids, "hf_model_url": [f"https://huggingface.co/{m}" for m in model_ids]})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
-def add_modelj_mae(fake_hub: FakeHub, per_split: dict[str, list[int]]) -> None:
-    tables = {}
-    for split, indices in per_split.items():
-        ids = [f"ProbeX/Model-J__MAE__model_idx_{index:04d}" for index in indices]
-        tables[f"MAE/{split}-00000-of-00001.parquet"] = parquet_table(ids)
-        for index, repo_id in zip(indices, ids):
-            fake_hub.add(repo_id, discriminative_repo(index))
-    tables["DINO/train-00000-of-00001.parquet"] = parquet_table(["ProbeX/Model-J__DINO__model_idx_0000"])
-    tables["README.md"] = b"# Model-J"
-    fake_hub.add("ProbeX/Model-J", tables, repo_type="dataset")
-
-
-def lora_safetensors(seed: int) -> bytes:
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for block in range(3):
-        module = f"unet.down_blocks.{block}.attentions.0.transformer_blocks.0.attn2.to_q"
-        tensors[f"{module}.lora.down.weight"] = torch.randn(4, 64, generator=generator).half()
-        tensors[f"{module}.lora.up.weight"] = torch.randn(64, 4, generator=generator).half()
-    return save(tensors, metadata={"imagenet_class_id": "n01440764"})
-
-
-def add_sd_200(fake_hub: FakeHub) -> None:
-    files = {}
-    for split, indices in {"train": [0, 1], "val": [2], "test": [3], "val_holdout": [4], "test_holdout": [5]}.items():
-        for index in indices:
-            folder = f"{split}/model_idx_{index:04d}"
-            files[f"{folder}/pytorch_lora_weights.safetensors"] = lora_safetensors(index)
-            files[f"{folder}/training_images/0.png"] = b"\x89PNG fake image"
-            files[f"{folder}/training_args.bin"] = b"\x80\x04pickle"
-    fake_hub.add("ProbeX/Model-J__SD_200", files)
 
 
 # --- user repos ---------------------------------------------------------------------------------
@@ -188,7 +45,7 @@ def test_download_repos_writes_the_hf_cache_layout_without_pickles(fake_hub, tmp
     repo = discriminative_repo(7)
     fake_hub.add("alice/vit-cifar", repo)
 
-    out = hub.download_repos(["alice/vit-cifar"], tmp_path / "zoo")
+    out = hub.download_repos(["alice/vit-cifar"], tmp_path / "zoo").root
 
     folder = out / "models--alice--vit-cifar"
     assert (folder / "refs" / "main").read_text() == COMMIT
@@ -224,20 +81,22 @@ def test_a_transient_server_error_is_retried(fake_hub, tmp_path, caplog):
     fake_hub.add("alice/flaky", repo)
     fake_hub.fail_next["model.safetensors"] = 1
 
-    out = hub.download_repos(["alice/flaky"], tmp_path)
+    out = hub.download_repos(["alice/flaky"], tmp_path).root
 
     assert fake_hub.served_503 == 1
     assert "alice/flaky" in caplog.text and "retrying" in caplog.text
     assert (out / "models--alice--flaky" / "snapshots" / COMMIT / "model.safetensors").read_bytes() == repo["model.safetensors"]
 
 
-def test_a_missing_repo_is_skipped_while_the_others_download(fake_hub, tmp_path, caplog):
+def test_a_missing_repo_fails_while_the_others_download_and_the_report_says_which(fake_hub, tmp_path):
     fake_hub.add("alice/present", discriminative_repo(1))
 
-    out = hub.download_repos(["alice/absent", "alice/present"], tmp_path)
+    with pytest.raises(hub.DownloadIncompleteError, match="1 of 2 models .* are missing .first: alice/absent") as caught:
+        hub.download_repos(["alice/absent", "alice/present"], tmp_path)
 
-    assert (out / "models--alice--present" / "snapshots" / COMMIT / "model.safetensors").exists()
-    assert "alice/absent" in caplog.text
+    report = caught.value.report
+    assert (tmp_path / "models--alice--present" / "snapshots" / COMMIT / "model.safetensors").exists()
+    assert report.downloaded == ["alice/present"] and [item for item, _ in report.failed] == ["alice/absent"]
 
 
 def test_layers_only_download_writes_just_those_tensors_and_transfers_little(fake_hub, tmp_path):
@@ -245,7 +104,7 @@ def test_layers_only_download_writes_just_those_tensors_and_transfers_little(fak
     fake_hub.add("alice/vit-cifar", repo)
     layer = "vit.encoder.layer.3.attention.query"  # a module: its weight and bias
 
-    out = hub.download_repos(["alice/vit-cifar"], tmp_path, layers=[layer])
+    out = hub.download_repos(["alice/vit-cifar"], tmp_path, layers=[layer]).root
 
     path = out / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors"
     got = read_tensors(path)
@@ -283,7 +142,7 @@ def test_modelj_model_ids_come_from_the_metadata_dataset(fake_hub, tmp_path):
 def test_download_modelj_discriminative_fills_one_cache_folder_per_split(fake_hub, tmp_path):
     add_modelj_mae(fake_hub, {"train": [0, 1], "val": [2], "test": [3]})
 
-    root = hub.download_modelj("mae", tmp_path)
+    root = hub.download_modelj("mae", tmp_path).root
 
     assert root == tmp_path / "MAE"
     found = {split: sorted(p.name for p in (root / split).glob("models--*")) for split in ("train", "val", "test")}
@@ -300,9 +159,9 @@ def test_download_modelj_discriminative_fills_one_cache_folder_per_split(fake_hu
 def test_download_modelj_generative_fetches_the_asked_splits_without_images_or_pickles(fake_hub, tmp_path):
     add_sd_200(fake_hub)
 
-    root = hub.download_modelj("SD_200", tmp_path, splits=["train", "val_holdout"])
+    root = hub.download_modelj("SD_200", tmp_path, splits=["train", "val_holdout"]).root
 
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and ".cache" not in p.parts)
     assert files == [
         "train/model_idx_0000/pytorch_lora_weights.safetensors",
         "train/model_idx_0001/pytorch_lora_weights.safetensors",
@@ -314,7 +173,7 @@ def test_download_modelj_generative_fetches_the_asked_splits_without_images_or_p
 def test_download_modelj_generative_with_images_fetches_training_images(fake_hub, tmp_path):
     add_sd_200(fake_hub)
 
-    root = hub.download_modelj("SD_200", tmp_path, splits=["test"], images=True)
+    root = hub.download_modelj("SD_200", tmp_path, splits=["test"], images=True).root
 
     assert (root / "test" / "model_idx_0003" / "training_images" / "0.png").read_bytes() == b"\x89PNG fake image"
     assert not list(root.rglob("*.bin"))
@@ -324,7 +183,7 @@ def test_download_modelj_generative_layers_only_keeps_the_lora_pair_of_the_modul
     add_sd_200(fake_hub)
     module = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"
 
-    root = hub.download_modelj("SD_200", tmp_path, splits=["val"], layers=[module])
+    root = hub.download_modelj("SD_200", tmp_path, splits=["val"], layers=[module]).root
 
     header = read_header(root / "val" / "model_idx_0002" / "pytorch_lora_weights.safetensors")
     assert set(header.tensors) == {f"{module}.lora.down.weight", f"{module}.lora.up.weight"}
@@ -405,7 +264,7 @@ def test_cli_download_repos_against_the_fake_hub_writes_the_snapshot(fake_hub, t
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "zoo" / "models--alice--vit-cifar" / "snapshots" / COMMIT / "model.safetensors").exists()
-    assert "downloaded 1 repo(s)" in result.stdout
+    assert "1 Hub repo in" in result.stdout and "downloaded: 1" in result.stdout and "failed: 0" in result.stdout
 
 
 # --- what the downloads write is what ModelZoo reads ---------------------------------------------
@@ -415,10 +274,11 @@ def test_model_zoo_opens_a_downloaded_generative_subset_with_its_images(fake_hub
     from probex.zoo import ModelZoo
 
     add_sd_200(fake_hub)
-    root = hub.download_modelj("SD_200", tmp_path, images=True)
+    report = hub.download_modelj("SD_200", tmp_path, images=True)
 
-    zoo = ModelZoo.open(root)
+    zoo = ModelZoo.open(report)  # a report stands for its folder
 
+    assert zoo.trees == ["SD_200"] and report.root == tmp_path / "SD_200"
     assert sorted(record.split for record in zoo.records) == sorted(["train", "train", "val", "test", "val_holdout", "test_holdout"])
     assert all(len(record.images) == 1 for record in zoo.records)
 
@@ -427,10 +287,173 @@ def test_model_zoo_builds_a_layer_bank_from_a_layers_only_download(fake_hub, tmp
     from probex.zoo import ModelZoo
 
     add_modelj_mae(fake_hub, {"train": [0, 1], "val": [2], "test": [3]})
-    root = hub.download_modelj("MAE", tmp_path, layers=["vit.encoder.layer.3.attention.query.weight"])
+    root = hub.download_modelj("MAE", tmp_path, layers=["vit.encoder.layer.3.attention.query.weight"]).root
 
     zoo = ModelZoo.open(root)
     bank = zoo.bank("vit.encoder.layer.3.attention.query.weight", split="train")
 
     assert tuple(bank.X.shape) == (2, 32, 32)
     assert [record.labels for record in zoo.records] == [["apple", "bee"]] * 4
+
+
+# --- rate limits, resumption and the summary -------------------------------------------------------
+
+def weight_reads(requests: list[tuple[str, str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for method, path, _ in requests:
+        if method == "GET" and path.endswith(".safetensors"):
+            counts[path] = counts.get(path, 0) + 1
+    return counts
+
+
+def test_a_rate_limited_hub_is_waited_out_and_every_model_arrives(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub)
+    fake_hub.limit_every = 3
+
+    report = hub.download_modelj("SD_200", tmp_path, layers=["46"])
+
+    assert report.complete and len(report.downloaded) == len(weights)
+    for name in weights:
+        header = read_header(report.root / name)
+        assert set(header.tensors) == {f"{SD_LAYER_46}.lora.down.weight", f"{SD_LAYER_46}.lora.up.weight"}
+        assert json.loads(header.metadata["probex_paper_layers"]) == {SD_LAYER_46: 46}
+    # two requests per model: the whole header, then the layer's two factors in one range (a 429 retries
+    # only the request it refused)
+    assert sorted(weight_reads(fake_hub.answered).values()) == [2] * len(weights)
+
+
+def test_retry_after_is_honoured(fake_hub, tmp_path, monkeypatch):
+    add_sd_unet_repo(fake_hub, {"train": 2})
+    fake_hub.limit_every, fake_hub.retry_after = 3, "7"
+    waits: list[float] = []
+    monkeypatch.setattr(hub.retry, "_sleep", waits.append)
+
+    hub.download_modelj("SD_200", tmp_path, splits=["train"], layers=[SD_LAYER_46])
+
+    assert waits and set(waits) == {7.0}
+
+
+def test_a_model_that_cannot_be_fetched_ends_in_the_report_and_the_others_arrive(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub, {"train": 3})
+    fake_hub.unavailable.add(weights[1])
+
+    with pytest.raises(hub.DownloadIncompleteError) as caught:
+        hub.download_modelj("SD_200", tmp_path, splits=["train"], layers=["46"])
+
+    report = caught.value.report
+    assert report.downloaded == ["train/model_idx_0000", "train/model_idx_0002"]
+    assert [item for item, _ in report.failed] == ["train/model_idx_0001"] and "404" in report.failed[0][1]
+    assert "failed: 1\n    train/model_idx_0001: " in report.summary()
+
+
+def test_a_finished_download_is_not_asked_for_again_even_offline(fake_hub, tmp_path, monkeypatch, closed_port):
+    add_sd_unet_repo(fake_hub, {"train": 2, "val": 1})
+    hub.download_modelj("SD_200", tmp_path, layers=["46"])
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")  # no Hub at all now
+
+    report = hub.download_modelj("SD_200", tmp_path, layers=["46"])
+
+    assert report.downloaded == [] and [reason for _, reason in report.skipped] == ["already present (finished by an earlier run)"] * 3
+
+
+def cli_env(fake_hub: FakeHub, tmp_path: Path) -> dict[str, str]:
+    return {"HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": ""}
+
+
+def test_cli_download_under_a_rate_limit_killed_and_rerun_asks_for_nothing_finished(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub)
+    fake_hub.limit_every = 3  # 429 on every third request
+    fake_hub.hang_after = 9  # weight reads answered before the first run hangs (and is killed)
+    out = tmp_path / "Model-J"
+    args = ["download", "modelj", "SD_200", "--layers", "46", "--out", str(out)]
+    env = {**os.environ, **cli_env(fake_hub, tmp_path)}
+
+    first = subprocess.Popen([sys.executable, "-m", "probex.cli", *args], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert fake_hub.hanging.wait(60), "the first run never reached the hanging read"
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    answered_first = list(fake_hub.answered)
+    finished_first = {name for name in weights if (out / "SD_200" / name).exists()}
+    fake_hub.hang_after = None
+    fake_hub.release.set()
+
+    result, _ = run_cli(args, cli_env(fake_hub, tmp_path), tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert all((out / "SD_200" / name).exists() for name in weights)
+    assert 0 < len(finished_first) < len(weights)
+    downloaded = int(re.search(r"downloaded: (\d+)", result.stdout).group(1))
+    skipped = int(re.search(r"(\d+): already present \(finished by an earlier run\)", result.stdout).group(1))
+    # a model written but not yet recorded when the kill came is taken from disk, without a request
+    assert downloaded + skipped == len(weights) and skipped <= len(finished_first)
+    assert "failed: 0" in result.stdout
+    rerun = fake_hub.answered[len(answered_first):]
+    asked_again = [path for _, path, _ in rerun if any(path.endswith(name) for name in finished_first)]
+    assert asked_again == []  # no finished model is asked for again
+    assert [path for _, path, _ in rerun if path.startswith("/api/") and not path.startswith("/api/models?")] == []  # listings kept
+    assert len(rerun) == len(set(rerun))  # and nothing is asked twice within the rerun
+
+
+def test_cli_download_with_a_missing_model_exits_2_with_a_summary_and_one_line(fake_hub, tmp_path):
+    weights = add_sd_unet_repo(fake_hub, {"train": 2})
+    fake_hub.unavailable.add(weights[0])
+
+    result, _ = run_cli(["download", "modelj", "SD_200", "--splits", "train", "--layers", "46", "--out", str(tmp_path / "out")],
+                        cli_env(fake_hub, tmp_path), tmp_path)
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "1 of 2 models of Model-J SD_200 are missing" in result.stderr
+    assert "downloaded: 1" in result.stdout and "failed: 1\n    train/model_idx_0000: " in result.stdout
+
+
+# --- what RemoteSafetensors learns from the Hub's redirect -----------------------------------------
+
+
+def redirecting_hub(loopback, versions: list[bytes]):
+    """A Hub that redirects resolve URLs to a CDN host, naming the commit and ETag only on the redirect.
+
+    ``versions``: the file's content per request (a push to main between two reads changes it).
+    """
+    served = []
+
+    def cdn(method, path, headers):
+        body = versions[min(len(served), len(versions) - 1)]
+        served.append(path)
+        return loopback.file_reply(method, body, headers, True, {"ETag": '"cdn-etag"'})
+
+    cdn_server = loopback.serve(cdn)
+
+    def resolve(method, path, headers):
+        body = versions[min(len(served), len(versions) - 1)]
+        return loopback.Reply(302, b"", {"Location": cdn_server.url + "/blob", "X-Repo-Commit": COMMIT,
+                                         "X-Linked-Etag": f'"{hashlib.sha256(body).hexdigest()}"'})
+
+    return loopback.serve(resolve)
+
+
+def big_file(seed: int) -> bytes:
+    """A file larger than the first range request, so that reading its tensors takes a second one."""
+    return save({"w": torch.randn(64, 64, generator=torch.Generator().manual_seed(seed))})
+
+
+def test_remote_safetensors_reads_the_commit_from_the_redirect(loopback):
+    from probex.zoo.remote import RemoteSafetensors
+
+    blob = big_file(0)
+    server = redirecting_hub(loopback, [blob])
+
+    remote = RemoteSafetensors(f"{server.url}/alice/lora/resolve/main/pytorch_lora_weights.safetensors")
+    remote.read_tensors()
+
+    assert remote.commit == COMMIT and remote.etag == f'"{hashlib.sha256(blob).hexdigest()}"'
+
+
+def test_a_file_that_changes_on_main_while_it_is_read_is_an_error(loopback):
+    from probex.zoo.remote import RemoteSafetensors
+
+    server = redirecting_hub(loopback, [big_file(0), big_file(1)])
+    remote = RemoteSafetensors(f"{server.url}/alice/lora/resolve/main/pytorch_lora_weights.safetensors")
+
+    with pytest.raises(ZooError, match=f"changed on the server while it was read.*revision={COMMIT}"):
+        remote.read_tensors()

