@@ -78,10 +78,10 @@ class _Classifier(BaseExpert):
 
 
 #: the hyperparameters of a ProbeX encoder (classifier and aligner alike)
-PROBEX_RULES = {
-    "n_probes": integer(low=1),
-    "proj_dim": integer(low=1),
-    "rep_dim": integer(low=1),
+PROBEX_RULES = {  # sizes: None scales them to the layer (probex.experts.nn.default_sizes)
+    "n_probes": integer(low=1, optional=True),
+    "proj_dim": integer(low=1, optional=True),
+    "rep_dim": integer(low=1, optional=True),
     "activation": one_of(*ACTIVATIONS),
     "encoder_depth": integer(low=1),
 }

@@ -118,6 +118,25 @@ def test_the_recorded_figures_clear_their_chance_levels(shipped, recorded):
         assert aligned["expert"][key] > chance[key] + 0.3, (key, aligned["expert"][key], chance[key])
 
 
+def test_table_1_reads_hidden_layers_with_the_heads_read_out_apart_and_is_not_saturated(recorded):
+    rows = recorded["classifiers"]
+    for tree, row in rows.items():
+        assert row["readout"]["layer"] != row["layer"], tree  # the head is a trivial read-out: measured apart
+        assert row["readout"]["probex"] > row["chance"] + 0.3, tree
+    # the table tells methods apart: some method stays below 0.98 on some tree
+    assert min(row[method] for row in rows.values() for method in ("probex", "dense", "statnn")) < 0.98
+
+
+def test_the_recorded_paper_effects_hold(recorded):
+    router = recorded["router"]
+    assert router["trees_found"] == router["true_trees"] and router["held_out_accuracy"] == 1.0
+    forest = recorded["forest"]
+    assert forest["probex"] <= forest["chance"] + 0.06  # no tree, nothing to read: about chance
+    (aligned,) = recorded["aligned"].values()
+    assert aligned["expert"]["zero_shot"] >= 0.75 and aligned["single_layer"]["zero_shot"] >= 0.75
+    assert aligned["single_layer"]["zero_shot"] > 2 * aligned["linear_single_layer"]["zero_shot"]  # ReLU matters
+
+
 # -- the gates: the shipped experts measure what check.json recorded, within TOLERANCE ------------
 
 @pytest.mark.parametrize("index", range(3))
