@@ -54,9 +54,10 @@ zoo = jungle.load()
 tree = zoo.trees_with_role("classifier")[0]   # cnn-attributes
 LAYER = "conv2.weight"
 train, test = (zoo.select(tree=tree).bank(LAYER, split=split) for split in ("train", "test"))
+X_train, X_test = train.X.float(), test.X.float()   # banks keep the files' dtype (float16 here); by hand we use float32
 Y_train, concepts = train.label_matrix()
 Y_test, _ = test.label_matrix(concepts)
-N, d_W, d_H = train.X.shape
+N, d_W, d_H = X_train.shape
 d_Y = len(concepts)
 print(f"{tree} / {LAYER}: X of {N} training models, each {d_W} x {d_H}; {d_Y} concepts")
 
@@ -81,7 +82,7 @@ U = torch.randn(d_H, r_U) / d_H ** 0.5
 V = torch.randn(d_W, r_V) / d_W ** 0.5
 M = torch.randn(r_U, r_V, r_T) / (r_U * r_V) ** 0.5
 T = torch.zeros(r_T, d_Y)
-center, scale = train.X.mean(dim=0), (train.X - train.X.mean(dim=0)).std()
+center, scale = X_train.mean(dim=0), (X_train - X_train.mean(dim=0)).std()
 
 
 def hand_probex(X, U, V, M, T, activation=torch.relu):
@@ -108,7 +109,7 @@ pd.DataFrame([
 # tell the concepts apart.
 
 # %%
-X0 = ((train.X[0] - center) / scale).numpy()
+X0 = ((X_train[0] - center) / scale).numpy()
 figure = make_subplots(rows=1, cols=2, column_widths=[0.8, 0.2], subplot_titles=(
     f"X: {train.records[0].id}, centred ({d_W} x {d_H})", f"Z = X U ({d_W} x {r_U})"))
 figure.add_trace(go.Heatmap(z=X0, coloraxis="coloraxis"), row=1, col=1)
@@ -134,7 +135,7 @@ optimizer = torch.optim.Adam(parameters, lr=1e-2)
 losses = []
 for step in range(300):
     optimizer.zero_grad()
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(hand_probex(train.X, U, V, M, T), Y_train)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(hand_probex(X_train, U, V, M, T), Y_train)
     loss.backward()
     optimizer.step()
     losses.append(loss.item())
@@ -142,7 +143,7 @@ for tensor in parameters:
     tensor.requires_grad_(False)
 
 with torch.no_grad():
-    accuracy = ((hand_probex(test.X, U, V, M, T) > 0).float() == Y_test).float().mean().item()
+    accuracy = ((hand_probex(X_test, U, V, M, T) > 0).float() == Y_test).float().mean().item()
 majority = ((Y_train.mean(dim=0) > 0.5).float() == Y_test).float().mean().item()
 pd.Series({"hand-built ProbeX": accuracy, "best constant predictor": majority, "chance": 0.5},
           name="test mean binary accuracy")
@@ -175,7 +176,7 @@ with torch.no_grad():
     encoder.encoder.bias.zero_()
     network.head.weight.copy_(T.T)
     network.head.bias.zero_()
-    by_hand, by_probex = hand_probex(test.X, U, V, M, T), network([test.X])
+    by_hand, by_probex = hand_probex(X_test, U, V, M, T), network([X_test])
 checks = {"hand-built ProbeX vs probex.ProbeXNetwork": difference(by_hand, by_probex)}
 print(f"relative difference between the two over {len(test)} test models x {d_Y} logits: "
       f"{checks['hand-built ProbeX vs probex.ProbeXNetwork']:.1e}")
@@ -198,7 +199,7 @@ with torch.no_grad():
     W = head.weight.reshape(d_Y, d_W, d_H) / normalize.scale          # y = <W, X> + b on the raw X
     b = head.bias - torch.einsum("kij,ij->k", W, normalize.center)
     as_probex = ProbeXNetwork.from_dense(W, b)
-    from_probex = as_probex([test.X])
+    from_probex = as_probex([X_test])
 from_dense = torch.as_tensor(dense.decision_function(test))
 checks["Proposition 1: from_dense(W, b) vs the dense expert"] = difference(from_probex, from_dense)
 encoder = as_probex.encoders[0]
@@ -222,10 +223,10 @@ linear = ProbeXNetwork([(d_W, d_H)], d_Y, n_probes=r_U, proj_dim=r_V, rep_dim=r_
 linear.load_state_dict(network.state_dict())      # the trained matrices, without the ReLU
 with torch.no_grad():
     (W_tucker,), b_tucker = linear.dense_equivalent()
-    dense_logits = torch.einsum("kij,nij->nk", W_tucker, test.X) + b_tucker
+    dense_logits = torch.einsum("kij,nij->nk", W_tucker, X_test) + b_tucker
     W_by_hand = torch.einsum("nk,lmn,im,jl->kij", T, M, V, U) / scale
-    by_hand_linear = hand_probex(test.X, U, V, M, T, activation=lambda x: x)
-    linear_logits = linear([test.X])
+    by_hand_linear = hand_probex(X_test, U, V, M, T, activation=lambda x: x)
+    linear_logits = linear([X_test])
 checks["Proposition 2: linear ProbeX vs its dense equivalent"] = difference(linear_logits, dense_logits)
 checks["Proposition 2: W by hand vs dense_equivalent"] = difference(W_by_hand, W_tucker)
 checks["Proposition 2: hand-built linear ProbeX vs the dense expert"] = difference(by_hand_linear, dense_logits)
@@ -243,8 +244,8 @@ print(f"the dense tensor W: {W_tucker.numel():,} numbers ({d_Y} x {d_W} x {d_H})
 def nonlinearity(model):
     """How far model(2 c - X) is from 2 model(c) - model(X), relative to the logits: 0 for an affine model."""
     with torch.no_grad():
-        mirrored = model([2 * center - test.X])
-        return difference(mirrored, 2 * model([center[None]]) - model([test.X]))
+        mirrored = model([2 * center - X_test])
+        return difference(mirrored, 2 * model([center[None]]) - model([X_test]))
 
 
 checks["linear ProbeX: departure from linearity"] = nonlinearity(linear)
