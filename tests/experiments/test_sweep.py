@@ -25,13 +25,13 @@ def _lines(path):
 
 def test_every_finished_layer_is_appended_to_the_results_file(cnn_tree, tmp_path):
     results = tmp_path / "sweep.jsonl"
-    result = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=results)
+    result = sweep_layers(cnn_tree, layers=LAYERS, params={**FAST, "epochs": 30, "patience": 30}, results=results)
     rows = [json.loads(line) for line in _lines(results)]
     assert [row["layer"] for row in rows] == LAYERS
     assert [s.layer for s in result.scores] == LAYERS
     train, test = (cnn_tree.bank("head.weight", split=split) for split in ("train", "test"))
     constant = constant_multilabel_accuracy(train.label_matrix()[0], test.label_matrix(train.label_names)[0])
-    assert result.scores[1].test > constant + 0.2  # even 3 epochs learn something on the head
+    assert result.scores[1].test > constant + 0.2  # 30 epochs learn something on the head
     assert result.scores[1].readout and result.best.layer == "conv1.weight"  # the head: measured, never chosen
     assert result.scores[1].test == pytest.approx(result.experts["head.weight"].score(test), abs=1e-4)
     assert result.scores[0].shape == (12, 27)
