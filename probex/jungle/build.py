@@ -175,6 +175,17 @@ def _json_value(text: str) -> object:
     return value if isinstance(value, (int, float, list, dict, bool)) or value is None else text
 
 
+#: What a generative tree's folder is (the kind :func:`probex.jungle.generative.build_generative` marks it with).
+GENERATIVE_KIND = "probex-jungle-generative"
+
+
+def _generative_before_markers(folder: Path) -> bool:
+    from probex.jungle.generative import BUILD_INFO, TREE
+    from probex.storage import json_field
+
+    return json_field(folder / BUILD_INFO, "tree") == TREE
+
+
 def _reuse_generative(out: Path, source: Path) -> list[dict]:
     """The generative tree of an earlier build, copied byte for byte into ``out/generative`` (kept if it is there)."""
     import shutil
@@ -184,7 +195,7 @@ def _reuse_generative(out: Path, source: Path) -> list[dict]:
     entries = read_generative(source)  # checks the folder before anything is copied
     target = out / "generative"
     if not (target.exists() and target.resolve() == source.resolve()):
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, GENERATIVE_KIND, legacy=_generative_before_markers) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
     return entries
 
