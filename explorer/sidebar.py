@@ -1,20 +1,77 @@
-"""The sidebar shared by every page: which population to explore, and the device in use."""
+"""The sidebar shared by every page: which population to explore (with recent folders), and where training runs."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from pathlib import Path
+
 import streamlit as st
 
-from explorer.state import POPULATION_KEY, population_path
+from explorer.state import DEVICE_KEY, POPULATION_KEY, population_path
+from explorer.text import plain
+
+logger = logging.getLogger(__name__)
 
 DEMO = "Demo jungle (shipped)"
 LOCAL = "A local zoo folder"
+THREADS_KEY = "torch_threads"
+RECENT_LIMIT = 8
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def cache_caption(folder: str, cap: str) -> str:
+    """The cache's size against its cap, measured at most once a minute (keyed on $PROBEX_CACHE and the cap)."""
+    from probex.cache import cache_limit_bytes, cache_usage
+
+    used = sum(row["bytes"] for row in cache_usage().values()) / 1e9
+    try:
+        limit = cache_limit_bytes()
+    except ValueError as error:
+        return f"Cache: {used:.2g} GB, no cap ({error})"
+    if limit is None:
+        return f"Cache: {used:.2g} GB, no cap ($PROBEX_CACHE_MAX_GB=off)"
+    return (f"Cache: {used:.2g} of {limit / 1e9:g} GB; the least recently used entries are evicted above the cap "
+            "($PROBEX_CACHE_MAX_GB)")
 
 
 @st.cache_resource
-def compute_device() -> str:
-    from probex.experts.training import resolve_device
+def devices() -> list[str]:
+    """The devices experts can train on here: the CPU, every CUDA GPU, and Apple's MPS when present."""
+    import torch
 
-    return str(resolve_device("auto"))
+    found = ["cpu"] + [f"cuda:{number}" for number in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def recent_file() -> Path:
+    """Where the recently opened zoo folders are kept (the probex cache folder)."""
+    from probex.storage import cache_dir
+
+    return cache_dir("explorer") / "recent_zoos.json"
+
+
+def recent_folders() -> list[str]:
+    try:
+        folders = json.loads(recent_file().read_text(encoding="utf-8"))
+        return [str(folder) for folder in folders if isinstance(folder, str)][:RECENT_LIMIT]
+    except (OSError, ValueError):
+        return []
+
+
+def remember_folder(folder: str) -> None:
+    """Put ``folder`` first among the recent zoo folders (best effort: a read-only cache only loses the list)."""
+    from probex.storage import atomic_write_bytes
+
+    folders = [folder] + [known for known in recent_folders() if known != folder]
+    try:
+        recent_file().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(recent_file(), json.dumps(folders[:RECENT_LIMIT]).encode("utf-8"))
+    except OSError as error:
+        logger.warning("cannot remember the recent zoo folders: %s", error)
 
 
 def draw() -> None:
@@ -25,18 +82,40 @@ def draw() -> None:
                           help="The demo jungle ships with probex. A local zoo is a folder with a probex "
                                "manifest or a Model-J layout (downloaded with `probex download`).")
         if choice == LOCAL:
+            recent = recent_folders()
+            if recent:
+                picked = st.selectbox("Recent zoo folders", recent, index=None, key="recent_folder",
+                                      placeholder="Pick a folder opened before")
+                if picked and picked != st.session_state.get("population_folder"):
+                    st.session_state["population_folder"] = picked
             folder = st.text_input("Zoo folder", value=current, key="population_folder",
                                    placeholder="/path/to/zoo", help="The zoo's root folder on this machine.")
             st.session_state[POPULATION_KEY] = folder.strip()
             if not folder.strip():
                 st.caption("Type a folder; until then the demo jungle is shown.")
+            elif Path(folder.strip()).expanduser().is_dir() and folder.strip() not in recent[:1]:
+                remember_folder(folder.strip())
         else:
             st.session_state[POPULATION_KEY] = ""
-        device = compute_device()
-        text = f"Device: **{device}**"
-        if device == "cpu":
-            import torch
+        draw_compute()
 
-            threads = torch.get_num_threads()  # this script thread's: set from $PROBEX_THREADS by app.py
-            text += f" · {threads} torch thread{'s' if threads > 1 else ''} (set with $PROBEX_THREADS)"
-        st.caption(text)
+
+def draw_compute() -> None:
+    """Device and threads for training; the thread count is applied to this script run at once."""
+    import torch
+
+    st.subheader("Compute")
+    options = devices()
+    if st.session_state.get(DEVICE_KEY) not in options:
+        st.session_state[DEVICE_KEY] = options[1] if len(options) > 1 else options[0]
+    st.selectbox("Train on", options, key=DEVICE_KEY,
+                 help="Where experts trained on the Experts page run. Search and the maps run on the CPU.")
+    if THREADS_KEY not in st.session_state:
+        st.session_state[THREADS_KEY] = max(1, torch.get_num_threads())  # set from $PROBEX_THREADS by the frame
+    threads = st.number_input("CPU threads", 1, max(os.cpu_count() or 1, 1), key=THREADS_KEY, step=1,
+                              help="torch threads for training and for the pages' computations "
+                                   "($PROBEX_THREADS sets the first value).")
+    torch.set_num_threads(int(threads))
+    st.caption(f"Training on **{plain(st.session_state[DEVICE_KEY])}** with {int(threads)} CPU "
+               f"thread{'s' if int(threads) > 1 else ''}.")
+    st.caption(cache_caption(os.environ.get("PROBEX_CACHE", ""), os.environ.get("PROBEX_CACHE_MAX_GB", "")))

@@ -192,7 +192,32 @@ def current_aligned_experts(path: str, zoo) -> dict[str, ExpertChoice]:
     return experts
 
 
+def answering_experts(path: str, zoo) -> dict[str, ExpertChoice]:
+    """tree -> its expert (aligned or classifier; trained in this session, else shipped), for every tree that has one."""
+    choices = {}
+    for tree in real_trees(zoo):
+        choice = expert_for(path, tree)
+        if choice is not None:
+            choices[tree] = choice
+    return choices
+
+
 # -- search index ---------------------------------------------------------------------------------
+
+def zoo_index(path: str, zoo):
+    """The whole population's :class:`~probex.language.zoo_search.ZooIndex` under the current experts
+    (one per set of experts: training a new one in the session gives a new index)."""
+    choices = answering_experts(path, zoo)
+    token = "|".join(f"{tree}={choice.token}" for tree, choice in sorted(choices.items()))
+    return _zoo_index(path, token, {tree: choice.expert for tree, choice in choices.items()})
+
+
+@st.cache_resource(show_spinner="Reading every tree's models with its expert ...", max_entries=4)
+def _zoo_index(path: str, token: str, _experts: dict):
+    from probex.language.zoo_search import ZooIndex
+
+    return ZooIndex(load_zoo(path), _experts).prepare()
+
 
 @st.cache_resource(show_spinner="Embedding every model of the tree ...", max_entries=8)
 def model_index(path: str, tree: str, token: str, _expert: Any):
@@ -242,3 +267,126 @@ def check_figures(path: str) -> dict:
 def layer_bank(path: str, layer: str, ids: tuple[str, ...]):
     """One layer of the given models of the population, stacked (a LayerBank, cached on disk by probex)."""
     return load_zoo(path).select(ids=list(ids)).bank(layer)
+
+
+# -- the population's content, names and colours (cached per population and content) -----------------
+
+@st.cache_resource(show_spinner=False)
+def population_token(path: str) -> str:
+    """A hash of the population's content (ids, and each file's size and modification time): the key of
+    every ``st.cache_data`` entry derived from it, so an edited zoo is never shown from a stale cache."""
+    import hashlib
+
+    digest = hashlib.sha256(path.encode("utf-8"))
+    for record in load_zoo(path).records:
+        try:
+            stat = Path(record.path).stat()
+            digest.update(f"{record.id}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8"))
+        except (OSError, TypeError):  # a remote record: its id and path stand for it
+            digest.update(f"{record.id}\0{record.path}\n".encode("utf-8"))
+    return digest.hexdigest()[:24]
+
+
+@dataclass
+class TreeNames:
+    """What people call the router's trees and architectures, and one colour per tree under every name."""
+
+    labels: dict[str, str]  # found tree (tree_0, ...) -> readable name
+    colours: dict[str, str]  # any tree name (found, readable, true) -> colour
+    architectures: list[str]  # readable architecture names, in the router's order
+
+
+@st.cache_resource(show_spinner=False)
+def tree_names(path: str) -> TreeNames:
+    """:class:`TreeNames` of the population's router (probex.trees.naming)."""
+    from probex.trees.naming import architecture_labels, tree_colour_map, tree_labels
+
+    router = fit_router(path).router
+    zoo = load_zoo(path)
+    base = {record.id: str(record.metadata["base_model"]) for record in zoo.records
+            if record.metadata.get("base_model") not in (None, "")}
+    labels = tree_labels(router, base)
+    return TreeNames(labels, tree_colour_map(real_trees(zoo), router, labels), architecture_labels(router.architectures_))
+
+
+def tree_colours(path: str) -> dict[str, str]:
+    """tree -> colour for the population's known trees, without fitting the router (the same colours as
+    :func:`tree_names` gives them)."""
+    from probex.trees.naming import tree_colour_map
+
+    return tree_colour_map(real_trees(load_zoo(path)))
+
+
+@st.cache_resource(show_spinner="Measuring how far each tree's models lie from its centre ...")
+def tree_spread(path: str) -> dict:
+    """tree -> the sorted distances of its fitted models to its centre (how typical a distance is)."""
+    from probex.trees.placement import member_distances
+
+    fitted = fit_router(path)
+    return member_distances(fitted.router, load_zoo(path).select(ids=fitted.fit_ids))
+
+
+@st.cache_data(show_spinner="Drawing the dendrograms ...", max_entries=8)
+def dendrograms(path: str, token: str) -> list:
+    """One DendrogramData per architecture of the population's router (``token``: population_token)."""
+    router = fit_router(path).router
+    return [router.dendrogram(number) for number in range(len(router.architectures_))]
+
+
+@st.cache_data(show_spinner="Projecting the raw weights (PCA) ...", max_entries=8)
+def weight_map_of(path: str, token: str, architecture: int):
+    """(ids, WeightMap) of one architecture's clustered models: PCA on a coordinate subset of large layers."""
+    from probex.figures import weight_map
+
+    router = fit_router(path).router
+    chosen = router.architectures_[architecture]
+    ids = tuple(router.ids_[position] for position in chosen.positions)
+    return ids, weight_map(layer_bank(path, chosen.layer, ids).X)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def index_table(path: str, tree: str, token: str, population: str, _index: Any):
+    """The facets table (probex.language.facets.model_table) of an index's models, in its order."""
+    from probex.language.facets import model_table
+
+    return model_table(_index.records)
+
+
+#: session_state key: the device experts train on ("cpu", "cuda:0", ...)
+DEVICE_KEY = "device"
+
+
+def training_device() -> str:
+    """The device chosen in the sidebar for training ("cpu" until one is chosen)."""
+    return st.session_state.get(DEVICE_KEY) or "cpu"
+
+
+@st.cache_resource(max_entries=48, show_spinner=False)
+def figure(kind: str, key: tuple, _build: Any):
+    """A figure built once per ``(kind, key)`` and reused on reruns (``key`` names everything it shows)."""
+    return _build()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def row_labels(path: str, tree: str, token: str, population: str, _table: Any) -> list[str]:
+    """One line per model of a facets table ("id · concept · split · ..."), for pickers that search metadata."""
+    shown = _table.drop(columns=[column for column in ("tree",) if column in _table])
+    return [" · ".join(str(value) for value in row if str(value) not in ("", "nan")) for row in shown.itertuples(index=False)]
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> bool:
+    """Once per server process: compile (or load from disk) UMAP's functions in a background thread, so that
+    the first Atlas is not kept waiting for the compiler (probex.language.atlas.prepare_umap)."""
+    import threading
+
+    from probex.language.atlas import prepare_umap
+
+    def run() -> None:
+        try:
+            prepare_umap(compile_now=True)
+        except Exception as error:  # a warm-up only saves time: the Atlas compiles what it needs itself
+            logger.warning("UMAP warm-up failed: %s", error)
+
+    threading.Thread(target=run, name="probex-umap-warm-up", daemon=True).start()
+    return True

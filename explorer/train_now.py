@@ -25,7 +25,8 @@ def _concepts(zoo, split: str) -> int:
 
 
 def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_dim: int, epochs: int,
-                 patience: Optional[int] = 20, progress: Optional[Callable[[int, int, Any], None]] = None) -> TrainingRun:
+                 patience: Optional[int] = 20, progress: Optional[Callable[[int, int, Any], None]] = None,
+                 device: str = "auto") -> TrainingRun:
     """Fit a ProbeX expert of ``task`` on ``layer`` of one tree's zoo (train split; best epoch by validation).
 
     Raises:
@@ -33,7 +34,8 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
     """
     from probex.experiments.sweep import fit_layer
 
-    params = dict(n_probes=n_probes, proj_dim=proj_dim, rep_dim=rep_dim, epochs=epochs, patience=patience)
+    params = dict(n_probes=n_probes, proj_dim=proj_dim, rep_dim=rep_dim, epochs=epochs, patience=patience,
+                  device=device)
     expert, score = fit_layer(zoo, task, layer, params, progress=progress)
     scores: list[dict] = []
     if task == "classes":
@@ -55,3 +57,23 @@ def train_expert(zoo, task: str, layer: str, n_probes: int, proj_dim: int, rep_d
     scores.append({"metric": "parameters", "value": score.n_parameters, "chance": None})
     scores.append({"metric": "best epoch", "value": score.best_epoch, "chance": None})
     return TrainingRun(expert, scores)
+
+
+def recommended_layer(layers: list[str], recommended: Optional[str], sweep: list[dict]) -> str:
+    """The layer a new expert should read: the recommended one when known, else the sweep's best by validation
+    (ties to the smaller expert, then the earlier layer, as ``SweepResult.best``), else the first layer."""
+    if recommended in layers:
+        return recommended
+    rows = [row for row in sweep if row["layer"] in layers]
+    if rows:
+        return max(rows, key=lambda row: (row["val"], -row.get("n_parameters", 0), -rows.index(row)))["layer"]
+    return layers[0]
+
+
+def as_text(value: Any) -> str:
+    """A score for a table: whole numbers with thousands separators, fractions with three decimals, "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 2):
+        return f"{int(value):,}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

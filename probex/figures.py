@@ -7,43 +7,83 @@ writes it with ``fig.write_html``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from probex.language.atlas_figure import atlas_figure  # noqa: F401  (the atlas figure lives beside the atlas)
 from probex.errors import ProbeXError
 from probex.trees.dendrogram import ABOVE_CUT_COLOR, DendrogramData
 
 MAX_LEAF_LABELS = 60  # more leaves than this: no model ids under the axis (hover still tells)
 
 
+@dataclass
+class DendrogramMark:
+    """A model drawn on a dendrogram (e.g. an upload): a star beside its nearest model, with a hover text.
+
+    ``panel`` is the architecture's index among the panels; ``near_model`` the id of the leaf to
+    stand beside (else the middle of ``tree``'s leaves); ``tree`` the found tree it joins, or None.
+    """
+
+    panel: int
+    text: str
+    tree: str | None = None
+    near_model: str | None = None
+
+
 def dendrogram_figure(source: Any, architecture: int | str | None = None, max_leaves: int = 200,
-                      title: str | None = None) -> go.Figure:
+                      title: str | None = None, labels: Mapping[str, str] | None = None,
+                      colours: Mapping[str, str] | None = None, panel_titles: Sequence[str] | None = None,
+                      mark: DendrogramMark | None = None) -> go.Figure:
     """The dendrogram of a fitted TreeRouter: links coloured by tree, the cut as a dashed line.
 
     ``source`` is a fitted ``TreeRouter`` (every architecture side by side, or only
     ``architecture``), a ``DendrogramData`` or a list of them. Leaves show the model id (when
     there are at most 60) and, on hover, the id, the tree found, the true tree when known and,
-    for a truncated leaf (more than ``max_leaves`` models), how many models it holds.
+    for a truncated leaf (more than ``max_leaves`` models), how many models it holds. Hovering
+    the top of a merge shows how many models it joins and its height.
+
+    Args:
+        labels: found tree name -> the name to show (e.g. from ``probex.trees.naming.tree_labels``).
+        colours: tree name (found or shown) -> colour, to match the trees' colours elsewhere.
+        panel_titles: one title per panel (default: the architecture and the layer clustered on).
+        mark: a model to draw on the dendrogram (see :class:`DendrogramMark`).
     """
     panels = _dendrograms(source, architecture, max_leaves)
+    titles = list(panel_titles) if panel_titles is not None else [_panel_title(data) for data in panels]
     figure = make_subplots(rows=1, cols=len(panels), shared_yaxes=False,
-                           subplot_titles=[_panel_title(data) for data in panels] if len(panels) > 1 else None)
+                           subplot_titles=titles if len(panels) > 1 else None)
     shown_in_legend: set[str] = set()
     for column, data in enumerate(panels, start=1):
-        _draw_links(figure, data, column, shown_in_legend)
-        _draw_leaves(figure, data, column)
+        recolour = _recolouring(data, labels, colours)
+        _draw_links(figure, data, column, shown_in_legend, labels or {}, recolour)
+        _draw_merges(figure, data, column)
+        _draw_leaves(figure, data, column, labels or {}, recolour)
         figure.add_hline(y=data.cut_height, line_dash="dash", line_color="#444444", row=1, col=column,
                          annotation_text=f"cut {data.cut_height:.3g}", annotation_position="top left")
         figure.update_yaxes(title_text="merge height" if column == 1 else None, row=1, col=column)
+        if mark is not None and mark.panel == column - 1:
+            _draw_mark(figure, data, column, mark, recolour)
+    single = titles[0].replace("<br>", " — ") if len(panels) == 1 else None
     figure.update_layout(
-        title=title or ("Model Trees: " + _panel_title(panels[0]).replace("<br>", " — ") if len(panels) == 1 else "Model Trees"),
+        title=dict(text=title or (f"Model Trees: {single}" if single else "Model Trees"), y=0.97, yanchor="top"),
         template="plotly_white", hovermode="closest", legend_title_text="tree",
-        height=480, margin=dict(l=60, r=20, t=70, b=120))
+        height=520, margin=dict(l=60, r=20, t=120 if len(panels) > 1 else 70, b=120))
     return figure
 
 
+def _recolouring(data: DendrogramData, labels: Mapping[str, str] | None,
+                 colours: Mapping[str, str] | None) -> dict[str, str]:
+    """The data's colour of each tree -> the colour to draw it in (the same colour when none is given)."""
+    recolour: dict[str, str] = {}
+    for tree, colour in data.tree_colors.items():
+        wanted = (colours or {}).get(tree) or (colours or {}).get((labels or {}).get(tree, tree))
+        recolour[colour] = wanted or colour
+    return recolour
 def _dendrograms(source: Any, architecture: int | str | None, max_leaves: int) -> list[DendrogramData]:
     if isinstance(source, DendrogramData):
         return [source]
@@ -63,7 +103,8 @@ def _panel_title(data: DendrogramData, width: int = 36) -> str:
     return f"{name}{layer}"
 
 
-def _draw_links(figure: go.Figure, data: DendrogramData, column: int, shown_in_legend: set[str]) -> None:
+def _draw_links(figure: go.Figure, data: DendrogramData, column: int, shown_in_legend: set[str],
+                labels: Mapping[str, str], recolour: Mapping[str, str]) -> None:
     """One line trace per colour (a tree, or grey above the cut), links separated by gaps."""
     tree_of_colour = {colour: tree for tree, colour in data.tree_colors.items()}
     by_colour: dict[str, tuple[list, list]] = {}
@@ -72,28 +113,77 @@ def _draw_links(figure: go.Figure, data: DendrogramData, column: int, shown_in_l
         x_line.extend(list(xs) + [None])
         y_line.extend(list(ys) + [None])
     for colour, (xs, ys) in by_colour.items():
-        name = tree_of_colour.get(colour, "above the cut" if colour == ABOVE_CUT_COLOR else colour)
-        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=1.5), name=name,
-                                    legendgroup=name, showlegend=name not in shown_in_legend, hoverinfo="skip"),
-                         row=1, col=column)
+        tree = tree_of_colour.get(colour)
+        name = labels.get(tree, tree) if tree else ("above the cut" if colour == ABOVE_CUT_COLOR else colour)
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=recolour.get(colour, colour), width=1.5),
+                                    name=escape(str(name)), legendgroup=name, showlegend=name not in shown_in_legend,
+                                    hoverinfo="skip"), row=1, col=column)
         shown_in_legend.add(name)
 
 
-def _draw_leaves(figure: go.Figure, data: DendrogramData, column: int) -> None:
+def merge_points(data: DendrogramData) -> list[tuple[float, float, int]]:
+    """(x, height, models joined) of the top of every merge of a dendrogram, from its drawn links."""
+    leaf_size = {10 * i + 5: size for i, size in enumerate(data.leaf_sizes)}
+    size_at: dict[tuple[float, float], int] = {}
+    merges = []
+    for xs, ys in sorted(zip(data.scipy["icoord"], data.scipy["dcoord"]), key=lambda link: link[1][1]):
+        sizes = []
+        for x, y in ((xs[0], ys[0]), (xs[3], ys[3])):  # a leg starts at its child's top: a merge, or a leaf at 0
+            key = (round(x, 6), round(y, 9))
+            sizes.append(size_at[key] if y > 0 and key in size_at else leaf_size.get(int(round(x)), 1))
+        top = ((xs[1] + xs[2]) / 2, ys[1])
+        size_at[(round(top[0], 6), round(top[1], 9))] = sum(sizes)
+        merges.append((top[0], top[1], sum(sizes)))
+    return merges
+
+
+def _draw_merges(figure: go.Figure, data: DendrogramData, column: int) -> None:
+    """Invisible markers at the merges' tops: hovering one tells how many models it joins and at what height."""
+    merges = merge_points(data)
+    if not merges:
+        return
+    figure.add_trace(go.Scatter(
+        x=[x for x, _, _ in merges], y=[y for _, y, _ in merges], mode="markers", showlegend=False, name="merges",
+        marker=dict(size=9, color="rgba(0,0,0,0)"),
+        hovertext=[f"merge of {size:,} models<br>height {height:.3g}" for _, height, size in merges],
+        hoverinfo="text"), row=1, col=column)
+
+
+def _draw_mark(figure: go.Figure, data: DendrogramData, column: int, mark: DendrogramMark,
+               recolour: Mapping[str, str]) -> None:
+    """A star under the leaves: beside the model ``mark.near_model``, else amid ``mark.tree``'s leaves."""
+    positions = [10 * i + 5 for i in range(len(data.leaf_ids))]
+    if mark.near_model in data.leaf_ids:
+        x = positions[data.leaf_ids.index(mark.near_model)]
+    else:
+        own = [p for p, tree in zip(positions, data.leaf_trees) if tree == mark.tree] or positions or [0]
+        x = sum(own) / len(own)
+    heights = [max(ys) for ys in data.scipy["dcoord"]] or [1.0]
+    colour = recolour.get(data.tree_colors.get(mark.tree, ""), "#111111") if mark.tree else "#111111"
+    figure.add_trace(go.Scatter(
+        x=[x], y=[-0.06 * max(heights)], mode="markers+text", name="your model", text=["your model"],
+        textposition="bottom center", showlegend=True,
+        marker=dict(symbol="star", size=18, color="#ffd400", line=dict(width=2, color=colour)),
+        hovertext=[mark.text], hoverinfo="text"), row=1, col=column)
+
+
+def _draw_leaves(figure: go.Figure, data: DendrogramData, column: int, labels: Mapping[str, str],
+                 recolour: Mapping[str, str]) -> None:
     positions = [10 * i + 5 for i in range(len(data.leaf_ids))]
     hover = []
     for model_id, tree, truth, size in zip(data.leaf_ids, data.leaf_trees, data.leaf_true_trees, data.leaf_sizes):
-        lines = [f"<b>{model_id}</b>", f"tree found: {tree}"]
+        lines = [f"<b>{escape(str(model_id))}</b>", f"tree found: {escape(str(labels.get(tree, tree)))}"]
         if truth is not None:
-            lines.append(f"true tree: {truth}")
+            lines.append(f"true tree: {escape(str(truth))}")
         if size > 1:
             lines.append(f"{size} models")
         hover.append("<br>".join(lines))
+    colours = [data.tree_colors.get(tree, ABOVE_CUT_COLOR) for tree in data.leaf_trees]
     figure.add_trace(go.Scatter(
         x=positions, y=[0.0] * len(positions), mode="markers", showlegend=False, name="models",
-        marker=dict(color=[data.tree_colors.get(tree, ABOVE_CUT_COLOR) for tree in data.leaf_trees],
+        marker=dict(color=[recolour.get(colour, colour) for colour in colours],
                     size=[6 if size == 1 else 10 for size in data.leaf_sizes], line=dict(width=0)),
-        hovertext=hover, hoverinfo="text"), row=1, col=column)
+        customdata=list(data.leaf_ids), hovertext=hover, hoverinfo="text"), row=1, col=column)
     labelled = len(positions) <= MAX_LEAF_LABELS
     figure.update_xaxes(tickvals=positions if labelled else [], ticktext=data.leaf_ids if labelled else [],
                         tickangle=-60, showgrid=False, zeroline=False,
@@ -103,44 +193,151 @@ def _draw_leaves(figure: go.Figure, data: DendrogramData, column: int) -> None:
 
 # -- the explorer's other figures (also for notebooks) ---------------------------------------------
 
+@dataclass
+class WeightMap:
+    """Models' raw weights on their first two principal components, and how to place new models on them.
+
+    ``coordinates`` [N, 2] and ``variance`` (the share of the variance of each component) of the
+    models; ``columns`` the flattened coordinates the map was computed on (all, or a random
+    subset for large layers), ``mean`` [len(columns)] and ``axes`` [len(columns), 2] project new
+    models: ``place(X)``.
+    """
+
+    coordinates: Any
+    variance: Any
+    columns: Any
+    mean: Any
+    axes: Any
+
+    def place(self, X: Any) -> Any:
+        """Map coordinates [M, 2] of new models' weights X [M, d_W, d_H] (or [M, D]) of the same layer."""
+        return self.centred(X) @ self.axes
+
+    def centred(self, X: Any) -> Any:
+        """The models' weights on the map's coordinates, centred like the map's models: float64 [M, len(columns)]."""
+        return _flat_columns(X, self.columns) - self.mean
+
+    def __len__(self) -> int:
+        return len(self.coordinates)
+
+
+def weight_map(X: Any, max_coordinates: int = 4096, seed: int = 0) -> WeightMap:
+    """The :class:`WeightMap` of one layer of N models X [N, d_W, d_H] (or [N, D]; a tensor or an array).
+
+    Layers with more than ``max_coordinates`` values are mapped on a fixed random subset of that
+    many coordinates (only those are read and converted), which keeps a map of a large layer to
+    N x ``max_coordinates`` numbers: distances between fine-tunes are spread over the whole
+    matrix, so a few thousand coordinates place them as the whole layer would. (For a map of any
+    population, LoRA factors and banks included, without placing: :func:`probex.trees.weight_map.weight_map`.)
+    """
+    import numpy as np
+
+    from probex.trees.weight_map import principal_coordinates
+
+    size = int(np.prod(X.shape[1:]))
+    columns = (np.sort(np.random.default_rng(seed).choice(size, max_coordinates, replace=False))
+               if size > max_coordinates else np.arange(size))
+    values = _flat_columns(X, columns)
+    coordinates, variance = principal_coordinates(values)
+    mean = values.mean(axis=0)
+    centred = values - mean
+    strength = np.maximum((coordinates ** 2).sum(axis=0), 1e-30)  # = the eigenvalues of the two components
+    axes = (centred.T @ coordinates) / strength
+    return WeightMap(coordinates=coordinates, variance=variance, columns=columns, mean=mean, axes=axes)
+
+
+def _flat_columns(X: Any, columns: Any) -> Any:
+    """float64 [N, len(columns)] of the flattened X, reading only those columns."""
+    import numpy as np
+    import torch
+
+    if isinstance(X, torch.Tensor):
+        flat = X.reshape(X.shape[0], -1)
+        if len(columns) < flat.shape[1]:
+            flat = flat.index_select(1, torch.from_numpy(np.asarray(columns, dtype=np.int64)))
+        return flat.double().numpy()
+    flat = np.asarray(X).reshape(len(X), -1)
+    return np.asarray(flat[:, columns] if len(columns) < flat.shape[1] else flat, dtype=np.float64)
+
+
 def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequence[str] | None = None,
-                      title: str = "Raw weights, 2-D (PCA)") -> go.Figure:
+                      title: str = "Raw weights, 2-D (PCA)", colours: Mapping[str, str] | None = None,
+                      marks: Sequence[dict] = (), selected: Sequence[int] | None = None,
+                      highlight: Any = None) -> go.Figure:
     """Models as points on the first two principal components of their raw weights, one panel per colouring.
 
     Args:
         X: one layer of N models: a LayerBank (dense or LoRA factors, read a chunk at a time), a
-            tensor or an array [N, d_W, d_H] or [N, D]. Large layers are mapped through a random
-            projection, and the title says so (see :mod:`probex.trees.weight_map`).
+            tensor or an array [N, d_W, d_H] or [N, D] (mapped by :mod:`probex.trees.weight_map`;
+            large layers through a random projection, and the title says so), or their
+            :class:`WeightMap` (computed once, e.g. cached by an app that places uploads on it).
         colourings: panel title -> one category per model (e.g. ``{"tree found": ..., "true tree": ...}``);
             a None category is drawn as "unknown".
         ids: the model ids shown on hover.
-    """
-    from probex.trees.weight_map import weight_map
+        colours: category -> colour (e.g. one colour per tree, the same in every panel).
+        marks: extra points drawn on every panel, e.g. an upload: dicts with x, y, text and
+            optionally colour.
+        selected: rows of selected models (drawn selected, the rest faded).
+        highlight: [N] bool, models ringed on every panel (e.g. the ones most like a selection).
 
-    mapped = weight_map(X)
+    Each model point's ``customdata`` is its row, so an app can map a selection back to models.
+    """
+    import numpy as np
+
+    if isinstance(X, WeightMap):
+        mapped = X
+    else:
+        from probex.trees.weight_map import weight_map as population_map
+
+        mapped = population_map(X)
+        if mapped.method != "exact":
+            title = f"{title} ({mapped.method})"
     coordinates, variance = mapped.coordinates, mapped.variance
-    if mapped.method != "exact":
-        title = f"{title} ({mapped.method})"
     ids = list(ids) if ids is not None else [str(i) for i in range(len(coordinates))]
     figure = make_subplots(rows=1, cols=len(colourings), subplot_titles=list(colourings),
                            horizontal_spacing=0.08)
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                "#bcbd22", "#17becf"]
+    chosen = None
+    if selected is not None:
+        chosen = np.zeros(len(coordinates), dtype=bool)
+        chosen[np.asarray(list(selected), dtype=np.int64)] = True
     for column, (panel, categories) in enumerate(colourings.items(), start=1):
         categories = ["unknown" if c is None else str(c) for c in categories]
         for number, category in enumerate(sorted(set(categories))):
             rows = [i for i, c in enumerate(categories) if c == category]
+            extra = {} if chosen is None else dict(selectedpoints=np.flatnonzero(chosen[rows]).tolist(),
+                                                   unselected=dict(marker=dict(opacity=0.15)))
+            figure.add_trace(go.Scattergl(
+                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name=escape(category),
+                legendgroup=f"{panel}:{category}", legendgrouptitle_text=escape(panel) if number == 0 else None,
+                marker=dict(size=6, opacity=0.8, color=(colours or {}).get(category, palette[number % len(palette)])),
+                customdata=rows, hovertext=[f"<b>{escape(ids[i])}</b><br>{escape(panel)}: {escape(category)}" for i in rows],
+                hoverinfo="text", **extra), row=1, col=column)
+        if highlight is not None and np.asarray(highlight).any():
+            rows = np.flatnonzero(np.asarray(highlight))
+            figure.add_trace(go.Scattergl(
+                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name="more like these",
+                showlegend=column == 1, marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111")),
+                customdata=rows, hoverinfo="skip"), row=1, col=column)
+        for mark in marks:
             figure.add_trace(go.Scatter(
-                x=coordinates[rows, 0], y=coordinates[rows, 1], mode="markers", name=category,
-                legendgroup=f"{panel}:{category}", legendgrouptitle_text=panel if number == 0 else None,
-                marker=dict(size=6, opacity=0.8, color=palette[number % len(palette)]),
-                hovertext=[f"<b>{ids[i]}</b><br>{panel}: {category}" for i in rows], hoverinfo="text"),
-                row=1, col=column)
-        figure.update_xaxes(title_text=f"PC 1 ({variance[0]:.0%})", row=1, col=column)
-        figure.update_yaxes(title_text=f"PC 2 ({variance[1]:.0%})" if len(variance) > 1 else "PC 2", row=1, col=column)
-    figure.update_layout(title=title, template="plotly_white", height=460, legend=dict(groupclick="toggleitem"),
-                         margin=dict(l=60, r=20, t=70, b=50))
+                x=[mark["x"]], y=[mark["y"]], mode="markers+text", name=mark.get("name", "your model"),
+                text=[mark.get("label", "your model")], textposition="top center", showlegend=column == 1,
+                marker=dict(symbol="star", size=18, color="#ffd400", line=dict(width=2, color=mark.get("colour", "#111"))),
+                customdata=[-1], hovertext=[mark["text"]], hoverinfo="text"), row=1, col=column)
+        figure.update_xaxes(title_text=f"PC 1 ({_share(variance[0])})", row=1, col=column)
+        figure.update_yaxes(title_text=f"PC 2 ({_share(variance[1])})" if len(variance) > 1 else "PC 2",
+                            row=1, col=column)
+    figure.update_layout(title=dict(text=title, y=0.97, yanchor="top"), template="plotly_white", height=480,
+                         legend=dict(groupclick="toggleitem"), margin=dict(l=60, r=20, t=90, b=50),
+                         uirevision="weight-map")
     return figure
+
+
+def _share(value: float) -> str:
+    """A share of the variance as a person reads it: "83%", "<1%"."""
+    return "<1% of the variance" if value < 0.005 else f"{value:.0%}"
 
 
 def layer_sweep_figure(scores: Sequence[Any], title: str = "Layer sweep: validation score per layer") -> go.Figure:
@@ -190,70 +387,6 @@ def training_curves_figure(history: Sequence[Any], title: str = "Training") -> g
     figure.update_yaxes(title_text="validation score", secondary_y=True)
     figure.update_layout(title=title, template="plotly_white", height=360, margin=dict(l=60, r=60, t=60, b=50))
     return figure
-
-
-ATLAS_COLORINGS = ("label", "split", "tree", "kind")
-ATLAS_MAX_LEGEND = 30  # more colour groups than this: no legend (hover still tells)
-
-
-def atlas_figure(atlas: Any, color: str = "label", title: str | None = None, height: int = 620,
-                 show_anchor_text: bool = True) -> go.Figure:
-    """The atlas (``probex.language.atlas.build_atlas``): models as dots, text anchors as labelled diamonds, prompts as stars.
-
-    ``color`` picks the models' colouring: "label" (concept), "split", "tree" or "kind". With
-    "label", an anchor that names a concept takes that concept's colour. Hover shows the model
-    id, its concept and split; each model point's ``customdata`` is its model id (anchors and
-    prompts carry ""), so an app can react to a selection.
-    """
-    if color not in ATLAS_COLORINGS:
-        raise ProbeXError(f"atlas_figure: color must be one of {ATLAS_COLORINGS}; got {color!r}")
-    points = atlas.points
-    models = points[points["kind"] == "model"]
-    groups = sorted({str(value) for value in models[color]}, key=lambda value: (value == "", value))
-    palette = _qualitative_palette(len(groups))
-    colour_of = {group: palette[i] for i, group in enumerate(groups)}
-    figure = go.Figure()
-    for group in groups:
-        rows = models[models[color].astype(str) == group]
-        hover = [f"<b>{row.model_id}</b><br>concept: {row.label}<br>split: {row.split or '-'}"
-                 + (f"<br>tree: {row.tree}" if row.tree else "") for row in rows.itertuples()]
-        figure.add_trace(go.Scatter(
-            x=rows["x"], y=rows["y"], mode="markers", name=group or "(none)", legendgroup=group,
-            marker=dict(size=7, color=colour_of[group], opacity=0.8, line=dict(width=0)),
-            customdata=list(rows["model_id"]), hovertext=hover, hoverinfo="text"))
-    anchors = points[points["kind"] == "anchor"]
-    if len(anchors):
-        colours = [colour_of.get(label, "#555555") if color == "label" else "#555555" for label in anchors["label"]]
-        figure.add_trace(go.Scatter(
-            x=anchors["x"], y=anchors["y"], mode="markers+text" if show_anchor_text else "markers", name="text anchors",
-            text=list(anchors["label"]), textposition="top center", textfont=dict(size=10, color=colours),
-            marker=dict(symbol="diamond-open", size=10, color=colours, line=dict(width=2)),
-            customdata=[""] * len(anchors), hovertext=[f"anchor: {label}" for label in anchors["label"]], hoverinfo="text"))
-    prompts = points[points["kind"] == "prompt"]
-    if len(prompts):
-        figure.add_trace(go.Scatter(
-            x=prompts["x"], y=prompts["y"], mode="markers+text", name="prompts", text=list(prompts["label"]),
-            textposition="bottom center", textfont=dict(size=12, color="#111111"),
-            marker=dict(symbol="star", size=18, color="#ffd400", line=dict(width=1.5, color="#111111")),
-            customdata=[""] * len(prompts), hovertext=[f"prompt: {label}" for label in prompts["label"]], hoverinfo="text"))
-    subtitle = getattr(atlas, "message", None)
-    figure.update_layout(
-        title=title or f"Atlas: {len(models)} models and {len(anchors)} words in one space"
-        + (f"<br><sup>{subtitle}</sup>" if subtitle else ""),
-        template="plotly_white", hovermode="closest", height=height, showlegend=len(groups) <= ATLAS_MAX_LEGEND,
-        legend_title_text=color, margin=dict(l=40, r=20, t=70, b=40))
-    method = "PCA" if getattr(atlas, "method", "umap") == "pca" else "UMAP"
-    figure.update_xaxes(title_text=f"{method} 1", showticklabels=False, zeroline=False)
-    figure.update_yaxes(title_text=f"{method} 2", showticklabels=False, zeroline=False)
-    return figure
-
-
-def _qualitative_palette(n: int) -> list[str]:
-    """n distinguishable colours (plotly's qualitative sets, cycled when n is larger)."""
-    import plotly.express as px
-
-    base = list(px.colors.qualitative.Plotly) + list(px.colors.qualitative.Dark24) + list(px.colors.qualitative.Light24)
-    return [base[i % len(base)] for i in range(max(n, 1))]
 
 
 def image_grid_figure(images: Sequence[Any], titles: Sequence[str] | None = None, columns: int = 8,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from probex.errors import ProbeXError, ZooError
 
+logger = logging.getLogger(__name__)
+
 ARTIFACT_FILE = ".probex-artifact.json"
 ARTIFACT_FORMAT = "probex-artifact"
 #: The mark probex leaves in the files it writes for users (an HTML comment, a PNG text chunk,
@@ -41,9 +44,24 @@ SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
 
 
 def cache_dir(kind: str) -> Path:
-    """probex's cache folder for one kind of entry: ``$PROBEX_CACHE/<kind>``, else ``~/.cache/probex/<kind>``."""
+    """probex's cache folder for one kind of entry: ``$PROBEX_CACHE/<kind>``, else ``~/.cache/probex/<kind>``.
+
+    The folders together are kept under a size cap (``$PROBEX_CACHE_MAX_GB``; see :mod:`probex.cache`).
+    """
     root = os.environ.get("PROBEX_CACHE")
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "probex") / kind
+
+
+def after_cache_write(target: Path) -> None:
+    """Keep the cache under its cap once a new entry lands in one of its folders; never fails the write."""
+    from probex.cache import KINDS, enforce_cache_limit
+
+    try:
+        folder = target.parent.resolve()
+        if any(folder == cache_dir(kind).resolve() for kind in KINDS):
+            enforce_cache_limit(protect=[target])
+    except (OSError, ValueError) as error:
+        logger.warning("cache cap not enforced after writing %s: %s", target, error)
 
 
 # -- names from data ------------------------------------------------------------------------------
@@ -164,6 +182,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+    after_cache_write(target)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

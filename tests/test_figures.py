@@ -47,13 +47,13 @@ def test_few_leaves_are_labelled_with_model_ids_and_hover_the_true_tree():
     small = TreeRouter().fit(concat(grow_tree("a", 6, root_seed=1), grow_tree("b", 6, root_seed=2, seed=3)))
     figure = dendrogram_figure(small)
     assert sorted(figure.layout.xaxis.ticktext) == sorted(small.ids_)
-    (leaves,) = [trace for trace in figure.data if trace.mode == "markers"]
+    (leaves,) = [trace for trace in figure.data if trace.name == "models"]
     assert all("true tree: a" in text or "true tree: b" in text for text in leaves.hovertext)
 
 
 def test_large_dendrogram_is_truncated_and_unlabelled(router):
     figure = dendrogram_figure(router, architecture=0, max_leaves=8)
-    (leaves,) = [trace for trace in figure.data if trace.mode == "markers"]
+    (leaves,) = [trace for trace in figure.data if trace.name == "models"]
     assert len(leaves.x) == 8
     assert any("models" in text for text in leaves.hovertext)
     assert list(figure.layout.xaxis.ticktext) == list(router.dendrogram(0, max_leaves=8).leaf_ids)
@@ -90,3 +90,46 @@ def test_image_grid_refuses_no_images_and_mismatched_captions():
         image_grid_figure([])
     with pytest.raises(ValueError, match="2 titles for 1 images"):
         image_grid_figure([np.zeros((4, 4, 3), dtype=np.uint8)], titles=["a", "b"])
+
+
+def test_hovering_a_merge_tells_how_many_models_it_joins_and_the_top_merge_joins_them_all():
+    small = TreeRouter().fit(concat(grow_tree("a", 6, root_seed=1), grow_tree("b", 5, root_seed=2, seed=3)))
+    figure = dendrogram_figure(small)
+    (merges,) = [trace for trace in figure.data if trace.name == "merges"]
+    assert len(merges.x) == len(small.ids_) - 1  # one per merge of a full dendrogram
+    top = max(range(len(merges.y)), key=lambda i: merges.y[i])
+    assert merges.hovertext[top].startswith(f"merge of {len(small.ids_)} models")
+    assert sorted(merges.y) == pytest.approx(sorted(small.architectures_[0].linkage[:, 2]))
+
+
+def test_a_truncated_dendrograms_top_merge_still_counts_every_model(router):
+    figure = dendrogram_figure(router, architecture=0, max_leaves=8)
+    (merges,) = [trace for trace in figure.data if trace.name == "merges"]
+    members = len(router.architectures_[0].positions)
+    assert max(merges.hovertext, key=lambda text: int(text.split()[2].replace(",", ""))).startswith(f"merge of {members} ")
+
+
+def test_trees_are_named_and_coloured_as_asked_in_the_legend_links_and_leaves():
+    small = TreeRouter().fit(concat(grow_tree("a", 6, root_seed=1), grow_tree("b", 6, root_seed=2, seed=3)))
+    labels = {name: f"named {small.tree_truth_[name]}" for name in small.tree_names_}
+    colours = {"named a": "#000001", "named b": "#000002"}
+    figure = dendrogram_figure(small, labels=labels, colours=colours, panel_titles=["six layers"])
+    lines = {trace.name: trace.line.color for trace in figure.data if trace.mode == "lines"}
+    assert {lines["named a"], lines["named b"]} == {"#000001", "#000002"}
+    (leaves,) = [trace for trace in figure.data if trace.name == "models"]
+    assert set(leaves.marker.color) == {"#000001", "#000002"}
+    assert all("tree found: named" in text for text in leaves.hovertext)
+    assert "six layers" in figure.layout.title.text and "tree_" not in figure.layout.title.text
+
+
+def test_a_marked_model_is_drawn_beside_its_nearest_leaf_with_its_hover_text():
+    from probex.figures import DendrogramMark
+
+    small = TreeRouter().fit(concat(grow_tree("a", 6, root_seed=1), grow_tree("b", 6, root_seed=2, seed=3)))
+    near = small.ids_[3]
+    figure = dendrogram_figure(small, mark=DendrogramMark(panel=0, text="distance 1.0 (radius 2.0)",
+                                                          tree=small.tree_names_[0], near_model=near))
+    (star,) = [trace for trace in figure.data if trace.name == "your model"]
+    data = small.dendrogram(0)
+    assert star.x[0] == 10 * data.leaf_ids.index(near) + 5
+    assert star.hovertext[0] == "distance 1.0 (radius 2.0)" and star.y[0] < 0

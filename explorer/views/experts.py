@@ -1,17 +1,24 @@
-"""Experts: per tree, the expert in use (shipped or trained now), its layer sweep, and the baselines."""
+"""Experts: per tree, the expert in use (shipped or trained now), its layer sweep, the baselines, and training
+in the background (it goes on when the page is left; progress, time left and Cancel when it is back)."""
 
 from __future__ import annotations
 
-import time
+import io
+import tempfile
+import zipfile
+from pathlib import Path
 
 import streamlit as st
 
-from explorer import state
-from explorer.text import plain
-from explorer.train_now import TASK_NAMES, train_expert
-from probex.errors import ProbeXError
+from explorer import address, jobs, state
+from explorer.sidebar import THREADS_KEY
+from explorer.text import plain, plain_error
+from explorer.train_now import TASK_NAMES, as_text, recommended_layer, train_expert
 from probex.figures import layer_sweep_figure, training_curves_figure
+from probex.zoo.extras import recommended_layers
 from probex.experiments.sweep import default_task, matrix_layers
+
+SWEEPS_KEY = "session_sweeps"  # session_state: population -> tree -> sweep rows
 
 st.title("Experts")
 st.markdown("One expert per Model Tree, reading one layer's weight matrix: learned probes pass through it, "
@@ -23,8 +30,31 @@ trees = state.real_trees(zoo)
 if not trees:
     st.info("This population names no trees; every model is its own. Open a zoo whose models carry a tree.")
     st.stop()
+address.restore("experts_tree", "tree", choices=trees, default=trees[0])
 tree = st.selectbox("Tree", trees, key="experts_tree")
+address.keep("experts_tree", "tree", default=trees[0])
 tree_zoo = zoo.select(tree=tree)
+running = st.session_state.setdefault(jobs.JOBS_KEY, {})
+train_key, sweep_key = (path, tree, "train"), (path, tree, "sweep")
+session_sweeps = st.session_state.setdefault(SWEEPS_KEY, {}).setdefault(path, {})
+
+# -- finished background work is taken first, so the page below shows its result at once -------------------
+for key in (train_key, sweep_key):
+    job = running.get(key)
+    if job is None or job.running or job.collected:
+        continue
+    job.collected = True
+    if job.error == "cancelled":
+        st.info(f"{plain(job.title)}: cancelled.")
+    elif job.error is not None:
+        st.error(f"{plain(job.title)} failed: {plain_error(job.error)}")
+    elif job.kind == "train":
+        state.keep_trained_expert(path, tree, job.result.expert, job.result.scores)
+        st.success(f"The new expert is now the {plain(tree)} expert for this session"
+                   + (" (Search and Atlas use it)." if state.expert_for(path, tree).aligned else "."))
+    else:
+        session_sweeps[tree] = [vars(score) for score in job.result.scores]
+        st.success(f"Layer sweep of {plain(tree)} done: {len(session_sweeps[tree])} layers.")
 
 # -- the expert in use -------------------------------------------------------------------------
 choice = state.expert_for(path, tree)
@@ -39,23 +69,46 @@ else:
                 f"**{expert.n_parameters_:,}** parameters, reading "
                 + ", ".join(plain(layer) for layer in (expert.layers_ or [])) + ".")
     if choice.scores:
-        st.plotly_chart(training_curves_figure(expert.history_, title=f"{tree}: the expert trained in this session"),
-                        width="stretch", key="trained_curves")
-        st.dataframe(choice.scores, hide_index=True, width="stretch",
-                     column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+        st.plotly_chart(state.figure("curves", (choice.token,), lambda: training_curves_figure(
+            expert.history_, title=f"{tree}: the expert trained in this session")), width="stretch", key="trained_curves")
+        st.dataframe([{**row, "value": as_text(row["value"]), "chance": as_text(row["chance"])} for row in choice.scores],
+                     hide_index=True, width="stretch")
+        archives = st.session_state.setdefault("expert_archives", {})
+        if choice.token not in archives:
+            with tempfile.TemporaryDirectory(prefix="probex-expert-") as folder:
+                expert.save(Path(folder) / "expert", metadata={"tree": tree, "task": task})
+                buffer = io.BytesIO()
+                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for file in sorted((Path(folder) / "expert").iterdir()):
+                        archive.write(file, f"{tree}-expert/{file.name}")
+                archives[choice.token] = buffer.getvalue()
+        st.download_button("Download this expert (load it with probex.load_expert)", archives[choice.token],
+                            file_name=f"{tree}-expert.zip", mime="application/zip", icon=":material/download:")
     if metadata:
         figures = {name: metadata[name] for name in ("val", "test", "zero_shot_test") if metadata.get(name) is not None}
         if figures:
             st.caption("Measured when it was built: " + ", ".join(f"{name} {value:.3f}" for name, value in figures.items()))
 
-# -- the layer sweep ---------------------------------------------------------------------------
-sweep = state.sweep_scores(path, tree)
+# -- the layer sweep (shipped, or run here) -------------------------------------------------------
+sweep = state.sweep_scores(path, tree) or session_sweeps.get(tree, [])
+st.subheader("Layer sweep")
 if sweep:
-    st.subheader("Layer sweep")
     st.caption("One expert per layer, scored on the validation split; the best layer (red) is the tree's "
                "recommended layer. Hover a bar for its test score and size.")
-    st.plotly_chart(layer_sweep_figure(sweep, title=f"{tree}: validation score per layer"), width="stretch",
-                    key="sweep_chart")
+    st.plotly_chart(state.figure("sweep", (path, tree, repr(sweep)),
+                                 lambda: layer_sweep_figure(sweep, title=f"{tree}: validation score per layer")),
+                    width="stretch", key="sweep_chart")
+elif sweep_key not in running or not running[sweep_key].running:
+    st.caption("No layer sweep for this tree yet. A sweep trains a short expert on every layer and scores it on the "
+               "validation split, to find the layer that tells most.")
+    if st.button("Sweep every layer", key="start_sweep", icon=":material/play_arrow:"):
+        from probex.experiments.sweep import sweep_layers
+
+        jobs.start(running, sweep_key, "sweep", f"Layer sweep of {tree}",
+                   lambda job: sweep_layers(tree_zoo, default_task(tree_zoo), params={"device": state.training_device()},
+                                            progress=job.progress),
+                   threads=st.session_state.get(THREADS_KEY, 1))
+        st.rerun()
 
 # -- ProbeX vs the baselines ---------------------------------------------------------------------
 figures = state.check_figures(path)
@@ -66,15 +119,14 @@ if discriminative:
     st.subheader("ProbeX vs Dense vs StatNN (test, mean binary accuracy)")
     st.dataframe([
         {"expert": "ProbeX", "layer": discriminative["layer"], "accuracy": discriminative["probex"],
-         "parameters": discriminative["probex_parameters"]},
+         "parameters": as_text(discriminative["probex_parameters"])},
         {"expert": "Dense", "layer": discriminative["layer"], "accuracy": discriminative["dense"],
-         "parameters": discriminative["dense_parameters"]},
-        {"expert": "StatNN", "layer": "every layer (statistics)", "accuracy": discriminative["statnn"], "parameters": None},
-    ], hide_index=True, width="stretch",
-        column_config={"accuracy": st.column_config.NumberColumn(format="%.3f")})
-    st.caption(f"Chance {discriminative['chance']}; {discriminative['test_models']} test models.")
+         "parameters": as_text(discriminative["dense_parameters"])},
+        {"expert": "StatNN", "layer": "every layer (statistics)", "accuracy": discriminative["statnn"], "parameters": "-"},
+    ], hide_index=True, width="stretch", column_config={"accuracy": st.column_config.NumberColumn(format="%.3f")})
+    st.caption(f"Chance {discriminative['chance']}; {discriminative['test_models']:,} test models.")
 elif generative:
-    st.subheader("Aligned experts (test; chance in the last column)")
+    st.subheader("Aligned experts (test; chance in the last row)")
     chance = generative.get("chance", {})
     rows = []
     for name, title in (("expert", "ProbeX, shipped"), ("single_layer", "ProbeX, one layer"),
@@ -84,55 +136,58 @@ elif generative:
             rows.append({"expert": title, "layers": ", ".join(entry.get("layers", [entry.get("layer", "")])),
                          "in-distribution top-1": entry["in_distribution"], "zero-shot top-1": entry["zero_shot"],
                          "kNN": entry["knn"], "retrieval": entry["retrieval"],
-                         "parameters": entry.get("n_parameters")})
+                         "parameters": as_text(entry.get("n_parameters"))})
     rows.append({"expert": "chance", "layers": "", "in-distribution top-1": chance.get("in_distribution"),
                  "zero-shot top-1": chance.get("zero_shot"), "kNN": chance.get("knn"),
-                 "retrieval": chance.get("retrieval"), "parameters": None})
-    st.dataframe(rows, hide_index=True, width="stretch")
+                 "retrieval": chance.get("retrieval"), "parameters": "-"})
+    number = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "expert": st.column_config.TextColumn(width="large"), "in-distribution top-1": number,
+        "zero-shot top-1": number, "kNN": number, "retrieval": number})
 
-# -- train one now -------------------------------------------------------------------------------
+# -- train one now (in the background) -------------------------------------------------------------------
 st.subheader("Train an expert now")
 layers = [info.name for info in matrix_layers(tree_zoo)]
-best = max(sweep, key=lambda row: row["val"])["layer"] if sweep else layers[0]
+best = recommended_layer(layers, recommended_layers(zoo.root).get(tree), sweep)
 with st.form("train_form"):
     columns = st.columns(3)
     task = columns[0].selectbox("Task", list(TASK_NAMES), index=list(TASK_NAMES).index(default_task(tree_zoo)),
                                 format_func=TASK_NAMES.get)
-    layer = columns[1].selectbox("Layer", layers, index=layers.index(best) if best in layers else 0)
+    layer = columns[1].selectbox("Layer (the recommended one first)", layers, index=layers.index(best), key="train_layer")
     epochs = columns[2].number_input("Epochs (at most; stops 20 epochs after the best)", 1, 500, 100)
     columns = st.columns(3)
     n_probes = columns[0].select_slider("r_U (probes)", [4, 8, 16, 32, 64, 128], value=32)
     proj_dim = columns[1].select_slider("r_V (projection)", [4, 8, 16, 32, 64, 128], value=32)
     rep_dim = columns[2].select_slider("r_T (representation)", [4, 8, 16, 32, 64, 128], value=32)
-    submitted = st.form_submit_button("Train", type="primary")
+    busy = train_key in running and running[train_key].running
+    submitted = st.form_submit_button("Train", type="primary", disabled=busy)
+if submitted and not busy:
+    settings = (task, layer, int(n_probes), int(proj_dim), int(rep_dim), int(epochs))
+    jobs.start(running, train_key, "train", f"Training {tree} on {layer}",
+               lambda job: train_expert(tree_zoo, *settings, progress=job.progress, device=state.training_device()),
+               threads=st.session_state.get(THREADS_KEY, 1))
 
-if submitted:
-    bar = st.progress(0.0, text="reading the layer of every model ...")
-    chart = st.empty()
-    history: list = []
-    last_draw = [0.0]
 
-    def progress(done: int, total: int, log) -> None:
-        history.append(log)
-        bar.progress(done / total, text=str(log))
-        if time.monotonic() - last_draw[0] > 0.5 or done == total:
-            last_draw[0] = time.monotonic()
-            chart.plotly_chart(training_curves_figure(history, title=f"{tree}: training {layer}"), width="stretch")
+@st.fragment(run_every=1.0)
+def progress_of(key: tuple, name: str) -> None:
+    """The running job's progress, time left and Cancel; a rerun of the page once it is done."""
+    job = running.get(key)
+    if job is None or not job.running:
+        st.rerun()
+    fraction = job.done / job.total if job.total else 0.0
+    st.progress(min(fraction, 1.0), text=f"{plain(job.title)}: {job.done} of {job.total or '?'} "
+                                         f"{'epochs' if job.kind == 'train' else 'layers'} · "
+                                         f"{jobs.format_seconds(job.eta())} left")
+    if job.kind == "train" and job.history:
+        st.plotly_chart(training_curves_figure(job.history, title=job.title), width="stretch", key=f"{name}_curves")
+    if st.button("Cancel", key=f"{name}_cancel", help="Stops at the next epoch (a sweep: after the current layer)."):
+        job.cancel.set()
+    st.caption("It goes on if you leave this page; come back to see it finish.")
 
-    try:
-        run = train_expert(tree_zoo, task, layer, int(n_probes), int(proj_dim), int(rep_dim), int(epochs),
-                           progress=progress)
-    except (ProbeXError, ValueError) as error:
-        st.error(f"Training failed: {plain(error)}")
-    else:
-        bar.progress(1.0, text=f"done: best epoch {run.expert.best_epoch_} of {len(history)}")
-        chart.plotly_chart(training_curves_figure(history, title=f"{tree}: training {layer}"), width="stretch",
-                           key="training_curves")
-        state.keep_trained_expert(path, tree, run.expert, run.scores)
-        st.success(f"The new expert is now the {plain(tree)} expert for this session"
-                   + (" (Search and Atlas use it)." if task == "align" else "."))
-        st.dataframe(run.scores, hide_index=True, width="stretch",
-                     column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+
+for key, name in ((train_key, "training"), (sweep_key, "sweeping")):
+    if key in running and running[key].running:
+        progress_of(key, name)
 
 if path in st.session_state.get(state.TRAINED_KEY, {}) and tree in state.trained_experts(path):
     if st.button("Forget the expert trained in this session", key="forget_trained"):

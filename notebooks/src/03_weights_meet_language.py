@@ -8,8 +8,9 @@
 # of *any* text's embedding, the expert can name concepts it never saw in training.
 #
 # You will see: the held-out concepts, zero-shot classification, the paper's ReLU ablation, the
-# atlas of models and words (UMAP), prompt search with the models' images, retrieval and
-# one-class classification. Every figure comes with its chance level.
+# atlas of models and words (UMAP), prompt search with the models' images, the whole zoo
+# answering a prompt (classifier trees too), retrieval and one-class classification. Every
+# figure comes with its chance level.
 #
 # The notebook runs on any zoo with a tree aligned with text (a tree whose role is `aligned`:
 # labelled models plus held-out splits of concepts never seen in training). Set
@@ -172,7 +173,31 @@ image_grid_figure([hit.images[0] for hit in hits], titles=[f"{hit.rank}. {hit.la
                   columns=6, title=f"prompt: {prompt!r}")
 
 # %% [markdown]
-# ## 7. Retrieval and one-class classification
+# ## 7. The whole zoo answers a prompt
+#
+# `ZooIndex` asks every tree that has an expert, mixture-of-experts style: the aligned tree
+# through its space (as above), each classifier tree by reading the prompt as its nearest class
+# names and asking its expert which models were trained on them. Every hit carries one calibrated
+# score, the probability that the model was fine-tuned on what the prompt names, so hits of
+# different trees can be merged, and says why it matched. A prompt that no tree knows well is a
+# *weak match*, and the note says what each tree read it as.
+
+# %%
+from probex.language.zoo_search import ZooIndex
+
+zoo_index = ZooIndex.from_zoo(zoo, experts={tree: shipped})   # the zoo's shipped experts, and this aligned one
+classes = [name for name in zoo.select(tree=zoo.trees_with_role("classifier")).label_names]
+concept = classes[0] if classes else held_out[0]             # a concept the classifier trees know, when there are some
+whole = zoo_index.search(f"a {concept}", k=12)
+for answer in whole.answering:
+    print(f"{answer.tree}: {answer.note}")
+print(f"{len(whole.trees) - len(whole.answering)} tree(s) without an expert cannot answer")
+display(whole.to_frame()[["rank", "tree", "model", "score", "percentile", "why", "concepts"]])
+dog = zoo_index.search("a dog", k=5)
+print(f"'a dog': weak match {dog.weak}; {dog.note}")
+
+# %% [markdown]
+# ## 8. Retrieval and one-class classification
 #
 # Retrieval: for each held-out model, is its nearest other model of the same concept? In the
 # expert's space versus on the raw (merged LoRA) weights of the same layer. One-class

@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"probex {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="torch CPU threads (default: $PROBEX_THREADS, else one per core); 1 is often "
-                             "faster on a machine shared with other busy processes")
+                        help="torch CPU threads (default: $PROBEX_THREADS, else the cores that other processes "
+                             "leave idle, at least 1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
@@ -154,10 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             build_parser().print_help()
             return 1
-        if args.threads is not None or os.environ.get("PROBEX_THREADS"):
-            from probex.experts.training import set_threads  # imports torch: only when asked
+        from probex.experts.training import set_threads
 
-            set_threads(args.threads)
+        set_threads(args.threads)  # --threads, else $PROBEX_THREADS, else the cores the load leaves idle
         return int(args.func(args) or 0)
     except UsageError as error:  # a check that needs the zoo, raised as a usage error
         return _fail(None, error)

@@ -12,7 +12,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cache = subparsers.add_parser("cache", help="show or clear probex's cache (banks, atlas, text, sweeps)")
     commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
 
-    info = commands.add_parser("info", help="entries, size and oldest entry per kind")
+    info = commands.add_parser("info", help="entries, size and oldest entry per kind, and the size cap")
     info.set_defaults(func=run_info)
 
     clear = commands.add_parser("clear", help="remove cache entries: all, or by kind and age")
@@ -32,7 +32,7 @@ def _size(n_bytes: float) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from probex.cache import cache_usage
+    from probex.cache import cache_limit_bytes, cache_usage, describe_limit
 
     usage = cache_usage()
     print(f"{'kind':8s} {'entries':>8s} {'size':>10s} {'oldest':>8s}  folder")
@@ -40,7 +40,10 @@ def run_info(args: argparse.Namespace) -> int:
         oldest = "" if row["oldest_days"] is None else f"{row['oldest_days']:.1f} d"
         print(f"{kind:8s} {row['entries']:8d} {_size(row['bytes']):>10s} {oldest:>8s}  {row['folder']}")
     total = sum(row["bytes"] for row in usage.values())
-    print(f"total {_size(total)}; `probex cache clear [--kind KIND] [--older-than DAYS]` removes entries")
+    limit = cache_limit_bytes()  # a nonsense $PROBEX_CACHE_MAX_GB: ProbeXError, one line
+    of_cap = f" of {_size(limit)}" if limit is not None else ""
+    print(f"total {_size(total)}{of_cap}: {describe_limit()}")
+    print("`probex cache clear [--kind KIND] [--older-than DAYS]` removes entries")
     return 0
 
 

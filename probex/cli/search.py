@@ -1,7 +1,9 @@
 """``probex search | zero-shot | export | align``: the weight-language space from the command line.
 
-PATH defaults to the shipped demo jungle and ``--expert`` to the aligned expert shipped with a
-zoo (``experts/<tree>/`` of one of its aligned trees).
+PATH defaults to the shipped demo jungle. ``search`` asks every tree of the zoo that ships an
+expert (:class:`probex.language.zoo_search.ZooIndex`); ``zero-shot`` and ``export`` use the
+aligned expert shipped with a zoo (``experts/<tree>/`` of one of its aligned trees) unless
+``--expert`` names another.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ _EXPERT_HELP = "an aligned expert's folder (default: the one shipped with the zo
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser(
-        "search", usage="probex search [-h] [--expert DIR] [-k K] [--json] [PATH] PROMPT", help="rank a zoo's models by a text prompt (aligned expert)",
-        description="Rank the models of a zoo by how well they match a text prompt in an aligned expert's space; "
-                    "print rank, score, model id, concept(s), split and the first training image.")
+        "search", usage="probex search [-h] [--tree TREE] [--expert DIR] [-k K] [--json] [PATH] PROMPT",
+        help="rank a zoo's models by a text prompt (every tree with an expert answers)",
+        description="Rank the models of a whole zoo by how likely each was fine-tuned on what a text prompt names: "
+                    "aligned trees answer through their aligned expert, classifier trees by reading the prompt as "
+                    "their nearest class names and asking their expert which models were trained on them. Prints "
+                    "rank, calibrated score (0-1, comparable across trees), tree, model, why it matched, concept(s), "
+                    "split and first training image, then how each tree read the prompt, and a note when no "
+                    "model is a strong match.")
     search.add_argument("args", nargs="+", metavar="[PATH] PROMPT", help="the zoo (default: the demo jungle) and the prompt")
-    search.add_argument("--expert", type=checks.existing_folder, metavar="DIR", help=_EXPERT_HELP)
+    search.add_argument("--tree", type=checks.text, action="append", metavar="TREE",
+                        help="search only this tree (repeat, or comma-separate, for several)")
+    search.add_argument("--expert", type=checks.existing_folder, metavar="DIR",
+                        help="a saved expert (aligned or classifier) to answer for its tree (the one --tree names, "
+                             "else the one it was trained on); the search is then narrowed to that tree")
     search.add_argument("-k", type=checks.positive_int, default=10, help="how many models (default 10)")
-    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.add_argument("--json", action="store_true", help="print the hits, the weak-match note and each tree's reading as JSON")
     search.set_defaults(func=run_search)
 
     zero_shot = subparsers.add_parser(
@@ -70,20 +81,84 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from probex.language.zoo_search import ZooIndex
+    from probex.progress import tqdm_progress
+
     path, prompt = _split_args(args.args, "PROMPT", "search")
-    index = _index(path, args.expert)
-    hits = index.search(prompt, k=args.k)
+    zoo = open_zoo(path)
+    trees = [name.strip() for value in args.tree or [] for name in value.split(",") if name.strip()] or None
+    experts, populations = {}, {}
+    if args.expert is not None:
+        experts, populations, trees = _given_expert(zoo, Path(args.expert), trees)
+    index = ZooIndex(zoo, experts, populations=populations) if args.expert is not None else ZooIndex.from_zoo(zoo)
+    with tqdm_progress("reading layers", unit="model") as progress:
+        result = index.search(prompt, k=args.k, trees=trees, progress=progress)
+    if not result.answering or all(answer.models == 0 for answer in result.answering):
+        problems = "; ".join(f"{answer.tree}: {answer.note}" for answer in result.trees if answer.method is None)[:600]
+        raise ProbeXError(f"{zoo.root}: no tree here can answer a prompt: none has a usable expert ({problems}); "
+                          "pass one with --expert DIR (train one with `probex align PATH --out DIR` or in the app)")
     if args.json:
-        print(json.dumps([_hit_dict(hit) for hit in hits], indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(f"{len(hits)} of {len(index)} models of tree {index.tree or '-'} for {prompt!r}:")
-    width = max([len(hit.model_id) for hit in hits] + [5])
-    print(f"  {'rank':>4} {'score':>6}  {'model':<{width}}  {'concept(s)':<22} {'split':<12} image")
-    for hit in hits:
-        image = str(hit.images[0]) if hit.images else "-"
-        print(f"  {hit.rank:>4} {hit.score:6.3f}  {hit.model_id:<{width}}  {'; '.join(hit.labels) or '-':<22} "
-              f"{hit.split or '-':<12} {image}")
+    _print_result(result, len(zoo))
     return 0
+
+
+def _given_expert(zoo, folder: Path, trees: list[str] | None) -> tuple[dict, dict, list[str]]:
+    """``--expert DIR``: the expert, the tree it answers for (and that tree's models when it is not one of the zoo's)."""
+    from probex.language.search import _ids_with_layers, _input_shapes
+    from probex.errors import ZooError
+
+    expert = _load_expert(folder)
+    if trees is not None and len(trees) > 1:
+        raise ProbeXError(f"--expert {folder} answers for one tree; name at most one with --tree (got {', '.join(trees)})")
+    recorded = (getattr(expert, "metadata_", None) or {}).get("tree")
+    tree = trees[0] if trees else recorded if recorded in zoo.trees else None
+    if tree is not None:
+        return {tree: expert}, {}, [tree]
+    layers = list(getattr(expert, "layers_", None) or [])
+    if not layers:
+        raise ProbeXError(f"--expert {folder}: it does not name the layers it reads; name its tree with --tree")
+    ids = _ids_with_layers(zoo, layers, _input_shapes(expert))
+    if not ids:
+        raise ZooError(f"{zoo.root}: no model has the expert's layers {', '.join(layers)} in the shapes it reads; "
+                       "is this a zoo of the expert's tree? (or name the tree with --tree)")
+    name = recorded if isinstance(recorded, str) and recorded else f"models with {folder.name}'s layers"
+    return {name: expert}, {name: zoo.select(ids=ids)}, [name]
+
+
+def _print_result(result, total: int) -> None:
+    """The merged hits as a table, how each tree read the prompt, and the weak-match note."""
+    answering = result.answering
+    kinds = ", ".join(f"{answer.tree} ({answer.method})" for answer in answering)
+    print(f"{len(result.hits)} best of {total:,} models for {result.prompt!r}, from {len(answering)} of "
+          f"{len(result.trees)} trees answering: {kinds}")
+    width = max([len(hit.model_id) for hit in result.hits] + [5])
+    tree_width = max([len(hit.tree) for hit in result.hits] + [4])
+    why_width = max([len(hit.why) for hit in result.hits] + [3])
+    print(f"  {'rank':>4} {'score':>5} {'pct':>5}  {'tree':<{tree_width}}  {'model':<{width}}  {'why':<{why_width}}  "
+          f"{'concept(s)':<30} {'split':<12} image")
+    for hit in result.hits:
+        image = str(hit.images[0]) if hit.images else "-"
+        print(f"  {hit.rank:>4} {hit.score:5.3f} {hit.percentile:5.3f}  {hit.tree:<{tree_width}}  {hit.model_id:<{width}}  "
+              f"{hit.why:<{why_width}}  {_concepts(hit.labels):<30} {hit.split or '-':<12} {image}")
+    print("how each tree read it:")
+    for answer in answering:
+        print(f"  {answer.tree}: {answer.note}")
+    silent = [answer.tree for answer in result.trees if answer.method is None]
+    if silent:
+        shown = ", ".join(silent[:6]) + (f", ... ({len(silent)} in all)" if len(silent) > 6 else "")
+        reasons = {answer.note for answer in result.trees if answer.method is None}
+        reason = next(iter(reasons)) if len(reasons) == 1 else "see --json for each tree's reason"
+        print(f"  and {len(silent)} tree(s) that cannot answer: {shown}: {reason}")
+    if result.weak:
+        print(f"weak match: {result.note}")
+
+
+def _concepts(labels: list[str]) -> str:
+    if len(labels) <= 2:
+        return "; ".join(labels) or "-"
+    return f"{'; '.join(labels[:2])} +{len(labels) - 2}"
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
@@ -104,7 +179,7 @@ def run_export(args: argparse.Namespace) -> int:
     path, out = _split_args(args.args, "OUT", "export")
     if Path(out).suffix.lower() not in (".csv", ".parquet"):
         raise ProbeXError(f"{out}: export writes .csv or .parquet files; choose one of those suffixes")
-    check_output_file(out, "export")
+    check_output_file(out, "export")  # before every model is encoded
     index = _index(path, args.expert)
     written = index.export(out)
     print(f"wrote {len(index)} models x {index.embeddings.shape[1]} dimensions of tree {index.tree or '-'} to {written}")
@@ -113,6 +188,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_align(args: argparse.Namespace) -> int:
     from probex.experiments.harness import alignment_figures, aligned_splits, chance_levels
+    from probex.experiments.sweep import seen_concepts
     from probex.experts.aligner import ProbeXAligner, names_of
     from probex.progress import tqdm_progress
 
@@ -127,8 +203,11 @@ def run_align(args: argparse.Namespace) -> int:
                           f"on held-out concepts and needs {', '.join(needed)} (it has {', '.join(tree_zoo.splits)})")
     held_val, held_test = needed[2], needed[3]
     layers = _layers(path, tree, tree_zoo, args.layers)
+    _check_before_training(tree_zoo, args)
     with tqdm_progress("reading layers", unit="model") as progress:
         banks = {split: [tree_zoo.bank(layer, split=split, progress=progress) for layer in layers] for split in needed}
+    training_concepts = sorted({record.labels[0] for record in tree_zoo.records if record.split == "train"})
+    banks["test"] = [seen_concepts(bank, training_concepts) for bank in banks["test"]]  # the others: noted above
     expert = ProbeXAligner(activation="none" if args.no_activation else "relu", epochs=args.epochs, patience=20,
                            text_encoder=args.text_encoder)
     with tqdm_progress("training", unit="epoch") as progress:
@@ -145,8 +224,11 @@ def run_align(args: argparse.Namespace) -> int:
           f"layers {' + '.join(layers)}, activation {activation}, best epoch {expert.best_epoch_}")
     print(f"  {'figure':<30} {'value':>7} {'chance':>7}")
     for key, label in names.items():
-        value = "n/a" if figures[key] is None else f"{figures[key]:.3f}"
-        print(f"  {label:<30} {value:>7} {chance[key]:7.3f}")
+        value = figures.get(key)
+        if value is None:  # e.g. a one-class AUC with one test model per concept
+            print(f"  {label:<30} {'n/a':>7} {chance[key]:7.3f}  (not measurable on this population; -v says why)")
+        else:
+            print(f"  {label:<30} {value:7.3f} {chance[key]:7.3f}")
     if args.out is not None:
         expert.save(args.out, metadata={"tree": tree, "task": "align", "layers": layers,
                                         **{key: None if value is None else round(float(value), 4)
@@ -156,6 +238,22 @@ def run_align(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_before_training(tree_zoo, args: argparse.Namespace) -> None:
+    """What can fail after training, checked before it: the concepts and the text encoder (--out: when parsed)."""
+    import sys
+
+    from probex.experiments.sweep import check_alignment_concepts
+    from probex.language.text import load_text_encoder
+
+    notes = check_alignment_concepts(tree_zoo)
+    try:
+        load_text_encoder(args.text_encoder)  # loaded once per process: the expert reuses it
+    except ValueError as error:
+        raise ProbeXError(f"--text-encoder {args.text_encoder}: {error}") from None
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _split_args(values: list[str], last: str, command: str) -> tuple[str | None, str]:
@@ -277,8 +375,3 @@ def _layers(path: Path, tree: str, tree_zoo, layers: str | None) -> list[str]:
         return [recommended]
     raise ProbeXError(f"{path}: no recommended layer for tree {tree!r}; name one with --layers "
                       "(see `probex zoo info PATH` or `probex jungle validate`)")
-
-
-def _hit_dict(hit) -> dict:
-    return {"rank": hit.rank, "score": round(hit.score, 6), "model_id": hit.model_id, "labels": hit.labels,
-            "split": hit.split, "tree": hit.tree, "path": str(hit.path), "images": [str(image) for image in hit.images]}

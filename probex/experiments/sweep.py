@@ -223,6 +223,17 @@ def _read_results(path: Path, key: str) -> dict[str, LayerScore]:
     return done
 
 
+def _check_results_file(path: Path) -> None:
+    """Before any training: the results file is a sweep's own (:func:`check_results_file`) and can be written."""
+    from probex.storage import check_output_file
+
+    check_results_file(path)
+    if not (path.is_file() and path.stat().st_size):
+        check_output_file(path, "results file")  # its folder exists or can be made, and is writable
+    elif not os.access(path, os.W_OK):
+        raise ProbeXError(f"{path}: the results file is not writable; choose another --results path")
+
+
 def _append_result(path: Path, score: LayerScore) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(asdict(score)) + "\n"
@@ -240,6 +251,67 @@ def require_splits(zoo, task: str) -> None:
     if missing:
         raise ZooError(f"{zoo.root}: training a {task!r} expert needs the splits {sorted(missing)}; "
                        f"this zoo has {zoo.splits}")
+
+
+def _align_splits(zoo) -> dict[str, str]:
+    """The splits an alignment reads (train, test, the zoo's held-out splits) and what each is for."""
+    held_out = zoo.held_out_splits() or ("val_holdout", "test_holdout")
+    uses = {"train": "training", "test": "in-distribution scoring", held_out[0]: "validation (zero-shot)"}
+    for split in held_out[1:]:
+        uses[split] = "zero-shot scoring"
+    return uses
+
+
+def check_alignment_concepts(zoo) -> list[str]:
+    """Check, before any training, that a zoo's concepts can give every alignment figure; returns notes.
+
+    Reads only the records (no weights). Refuses (ZooError) a population whose figures cannot be
+    measured at all: a model of ``train``, ``test`` or a held-out split (``val_holdout``,
+    ``test_holdout`` or those the tree's role names) without a concept label, fewer than two
+    training concepts, or no test model whose concept has training models. Notes what is
+    measured on less than the split: test models whose concept has no training model are left
+    out of in-distribution scoring (they cannot be among its candidates); held-out concepts that
+    also have training models; fewer than two held-out concepts (zero-shot top-1 is then 1 by
+    construction).
+    """
+    uses = _align_splits(zoo)
+    concepts: dict[str, list[str]] = {split: [] for split in uses}
+    for split in uses:
+        records = [record for record in zoo.records if record.split == split]
+        unlabelled = [record.id for record in records if not record.labels]
+        if unlabelled:
+            raise ZooError(f"{zoo.root}: {len(unlabelled)} {split} model(s) have no concept label (e.g. {unlabelled[0]}); "
+                           f"alignment needs one per model for {uses[split]}; fix their metadata or leave them out")
+        concepts[split] = [record.labels[0] for record in records]
+    trained = set(concepts["train"])
+    if len(trained) < 2:
+        raise ZooError(f"{zoo.root}: the train split holds {len(trained)} concept(s); alignment needs at least 2")
+    unseen = sorted(set(concepts["test"]) - trained)
+    if unseen and len(unseen) == len(set(concepts["test"])):  # (a zoo without a test split has none to score)
+        raise ZooError(f"{zoo.root}: no test model's concept has training models (e.g. {unseen[0]!r}); "
+                       "in-distribution figures cannot be measured; move some models of these concepts to train")
+    notes = []
+    if unseen:
+        left_out = sum(name in set(unseen) for name in concepts["test"])
+        notes.append(f"{left_out} test model(s) of {len(unseen)} concept(s) with no training model "
+                     f"({', '.join(map(repr, unseen[:3]))}{', ...' if len(unseen) > 3 else ''}) are left out of "
+                     "in-distribution scoring")
+    for split in [name for name in list(uses)[2:] if name in zoo.splits]:
+        leaked = sorted(set(concepts[split]) & trained)
+        if leaked:
+            notes.append(f"{len(leaked)} {split} concept(s) also have training models (e.g. {leaked[0]!r}): "
+                         "zero-shot on them is not held out")
+        if len(set(concepts[split])) < 2:
+            notes.append(f"{split} holds {len(set(concepts[split]))} concept(s): its top-1 is 1 by construction")
+    return notes
+
+
+def seen_concepts(bank, classes) -> Any:
+    """The models of ``bank`` whose concept is among ``classes`` (the training concepts)."""
+    from probex.experts.aligner import names_of
+
+    known = set(classes)
+    return bank.select(ids=[i for i, name in zip(bank.ids, names_of(bank.labels)) if name in known])
 
 
 def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[Any, LayerScore]:
@@ -273,10 +345,8 @@ def fit_layer(zoo, task: str, layer: str, params: dict, progress=None) -> tuple[
         val_score = expert.score(val, candidates=val_names if holdout else None)
         test = None
         if "test" in splits:  # in-distribution: the test models of concepts seen in training
-            bank = zoo.bank(layer, split="test")
-            known = set(expert.classes_)
-            seen = [i for i, name in zip(bank.ids, names_of(bank.labels)) if name in known]
-            test = expert.score(bank.select(ids=seen)) if seen else None
+            seen = seen_concepts(zoo.bank(layer, split="test"), expert.classes_)
+            test = expert.score(seen) if len(seen) else None
         if len(held_out) > 1:
             test_holdout = zoo.bank(layer, split=held_out[1])
             zero_shot_test = expert.score(test_holdout, candidates=sorted(set(names_of(test_holdout.labels))))
@@ -330,12 +400,20 @@ def sweep_layers(
     if backend not in BACKENDS:
         raise ProbeXError(f"backend must be one of {BACKENDS}; got {backend!r}")
     require_splits(zoo, task)
+    if task == "align":  # before any layer trains: concepts every figure needs
+        for note in check_alignment_concepts(zoo):
+            logger.warning("%s: %s", zoo.root, note)
     if layers is None or isinstance(layers, str):
         names = [info.name for info in matrix_layers(zoo, layers)]
         if not names:
             raise ZooError(f"{zoo.root}: no matrix layer matches {layers!r}")
     else:
         names = [zoo.layer_name(layer) for layer in layers]  # names, or the paper's numbers in Model-J zoos
+        known = {info.name for info in zoo.catalog()}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ZooError(f"{zoo.root}: no layer {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                           + f"; layers: {', '.join(sorted(known)[:8])}{', ...' if len(known) > 8 else ''}")
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
@@ -344,11 +422,11 @@ def sweep_layers(
     params = {**SWEEP_DEFAULTS, **(params or {})}
     key = _sweep_key(task, params)
     path = Path(results) if results is not None else None
+    if path is not None:
+        _check_results_file(shard_results_path(path, shard) if shard is not None else path)
     done = _read_all(path, key) if path is not None else {}
     if path is not None and shard is not None:
         path = shard_results_path(path, shard)
-    if path is not None:
-        check_results_file(path)
     finished = {layer: done[layer] for layer in names if layer in done}
     if finished:
         logger.info("sweep: %d of %d layers already done (%s)", len(finished), len(names), results)

@@ -13,7 +13,7 @@ whose weight tensor has a Tucker decomposition (the paper's Proposition 2):
 Every network takes each layer as a float32 batch: a tensor [b, d_W, d_H], or LoRA factors
 (:class:`~probex.zoo.factored.LoraFactors`, X = s B A). ProbeX reads factors without merging
 them: (X - C) U / sigma = (s B (A U) - C U) / sigma, r (d_W + d_H) per probe instead of
-d_W d_H. The Dense baseline merges each batch (see :class:`DenseEncoder` for why).
+d_W d_H, and projects them as (V^T s B)(A U) without forming Z (:meth:`ProbeX._project_factors`). The Dense baseline merges each batch (see :class:`DenseEncoder` for why).
 """
 
 from __future__ import annotations
@@ -183,10 +183,27 @@ class ProbeX(nn.Module):
         self.deeper = nn.Sequential(*extra)
 
     def forward(self, X: LayerBatch) -> torch.Tensor:
-        responses = self.normalize.probe(X, self.probes)  # Z: [N, d_W, r_U], column l is z_l = X u_l
-        projected = self.projection(responses.transpose(1, 2))  # [N, r_U, r_V]: V^T z_l (+ bias) per probe
+        if isinstance(X, LoraFactors) and self.normalize.center.numel() > MERGE_MAX_VALUES:
+            projected = self._project_factors(X)
+        else:
+            responses = self.normalize.probe(X, self.probes)  # Z: [N, d_W, r_U], column l is z_l = X u_l
+            projected = self.projection(responses.transpose(1, 2))  # [N, r_U, r_V]: V^T z_l (+ bias) per probe
         representation = self.encoder(self.activation(projected).flatten(1))  # e = sum_l M_l sigma(V^T z_l)
         return self.deeper(representation)
+
+
+    def _project_factors(self, X: LoraFactors) -> torch.Tensor:
+        """V^T z_l (+ bias) for every probe [N, r_U, r_V], straight from LoRA factors.
+
+        V^T ((s B A - C) / sigma) U = ((V^T s B)(A U) - (V^T C) U) / sigma: per model
+        r (d_W r_V + d_H r_U + r_V r_U) multiply-adds instead of r (d_W + d_H) r_U to form
+        Z [d_W, r_U] and then d_W r_U r_V to project it; at 1280 x 1280, rank 16 and 128 probes,
+        3.2 times fewer (the projection of Z dominated). The same function; float rounding only.
+        """
+        weight = self.projection.weight  # V^T [r_V, d_W]
+        normalize = self.normalize
+        centred = X.sketch(weight, self.probes.T) - (weight @ normalize.center) @ self.probes  # [N, r_V, r_U]
+        return (centred / normalize.scale).transpose(1, 2) + self.projection.bias
 
 
 class DenseEncoder(nn.Module):

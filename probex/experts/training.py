@@ -40,15 +40,16 @@ THREADS_ENV = "PROBEX_THREADS"
 def set_threads(threads: Optional[int] = None) -> int:
     """Set torch's CPU threads for training and prediction; returns the number in effect.
 
-    ``threads`` None reads ``$PROBEX_THREADS``; when neither is given torch keeps its default
-    (one thread per core). On a machine shared with other busy processes one thread is often
-    faster: with two threads per process on two loaded cores, training here ran 5 to 17
-    times slower than with one.
+    ``threads`` None reads ``$PROBEX_THREADS``; when neither is given, :func:`default_threads`
+    chooses from the cores and the load. The CLI and the app call this at start.
     """
     if threads is None:
         text = os.environ.get(THREADS_ENV, "").strip()
         if not text:
-            return torch.get_num_threads()
+            threads = default_threads()
+            torch.set_num_threads(threads)
+            logger.info("torch threads: %d (of %d cores; $%s or --threads overrides)", threads, os.cpu_count() or 1, THREADS_ENV)
+            return threads
         try:
             threads = int(text)
         except ValueError:
@@ -57,6 +58,34 @@ def set_threads(threads: Optional[int] = None) -> int:
         raise ProbeXError(f"threads must be >= 1; got {threads}")
     torch.set_num_threads(threads)
     return threads
+
+
+def default_threads() -> int:
+    """The threads to use when nobody chose: the cores other processes leave idle, at least one.
+
+    torch's own default, one thread per core, falls off a cliff when another process keeps a
+    core busy: its threads wait on each other at every operation. On a 2-core machine with one
+    other busy process, training a demo-jungle expert took 10 to 60 times longer with two
+    threads than with one. Busy cores are the larger of the 1-minute load average and the
+    processes running right now (Linux ``/proc/loadavg``; the load average alone lags a
+    process that has just started), this process not counted.
+    """
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+
+
+def busy_cores() -> float:
+    """How many cores other processes keep busy (see :func:`default_threads`)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform
+        load = 0.0
+    try:
+        with open("/proc/loadavg", encoding="ascii") as handle:
+            running = int(handle.read().split()[3].split("/")[0]) - 1  # this process is running while it reads
+    except (OSError, ValueError, IndexError):
+        running = 0
+    return max(load, float(running))
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

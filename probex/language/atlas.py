@@ -23,6 +23,11 @@ points (cosine in the expert's space, softmax weights with temperature
 It is one matrix product, gives the same answer whether the map was just fitted or read from
 the cache, and works for the PCA fallback alike.
 
+Compilation: UMAP's numba functions are compiled the first time a process fits a map (8-15 s on
+two busy cores). :func:`prepare_umap` keeps them compiled on disk (``$PROBEX_CACHE/numba``, unless
+``$NUMBA_CACHE_DIR`` names another folder), so a new process loads them in a second; an app
+can also call it in a background thread at start-up, before anyone asks for a map.
+
 Fallback: UMAP needs more points than its neighbourhood (``n_neighbors``); with fewer than
 ``n_neighbors + 2`` points the map is a PCA projection and :attr:`Atlas.message` says so.
 """
@@ -152,9 +157,39 @@ def place_points(queries: np.ndarray, vectors: np.ndarray, coordinates: np.ndarr
 # -- projections -------------------------------------------------------------------------------
 
 
-def _umap(vectors: np.ndarray, params: dict) -> np.ndarray:
+#: UMAP's numba functions a cosine map of float32 rows compiles (umap-learn 0.5).
+_UMAP_JIT = ("distances.cosine", "utils.fast_knn_indices", "layouts.clip",
+             "layouts._nb_optimize_layout_euclidean_single_epoch", "umap_.fast_knn_indices", "umap_.smooth_knn_dist",
+             "umap_.compute_membership_strengths")
+
+
+def prepare_umap(compile_now: bool = False) -> None:
+    """Keep UMAP's compiled functions on disk (see the module docstring); ``compile_now`` also compiles (or
+    loads) them at once with a tiny map, e.g. in a background thread while an app starts."""
+    import importlib
+
+    import numba
+    from numba.core.caching import NullCache
+
+    from probex.storage import cache_dir
+
+    if not os.environ.get("NUMBA_CACHE_DIR") and not numba.config.CACHE_DIR:
+        numba.config.CACHE_DIR = str(cache_dir("numba"))
+    for name in _UMAP_JIT:
+        module, _, function = name.rpartition(".")
+        dispatcher = getattr(importlib.import_module(f"umap.{module}"), function, None)
+        if dispatcher is not None and isinstance(getattr(dispatcher, "_cache", None), NullCache):
+            dispatcher.enable_caching()
+    if compile_now:
+        tiny = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+        _umap(tiny, {"n_neighbors": 15, "min_dist": 0.1, "seed": 0, "metric": "cosine"}, prepared=True)
+
+
+def _umap(vectors: np.ndarray, params: dict, prepared: bool = False) -> np.ndarray:
     import umap
 
+    if not prepared:
+        prepare_umap()
     reducer = umap.UMAP(n_neighbors=params["n_neighbors"], min_dist=params["min_dist"], metric=params["metric"],
                         random_state=params["seed"], n_components=2, n_jobs=1)  # a seed runs on one thread anyway
     logger.info("fitting UMAP on %d points", len(vectors))

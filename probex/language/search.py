@@ -9,7 +9,13 @@ matrix product against those unit rows::
     index.search("a red star", k=5)                           # [Hit(rank=1, model_id=..., score=...), ...]
     index.top_labels("uploads/pytorch_lora_weights.safetensors")   # [("red star", 0.83), ...]
     index.neighbours("model_idx_0042")                        # its nearest models, with their images
+    index.match_strength("a dog").weak                        # True: no model scores like a real match
+    index.more_like(["model_idx_0001", ...])                  # every model's similarity to a selection
     index.export("embeddings.parquet")                        # ids, metadata, e0..e{d-1}
+
+Scores: a hit's ``score`` is its cosine; ``match`` and ``z`` calibrate it
+(:mod:`probex.language.calibration`): ``match`` compares it with the scores of real matches (each
+model against its own concept's name), ``z`` with the rest of the population for this prompt.
 
 Prompts are read the way the aligner was trained: its text map only ever saw class names
 inside its prompt template ("a photo of a {}"), so a prompt is reduced to a class-name-like
@@ -32,6 +38,9 @@ import numpy as np
 import torch
 
 from probex.errors import ProbeXError, ZooError
+from probex.language.calibration import (MatchStrength, calibrated_match, match_strength, true_match_scores,
+                                         true_matches)
+from probex.language.selection import similarity_to_selection
 from probex.progress import Progress
 from probex.storage import atomic_path
 
@@ -57,6 +66,9 @@ class Hit:
         split, tree: where the model sits in its zoo (None when unknown).
         path: its weight file.
         images: its training images (empty when the zoo ships none).
+        match: the share of true matches (models against their own concept's name) scoring
+            below ``score``, 0..1 (None where the index knows no true match).
+        z: the standard score of ``score`` among every indexed model for this query.
     """
 
     rank: int
@@ -67,6 +79,8 @@ class Hit:
     tree: str | None
     path: Path
     images: list[Path] = field(default_factory=list)
+    match: Optional[float] = None
+    z: Optional[float] = None
 
 
 def prompt_as_class_name(prompt: str, template: str = "a photo of a {}") -> str:
@@ -111,6 +125,7 @@ class ModelIndex:
         self.classes = list(classes)
         self.tree = tree
         self._row = {record.id: row for row, record in enumerate(self.records)}
+        self._reference: Optional[np.ndarray] = None
 
     # -- building ------------------------------------------------------------------------
 
@@ -176,6 +191,37 @@ class ModelIndex:
     def search(self, prompt: str, k: int = 10) -> list[Hit]:
         """The k models closest to a text prompt, best first."""
         return self._hits(self.embed_prompts([prompt])[0], k)
+
+    def match_strength(self, prompt: str) -> MatchStrength:
+        """How well the prompt's best model matches it, on the scale of real matches (weak: "no strong match")."""
+        scores = self.embeddings @ self.embed_prompts([prompt])[0]
+        return match_strength(float(scores.max()), self.reference_scores())
+
+    def reference_scores(self) -> np.ndarray:
+        """The true-match scores [M]: every indexed model against each of its concepts' names (computed once).
+
+        Raises:
+            ValueError: no indexed model carries a concept among the index's class names.
+        """
+        if self._reference is None:
+            rows, names = true_matches([record.labels for record in self.records], self.classes)
+            self._reference = true_match_scores(self.embeddings, self.expert_text(self.classes), rows, names)
+        return self._reference
+
+    def more_like(self, model_ids: Sequence[str]) -> np.ndarray:
+        """Every indexed model's similarity to a selection [N]: its cosine with the selection's mean direction.
+
+        Raises:
+            ZooError: an id is not in the index, or the selection is empty.
+        """
+        return similarity_to_selection(self.embeddings, self.rows(model_ids))
+
+    def rows(self, model_ids: Sequence[str]) -> list[int]:
+        """The index rows of ``model_ids`` (ZooError naming the first unknown id)."""
+        missing = [model_id for model_id in model_ids if model_id not in self._row]
+        if missing:
+            raise ZooError(f"model {missing[0]!r} is not in this index ({len(self)} models of tree {self.tree!r})")
+        return [self._row[model_id] for model_id in model_ids]
 
     def neighbours(self, model: "ModelRecord | str | np.ndarray", k: int = 5) -> list[Hit]:
         """The k models nearest one model (by id or record; never itself) or an embedding [d]."""
@@ -284,13 +330,22 @@ class ModelIndex:
         k = max(0, min(int(k), len(self) - (exclude is not None)))
         if k == 0:
             return []
+        population = np.delete(scores, exclude) if exclude is not None else scores
+        mean, spread = float(population.mean()), float(population.std())
+        try:
+            reference = self.reference_scores()
+        except ValueError:
+            reference = None
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         hits = []
         for rank, row in enumerate(top, start=1):
             record = self.records[row]
-            hits.append(Hit(rank, record.id, float(scores[row]), list(record.labels), record.split, record.tree,
-                            Path(record.path), list(record.images)))
+            score = float(scores[row])
+            hits.append(Hit(rank, record.id, score, list(record.labels), record.split, record.tree,
+                            Path(record.path), list(record.images),
+                            match=None if reference is None else float(calibrated_match(score, reference)),
+                            z=(score - mean) / spread if spread > 0 else 0.0))
         return hits
 
 

@@ -34,7 +34,8 @@ local-file spec to use instead.
 
 Loading a model takes seconds, so each (spec, device) is loaded once per process. With a
 ``cache_dir``, :meth:`TextEncoder.encode` also keeps its results on disk, keyed by the spec
-and the exact texts, so repeated name lists cost nothing the next time.
+and the exact texts, so repeated name lists cost nothing the next time; MiniLM is only loaded
+when a text is not in that cache.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -68,6 +69,7 @@ PROMPT_TEMPLATES = (
 DEFAULT_TEMPLATE = PROMPT_TEMPLATES[0]
 
 _ENCODE_BATCH = 256
+MINILM_DIM = 384  # all-MiniLM-L6-v2's sentence embedding size (known without loading it)
 
 
 def class_prompts(names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
@@ -87,12 +89,23 @@ class TextEncoder:
         cache_dir: where :meth:`encode` keeps its results, or None.
     """
 
-    def __init__(self, spec: str, model: torch.nn.Module, device: torch.device, cache_dir: Path | None = None):
+    def __init__(self, spec: str, model: torch.nn.Module | Callable[[], torch.nn.Module], device: torch.device,
+                 cache_dir: Path | None = None, dim: int | None = None):
         self.spec = spec
-        self.model = model
+        # a loader instead of a model (with its ``dim``): loaded at the first text the disk cache does not hold,
+        # so that reading cached embeddings never imports sentence-transformers (seconds at start-up)
+        self._model = model if isinstance(model, torch.nn.Module) else None
+        self._load = None if self._model is not None else model
         self.device = device
         self.cache_dir = cache_dir
-        self.dim = self._dimension()
+        self.dim = int(dim) if dim is not None else self._dimension()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The encoder's network (loaded now if it was not yet)."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
 
     def _dimension(self) -> int:
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension  # renamed in sentence-transformers 5
@@ -173,7 +186,7 @@ def load_text_encoder(spec: str = "minilm", device: str | torch.device = "auto",
     resolved = resolve_device(device)
     cache = Path(cache_dir) if cache_dir is not None else None
     if spec == "minilm":
-        return TextEncoder(spec, _load_minilm(str(resolved)), resolved, cache)
+        return TextEncoder(spec, functools.partial(_load_minilm, str(resolved)), resolved, cache, dim=MINILM_DIM)
     if isinstance(spec, str) and spec.startswith(OPEN_CLIP_PREFIX):
         from probex.language.openclip import load_open_clip_encoder
 

@@ -43,6 +43,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from probex.storage import after_cache_write
 from probex.zoo.records import FileIdentity, file_identity
 
 logger = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ def write_index(cache_dir: Path, stem: str, index: dict[str, Any]) -> dict[str, 
     index["checksum"] = index_checksum(index)
     with temporary_path(cache_dir / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(index), encoding="utf-8")
+    after_cache_write(cache_dir / f"{stem}.json")  # the entry is whole: keep the cache under its cap
     return index
 
 

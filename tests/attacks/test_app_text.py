@@ -91,6 +91,8 @@ def test_a_shared_address_with_an_image_prompt_shows_it_as_text(tmp_path):
     shown = [element.value for kind in ("title", "subheader", "markdown", "caption", "error", "success", "info", "warning")
              for element in getattr(app, kind)]
     assert any("pixel" in value for value in shown)  # the prompt is on the page ...
-    for value in shown:  # ... and nothing on it is an image or a link
+    for value in shown:  # ... and nothing on it is an image, nor a link but to the app's own model pages
         rendered = _render(value)
-        assert "<img" not in rendered and "<a " not in rendered, value
+        assert "<img" not in rendered, value
+        links = re.findall(r"<a [^>]*>", rendered)
+        assert all(re.fullmatch(r'<a href="\./model\?model=[A-Za-z0-9%/_.~-]*">', link) for link in links), value

@@ -1,8 +1,9 @@
-"""``probex search | zero-shot | export | align``, in-process, on the shipped jungle (read-only) and tiny zoos."""
+"""``probex search | zero-shot | export | align``, in-process, on the shipped jungle (read-only), user zoos and tiny zoos."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from probex import ModelZoo, jungle, load_expert
 from probex.cli import main
 from probex.experiments.harness import chance_levels
+from probex.zoo import ALIGNED, CLASSIFIER
 
+from tests.user_zoo import copy_as_user_zoo
 from tests.zoo.zoo_fixtures import write_generative_zoo, write_manifest_zoo
 
 TINY_LAYER = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
@@ -27,19 +30,96 @@ def table_rows(out: str) -> list[str]:
 
 
 def test_search_prints_ranked_models_with_concepts_splits_and_images(capsys):
-    assert main(["search", "a pink circle", "-k", "3"]) == 0
+    aligned = jungle.load().trees_with_role(ALIGNED)[0]
+    assert main(["search", "a pink circle", "-k", "3", "--tree", aligned]) == 0
     out = capsys.readouterr().out
-    assert "3 of 1600 models of tree mini-sd for 'a pink circle'" in out
+    assert f"3 best of 2,800 models for 'a pink circle', from 1 of 1 trees answering: {aligned} (aligned)" in out
     rows = table_rows(out)
     assert [row.split()[0] for row in rows] == ["1", "2", "3"]
-    assert all("pink circle" in row and "training_images" in row and row.rstrip().endswith(".png") for row in rows)
+    assert all("pink circle" in row and "aligned: " in row and "training_images" in row and row.rstrip().endswith(".png")
+               for row in rows)
+    assert "weak match" not in out
+
+
+def test_search_covers_every_tree_with_an_expert_by_default(capsys):
+    zoo = jungle.load()
+    assert main(["search", "a blue heart", "-k", "12"]) == 0
+    out = capsys.readouterr().out
+    answering = len(zoo.trees_with_role(CLASSIFIER)) + len(zoo.trees_with_role(ALIGNED))
+    assert f"from {answering} of {len(zoo.trees)} trees answering" in out
+    rows = table_rows(out)
+    assert len(rows) == 12 and {row.split()[3] for row in rows} == set(zoo.trees_with_role(CLASSIFIER, ALIGNED))
+    assert any("predicted to be trained on blue heart, p = 1.00" in row for row in rows)
+    assert "cannot answer" in out and "weak match" not in out
 
 
 def test_search_json_lists_the_hits_of_the_given_zoo(capsys):
-    assert main(["search", str(jungle.SHIPPED), "red star", "-k", "2", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
-    assert [hit["rank"] for hit in hits] == [1, 2]
-    assert all(hit["labels"] == ["red star"] and hit["images"] and hit["tree"] == "mini-sd" for hit in hits)
+    assert main(["search", str(jungle.SHIPPED), "red star", "-k", "6", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["prompt"] == "red star" and result["weak"] is False and result["note"] is None
+    assert [hit["rank"] for hit in result["hits"]] == [1, 2, 3, 4, 5, 6]
+    assert all("red star" in hit["labels"] and 0.5 <= hit["score"] <= 1 for hit in result["hits"])
+    assert all(hit["images"] for hit in result["hits"] if hit["method"] == "aligned")
+    readings = {tree["tree"]: tree for tree in result["trees"]}
+    assert all(reading["read_as"][0] == ["red star", 1.0] for reading in readings.values() if reading["method"])
+
+
+@pytest.mark.parametrize("concept", ["blue heart", "orange star", "yellow ring"])
+def test_search_finds_a_classifier_concepts_models_in_every_tree(concept, capsys):
+    """Acceptance 1 through the CLI for a few concepts (tests/language/test_zoo_search.py covers all 24)."""
+    zoo = jungle.load()
+    assert concept in zoo.select(tree=zoo.trees_with_role(CLASSIFIER)).label_names
+    assert main(["search", f"a {concept}", "-k", "30", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    classifier = [hit for hit in hits if hit["method"] == "classifier"]
+    assert {hit["tree"] for hit in classifier} == set(zoo.trees_with_role(CLASSIFIER))
+    assert sum(concept in hit["labels"] for hit in classifier) / len(classifier) >= 0.95
+    assert any(hit["labels"] == [concept] for hit in hits if hit["method"] == "aligned")
+
+
+def test_a_prompt_no_tree_knows_is_flagged_weak(capsys):
+    """Acceptance 2 (CLI): "a dog" ends with the weak-match note, naming what each tree read it as."""
+    assert main(["search", "a dog", "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    note = out.strip().splitlines()[-1]
+    assert note.startswith("weak match: no strong match for 'a dog'") and "nearest known class" in note
+    assert "closeness 0.00" in out
+
+
+@pytest.fixture(scope="module")
+def classifier_user_zoo(tmp_path_factory):
+    """One classifier tree of the shipped jungle (test models) saved as a user's zoo, with its expert under the new name."""
+    tree = jungle.load().trees_with_role(CLASSIFIER)[0]
+    out = copy_as_user_zoo(jungle.SHIPPED, tmp_path_factory.mktemp("user-classifiers"), {tree: "mine"}, per_split={"test": 30})
+    shutil.copytree(jungle.expert_dirs()[tree], out / "experts" / "mine")
+    return out
+
+
+def test_search_on_a_classifier_only_user_zoo(classifier_user_zoo, capsys):
+    """Acceptance 4 (CLI): no aligned tree and no aligned expert; the classifier tree answers."""
+    assert main(["search", str(classifier_user_zoo), "a red star", "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "from 1 of 1 trees answering: mine (classifier)" in out
+    rows = table_rows(out)
+    assert len(rows) == 5 and all("predicted to be trained on red star" in row for row in rows)
+
+
+def test_search_with_a_given_expert_narrows_to_its_tree(capsys):
+    aligned = jungle.load().trees_with_role(ALIGNED)[0]
+    assert main(["search", "red star", "-k", "2", "--expert", str(jungle.expert_dirs()[aligned])]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert len(rows) == 2 and all(row.split()[3] == aligned and "red star" in row for row in rows)
+
+
+@pytest.mark.parametrize("extra, message", [(["--tree", "nope"], "no tree 'nope'"),
+                                            (["--tree", "a,b", "--expert", str(jungle.SHIPPED / "experts")],
+                                             "answers for one tree")])
+def test_search_user_errors_exit_2_in_one_line(extra, message, capsys):
+    if "--expert" in extra:
+        extra[-1] = str(next(iter(jungle.expert_dirs().values())))
+    assert main(["search", "a red star", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_zero_shot_prints_the_models_concept_first(held_out_model, capsys):

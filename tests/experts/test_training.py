@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -48,7 +53,7 @@ def test_set_threads_reads_the_environment_and_refuses_nonsense(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("PROBEX_THREADS", raising=False)
-        assert set_threads() == before  # nothing asked: torch's default stays
+        assert 1 <= set_threads() == torch.get_num_threads() <= (os.cpu_count() or 1)  # nothing asked: from the load
         monkeypatch.setenv("PROBEX_THREADS", "1")
         assert set_threads() == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("PROBEX_THREADS", "many")
@@ -58,6 +63,29 @@ def test_set_threads_reads_the_environment_and_refuses_nonsense(monkeypatch):
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cores, busy, expected", [(2, 0.0, 2), (2, 0.3, 2), (2, 1.0, 1), (2, 0.7, 1), (2, 5.0, 1),
+                                                   (16, 3.2, 13), (1, 0.0, 1)])
+def test_default_threads_are_the_cores_other_processes_leave_idle(monkeypatch, cores, busy, expected):
+    from probex.experts import training
+
+    monkeypatch.setattr(training.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(training, "busy_cores", lambda: busy)
+    assert training.default_threads() == expected
+
+
+def test_a_process_busy_right_now_leaves_one_core_fewer_for_torch():
+    from probex.experts.training import busy_cores, default_threads
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores() >= 1.0  # counted at once, before the load average catches up
+        assert default_threads() <= max(1, (os.cpu_count() or 1) - 1)
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -10,6 +10,7 @@ import pytest
 from probex import jungle, load_expert
 from probex.language.atlas import Atlas, build_atlas, cache_key, place_points
 from probex.figures import atlas_figure
+from probex.language.facets import model_table, text_matches
 from probex.language.search import ModelIndex
 
 
@@ -137,31 +138,80 @@ def test_cache_dir_false_writes_no_file(index, tmp_path, monkeypatch):
     assert len(list((tmp_path / "atlas").glob("atlas-pca-*.safetensors"))) == 1
 
 
-def test_the_figure_draws_models_anchors_and_prompts_with_model_ids(atlas):
+def model_traces(figure):
+    return [trace for trace in figure.data if trace.name not in ("words (class names)", "prompts", "matches")]
+
+
+def test_the_figure_draws_models_anchors_and_prompts_with_model_rows(atlas, index):
     figure = atlas_figure(atlas.with_prompts(["a pink circle"]), color="split")
     names = [trace.name for trace in figure.data]
-    assert names == ["test_holdout", "text anchors", "prompts"]
+    assert names == ["test_holdout", "words (class names)", "prompts"]
     models, anchors, prompts = figure.data
-    assert list(models.customdata) == list(atlas.points[atlas.points["kind"] == "model"]["model_id"])
-    assert "concept:" in models.hovertext[0] and "split: test_holdout" in models.hovertext[0]
-    assert anchors.marker.symbol == "diamond-open" and "red star" in anchors.text
+    assert models.type == "scattergl"  # WebGL: thousands of points stay smooth
+    assert list(models.customdata) == list(range(len(atlas.index)))
+    model_ids = list(atlas.points[atlas.points["kind"] == "model"]["model_id"])
+    assert models.hovertext[0].startswith(f"<b>{model_ids[0]}</b>") and "test_holdout" in models.hovertext[0]
+    assert anchors.marker.symbol == "diamond-open" and set(anchors.customdata) == {-1}
+    words = {annotation.text for annotation in figure.layout.annotations}  # overlapping ones are left to hover
+    assert words <= set(index.classes) and len(words) >= len(index.classes) // 3
+    assert all(annotation.hovertext == f"word: {annotation.text}" for annotation in figure.layout.annotations)
     assert prompts.marker.symbol == "star" and list(prompts.text) == ["a pink circle"]
 
 
-def test_the_figure_colours_by_concept_and_gives_anchors_their_concepts_colour(atlas):
-    figure = atlas_figure(atlas, color="label")
-    model_traces = [trace for trace in figure.data if trace.name not in ("text anchors", "prompts")]
-    assert len(model_traces) == len(set(atlas.points[atlas.points["kind"] == "model"]["label"]))
-    colour = {trace.name: trace.marker.color for trace in model_traces}
-    anchors = next(trace for trace in figure.data if trace.name == "text anchors")
-    for label, anchor_colour in zip(anchors.text, anchors.marker.color):
-        if label in colour:
-            assert anchor_colour == colour[label]
+def test_concept_colours_match_the_colour_their_names_say_and_the_legend_has_every_concept(atlas):
+    from probex.language.facets import COLOUR_WORDS
+
+    figure = atlas_figure(atlas, color="concept")
+    traces = model_traces(figure)
+    assert {trace.name for trace in traces} == set(atlas.points[atlas.points["kind"] == "model"]["label"])
+    assert figure.layout.showlegend is not False
+    for trace in traces:
+        assert trace.marker.color == COLOUR_WORDS[trace.name.split()[0]], trace.name
+    anchors = next(trace for trace in figure.data if trace.name == "words (class names)")
+    words = list(atlas.points[atlas.points["kind"] == "anchor"]["label"])
+    for word, colour in zip(words, anchors.marker.color):
+        assert colour == COLOUR_WORDS[word.split()[0]]
+
+
+def test_a_continuous_field_gets_a_colour_scale_not_a_legend(atlas):
+    figure = atlas_figure(atlas, color="lr")
+    (models,) = model_traces(figure)
+    assert models.marker.showscale and "lr" in models.marker.colorbar.title.text
+    assert len(set(np.round(models.marker.color, 6))) > 12
+
+
+def test_shapes_follow_a_category_and_shape_words_become_their_symbols(atlas):
+    figure = atlas_figure(atlas, color="colour word", shape="other words")
+    table = model_table(atlas.index.records)
+    trace = model_traces(figure)[0]
+    for row, symbol in zip(trace.customdata, trace.marker.symbol):
+        word = table["other words"][row]
+        if word in ("star", "square", "diamond", "circle"):
+            assert symbol == word
+
+
+def test_a_highlight_dims_every_other_model_and_rings_the_matches(atlas):
+    table = model_table(atlas.index.records)
+    purple = text_matches(table, "purple")
+    assert 0 < purple.sum() < len(table)
+    figure = atlas_figure(atlas, color="concept", highlight=purple)
+    for trace in model_traces(figure):
+        opacity = np.asarray(trace.marker.opacity)
+        assert list(opacity == 1.0) == [bool(purple[row]) for row in trace.customdata]
+    rings = next(trace for trace in figure.data if trace.name == "matches")
+    assert sorted(rings.customdata) == list(np.flatnonzero(purple))
+
+
+def test_selected_models_are_drawn_selected(atlas):
+    chosen = [0, 3, 7]
+    figure = atlas_figure(atlas, color="split", selected=chosen)
+    (models,) = model_traces(figure)
+    assert [models.customdata[i] for i in models.selectedpoints] == chosen
 
 
 def test_the_figure_subtitle_carries_the_fallback_message(index, tmp_path):
     small = build_atlas(small_index(index), cache_dir=tmp_path)
-    figure = atlas_figure(small, color="kind")
+    figure = atlas_figure(small, color="split")
     assert "PCA" in figure.layout.title.text and figure.layout.xaxis.title.text == "PCA 1"
 
 
@@ -174,3 +224,50 @@ def test_with_prompts_of_one_string_is_refused(atlas):
     with pytest.raises(TypeError, match="list of strings"):
         atlas.with_prompts("a red star")
     assert isinstance(atlas.with_prompts([]), Atlas)
+
+
+def synthetic_atlas(names: list[str], per_name: int = 3) -> tuple[Atlas, "object"]:
+    import pandas as pd
+
+    from pathlib import Path
+
+    from probex.zoo import ModelRecord
+
+    records = [ModelRecord(id=f"m{i}", path=Path(f"m{i}.safetensors"), split="train", tree="t",
+                           labels=[names[i % len(names)]]) for i in range(len(names) * per_name)]
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({"x": rng.normal(size=len(records)), "y": rng.normal(size=len(records)), "kind": "model",
+                           "label": [r.labels[0] for r in records], "model_id": [r.id for r in records],
+                           "split": "train", "tree": "t", "image": ""})
+    return Atlas(points=points), model_table(records)
+
+
+def test_past_forty_categories_models_are_drawn_one_trace_per_colour_named_by_its_colour_word():
+    from probex.language.facets import COLOUR_WORDS
+
+    colours, shapes = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"], ["circle", "star", "ring",
+                                                                                              "heart", "cross", "square"]
+    atlas, table = synthetic_atlas([f"{c} {s}" for c in colours for s in shapes])  # 48 concepts
+    figure = atlas_figure(atlas, color="concept", table=table, shape="other words")
+    traces = [trace for trace in figure.data if trace.name and trace.name.endswith("6 concepts")]
+    assert sorted(trace.name for trace in traces) == sorted(f"{c}: 6 concepts" for c in colours)
+    assert all(trace.marker.color == COLOUR_WORDS[trace.name.split(":")[0]] for trace in traces)
+    assert sum(len(trace.x) for trace in traces) == len(table)
+    few, few_table = synthetic_atlas([f"red {s}" for s in shapes])
+    assert {t.name for t in atlas_figure(few, color="concept", table=few_table).data} == {f"red {s}" for s in shapes}
+
+
+@pytest.mark.parametrize("options", [dict(color="concept", shape="other words"), dict(color="lr", shape="colour word"),
+                                     dict(color="split", selected=[0, 3]), dict(color="concept", highlight="purple")],
+                         ids=["concept+shape", "continuous+shape", "selection", "highlight"])
+def test_every_figure_passes_plotlys_own_validation(atlas, options):
+    """The models' traces skip plotly's per-element checks (speed at 20,000 points): a full check here."""
+    import plotly.graph_objects as go
+
+    if options.get("highlight") == "purple":
+        options = {**options, "highlight": text_matches(model_table(atlas.index.records), "purple")}
+    figure = atlas_figure(atlas.with_prompts(["a pink circle"]), **options)
+    checked = go.Figure(figure.to_dict())  # raises ValueError on any invalid property or element
+    assert len(checked.data) == len(figure.data) and checked.data[0].marker.size == 7
+    symbols = [trace.marker.symbol for trace in model_traces(checked) if "shape" in options]
+    assert all(symbol is not None for symbol in symbols)

@@ -193,3 +193,37 @@ def test_an_expert_whose_tree_the_zoo_does_not_name_indexes_the_models_with_its_
 def test_a_zoo_without_the_experts_layers_raises_zoo_error(expert, zoo):
     with pytest.raises(ZooError, match="unet.down.attn.to_q"):
         ModelIndex.build(expert, zoo.select(tree="cnn-supervised"))
+
+
+def test_a_prompt_nothing_was_trained_on_is_a_weak_match_and_every_held_out_concept_is_strong(index):
+    for prompt in ("a dog", "a car", "a photo of a violin"):
+        strength = index.match_strength(prompt)
+        assert strength.weak and strength.match < 0.05, (prompt, strength)
+        assert "no strong match" in strength.describe()
+    for concept in held_out_concepts(index):
+        assert not index.match_strength(f"a {concept}").weak, concept
+
+
+def test_hits_carry_calibrated_scores_that_fall_with_rank(index):
+    hits = index.search("a red star", k=20)
+    assert all(0.0 <= hit.match <= 1.0 for hit in hits)
+    assert [hit.match for hit in hits] == sorted((hit.match for hit in hits), reverse=True)
+    assert hits[0].z > 2.5 and [hit.z for hit in hits] == sorted((hit.z for hit in hits), reverse=True)
+    assert index.search("a dog", k=1)[0].match < 0.05 < 0.5 < hits[0].match
+
+
+def test_more_like_a_few_models_of_a_concept_ranks_the_rest_of_that_concept_first(index):
+    from probex.language.selection import most_similar
+
+    precisions = []
+    for concept in sorted({record.labels[0] for record in index.records})[::8]:  # 8 concepts, seen and held out
+        members = [record.id for record in index.records if record.labels[0] == concept]
+        chosen = members[:5]
+        scores = index.more_like(chosen)
+        assert scores.shape == (len(index),)
+        top = most_similar(scores, exclude=index.rows(chosen), k=len(members) - 5)
+        precisions.append(np.mean([index.records[row].labels[0] == concept for row in top]))
+    chance = 20 / (len(index) - 5)  # 20 more models of the concept among the rest
+    assert np.mean(precisions) >= 0.6 > 20 * chance, (precisions, chance)
+    with pytest.raises(ZooError, match="not in this index"):
+        index.more_like(["no-such-model"])

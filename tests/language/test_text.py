@@ -154,3 +154,17 @@ def test_open_clip_checkpoint_of_another_model_is_refused_naming_the_file(open_c
     save_file({"something.else": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="not a checkpoint of open_clip"):
         load_text_encoder(f"open_clip:{OPEN_CLIP_MODEL}/{path}", device="cpu")
+
+
+def test_cached_texts_are_read_without_loading_the_model(minilm, tmp_path):
+    from probex.language.text import MINILM_DIM, TextEncoder
+
+    expected = load_text_encoder("minilm", device="cpu", cache_dir=tmp_path).encode(["a red star"])
+
+    def never() -> torch.nn.Module:
+        raise AssertionError("the model was loaded for a cached text")
+
+    lazy = TextEncoder("minilm", never, torch.device("cpu"), tmp_path, dim=MINILM_DIM)
+    assert torch.equal(lazy.encode(["a red star"]), expected)
+    with pytest.raises(AssertionError, match="was loaded"):
+        lazy.encode(["a blue circle"])  # not cached: the model is needed

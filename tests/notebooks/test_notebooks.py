@@ -141,7 +141,10 @@ def check_why_model_trees(notebook, measured) -> None:
 LANGUAGE = {"tree": "tree", "held_out": "len(held_out)", "chance": "chance", "source": "source",
             "shipped": "results[f'{source} (' + ' + '.join(shipped.layers_) + ')']",
             "zero_shot_relu": "results[f'{layer}, activation=relu']['zero_shot']",
-            "zero_shot_none": "results[f'{layer}, activation=none']['zero_shot']"}
+            "zero_shot_none": "results[f'{layer}, activation=none']['zero_shot']",
+            "whole_zoo": "{'concept': concept, 'weak': whole.weak, 'dog_weak': dog.weak, "
+                         "'trees': sorted({hit.tree for hit in whole.hits}), "
+                         "'classifier_hits': [concept in hit.labels for hit in whole.hits if hit.method == 'classifier']}"}
 
 
 def check_weights_meet_language(notebook, measured) -> None:
@@ -152,6 +155,10 @@ def check_weights_meet_language(notebook, measured) -> None:
     assert measured["shipped"]["in_distribution"] > measured["chance"]["in_distribution"] + 0.5, measured
     assert measured["zero_shot_relu"] > zero_shot_chance + 0.2, measured
     assert measured["zero_shot_relu"] > measured["zero_shot_none"] + 0.1, measured  # the ReLU ablation
+    # the whole zoo answers: the aligned tree and every classifier tree, the classifier hits trained on the concept
+    whole = measured["whole_zoo"]
+    assert not whole["weak"] and whole["dog_weak"], measured
+    assert len(whole["trees"]) >= 2 and whole["classifier_hits"] and all(whole["classifier_hits"]), measured
 
 
 def check_model_j_on_the_hub(notebook, measured) -> None:
