@@ -27,7 +27,12 @@ def copy_as_user_zoo(source, out, trees: dict, per_split: dict | None = None):
                "path": f"models/m{number:05d}.safetensors", "images": None}
         (out / "models").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / entry["path"], out / new["path"])
-        if entry.get("images"):
+        if isinstance(entry.get("images"), dict):  # images shared per class: the tree's folder, copied once
+            shared = out / "class_images" / trees[entry["tree"]]
+            if not shared.exists():
+                shutil.copytree(source / entry["images"]["per_label"], shared)
+            new["images"] = {"per_label": shared.relative_to(out).as_posix()}
+        elif entry.get("images"):
             images = out / "images" / f"m{number:05d}"
             shutil.copytree(source / entry["images"], images)
             new["images"] = images.relative_to(out).as_posix()

@@ -18,6 +18,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=checks.non_negative_int, default=0)
     build.add_argument("--workers", type=checks.int_in(1, 2), default=1, help="2: build the generative tree in a second process")
     build.add_argument("--roots", type=checks.existing_folder, help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
+    build.add_argument("--generative", type=checks.existing_folder,
+                       help="the generative folder of an earlier build (<jungle>/generative): keep its LoRA models "
+                            "byte for byte instead of training them again")
+    build.add_argument("--resume", action="store_true",
+                       help="continue an interrupted build in --out: keep the classifier trees already written in full")
     build.add_argument("--no-validate", dest="validate", action="store_false",
                        help="skip the validation sweep (recommended layers and pre-trained experts)")
     build.set_defaults(func=run_build)
@@ -71,7 +76,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     with tqdm_progress("demo jungle") as progress:
         out = build_jungle(args.out, size=args.size, seed=args.seed, workers=args.workers, roots=args.roots,
-                           progress=progress, validate=args.validate)
+                           progress=progress, validate=args.validate, generative=args.generative,
+                           resume=args.resume)
     report = read_build_report(out)
     print(f"demo jungle written to {out} in {report['total_seconds']} s")
     print(json.dumps(report, indent=2))

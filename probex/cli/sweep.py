@@ -129,5 +129,8 @@ def _print_table(tree: str, task: str, result, results: Path) -> None:
         line = f"{'*' if score.layer == best else ' '} {score.layer:<{width}} {shape:>9} {score.val:6.3f} {test:>10}"
         if zero_shot:
             line += f" {score.zero_shot_test:9.3f}" if score.zero_shot_test is not None else f" {'-':>9}"
-        print(line + f" {score.n_parameters:9d} {score.seconds:8.1f}")
+        print(line + f" {score.n_parameters:9d} {score.seconds:8.1f}" + ("  read-out" if score.readout else ""))
+    if any(score.readout for score in result.scores):
+        print("read-out: the classification head, whose rows are the class slots; reading the training classes "
+              "off it is trivial, so it is measured but never chosen")
     print(f"results: {results}")

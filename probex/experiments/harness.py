@@ -150,22 +150,26 @@ def router_figures(zoo) -> dict:
 
 
 def classifier_figures(zoo, tree: str, layer: str, expert_dir: Optional[Path], params: dict) -> dict:
-    """Table 1's row of a classifier tree: ProbeX (shipped or trained now), Dense and StatNN on ``test``."""
-    from probex.experiments.sweep import matrix_layers
+    """Table 1's row of a classifier tree: ProbeX (shipped or trained now), Dense and StatNN on ``test``.
+
+    ``layer`` is a hidden layer (the sweep's choice); the tree's classification head, whose rows
+    are the class slots, is measured apart under ``"readout"`` (ProbeX and Dense trained now on
+    it): a trivial read-out, shown beside the table, never in it.
+    """
+    from probex.experiments.sweep import matrix_layers, readout_layers
     from probex.experts.base import load_expert
-    from probex.experts.classifier import DenseExpert, ProbeXClassifier
     from probex.experts.statnn import StatNNClassifier
 
     tree_zoo = zoo.select(tree=tree)
-    train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
+    test = tree_zoo.bank(layer, split="test")
     if expert_dir is not None:
         probex_expert, source = load_expert(expert_dir), "shipped"
+        dense = _fit_probex_and_dense(tree_zoo, layer, params, probex=False)[1]
     else:
-        probex_expert, source = ProbeXClassifier(**params).fit(train, val=(val, None)), "trained now"
-    dense = DenseExpert(**params).fit(train, val=(val, None))
+        (probex_expert, dense), source = _fit_probex_and_dense(tree_zoo, layer, params), "trained now"
     every = [info.name for info in tree_zoo.catalog()]
     statnn = StatNNClassifier().fit([tree_zoo.bank(name, split="train") for name in every])
-    return {
+    row = {
         "layer": layer,
         "probex": probex_expert.score(test), "probex_parameters": probex_expert.n_parameters_, "probex_source": source,
         "dense": dense.score(test), "dense_parameters": dense.n_parameters_,
@@ -173,6 +177,23 @@ def classifier_figures(zoo, tree: str, layer: str, expert_dir: Optional[Path], p
         "chance": 0.5, "test_models": len(test),
         "layers_swept": len(matrix_layers(tree_zoo)),
     }
+    heads = sorted(readout_layers(tree_zoo) - {layer})
+    if heads:
+        probex_head, dense_head = _fit_probex_and_dense(tree_zoo, heads[0], params)
+        head_test = tree_zoo.bank(heads[0], split="test")
+        row["readout"] = {"layer": heads[0], "probex": probex_head.score(head_test),
+                          "probex_parameters": probex_head.n_parameters_, "dense": dense_head.score(head_test),
+                          "dense_parameters": dense_head.n_parameters_}
+    return row
+
+
+def _fit_probex_and_dense(tree_zoo, layer: str, params: dict, probex: bool = True) -> tuple:
+    """ProbeX (unless ``probex`` is False: None) and Dense fitted on ``train`` of one layer, chosen on ``val``."""
+    from probex.experts.classifier import DenseExpert, ProbeXClassifier
+
+    train, val = (tree_zoo.bank(layer, split=split) for split in ("train", "val"))
+    probex_expert = ProbeXClassifier(**params).fit(train, val=(val, None)) if probex else None
+    return probex_expert, DenseExpert(**params).fit(train, val=(val, None))
 
 
 def multiview_classifier_figures(tree_zoo, layer: str, params: dict, views: str = MULTIVIEW) -> dict:
@@ -326,6 +347,12 @@ def format_figures(figures: dict, title: str) -> str:
         for tree, row in figures["classifiers"].items():
             lines.append(f"  {tree:18s} {row['layer']:28s} {row['probex']:7.3f} {row['probex_parameters']:8d} "
                          f"{row['dense']:7.3f} {row['dense_parameters']:8d} {row['statnn']:7.3f}")
+        readouts = {tree: row["readout"] for tree, row in figures["classifiers"].items() if row.get("readout")}
+        if readouts:
+            lines.append("  the heads' read-out (their rows are the class slots: trivial, kept out of the table):")
+            for tree, head in readouts.items():
+                lines.append(f"  {tree:18s} {head['layer']:28s} {head['probex']:7.3f} {head['probex_parameters']:8d} "
+                             f"{head['dense']:7.3f} {head['dense_parameters']:8d}")
     forest = figures.get("forest")
     if forest:
         lines.append(f"  {'forest':18s} {forest['layer']:28s} {forest['probex']:7.3f}   "

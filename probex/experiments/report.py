@@ -5,7 +5,8 @@
 
     Router              trees found, held-out routing accuracy        (>= 2 trees with known names)
     Intra vs inter      a tree's best expert vs the forest's           (trees with the forest role)
-    Table 1             per tree: ProbeX, Dense, StatNN (+ parameters), and the MoE column
+    Table 1             per tree, at a hidden layer: ProbeX, Dense, StatNN (+ parameters), the MoE column;
+                        the head's trivial read-out on a separate, explained line
     Table 2             alignment: in-distribution / zero-shot, ProbeX (1 and 2 layers), Dense, StatNN
     Table 3             kNN accuracy and one-class ROC-AUC (kNN, Ledoit-Wolf) over k
     Table 4             the ReLU ablation (ReLU vs linear ProbeX), alignment and training classes
@@ -211,7 +212,8 @@ def report_markdown(report: dict) -> str:
         out += _table(["population", "kind", "layer (best by validation)", "ProbeX"], rows)
     if table1:
         out += ["## Table 1: training-class prediction", "",
-                "Test split, mean binary accuracy (chance 0.5); each tree's layer is the best of its sweep by validation.", ""]
+                "Test split, mean binary accuracy (chance 0.5); each tree's layer is the best of its sweep by validation "
+                "(a hidden layer: the head, a trivial read-out, is never chosen).", ""]
         header = ["tree", "layer", "ProbeX", "params", "multi-view", "params", "Dense", "params", "StatNN"] + \
             (["MoE"] if moe else [])
         rows = []
@@ -222,6 +224,14 @@ def report_markdown(report: dict) -> str:
         if moe:
             rows.append(["overall (routed)", "", None, None, None, None, None, None, None, moe["overall"]])
         out += _table(header, rows)
+        heads = {tree: row["readout"] for tree, row in table1.items() if row.get("readout")}
+        if heads:
+            out += ["The read-out, apart: a classifier's head has one row per class slot, so reading the training "
+                    "classes off it is a trivial read-out that says little about what the network learned; the "
+                    "table above uses hidden layers, where the methods differ. The heads, measured apart:", ""]
+            out += _table(["tree", "head", "ProbeX", "params", "Dense", "params"],
+                          [[tree, head["layer"], head["probex"], head["probex_parameters"], head["dense"],
+                            head["dense_parameters"]] for tree, head in heads.items()])
     for tree, alignment in (report.get("alignment") or {}).items():
         chance = alignment["chance"]
         concepts = alignment["concepts"]
@@ -254,10 +264,12 @@ def report_markdown(report: dict) -> str:
     if report["sweeps"]:
         out += ["## Table 5: the layer sweeps", "",
                 "Every matrix layer, one expert each; the best by validation is marked. Alignment trees: val is "
-                "zero-shot on val_holdout, test is in-distribution top-1.", ""]
+                "zero-shot on val_holdout, test is in-distribution top-1. A read-out (a classifier's head, its rows the "
+                "class slots) is measured but never chosen.", ""]
         for tree, sweep in report["sweeps"].items():
             out += [f"### {tree} ({sweep['task']})", ""]
-            rows = [[("**" + s["layer"] + "**") if s["layer"] == sweep["best"] else s["layer"],
+            rows = [[(("**" + s["layer"] + "**") if s["layer"] == sweep["best"] else s["layer"])
+                     + (" (read-out)" if s.get("readout") else ""),
                      f"{s['shape'][0]}x{s['shape'][1]}", s["val"], s["test"], s.get("zero_shot_test"), s["n_parameters"]]
                     for s in sweep["layers"]]
             out += _table(["layer", "shape", "val", "test", "zero-shot test", "params"], rows)

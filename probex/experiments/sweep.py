@@ -66,6 +66,7 @@ class LayerScore:
     seconds: float
     zero_shot_test: Optional[float] = None  # "align" with held-out classes only
     key: str = ""  # what was swept (task, expert, parameters): rows of other sweeps are ignored
+    readout: bool = False  # the classification head (:func:`readout_layers`): measured, never chosen
 
     @classmethod
     def from_json(cls, row: dict) -> "LayerScore":
@@ -84,15 +85,18 @@ class SweepResult:
 
     @property
     def best(self) -> LayerScore:
-        """The layer with the highest validation score; ties go to the smaller expert, then the earlier layer."""
+        """The layer with the highest validation score; ties go to the smaller expert, then the earlier layer.
+
+        A read-out layer (the classification head) is chosen only when the sweep holds nothing else.
+        """
         if not self.scores:
             raise ProbeXError("the sweep holds no layers")
-        return max(self.scores, key=lambda s: (s.val, -s.n_parameters, -self.scores.index(s)))
+        return self.ranked()[0]
 
     def ranked(self) -> list[LayerScore]:
-        """The layers from best to worst by validation (same tie rule as ``best``)."""
+        """The layers from best to worst by validation (same tie rule as ``best``), read-out layers last."""
         order = {id(s): i for i, s in enumerate(self.scores)}
-        return sorted(self.scores, key=lambda s: (-s.val, s.n_parameters, order[id(s)]))
+        return sorted(self.scores, key=lambda s: (s.readout, -s.val, s.n_parameters, order[id(s)]))
 
     def to_frame(self):
         """A pandas DataFrame, one row per layer, with a ``best`` column."""
@@ -114,6 +118,21 @@ def matrix_layers(zoo, pattern: Optional[str] = None) -> list:
             raise ProbeXError(f"layers: {pattern!r} is not a valid regular expression ({error})") from None
         layers = [info for info in layers if regex.search(info.name)]
     return layers
+
+
+#: How classification heads are named (``head.weight``, ``classifier.weight``, ``fc.weight``).
+_HEAD_NAME = re.compile(r"(^|\.)(head|classifier|fc|logits)(\.weight)?$")
+
+
+def readout_layers(zoo) -> set[str]:
+    """The zoo's classification heads: layers named like a head whose rows are the class slots.
+
+    A head's rows are its models' classes (as many rows as a model has training classes), so
+    reading the training classes off it is a trivial read-out, not what a weight-space expert is
+    for. Sweeps measure it (the row is flagged ``readout``) but choose a hidden layer.
+    """
+    slots = {len(record.labels) for record in zoo.records if record.labels}
+    return {info.name for info in matrix_layers(zoo) if _HEAD_NAME.search(info.name) and info.shape[0] in slots}
 
 
 def default_task(zoo) -> str:
@@ -413,9 +432,10 @@ def sweep_layers(
         logger.info("sweep: %d of %d layers already done (%s)", len(finished), len(names), results)
     todo = [layer for layer in names if layer not in finished]
     experts: dict[str, Any] = {}
+    readouts = readout_layers(zoo) if task == "classes" else set()
 
     def record(layer: str, expert: Any, score: LayerScore) -> None:
-        score.key = key
+        score.key, score.readout = key, layer in readouts
         experts[layer], finished[layer] = expert, score
         if path is not None:
             _append_result(path, score)
@@ -433,4 +453,6 @@ def sweep_layers(
         for layer in todo:
             record(layer, *fit_layer(zoo, task, layer, params))
     scores = [finished[layer] for layer in names]
+    for score in scores:  # rows written before read-outs were flagged get their flag here
+        score.readout = score.layer in readouts
     return SweepResult(task, scores, experts)

@@ -79,10 +79,10 @@ class _Classifier(BaseExpert):
 
 
 #: the hyperparameters of a ProbeX encoder (classifier and aligner alike)
-PROBEX_RULES = {
-    "n_probes": integer(low=1),
-    "proj_dim": integer(low=1),
-    "rep_dim": integer(low=1),
+PROBEX_RULES = {  # sizes: None scales them to the layer (probex.experts.nn.default_sizes)
+    "n_probes": integer(low=1, optional=True),
+    "proj_dim": integer(low=1, optional=True),
+    "rep_dim": integer(low=1, optional=True),
     "activation": one_of(*ACTIVATIONS),
     "encoder_depth": integer(low=1),
     "views": VIEWS_RULE,
@@ -220,7 +220,8 @@ class ProbeXClassifier(_NetworkClassifier):
     """ProbeX: learned probes through the weight matrix, then a linear head over the classes.
 
     Args:
-        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer).
+        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default None: scaled to each layer by
+            :func:`probex.experts.nn.default_sizes`, at most 128; given sizes are clipped to the layer).
         activation: "relu" (default) or "none" (the linear ProbeX).
         encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
         views: "xu" (default: ProbeX), or multi-view probes (:mod:`probex.experts.views`):
@@ -236,9 +237,9 @@ class ProbeXClassifier(_NetworkClassifier):
 
     def __init__(
         self,
-        n_probes: int = 128,
-        proj_dim: int = 128,
-        rep_dim: int = 128,
+        n_probes: Optional[int] = None,
+        proj_dim: Optional[int] = None,
+        rep_dim: Optional[int] = None,
         activation: str = "relu",
         encoder_depth: int = 1,
         views: str = "xu",

@@ -19,7 +19,7 @@ d_W d_H, and projects them as (V^T s B)(A U) without forming Z (:meth:`ProbeX._p
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -112,14 +112,40 @@ class InputNormalization(nn.Module):
         return self(X) @ U
 
 
+#: The bounds of ProbeX's default sizes (r_U = r_V = r_T); 128 is the paper's size on large layers.
+DEFAULT_SIZE_RANGE = (4, 128)
+#: A default ProbeX encoder holds at most this many times as many weights as the layer it reads.
+DEFAULT_SIZE_BUDGET = 2
+
+
+def default_sizes(d_W: int, d_H: int) -> tuple[int, int, int]:
+    """(r_U, r_V, r_T) for a layer [d_W, d_H] when none are given.
+
+    One size r for all three, the largest in :data:`DEFAULT_SIZE_RANGE` (each clipped to the layer
+    as ProbeX clips it) whose encoder (U, V and the M_l: r_U d_H + r_V d_W + r_U r_V r_T weights)
+    holds at most :data:`DEFAULT_SIZE_BUDGET` times the layer's d_W d_H weights. The Dense expert
+    has d_W d_H weights per output, so with C outputs a default ProbeX is about C / 2 times smaller
+    than Dense, on small layers as on large ones. 128 each is reached from about 1,100 x 1,100
+    (768 x 768 gets 100, 64 x 64 gets 18, a 12 x 48 head 8).
+    """
+    smallest, largest = DEFAULT_SIZE_RANGE
+    chosen = smallest
+    for r in range(smallest, largest + 1):
+        r_U, r_V = min(r, d_H), min(r, d_W)
+        if r_U * d_H + r_V * d_W + r_U * r_V * min(r, r_U * r_V) > DEFAULT_SIZE_BUDGET * d_W * d_H:
+            break
+        chosen = r
+    return min(chosen, d_H), min(chosen, d_W), chosen
+
+
 class ProbeX(nn.Module):
     """The ProbeX encoder of one layer: X [N, d_W, d_H] -> representation e [N, r_T].
 
     Args:
         d_W, d_H: the layer's shape (rows = output units, columns = input units).
-        n_probes: r_U, the number of probes u_l (clipped to d_H).
-        proj_dim: r_V, the shared projection's size (clipped to d_W).
-        rep_dim: r_T, the representation's size (clipped to r_U * r_V).
+        n_probes: r_U, the number of probes u_l (clipped to d_H; None: :func:`default_sizes`).
+        proj_dim: r_V, the shared projection's size (clipped to d_W; None: :func:`default_sizes`).
+        rep_dim: r_T, the representation's size (clipped to r_U * r_V; None: :func:`default_sizes`).
         activation: "relu" (default) or "none" (the linear ProbeX).
         encoder_depth: 1 is the paper's ProbeX; more adds (activation, linear r_T -> r_T)
             blocks after e (the paper's encoder-depth ablation).
@@ -129,13 +155,16 @@ class ProbeX(nn.Module):
         self,
         d_W: int,
         d_H: int,
-        n_probes: int = 128,
-        proj_dim: int = 128,
-        rep_dim: int = 128,
+        n_probes: Optional[int] = None,
+        proj_dim: Optional[int] = None,
+        rep_dim: Optional[int] = None,
         activation: str = "relu",
         encoder_depth: int = 1,
     ):
         super().__init__()
+        sizes = default_sizes(d_W, d_H) if min(d_W, d_H) >= 1 else (1, 1, 1)
+        n_probes, proj_dim, rep_dim = (given if given is not None else default
+                                       for given, default in zip((n_probes, proj_dim, rep_dim), sizes))
         if min(d_W, d_H, n_probes, proj_dim, rep_dim, encoder_depth) < 1:
             raise ProbeXError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
         self.d_W, self.d_H = d_W, d_H

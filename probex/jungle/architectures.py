@@ -1,8 +1,10 @@
 """The small image classifiers of the demo jungle's discriminative trees.
 
-``SmallCNN`` (3-12-24-48 convolutions, ~14k parameters) and ``TinyMixer`` (an MLP-Mixer on
-4x4 patches, ~10k parameters) classify 16x16 RGB images. They are ordinary modules; the forge
-trains many of them at once by stacking their parameters (``torch.func``).
+``SmallCNN`` (3-12-24-48 convolutions, ~14k parameters), ``TinyMixer`` (an MLP-Mixer on 4x4
+patches, ~10k parameters) and its wider form ``wide-mixer`` (64-wide tokens, 512-wide channel
+MLPs, ~140k parameters) classify 16x16 RGB images. They are ordinary modules; the forge trains
+many of them at once by stacking their parameters (``torch.func``). :func:`add_lora` turns a
+model into its LoRA fine-tuning form (frozen weights, trainable low-rank updates and head).
 """
 
 from __future__ import annotations
@@ -48,15 +50,15 @@ class MixerBlock(nn.Module):
 
 
 class TinyMixer(nn.Module):
-    """An MLP-Mixer: 16 patches of 4x4x3 -> 24-d tokens, two mixer blocks, mean pool, linear head."""
+    """An MLP-Mixer: 16 patches of 4x4x3 -> ``dim``-d tokens, two mixer blocks, mean pool, linear head."""
 
-    def __init__(self, n_classes: int, patch: int = 4, image: int = 16, dim: int = 24):
+    def __init__(self, n_classes: int, patch: int = 4, image: int = 16, dim: int = 24, channel_hidden: int = 64):
         super().__init__()
         self.patch = patch
         tokens = (image // patch) ** 2
         self.embed = nn.Linear(3 * patch * patch, dim)
-        self.block1 = MixerBlock(tokens, dim, 32, 64)
-        self.block2 = MixerBlock(tokens, dim, 32, 64)
+        self.block1 = MixerBlock(tokens, dim, 32, channel_hidden)
+        self.block2 = MixerBlock(tokens, dim, 32, channel_hidden)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, n_classes)
 
@@ -66,10 +68,62 @@ class TinyMixer(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
-ARCHITECTURES = {"cnn": SmallCNN, "mixer": TinyMixer}
+def _wide_mixer(n_classes: int) -> TinyMixer:
+    return TinyMixer(n_classes, dim=64, channel_hidden=512)
+
+
+ARCHITECTURES = {"cnn": SmallCNN, "mixer": TinyMixer, "wide-mixer": _wide_mixer}
 
 
 def make_model(architecture: str, n_classes: int) -> nn.Module:
     if architecture not in ARCHITECTURES:
         raise ProbeXError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}")
     return ARCHITECTURES[architecture](n_classes)
+
+
+class _LoRAFactors(nn.Module):
+    def __init__(self, in_features: int, out_features: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(in_features, rank, bias=False)  # A, kaiming-uniform as PEFT initialises it
+        self.up = nn.Linear(rank, out_features, bias=False)  # B, zero: training starts at the root
+        nn.init.zeros_(self.up.weight)
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable rank-r update ``up @ down`` (scale 1, no alpha).
+
+    Its trainable tensors are named ``<module>.lora.down.weight`` [r, in] and ``.lora.up.weight``
+    [out, r], the diffusers key style, like the generative tree's LoRA files.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int):
+        super().__init__()
+        self.register_buffer("weight", base.weight.detach().clone())
+        self.register_buffer("bias", base.bias.detach().clone() if base.bias is not None else None)
+        self.lora = _LoRAFactors(base.in_features, base.out_features, rank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias) + self.lora.up(self.lora.down(x))
+
+
+def add_lora(model: nn.Module, targets: tuple[str, ...], rank: int) -> nn.Module:
+    """Turn ``model`` (in place) into its LoRA fine-tuning form and return it.
+
+    Each target linear layer (a module name, e.g. ``"block2.channel_fc2"``) becomes a
+    :class:`LoRALinear` whose down factor draws from torch's global generator (seed it per model,
+    as every fine-tuning run starts its own LoRA); every other weight except the head's is frozen
+    (kept as a buffer), so the model's parameters are the LoRA factors and the head.
+    """
+    for target in targets:
+        parent_name, _, child = target.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank))
+    trainable = {id(part) for module in model.modules() if isinstance(module, _LoRAFactors) for part in module.modules()}
+    trainable |= {id(part) for part in model.head.modules()}
+    for module in list(model.modules()):
+        if id(module) in trainable:
+            continue
+        for name, parameter in list(module.named_parameters(recurse=False)):
+            delattr(module, name)
+            module.register_buffer(name, parameter.detach())
+    return model

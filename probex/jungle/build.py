@@ -3,7 +3,8 @@
 ``build_jungle(out)`` writes a zoo folder that ``ModelZoo.open`` reads::
 
     out/probex_zoo.json              the manifest of every model (our layout)
-    out/discriminative/<tree>/...    fp16 classifiers, one safetensors file each
+    out/discriminative/<tree>/...    fp16 classifiers, one safetensors file each (LoRA updates and
+                                     head for a LoRA tree), and class_images/ (what each model shows)
     out/generative/<split>/model_idx_NNNN/pytorch_lora_weights.safetensors  (+ training_images/)
                                      exactly the Model-J generative layout
     out/roots/<tree>.safetensors     the discriminative roots (reused with ``roots=``)
@@ -12,7 +13,9 @@
     out/build.json                   what was built, how, and how long each part took
 
 Deterministic for a seed (on one machine and torch version). The parts are independent, so
-``workers=2`` builds the generative tree in a second process while the classifiers train.
+``workers=2`` builds the generative tree in a second process while the classifiers train, and
+``generative=<earlier jungle>/generative`` keeps an earlier build's LoRA tree byte for byte
+(:func:`read_generative` reads its manifest entries back off its files).
 """
 
 from __future__ import annotations
@@ -70,22 +73,58 @@ def _load_or_pretrain_root(recipe: disc.TreeRecipe, steps: int, roots_in: Option
 
 
 def build_discriminative(out: Path, size: str, seed: int, roots: Optional[Path] = None,
-                         progress: Optional[Progress] = None) -> tuple[list[dict], dict]:
-    """Roots (pre-trained or reused), fine-tuned trees and the forest; manifest entries and timings."""
+                         progress: Optional[Progress] = None, resume: bool = False) -> tuple[list[dict], dict]:
+    """Roots (pre-trained or reused), fine-tuned trees and the forest; manifest entries and timings.
+
+    ``resume`` keeps every tree whose model files an earlier (interrupted) build already wrote
+    into ``out`` in full (:func:`read_written_tree`) instead of training it again.
+    """
     plan = disc.SIZES[size]
     entries, report = [], {}
-    for recipe in disc.TREES:
-        root, root_info = _load_or_pretrain_root(recipe, plan.root_steps, roots, out / "roots", progress)
+    for recipe in disc.TREES + (disc.FOREST,):
+        n_models = plan.forest_models if recipe is disc.FOREST else plan.models_per_tree
+        written = read_written_tree(out, recipe, n_models, seed) if resume else None
+        if written is not None:
+            entries += written
+            report[recipe.name] = {"models": len(written), "kept": True}
+            continue
+        root, root_info = None, None
+        if recipe.objective is not None:
+            root, root_info = _load_or_pretrain_root(recipe, plan.root_steps, roots, out / "roots", progress)
         started = time.perf_counter()
-        models = disc.fine_tune_tree(recipe, root, plan.models_per_tree, seed, progress, plan.step_scale)
-        entries += disc.write_models(models, out, recipe.name, seed)
-        report[recipe.name] = {"root": root_info, "models": len(models),
+        models = disc.fine_tune_tree(recipe, root, n_models, seed, progress, plan.step_scale)
+        images = disc.write_class_images(recipe, seed, out, recipe.name)
+        entries += disc.write_models(models, out, recipe.name, seed, images)
+        report[recipe.name] = {**({"root": root_info} if root_info is not None else {}), "models": len(models),
                                "fine_tune_seconds": round(time.perf_counter() - started, 1)}
-    started = time.perf_counter()
-    forest = disc.fine_tune_tree(disc.FOREST, None, plan.forest_models, seed, progress, plan.step_scale)
-    entries += disc.write_models(forest, out, disc.FOREST.name, seed)
-    report["forest"] = {"models": len(forest), "fine_tune_seconds": round(time.perf_counter() - started, 1)}
     return entries, report
+
+
+def read_written_tree(out: Path, recipe: disc.TreeRecipe, n_models: int, seed: int) -> Optional[list[dict]]:
+    """The manifest entries of a classifier tree already written into ``out``, read off its files; None
+    unless all ``n_models`` are there (model files are written atomically, one by one).
+
+    What :func:`probex.jungle.discriminative.write_models` returned when it wrote them; the tree's
+    class images are written again (they are drawn from the seed, so they come out the same).
+    """
+    from probex.zoo.manifest import PER_LABEL, RESERVED_KEYS
+    from probex.zoo.safefile import read_header
+
+    files = sorted((out / "discriminative" / recipe.name).glob("ft-*.safetensors"))
+    if len(files) != n_models:
+        if files:
+            logger.info("%s: %d of %d models written; training the tree again", recipe.name, len(files), n_models)
+        return None
+    images = disc.write_class_images(recipe, seed, out, recipe.name)
+    entries = []
+    for file in files:
+        stored = read_header(file).metadata
+        metadata = {key: str(_json_value(value)) for key, value in stored.items() if key not in RESERVED_KEYS}
+        entries.append({"id": stored["id"], "path": file.relative_to(out).as_posix(), "split": stored["split"],
+                        "tree": stored["tree"], "labels": json.loads(stored["labels"]), "metadata": metadata,
+                        "images": {PER_LABEL: images}})
+    logger.info("%s: all %d models already written; kept", recipe.name, n_models)
+    return entries
 
 
 def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[str]) -> tuple[list[dict], float]:
@@ -96,9 +135,74 @@ def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[s
     return entries, round(time.perf_counter() - started, 1)
 
 
+def read_generative(out_dir: str | Path) -> list[dict]:
+    """The manifest entries of a generative tree built earlier into ``out_dir``, read off its files.
+
+    What :func:`build_generative` returned when it wrote the folder (each LoRA file's metadata says
+    what the model is), so a rebuild of the rest of the jungle can keep these files byte for byte.
+
+    Raises:
+        ZooError: the folder holds no LoRA model of this tree.
+    """
+    from probex.errors import ZooError
+    from probex.jungle.generative import HOLDOUT_SPLITS, IMAGES_FOLDER, IN_DISTRIBUTION_SPLITS, LORA_WEIGHTS, TREE
+    from probex.zoo.manifest import RESERVED_KEYS
+    from probex.zoo.safefile import read_header
+
+    out_dir = Path(out_dir)
+    prefix = out_dir.name
+    manifest = []
+    for split in IN_DISTRIBUTION_SPLITS + HOLDOUT_SPLITS:
+        for weights in sorted((out_dir / split).glob(f"model_idx_*/{LORA_WEIGHTS}")):
+            stored = read_header(weights).metadata
+            folder = f"{prefix}/{split}/{weights.parent.name}"
+            metadata = {key: _json_value(value) for key, value in stored.items() if key not in RESERVED_KEYS}
+            manifest.append({"id": stored["id"], "split": stored.get("split"), "tree": stored.get("tree"),
+                             "labels": json.loads(stored["labels"]), "metadata": metadata,
+                             "path": f"{folder}/{LORA_WEIGHTS}", "images": f"{folder}/{IMAGES_FOLDER}"})
+    if not manifest or any(entry["tree"] != TREE for entry in manifest):
+        raise ZooError(f"{out_dir}: not a generative tree of the demo jungle (no {TREE} LoRA models in "
+                       f"{'/'.join(IN_DISTRIBUTION_SPLITS + HOLDOUT_SPLITS)}); build one with `probex jungle build`")
+    return sorted(manifest, key=lambda entry: entry["id"])
+
+
+def _json_value(text: str) -> object:
+    """A metadata string back as the JSON value it was written from (strings stay strings)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, (int, float, list, dict, bool)) or value is None else text
+
+
+#: What a generative tree's folder is (the kind :func:`probex.jungle.generative.build_generative` marks it with).
+GENERATIVE_KIND = "probex-jungle-generative"
+
+
+def _generative_before_markers(folder: Path) -> bool:
+    from probex.jungle.generative import BUILD_INFO, TREE
+    from probex.storage import json_field
+
+    return json_field(folder / BUILD_INFO, "tree") == TREE
+
+
+def _reuse_generative(out: Path, source: Path) -> list[dict]:
+    """The generative tree of an earlier build, copied byte for byte into ``out/generative`` (kept if it is there)."""
+    import shutil
+
+    from probex.storage import atomic_directory
+
+    entries = read_generative(source)  # checks the folder before anything is copied
+    target = out / "generative"
+    if not (target.exists() and target.resolve() == source.resolve()):
+        with atomic_directory(target, GENERATIVE_KIND, legacy=_generative_before_markers) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+    return entries
+
+
 def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: int = 1,
                  roots: Optional[str | Path] = None, progress: Optional[Progress] = None,
-                 validate: bool = True) -> Path:
+                 validate: bool = True, generative: Optional[str | Path] = None, resume: bool = False) -> Path:
     """Build the demo jungle into ``out`` and return the folder (see the module docstring).
 
     Args:
@@ -109,6 +213,10 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             ``<jungle>/generative/root`` for the text-to-image root): pre-training is skipped.
         validate: run the build's own validation sweep afterwards (recommended layers and
             the pre-trained experts: :func:`probex.jungle.validation.validate_jungle`).
+        generative: the generative folder of an earlier build (``<jungle>/generative``) to keep
+            as it is instead of training the LoRA tree again (its files are copied byte for byte).
+        resume: continue an interrupted build in ``out``: classifier trees whose model files are
+            all written there are kept (:func:`read_written_tree`), the others are trained.
     """
     if size not in SIZES:
         raise ProbeXError(f"size must be one of {SIZES}; got {size!r}")
@@ -122,17 +230,23 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: one thread per part is fastest and repeatable
     try:
-        if workers > 1:
+        if generative is not None:
+            generative_started = time.perf_counter()
+            generative_entries = _reuse_generative(out, Path(generative))
+            generative_seconds = round(time.perf_counter() - generative_started, 1)
+            entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
+        elif workers > 1:
             with ProcessPoolExecutor(max_workers=1) as pool:
-                generative = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
-                entries, report = build_discriminative(out, size, seed, roots_path, progress)
-                generative_entries, generative_seconds = generative.result()
+                future = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
+                entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
+                generative_entries, generative_seconds = future.result()
         else:
-            entries, report = build_discriminative(out, size, seed, roots_path, progress)
+            entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
             generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)
     finally:
         torch.set_num_threads(threads)
-    report["generative"] = {"models": len(generative_entries), "seconds": generative_seconds}
+    report["generative"] = {"models": len(generative_entries), "seconds": generative_seconds,
+                            "reused": str(generative) if generative is not None else None}
     _write_manifest(out, entries + generative_entries)
     if validate:
         from probex.jungle.validation import validate_jungle
@@ -141,7 +255,7 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
         summary = validate_jungle(out, params={"seed": seed}, progress=progress)
         report["validation"] = {"seconds": round(time.perf_counter() - validation_started, 1),
                                 "recommended_layers": {tree: value["best"] for tree, value in summary["trees"].items()}}
-    report.update(size=size, seed=seed, workers=workers, total_seconds=round(time.perf_counter() - started, 1),
+    report.update(size=size, seed=seed, workers=workers, resumed=resume, total_seconds=round(time.perf_counter() - started, 1),
                   torch=torch.__version__)
     atomic_write_json(out / "build.json", report)
     logger.info("demo jungle built in %.0f s: %s", report["total_seconds"], out)

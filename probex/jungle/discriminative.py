@@ -4,12 +4,15 @@ Like Model-J's Sup.ViT / DINO / MAE / ResNet subsets, on a scale one CPU core ca
 
 - three trees of ~300 models each: ``cnn-supervised`` and ``cnn-attributes`` share the SmallCNN
   architecture but grow from different roots (another seed, another pre-training objective:
-  16-way concept classification vs. 8 shape + 8 colour attributes — the DINO-vs-MAE case);
-  ``mixer-supervised`` is a TinyMixer;
+  16-way concept classification vs. 8 shape + 8 colour attributes — the DINO-vs-MAE case), and
+  are fully fine-tuned; ``mixer-supervised`` grows from a wider MLP-Mixer root (64-wide tokens,
+  512-wide channel MLPs) by LoRA fine-tuning, as PEFT does it: rank-4 updates of the two
+  channel-MLP output layers (64 x 512), each run starting its own LoRA initialisation, and a
+  trained head; its files hold those updates and the head;
 - a forest: SmallCNNs each fine-tuned from its OWN random initialisation (trees "forest-NNN").
 
 Roots are pre-trained on 16 concepts disjoint from the fine-tuning pool of 24. Each model is
-fully fine-tuned on a random 12 of the 24 with random learning rate, weight decay, epochs and
+fine-tuned on a random 12 of the 24 with random learning rate, weight decay, epochs and
 augmentation; its labels are those 12 class names. Every model of a tree starts its new
 12-way head from the SAME initialisation: with a fresh random head per model, tiny models
 carry no readable signal (measured in feasibility: 0.52-0.56, like the forest).
@@ -19,7 +22,12 @@ each pair, on head row j. Measured here: with a free choice of 12 of 24 classes 
 head rows in sorted order, a class lands on a different row from model to model, and ProbeX
 and Dense read only 0.62-0.65 from the last conv layer (200 models, cnn-supervised); with the
 pairs, both read 0.99-1.0. So the demo's discriminative task is easier than Model-J's; the
-forest (its own random start per model) stays unreadable either way.
+forest (its own random start per model) stays unreadable either way. The head itself, whose
+rows are the class slots, is a trivial read-out: sweeps measure it but recommend hidden layers.
+
+Every model trains on the first :data:`SHARED_IMAGES` renders of each of its classes (and its
+own random draw of the rest): those renders are written once per tree and class
+(:func:`write_class_images`) and listed as each model's training images.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probex.jungle.architectures import make_model
+from probex.jungle.architectures import add_lora, make_model
 from probex.jungle.concepts import COLOUR_NAMES, SHAPES, concept, render
 from probex.jungle.forge import train_stacked
 from probex.experts.training import seeded
@@ -49,8 +57,22 @@ POOL_CONCEPTS = tuple(sorted(c * N_SHAPES + (c + k) % N_SHAPES for c in range(le
 CLASSES_PER_MODEL = 12
 IMAGES_PER_CLASS = 100  # each model's own training images per chosen class
 POOL_IMAGES_PER_CONCEPT = 256
+#: The first renders of each pool class, in every model's training set: the images the jungle shows
+#: as a model's training images (written once per tree and class, shared by reference).
+SHARED_IMAGES = 3
+CLASS_IMAGES_FOLDER = "class_images"
 BATCH = 32
 MODELS_AT_ONCE = 64
+
+
+@dataclass(frozen=True)
+class LoraRecipe:
+    """LoRA fine-tuning: the target layers get rank-r updates (each model its own initialisation),
+    the head trains in full, everything else stays the root's; a model's file holds what trained."""
+
+    targets: tuple[str, ...]
+    rank: int = 4
+    step_scale: float = 1.0  # fine-tuning steps as a fraction of the full fine-tuning recipe's
 
 
 @dataclass(frozen=True)
@@ -59,12 +81,14 @@ class TreeRecipe:
     architecture: str
     objective: Optional[str]  # "supervised", "attributes", or None for the forest (no root)
     seed: int
+    lora: Optional[LoraRecipe] = None  # None: full fine-tuning
 
 
 TREES = (
     TreeRecipe("cnn-supervised", "cnn", "supervised", 101),
     TreeRecipe("cnn-attributes", "cnn", "attributes", 202),
-    TreeRecipe("mixer-supervised", "mixer", "supervised", 303),
+    TreeRecipe("mixer-supervised", "wide-mixer", "supervised", 303,
+               lora=LoraRecipe(("block1.channel_fc2", "block2.channel_fc2"), rank=4, step_scale=0.15)),
 )
 FOREST = TreeRecipe("forest", "cnn", None, 404)
 
@@ -171,15 +195,13 @@ def fine_tune_tree(
     """
     generator = torch.Generator().manual_seed(seed * 1000 + recipe.seed)
     pool = torch.tensor(POOL_CONCEPTS)
-    pool_images = render(pool.repeat_interleave(POOL_IMAGES_PER_CONCEPT), generator)
-    pool_images = pool_images.view(len(pool), POOL_IMAGES_PER_CONCEPT, 3, 16, 16)
-    hyper = _sample_hyperparameters(n_models, generator, step_scale)
+    pool_images = render_pool(generator)
+    hyper = _sample_hyperparameters(n_models, generator, step_scale * (recipe.lora.step_scale if recipe.lora else 1.0))
     # Head row j of every model stands for pool pair j = (j, j + 12), of which the model learns
     # one: a random half of the pool, with each class always on the same row (see PAIRS).
     pick = torch.randint(0, 2, (n_models, CLASSES_PER_MODEL), generator=generator)
     chosen = torch.arange(CLASSES_PER_MODEL) + CLASSES_PER_MODEL * pick
-    own_images = torch.stack([torch.randperm(POOL_IMAGES_PER_CONCEPT, generator=generator)[:IMAGES_PER_CLASS] for _ in range(n_models * CLASSES_PER_MODEL)])
-    own_images = own_images.view(n_models, CLASSES_PER_MODEL, IMAGES_PER_CLASS)
+    own_images = own_image_indices(n_models, generator)
     with seeded(recipe.seed + 1):  # ONE head initialisation per tree
         shared_head = make_model(recipe.architecture, CLASSES_PER_MODEL).head.state_dict()
 
@@ -194,6 +216,9 @@ def fine_tune_tree(
                 body = {k: v for k, v in root.state_dict().items() if not k.startswith("head.")}
                 model.load_state_dict(body, strict=False)
                 model.head.load_state_dict(shared_head)
+            if recipe.lora is not None:
+                with seeded(seed * 100_000 + recipe.seed * 1000 + i + 500):  # each run its own LoRA initialisation
+                    add_lora(model, recipe.lora.targets, recipe.lora.rank)
             models.append(model)
         members = torch.tensor(group)
 
@@ -224,6 +249,7 @@ def fine_tune_tree(
                     hyperparameters={
                         "architecture": recipe.architecture,
                         "base_model": recipe.name if root is not None else "random-init",
+                        **({"fine_tuning": f"lora rank {recipe.lora.rank}"} if recipe.lora else {}),
                         "lr": float(hyper["lr"][i]),
                         "weight_decay": float(hyper["weight_decay"][i]),
                         "epochs": int(hyper["epochs"][i]),
@@ -238,6 +264,50 @@ def fine_tune_tree(
     return results
 
 
+def own_image_indices(n_models: int, generator: torch.Generator) -> torch.Tensor:
+    """[n_models, 12, IMAGES_PER_CLASS]: which pool renders each model trains on, per chosen class.
+
+    The first :data:`SHARED_IMAGES` renders are every model's (the images the jungle shows as its
+    training images); the rest are its own random draw.
+    """
+    shared = torch.arange(SHARED_IMAGES)
+    rows = [torch.cat([shared, SHARED_IMAGES + torch.randperm(POOL_IMAGES_PER_CONCEPT - SHARED_IMAGES,
+                                                              generator=generator)[:IMAGES_PER_CLASS - SHARED_IMAGES]])
+            for _ in range(n_models * CLASSES_PER_MODEL)]
+    return torch.stack(rows).view(n_models, CLASSES_PER_MODEL, IMAGES_PER_CLASS)
+
+
+def render_pool(generator: torch.Generator) -> torch.Tensor:
+    """The fine-tuning pool's images [24, POOL_IMAGES_PER_CONCEPT, 3, 16, 16], rendered from ``generator``."""
+    pool = torch.tensor(POOL_CONCEPTS)
+    images = render(pool.repeat_interleave(POOL_IMAGES_PER_CONCEPT), generator)
+    return images.view(len(pool), POOL_IMAGES_PER_CONCEPT, 3, 16, 16)
+
+
+def write_class_images(recipe: TreeRecipe, seed: int, root_dir: Path, folder: str) -> str:
+    """Write the :data:`SHARED_IMAGES` renders of each pool class that every model of the tree trained on.
+
+    They are the first renders of the tree's pool (the same generator state as
+    :func:`fine_tune_tree` starts from), as 8-bit PNG files, one sub-folder per class
+    (``discriminative/<folder>/class_images/<safe class name>/<k>.png``, see
+    :func:`probex.zoo.manifest.class_images_folder`). Returns that folder relative to ``root_dir``:
+    a model's manifest entry names it as ``{"per_label": folder}`` and shows its classes' renders.
+    """
+    from PIL import Image
+
+    from probex.zoo.manifest import class_images_folder
+
+    pool_images = render_pool(torch.Generator().manual_seed(seed * 1000 + recipe.seed))
+    relative = Path("discriminative") / folder / CLASS_IMAGES_FOLDER
+    for row, concept_id in enumerate(POOL_CONCEPTS):
+        target = root_dir / class_images_folder(relative, concept(concept_id).name)
+        target.mkdir(parents=True, exist_ok=True)
+        for number in range(SHARED_IMAGES):
+            pixels = (pool_images[row, number] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+            Image.fromarray(pixels.numpy()).save(target / f"{number}.png", optimize=False)
+    return relative.as_posix()
+
+
 def split_of(index: int, n_models: int, seed: int) -> str:
     """70/10/20 train/val/test, by a seeded permutation of a tree's model indices."""
     rank = int(torch.argsort(torch.randperm(n_models, generator=torch.Generator().manual_seed(seed)))[index])
@@ -246,9 +316,14 @@ def split_of(index: int, n_models: int, seed: int) -> str:
     return "val" if rank < round(0.8 * n_models) else "test"
 
 
-def write_models(models: list[FineTune], root_dir: Path, folder: str, seed: int) -> list[dict]:
-    """Write each model as fp16 safetensors with its metadata; return manifest entries."""
-    from probex.zoo.manifest import save_model_file
+def write_models(models: list[FineTune], root_dir: Path, folder: str, seed: int,
+                 class_images: Optional[str] = None) -> list[dict]:
+    """Write each model as fp16 safetensors with its metadata; return manifest entries.
+
+    ``class_images`` (the folder :func:`write_class_images` wrote) gives each entry its training
+    images by reference: the renders of its classes, in the order of its labels.
+    """
+    from probex.zoo.manifest import PER_LABEL, save_model_file
 
     entries = []
     for model in models:
@@ -260,5 +335,6 @@ def write_models(models: list[FineTune], root_dir: Path, folder: str, seed: int)
         save_model_file(root_dir / relative, tensors, id=model_id, split=split, tree=model.tree,
                         labels=model.classes, metadata=metadata)
         entries.append({"id": model_id, "path": relative, "split": split, "tree": model.tree,
-                        "labels": model.classes, "metadata": {k: str(v) for k, v in metadata.items()}, "images": None})
+                        "labels": model.classes, "metadata": {k: str(v) for k, v in metadata.items()},
+                        "images": {PER_LABEL: class_images} if class_images else None})
     return entries

@@ -15,7 +15,8 @@ The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
           "tree": "vit-tiny",                             # its base model / Model Tree, or null
           "labels": ["cat", "dog"],                       # readable class names (may be empty)
           "metadata": {"lr": "0.001", "epochs": "10"},    # hyperparameters, JSON values
-          "images": "models/ft-0001/training_images"      # folder of its training images, or null
+          "images": "models/ft-0001/training_images"      # folder of its training images, a list of
+                                                          # image files, {"per_label": folder}, or null
         }
       ],
       "trees": {                                          # optional: what each tree is for
@@ -38,6 +39,11 @@ regular files are read. A path holding a NUL byte leaves that one model out (lis
 its zoo still says what it is (:func:`save_model_file` writes it so). Where the two differ the
 manifest wins. Opening reads the manifest and each file's header (to validate it and list its
 layers), never the tensors.
+
+Images shared by many models (renders of each class, written once per tree) are named by
+reference: ``{"per_label": "trees/cnn/class_images"}`` gives a model the images of
+``class_images/<safe_name(label)>/`` for each of its labels, in the order of its labels
+(:func:`class_images_folder`), so the manifest stays small however many models share them.
 """
 
 from __future__ import annotations
@@ -52,8 +58,7 @@ import torch
 
 from probex.errors import ZooError
 from probex.progress import Progress
-from probex.storage import atomic_write_json
-from probex.storage import read_regular_bytes
+from probex.storage import atomic_write_json, read_regular_bytes, safe_name
 from probex.zoo.folders import HeaderBudget, ZooScan, list_images, read_header_or_skip, report_progress
 from probex.zoo.limits import limit
 from probex.zoo.records import TREE_ROLES, ModelRecord, TreeRole
@@ -133,9 +138,11 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     """Read the manifest zoo at ``root``: its records, with each weight file's header validated."""
     fields, entries = read_manifest(root)
     records: list[ModelRecord] = []
+    listed: dict[Path, list[Path]] = {}  # per-label image folders, listed once
     skipped: list[tuple[Path, str]] = []
     budget = HeaderBudget(root)
-    outside = [entry for entry in entries if _leaves_folder(entry["path"]) or _leaves_folder(entry.get("images"))]
+    outside = [entry for entry in entries
+               if _leaves_folder(entry["path"]) or any(map(_leaves_folder, _image_paths(entry.get("images"))))]
     if outside:
         logger.warning("%s: %d model(s) of the manifest point outside the zoo's folder (../ or an absolute path), "
                        "e.g. %r -> %r; they are read from there", root / MANIFEST_NAME, len(outside),
@@ -150,7 +157,7 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
         if stored_id is not None and stored_id != entry["id"]:
             logger.warning("%s: file metadata says id %r, the manifest %r; using the manifest", path, stored_id, entry["id"])
         extra = {key: value for key, value in header.metadata.items() if key not in RESERVED_KEYS}
-        images = list_images(root / entry["images"]) if entry.get("images") else []
+        images = _images_of(root, entry.get("images"), entry.get("labels", []), listed)
         records.append(
             ModelRecord(
                 id=entry["id"],
@@ -174,6 +181,40 @@ def scan_manifest(root: Path, progress: Progress | None = None) -> ZooScan:
     )
 
 
+#: The key of a manifest entry's shared, per-class images: ``{"per_label": folder}``.
+PER_LABEL = "per_label"
+
+
+def class_images_folder(folder: Path, label: str) -> Path:
+    """Where the images of class ``label`` lie in a per-label images ``folder`` (one sub-folder per class)."""
+    return Path(folder) / safe_name(label)
+
+
+def _images_of(root: Path, images: str | list[str] | dict | None, labels: list[str],
+               listed: dict[Path, list[Path]]) -> list[Path]:
+    """A model's training images: its folder's, the files its list names, or its labels' shared images."""
+    if not images:
+        return []
+    if isinstance(images, list):
+        return [root / image for image in images]
+    if isinstance(images, dict):
+        found = []
+        for label in labels:
+            folder = class_images_folder(root / images[PER_LABEL], label)
+            if folder not in listed:  # shared by many models: each folder is listed once
+                listed[folder] = list_images(folder)
+            found += listed[folder]
+        return found
+    return list_images(root / images)
+
+
+def _image_paths(images: str | list[str] | dict | None) -> list[str]:
+    """The paths a manifest entry's ``images`` names (a folder, files, or the per-label folder)."""
+    if isinstance(images, dict):
+        return [images[PER_LABEL]]
+    return images if isinstance(images, list) else [images] if images else []
+
+
 def _leaves_folder(relative: str | None) -> bool:
     """True when a manifest path climbs out of the zoo's folder (``..``) or is absolute."""
     if not relative:
@@ -191,9 +232,16 @@ def _check_entry(entry: object, index: int, path: Path) -> dict[str, Any]:
     for key in ("id", "path"):
         if not isinstance(entry.get(key), str) or not entry[key]:
             raise ZooError(f"{where}: \"{key}\" must be a non-empty string")
-    for key in ("split", "tree", "images"):
+    for key in ("split", "tree"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise ZooError(f"{where}: \"{key}\" must be a string or null")
+    images = entry.get("images")
+    if images is not None and not isinstance(images, str) and not (
+            isinstance(images, list) and all(isinstance(image, str) and image for image in images)) and not (
+            isinstance(images, dict) and set(images) == {PER_LABEL} and isinstance(images[PER_LABEL], str)
+            and images[PER_LABEL]):
+        raise ZooError(f"{where}: \"images\" must be a folder (a string), a list of image files, "
+                       f"{{\"{PER_LABEL}\": folder}}, or null")
     labels = entry.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ZooError(f"{where}: \"labels\" must be a list of class names (strings)")
@@ -250,7 +298,8 @@ def write_manifest(
 ) -> Path:
     """Write ``probex_zoo.json`` for models whose files lie under ``root`` (atomically).
 
-    Each record's ``images`` must share one folder (written as the entry's ``images``).
+    A record's ``images`` are written as their folder when they are that folder's images, else as a
+    list of files (images shared by several models).
     ``trees`` declares what each tree is for (see :class:`~probex.zoo.records.TreeRole`).
     """
     root = Path(root)
@@ -267,9 +316,11 @@ def write_manifest(
         }
         if record.images:
             folders = {Path(image).parent for image in record.images}
-            if len(folders) != 1:
-                raise ZooError(f"model {record.id!r}: training images must lie in one folder, found {len(folders)}")
-            entry["images"] = _relative(folders.pop(), root)
+            folder = folders.pop() if len(folders) == 1 else None
+            if folder is not None and list_images(folder) == sorted(Path(image) for image in record.images):
+                entry["images"] = _relative(folder, root)
+            else:
+                entry["images"] = [_relative(image, root) for image in record.images]
         models.append(entry)
     target = root / MANIFEST_NAME
     document: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name,

@@ -34,7 +34,9 @@ class ModelRecord:
         labels: readable names of the classes it was fine-tuned on.
         metadata: hyperparameters and other facts (the safetensors ``__metadata__`` and the
             layout's own fields; values are strings unless the layout says otherwise).
-        images: its training images, sorted (empty when the zoo ships none).
+        images: its training images (empty when the zoo ships none): a folder's images sorted, or
+            the files a manifest lists for it (e.g. renders of its training classes, shared by
+            reference with other models of its tree, in the order of its labels).
         header: the validated safetensors header, read when the zoo was opened.
         header_identity: the weight file's :func:`file_identity` when ``header`` was read;
             :meth:`read_header` reads the header again when the file has changed since.

@@ -15,7 +15,9 @@ def test_the_training_benchmark_runs_every_setting_and_checks_its_readers_agree(
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())["trees"]["mixer-supervised"]
-    assert figures["layer"] == "head.weight" and figures["models"] == 210
+    from probex import jungle
+
+    assert figures["layer"] == jungle.recommended_layers()["mixer-supervised"] and figures["models"] == 210
     assert set(figures["settings"]) == {"official", "per-core", "in-process"}
     assert figures["settings"]["official"]["batch_size"] == 128 and figures["settings"]["official"]["official_workers"] == 4
     assert all(setting["speed_ratio"] > 0 for setting in figures["settings"].values())

@@ -6,7 +6,8 @@ import pytest
 
 from probex import jungle
 from probex.errors import ZooError
-from probex.experiments.sweep import LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep, sweep_layers
+from probex.experiments.sweep import (LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep,
+                                      readout_layers, sweep_layers)
 from baselines import constant_multilabel_accuracy
 
 FAST = {"epochs": 3, "patience": 3, "seed": 0}
@@ -24,13 +25,14 @@ def _lines(path):
 
 def test_every_finished_layer_is_appended_to_the_results_file(cnn_tree, tmp_path):
     results = tmp_path / "sweep.jsonl"
-    result = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=results)
+    result = sweep_layers(cnn_tree, layers=LAYERS, params={**FAST, "epochs": 30, "patience": 30}, results=results)
     rows = [json.loads(line) for line in _lines(results)]
     assert [row["layer"] for row in rows] == LAYERS
     assert [s.layer for s in result.scores] == LAYERS
     train, test = (cnn_tree.bank("head.weight", split=split) for split in ("train", "test"))
     constant = constant_multilabel_accuracy(train.label_matrix()[0], test.label_matrix(train.label_names)[0])
-    assert result.best.test > constant + 0.2  # even 3 epochs learn something on the head
+    assert result.scores[1].test > constant + 0.2  # 30 epochs learn something on the head
+    assert result.scores[1].readout and result.best.layer == "conv1.weight"  # the head: measured, never chosen
     assert result.scores[1].test == pytest.approx(result.experts["head.weight"].score(test), abs=1e-4)
     assert result.scores[0].shape == (12, 27)
 
@@ -86,6 +88,22 @@ def test_the_best_layer_has_the_highest_validation_and_ties_go_to_the_smaller_ex
     assert [s.layer for s in result.ranked()] == ["c", "b", "a"]
     frame = result.to_frame()
     assert frame.loc[frame.best, "layer"].tolist() == ["c"]
+
+
+def test_a_read_out_layer_is_ranked_last_and_chosen_only_when_nothing_else_was_swept():
+    head = _score("head.weight", 1.0, 50)
+    head.readout = True
+    result = SweepResult("classes", [_score("a", 0.8, 100), head, _score("c", 0.9, 200)])
+    assert result.best.layer == "c" and [s.layer for s in result.ranked()] == ["c", "a", "head.weight"]
+    assert SweepResult("classes", [head]).best.layer == "head.weight"
+
+
+def test_the_classification_head_is_swept_and_flagged_as_the_read_out(cnn_tree, tmp_path):
+    assert readout_layers(cnn_tree) == {"head.weight"}  # conv1 also has 12 rows, but is no head
+    result = sweep_layers(cnn_tree, layers=LAYERS, params=FAST, results=tmp_path / "sweep.jsonl")
+    assert [s.readout for s in result.scores] == [False, True] and result.best.layer == "conv1.weight"
+    rows = [json.loads(line) for line in _lines(tmp_path / "sweep.jsonl")]
+    assert [row["readout"] for row in rows] == [False, True]
 
 
 def test_an_alignment_sweep_reports_zero_shot_on_the_held_out_concepts(tmp_path):

@@ -49,7 +49,7 @@ TRAINING_INVALID = [{"epochs": 0}, {"epochs": 2.5}, {"lr": 0}, {"lr": "fast"}, {
 CASES = {
     "ProbeXClassifier": Case(
         lambda: ProbeXClassifier(**SMALL_PROBEX, epochs=3, device="cpu"), CLASSIFIER_METHODS,
-        [{"n_probes": 0}, {"proj_dim": -2}, {"rep_dim": None}, {"activation": "gelu"}, {"encoder_depth": 0},
+        [{"n_probes": 0}, {"proj_dim": -2}, {"rep_dim": 1.5}, {"activation": "gelu"}, {"encoder_depth": 0},
          {"classes": "cat dog"}] + TRAINING_INVALID, {"n_probes": 4, "activation": "none"}),
     "DenseExpert": Case(
         lambda: DenseExpert(epochs=3, device="cpu"), CLASSIFIER_METHODS, TRAINING_INVALID, {"epochs": 7}),
@@ -236,7 +236,7 @@ def test_invalid_parameters_fail_at_the_start_of_fit_before_any_data_is_read(nam
 
 
 def test_a_parameter_error_says_what_was_expected_and_what_was_given(bank):
-    with pytest.raises(ParameterError, match=r"^ProbeXClassifier: n_probes must be an integer >= 1; got 0$"):
+    with pytest.raises(ParameterError, match=r"^ProbeXClassifier: n_probes must be an integer >= 1, or None; got 0$"):
         ProbeXClassifier(n_probes=0).fit(bank)
     with pytest.raises(ParameterError, match=r"activation must be one of 'relu', 'none'; got 'gelu'"):
         ProbeXClassifier(activation="gelu").fit(bank)

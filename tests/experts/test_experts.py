@@ -226,7 +226,7 @@ def test_the_layer_names_and_metadata_are_saved_with_the_expert(small, tmp_path)
 
 def test_an_expert_saved_in_half_precision_is_half_the_size_and_predicts_alike(small, tmp_path):
     train, _, test = small
-    expert = ProbeXClassifier(epochs=3).fit(train.X, train.Y)
+    expert = ProbeXClassifier(n_probes=128, proj_dim=128, rep_dim=128, epochs=3).fit(train.X, train.Y)
     expert.save(tmp_path / "full")
     expert.save(tmp_path / "half", half=True)
     full_size = (tmp_path / "full" / "model.safetensors").stat().st_size

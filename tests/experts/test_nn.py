@@ -17,8 +17,24 @@ def test_probex_maps_a_batch_of_matrices_to_representations():
 
 
 def test_probex_sizes_are_clipped_to_the_layer():
-    encoder = ProbeX(d_W=10, d_H=4)  # defaults 128 each
+    encoder = ProbeX(d_W=10, d_H=4, n_probes=128, proj_dim=128, rep_dim=128)
     assert (encoder.n_probes, encoder.proj_dim, encoder.rep_dim) == (4, 10, 40)
+
+
+@pytest.mark.parametrize("shape", [(12, 27), (12, 48), (48, 216), (64, 512), (768, 768), (2048, 1024)])
+def test_default_sizes_scale_with_the_layer_and_keep_probex_smaller_than_dense(shape):
+    from probex.experts.nn import DenseNetwork, ProbeXNetwork, default_sizes
+
+    d_W, d_H = shape
+    probex, dense = ProbeXNetwork([shape], 24), DenseNetwork([shape], 24)
+    encoder = probex.encoders[0]
+    assert (encoder.n_probes, encoder.proj_dim, encoder.rep_dim) == default_sizes(d_W, d_H)
+    encoder_weights = encoder.probes.numel() + encoder.projection.weight.numel() + encoder.encoder.weight.numel()
+    assert encoder_weights <= 2 * d_W * d_H  # the budget: twice the layer
+    # 24 outputs: ProbeX about 12 times smaller than Dense (biases and its head weigh more on tiny layers)
+    assert probex.n_parameters() * (10 if d_W * d_H >= 10_000 else 5) < dense.n_parameters()
+    if min(shape) >= 1024:
+        assert default_sizes(d_W, d_H) == (128, 128, 128)  # the paper's sizes on large layers
 
 
 def test_probex_rejects_an_unknown_activation():

@@ -2,11 +2,15 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from probex import ModelZoo
 from probex.cli import main
+from probex.storage import safe_name
+from probex.zoo.manifest import class_images_folder
 from probex.jungle import discriminative as disc
 from probex.jungle import load
 
@@ -29,6 +33,35 @@ def test_discriminative_models_are_labelled_with_half_the_pool(small_jungle):
     assert "conv3.weight" in names and "head.weight" in names
 
 
+def test_every_classifier_model_shows_renders_of_each_of_its_training_classes(small_jungle):
+    zoo = ModelZoo.open(small_jungle)
+    classifiers = [record for record in zoo.records if record.tree != "mini-sd"]
+    assert len(classifiers) == 3 * disc.SIZES["small"].models_per_tree + disc.SIZES["small"].forest_models
+    for record in classifiers:
+        assert len(record.images) == disc.SHARED_IMAGES * len(record.labels)
+        shown = [image.parent.name for image in record.images]
+        assert shown == [safe_name(label) for label in record.labels for _ in range(disc.SHARED_IMAGES)]
+    files = {image for record in classifiers for image in record.images}
+    assert all(image.is_file() and image.read_bytes()[:4] == b"\x89PNG" for image in files)
+    assert len(files) == disc.SHARED_IMAGES * len(disc.POOL_CONCEPTS) * 4  # shared: once per tree and class
+    entries = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
+    assert all(entry["images"] == {"per_label": f"discriminative/{entry['id'].split('/')[0]}/class_images"}
+               for entry in entries if entry["tree"] != "mini-sd")  # by reference: the manifest stays small
+
+
+def test_the_shown_images_are_renders_every_model_of_the_tree_trained_on(tmp_path):
+    recipe = next(recipe for recipe in disc.TREES if recipe.name == "cnn-supervised")
+    indices = disc.own_image_indices(5, torch.Generator().manual_seed(3))
+    assert (indices[..., :disc.SHARED_IMAGES] == torch.arange(disc.SHARED_IMAGES)).all()
+    assert all(len(set(row.tolist())) == disc.IMAGES_PER_CLASS for row in indices.flatten(0, 1))  # no render twice
+    folder = disc.write_class_images(recipe, 0, tmp_path, recipe.name)
+    pool = disc.render_pool(torch.Generator().manual_seed(recipe.seed))  # the generator fine_tune_tree starts from
+    row = 5
+    written = class_images_folder(tmp_path / folder, disc.concept(disc.POOL_CONCEPTS[row]).name) / "1.png"
+    pixels = torch.tensor(np.asarray(Image.open(written))).permute(2, 0, 1).float() / 255
+    assert (pixels - pool[row, 1]).abs().max() <= 0.5 / 255 + 1e-6  # the render itself, in 8 bits
+
+
 def test_every_lora_model_has_its_training_images(small_jungle):
     zoo = ModelZoo.open(small_jungle).select(tree="mini-sd")
     assert len(zoo) > 0 and all(len(r.images) >= 5 and len(r.labels) == 1 for r in zoo.records)
@@ -39,6 +72,31 @@ def test_the_generative_folder_alone_is_the_model_j_generative_layout(small_jung
     assert zoo.layout != ModelZoo.open(small_jungle).layout
     assert len(zoo) == len(ModelZoo.open(small_jungle).select(tree="mini-sd"))
     assert all(len(record.labels) == 1 and record.tree == "mini-sd" for record in zoo.records)
+
+
+def test_a_rebuild_can_keep_an_earlier_generative_tree_byte_for_byte(small_jungle, tmp_path):
+    from probex.jungle.build import _reuse_generative
+
+    entries = _reuse_generative(tmp_path, small_jungle / "generative")
+    manifest = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
+    assert entries == sorted((entry for entry in manifest if entry["tree"] == "mini-sd"), key=lambda entry: entry["id"])
+    before = sorted(path.relative_to(small_jungle) for path in (small_jungle / "generative").rglob("*") if path.is_file())
+    after = sorted(path.relative_to(tmp_path) for path in (tmp_path / "generative").rglob("*") if path.is_file())
+    assert before == after
+    from probex.storage import ARTIFACT_FILE  # the folder's own marker is written again; every model file is kept
+
+    assert all((small_jungle / path).read_bytes() == (tmp_path / path).read_bytes() for path in before
+               if path.name != ARTIFACT_FILE)
+
+
+def test_reusing_a_folder_that_holds_no_generative_tree_says_so(tmp_path):
+    from probex.errors import ZooError
+    from probex.jungle.build import _reuse_generative
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZooError, match="not a generative tree"):
+        _reuse_generative(tmp_path / "out", tmp_path / "empty")
+    assert not (tmp_path / "out" / "generative").exists()
 
 
 def test_load_reads_a_built_jungle_and_the_build_report(small_jungle):
@@ -53,8 +111,9 @@ def test_load_without_a_jungle_says_how_to_build_one(tmp_path):
         load(tmp_path)
 
 
-def test_fine_tuning_is_deterministic_for_a_seed():
-    recipe = disc.TREES[2]  # the mixer: the fastest
+@pytest.mark.parametrize("tree", ["cnn-supervised", "mixer-supervised"])  # full fine-tuning, LoRA
+def test_fine_tuning_is_deterministic_for_a_seed(tree):
+    recipe = next(recipe for recipe in disc.TREES if recipe.name == tree)
     root = disc.pretrain_root(recipe, steps=5)
     first = disc.fine_tune_tree(recipe, root, n_models=3, seed=1, step_scale=0.1)
     second = disc.fine_tune_tree(recipe, root, n_models=3, seed=1, step_scale=0.1)
@@ -64,7 +123,7 @@ def test_fine_tuning_is_deterministic_for_a_seed():
 
 def test_every_model_of_a_tree_starts_its_head_from_one_initialisation():
     """Heads of one tree stay similar; heads of forest models (each its own start) do not."""
-    recipe = disc.TREES[2]
+    recipe = next(recipe for recipe in disc.TREES if recipe.name == "cnn-supervised")
     root = disc.pretrain_root(recipe, steps=2)
     tuned = disc.fine_tune_tree(recipe, root, n_models=3, seed=0, step_scale=0.1)
     # heads move during fine-tuning, but their shared start shows as high similarity
@@ -75,3 +134,38 @@ def test_every_model_of_a_tree_starts_its_head_from_one_initialisation():
     apart = torch.nn.functional.cosine_similarity(forest[0].weights["head.weight"].flatten(),
                                                   forest[1].weights["head.weight"].flatten(), dim=0)
     assert abs(float(apart)) < 0.5
+
+
+def test_a_lora_fine_tuning_trains_only_its_low_rank_updates_and_the_head():
+    from probex.jungle.architectures import add_lora, make_model
+
+    torch.manual_seed(0)
+    base = make_model("wide-mixer", 12)
+    images = torch.rand(4, 3, 16, 16)
+    expected = base(images)
+    model = add_lora(base, ("block1.channel_fc2", "block2.channel_fc2"), rank=4)
+    trainable = {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
+    assert trainable == {"block1.channel_fc2.lora.down.weight": (4, 512), "block1.channel_fc2.lora.up.weight": (64, 4),
+                         "block2.channel_fc2.lora.down.weight": (4, 512), "block2.channel_fc2.lora.up.weight": (64, 4),
+                         "head.weight": (12, 64), "head.bias": (12,)}
+    assert torch.allclose(model(images), expected, atol=1e-6)  # the up factor starts at zero: the root's function
+
+
+def test_a_resumed_build_keeps_the_trees_already_written_and_trains_the_rest(small_jungle, tmp_path):
+    import shutil
+
+    from probex.jungle.build import build_discriminative
+
+    shutil.copytree(small_jungle / "discriminative", tmp_path / "discriminative")
+    shutil.copytree(small_jungle / "roots", tmp_path / "roots")
+    (tmp_path / "discriminative" / "forest" / "ft-0003.safetensors").unlink()  # the forest was interrupted
+    shutil.rmtree(tmp_path / "discriminative" / "cnn-supervised" / "class_images")
+    entries, report = build_discriminative(tmp_path, "small", 0, roots=tmp_path / "roots", resume=True)
+    manifest = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
+    assert entries == [entry for entry in manifest if entry["tree"] != "mini-sd"]  # what a fresh build wrote
+    assert [tree for tree, part in report.items() if part.get("kept")] == [recipe.name for recipe in disc.TREES]
+    assert (tmp_path / "discriminative" / "forest" / "ft-0003.safetensors").read_bytes() == \
+        (small_jungle / "discriminative" / "forest" / "ft-0003.safetensors").read_bytes()
+    record = next(record for record in ModelZoo.open(small_jungle).records if record.tree == "cnn-supervised")
+    shown = record.images[0].relative_to(small_jungle)
+    assert (tmp_path / shown).read_bytes() == (small_jungle / shown).read_bytes()  # class images drawn again

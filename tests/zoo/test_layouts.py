@@ -18,6 +18,7 @@ from zoo_fixtures import (
 
 from probex.errors import ZooError
 from probex.zoo import ModelRecord, ModelZoo
+from probex.storage import safe_name
 from probex.zoo.manifest import save_model_file, write_manifest
 
 
@@ -223,6 +224,51 @@ def test_manifest_writer_output_reopens_to_the_same_records(tmp_path):
         "m1", path, "train", "t", ["cat"], [images / "0.png"]
     )
     assert reopened.header.metadata["labels"] == '["cat"]' and reopened.metadata["lr"] == "0.1"
+
+
+def test_images_shared_by_several_models_are_written_and_read_as_lists_of_files(tmp_path):
+    shared = tmp_path / "class_images"
+    shared.mkdir()
+    for name in ("cat-0.png", "cat-1.png", "dog-0.png"):
+        (shared / name).write_bytes(b"png")
+    records = []
+    for model_id, images in (("m1", ["cat-0.png", "cat-1.png"]), ("m2", ["dog-0.png", "cat-0.png"])):
+        path = save_model_file(tmp_path / f"{model_id}.safetensors", {"fc.weight": torch.ones(3, 2)}, id=model_id)
+        records.append(ModelRecord(id=model_id, path=path, images=[shared / name for name in images]))
+    write_manifest(tmp_path, records, name="shared")
+    entries = json.loads((tmp_path / "probex_zoo.json").read_text())["models"]
+    assert entries[1]["images"] == ["class_images/dog-0.png", "class_images/cat-0.png"]
+    reopened = ModelZoo.open(tmp_path).records
+    assert [record.images for record in reopened] == [record.images for record in records]
+
+
+def test_images_shared_per_label_are_each_models_classes_images_in_label_order(tmp_path):
+    from probex.zoo.manifest import class_images_folder
+
+    for label, count in (("red star", 2), ("dog", 1), ("../cat", 1)):  # a label never becomes a path unsanitised
+        folder = class_images_folder(tmp_path / "shared", label)
+        folder.mkdir(parents=True)
+        for number in range(count):
+            (folder / f"{number}.png").write_bytes(b"png")
+    entries = []
+    for model_id, labels in (("m1", ["dog", "red star"]), ("m2", ["../cat", "unknown"])):
+        save_file({"w": torch.ones(2, 2)}, str(tmp_path / f"{model_id}.safetensors"))
+        entries.append({"id": model_id, "path": f"{model_id}.safetensors", "labels": labels,
+                        "images": {"per_label": "shared"}})
+    (tmp_path / "probex_zoo.json").write_text(json.dumps({"format": "probex-zoo", "version": 1, "models": entries}))
+    first, second = ModelZoo.open(tmp_path).records
+    assert [image.relative_to(tmp_path / "shared").as_posix() for image in first.images] == \
+        ["dog/0.png", f"{safe_name('red star')}/0.png", f"{safe_name('red star')}/1.png"]
+    assert len(second.images) == 1 and second.images[0].resolve().is_relative_to((tmp_path / "shared").resolve())
+
+
+@pytest.mark.parametrize("images", [["x.png", 3], {"per_label": ""}, {"per_label": "x", "more": "y"}, 7])
+def test_a_manifest_images_entry_that_is_neither_folder_nor_file_list_is_an_error(tmp_path, images):
+    save_file({"w": torch.ones(2, 2)}, str(tmp_path / "a.safetensors"))
+    entry = {"id": "a", "path": "a.safetensors", "images": images}
+    (tmp_path / "probex_zoo.json").write_text(json.dumps({"format": "probex-zoo", "version": 1, "models": [entry]}))
+    with pytest.raises(ZooError, match="images.*list of image files"):
+        ModelZoo.open(tmp_path)
 
 
 # -- detection and robustness ----------------------------------------------------------------
