@@ -313,8 +313,22 @@ def _merge(answers: Sequence[TreeAnswer], k: int) -> list[ZooHit]:
         record = answer.records[row]
         hits.append(ZooHit(rank, record.id, answer.tree, score, percentile, answer.reasons[row], answer.method,
                            float(answer.raw[row]), list(record.labels), record.split, Path(record.path),
-                           list(record.images)))
+                           _matched_images_first(record.images, answer)))
     return hits
+
+
+def _matched_images_first(images: Sequence[Path], answer: TreeAnswer) -> list[Path]:
+    """A model's training images, those of the classes the prompt was read as first (a classifier model
+    trained on 12 classes shows the prompt's class, not whichever class its list starts with).
+
+    Shared class images lie one folder per class (``probex.zoo.manifest.class_images_folder``)."""
+    images = list(images)
+    if answer.reading is None or not answer.reading.nearest:
+        return images
+    from probex.storage import safe_name
+
+    rank = {safe_name(name): position for position, (name, _) in enumerate(answer.reading.nearest)}
+    return sorted(images, key=lambda image: rank.get(Path(image).parent.name, len(rank)))  # stable within a class
 
 
 def _weak_note(prompt: str, answers: Sequence[TreeAnswer], best: float | None) -> str:

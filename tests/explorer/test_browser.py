@@ -206,6 +206,35 @@ def test_a_shared_search_address_opens_the_same_results(browser, app_url):
     assert all(concept in caption for caption in top), top
 
 
+def zoo_hit_captions(driver) -> list[str]:
+    """The captions under the whole-zoo search's images ("#rank · p score · tree", why, model id), best first."""
+    try:
+        texts = [element.text for element in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stCaptionContainer"]')]
+    except StaleElementReferenceException:
+        return []
+    return [text for text in texts if text.startswith("#") and " · p " in text]
+
+
+def test_a_blue_heart_typed_on_the_search_page_finds_models_of_several_trees_each_with_images(browser, app_url):
+    from probex import jungle
+
+    trees = set(jungle.load().trees)
+    browser.get(f"{app_url}/search")
+    wait_until_drawn(browser, "search")
+    box = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, 'input[aria-label="Prompt"]'))
+    box.send_keys("a blue heart", Keys.ENTER)
+    WebDriverWait(browser, 60, poll_frequency=0.2).until(lambda d: len(zoo_hit_captions(d)) >= 5)
+    wait_until_drawn(browser, "search")
+    captions = zoo_hit_captions(browser)
+    hit_trees = {next(tree for tree in trees if tree in caption.split("\n")[0]) for caption in captions}
+    assert len(hit_trees) >= 2, captions
+    # the grid draws a hit only with its images: every caption sits under at least one image
+    images = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')
+    assert len(images) >= len(captions), (len(images), len(captions))
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentWarning"]')  # not a weak match
+    browser.save_screenshot(str(ARTIFACTS / "search-whole-zoo.png"))
+
+
 # -- the Atlas: a lasso, a click, shared addresses ---------------------------------------------------------------
 
 SELECTED_IDS = """

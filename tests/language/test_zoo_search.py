@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
+from probex.storage import safe_name
 from probex import jungle, load_expert
 from probex.errors import ProbeXError
 from probex.language.search_cache import entry_path, population_key
@@ -74,6 +75,9 @@ def test_every_classifier_concept_finds_models_trained_on_it_in_every_tree(index
             loras = [hit for hit in hits if hit.method == "aligned"]
             assert sum(hit.labels == [concept] for hit in loras) >= max(1, len(loras) // 2), concept
         assert all(hit.strong for hit in classifier_hits if concept in hit.labels), concept
+        # a classifier model trained on the concept shows the concept's own training images first
+        assert all(hit.images and hit.images[0].parent.name == safe_name(concept)
+                   for hit in classifier_hits if concept in hit.labels), concept
     print(f"classifier-hit precision over {len(concepts)} concepts: min {min(precisions):.3f}, "
           f"mean {np.mean(precisions):.3f} (chance {np.mean(chances):.2f})")
     assert min(precisions) >= 0.95 and np.mean(chances) < 0.6
