@@ -6,6 +6,9 @@ import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# numba's coloured messages (colorama) swap sys.stderr process-wide from whichever thread compiles
+# (see probex/language/atlas.py); set before anything imports numba
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
 # Layer-bank caches and other probex caches of the test session live in a throwaway folder,
 # never in the user's ~/.cache.
 os.environ["PROBEX_CACHE"] = tempfile.mkdtemp(prefix="probex-test-cache-")

@@ -42,6 +42,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+# numba colours its compile messages with colorama, whose init/deinit swap sys.stdout and sys.stderr of
+# the whole process; UMAP compiles in a background thread of the app, so that swap would steal other
+# threads' output (seen as a CLI message lost in the test suite). Plain messages keep the streams alone.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
 import numpy as np
 
 from probex.errors import ProbeXError
