@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
+from probex.storage import safe_name
 from probex import jungle
 from probex.zoo import ModelZoo
 
@@ -312,6 +313,16 @@ def test_the_model_address_opens_its_page_with_metadata_images_predictions_and_a
     assert "mini-sd" in app.success[0].value
     assert any(model.labels[0] in markdown.value for markdown in app.markdown)
     assert "nearest_documented_models" in app.code[0].value
+
+
+def test_a_classifier_models_page_shows_the_images_of_the_classes_it_was_trained_on(mini_jungle):
+    zoo = ModelZoo.open(mini_jungle)
+    model = zoo.select(tree=zoo.trees_with_role("classifier")[0], split="test").records[0]
+    assert model.images and {image.parent.name for image in model.images} == {safe_name(label) for label in model.labels}
+    app = app_on(mini_jungle, model=model.id)
+    assert not app.exception
+    assert not any("no training images" in caption for caption in texts(app.caption))
+    assert len(app.image) >= min(len(model.images), 24)
 
 
 def test_an_unknown_model_in_the_address_says_so(mini_jungle):
