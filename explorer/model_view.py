@@ -186,9 +186,7 @@ def nearest_by_weights(path: str, zoo: Any, model: Any, record: Any, findings: F
     if chosen is None:
         return
     ids = tuple(router.ids_[position] for position in chosen.positions)
-    bank = state.layer_bank(path, chosen.layer, ids)
-    own = model.bank(chosen.layer, cache=False).X.reshape(1, -1).float()
-    distances = (bank.X.reshape(len(ids), -1).float() - own).norm(dim=1).numpy()
+    distances = state.distances_to_upload(path, chosen.layer, ids, model)
     order = [i for i in np.argsort(distances) if ids[i] != record.id][:6]
     records = {r.id: r for r in zoo.select(ids=[ids[i] for i in order]).records}
     findings.neighbours = [Neighbour(ids[i], float(distances[i]), list(records[ids[i]].labels)) for i in order]

@@ -335,13 +335,22 @@ def dendrograms(path: str, token: str) -> list:
 
 @st.cache_data(show_spinner="Projecting the raw weights (PCA) ...", max_entries=8)
 def weight_map_of(path: str, token: str, architecture: int):
-    """(ids, WeightMap) of one architecture's clustered models: PCA on a coordinate subset of large layers."""
-    from probex.figures import weight_map
+    """(ids, WeightMap) of one architecture's clustered models (probex.trees.weight_map: exact, or on a random
+    projection of large layers; LoRA banks through their factors)."""
+    from probex.trees.weight_map import weight_map
 
     router = fit_router(path).router
     chosen = router.architectures_[architecture]
     ids = tuple(router.ids_[position] for position in chosen.positions)
-    return ids, weight_map(layer_bank(path, chosen.layer, ids).X)
+    return ids, weight_map(layer_bank(path, chosen.layer, ids))
+
+
+def distances_to_upload(path: str, layer: str, ids: tuple[str, ...], model: Any) -> Any:
+    """l2 distances [len(ids)] from the population's models ``ids`` to one model's (an upload's) ``layer``,
+    through the LoRA factors when both are LoRA (never merging a whole bank)."""
+    from probex.trees.distances import distances_to_models
+
+    return distances_to_models(layer_bank(path, layer, ids).stack, model.bank(layer, cache=False).stack)[:, 0]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

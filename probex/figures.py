@@ -193,73 +193,6 @@ def _draw_leaves(figure: go.Figure, data: DendrogramData, column: int, labels: M
 
 # -- the explorer's other figures (also for notebooks) ---------------------------------------------
 
-@dataclass
-class WeightMap:
-    """Models' raw weights on their first two principal components, and how to place new models on them.
-
-    ``coordinates`` [N, 2] and ``variance`` (the share of the variance of each component) of the
-    models; ``columns`` the flattened coordinates the map was computed on (all, or a random
-    subset for large layers), ``mean`` [len(columns)] and ``axes`` [len(columns), 2] project new
-    models: ``place(X)``.
-    """
-
-    coordinates: Any
-    variance: Any
-    columns: Any
-    mean: Any
-    axes: Any
-
-    def place(self, X: Any) -> Any:
-        """Map coordinates [M, 2] of new models' weights X [M, d_W, d_H] (or [M, D]) of the same layer."""
-        return self.centred(X) @ self.axes
-
-    def centred(self, X: Any) -> Any:
-        """The models' weights on the map's coordinates, centred like the map's models: float64 [M, len(columns)]."""
-        return _flat_columns(X, self.columns) - self.mean
-
-    def __len__(self) -> int:
-        return len(self.coordinates)
-
-
-def weight_map(X: Any, max_coordinates: int = 4096, seed: int = 0) -> WeightMap:
-    """The :class:`WeightMap` of one layer of N models X [N, d_W, d_H] (or [N, D]; a tensor or an array).
-
-    Layers with more than ``max_coordinates`` values are mapped on a fixed random subset of that
-    many coordinates (only those are read and converted), which keeps a map of a large layer to
-    N x ``max_coordinates`` numbers: distances between fine-tunes are spread over the whole
-    matrix, so a few thousand coordinates place them as the whole layer would. (For a map of any
-    population, LoRA factors and banks included, without placing: :func:`probex.trees.weight_map.weight_map`.)
-    """
-    import numpy as np
-
-    from probex.trees.weight_map import principal_coordinates
-
-    size = int(np.prod(X.shape[1:]))
-    columns = (np.sort(np.random.default_rng(seed).choice(size, max_coordinates, replace=False))
-               if size > max_coordinates else np.arange(size))
-    values = _flat_columns(X, columns)
-    coordinates, variance = principal_coordinates(values)
-    mean = values.mean(axis=0)
-    centred = values - mean
-    strength = np.maximum((coordinates ** 2).sum(axis=0), 1e-30)  # = the eigenvalues of the two components
-    axes = (centred.T @ coordinates) / strength
-    return WeightMap(coordinates=coordinates, variance=variance, columns=columns, mean=mean, axes=axes)
-
-
-def _flat_columns(X: Any, columns: Any) -> Any:
-    """float64 [N, len(columns)] of the flattened X, reading only those columns."""
-    import numpy as np
-    import torch
-
-    if isinstance(X, torch.Tensor):
-        flat = X.reshape(X.shape[0], -1)
-        if len(columns) < flat.shape[1]:
-            flat = flat.index_select(1, torch.from_numpy(np.asarray(columns, dtype=np.int64)))
-        return flat.double().numpy()
-    flat = np.asarray(X).reshape(len(X), -1)
-    return np.asarray(flat[:, columns] if len(columns) < flat.shape[1] else flat, dtype=np.float64)
-
-
 def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequence[str] | None = None,
                       title: str = "Raw weights, 2-D (PCA)", colours: Mapping[str, str] | None = None,
                       marks: Sequence[dict] = (), selected: Sequence[int] | None = None,
@@ -270,7 +203,8 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
         X: one layer of N models: a LayerBank (dense or LoRA factors, read a chunk at a time), a
             tensor or an array [N, d_W, d_H] or [N, D] (mapped by :mod:`probex.trees.weight_map`;
             large layers through a random projection, and the title says so), or their
-            :class:`WeightMap` (computed once, e.g. cached by an app that places uploads on it).
+            :class:`~probex.trees.weight_map.WeightMap` (computed once, e.g. cached by an app that
+            places uploads on it with ``WeightMap.place``).
         colourings: panel title -> one category per model (e.g. ``{"tree found": ..., "true tree": ...}``);
             a None category is drawn as "unknown".
         ids: the model ids shown on hover.
@@ -284,14 +218,11 @@ def weight_map_figure(X: Any, colourings: dict[str, Sequence[Any]], ids: Sequenc
     """
     import numpy as np
 
-    if isinstance(X, WeightMap):
-        mapped = X
-    else:
-        from probex.trees.weight_map import weight_map as population_map
+    from probex.trees.weight_map import WeightMap, weight_map
 
-        mapped = population_map(X)
-        if mapped.method != "exact":
-            title = f"{title} ({mapped.method})"
+    mapped = X if isinstance(X, WeightMap) else weight_map(X)
+    if mapped.method != "exact":
+        title = f"{title} ({mapped.method})"
     coordinates, variance = mapped.coordinates, mapped.variance
     ids = list(ids) if ids is not None else [str(i) for i in range(len(coordinates))]
     figure = make_subplots(rows=1, cols=len(colourings), subplot_titles=list(colourings),

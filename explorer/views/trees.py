@@ -61,9 +61,7 @@ if uploaded is not None:
                           if router.tree_names_.index(placement.nearest) in a.tree_indices)
             chosen = router.architectures_[number]
             ids = tuple(router.ids_[position] for position in chosen.positions)
-            bank = state.layer_bank(path, chosen.layer, ids)
-            own = model.bank(chosen.layer, cache=False).X.reshape(1, -1).float()
-            nearest_member = ids[int((bank.X.reshape(len(ids), -1).float() - own).norm(dim=1).argmin())]
+            nearest_member = ids[int(state.distances_to_upload(path, chosen.layer, ids, model).argmin())]
             placed = (number, placement, nearest_member, model)
             label = names.labels.get(placement.nearest, placement.nearest)
             if placement.tree is None:
@@ -129,7 +127,7 @@ truth = [router.true_trees_[position] for position in architecture.positions] if
 colourings = {"tree found": found} if truth is None else {"tree found": found, "true tree": truth}
 marks = []
 if placed is not None and placed[0] == number:
-    where = mapped.place(placed[3].bank(architecture.layer, cache=False).X)[0]
+    where = mapped.place(placed[3].bank(architecture.layer, cache=False))[0]
     marks.append({"x": float(where[0]), "y": float(where[1]), "text": mark.text,
                   "colour": names.colours.get(placed[1].tree or "", "#111111")})
 key = f"trees_selection:{number}"
@@ -149,8 +147,8 @@ clicked = apply_map_event(key, event)
 if clicked is not None:
     st.switch_page(MODEL_PAGE, query_params={"model": ids[clicked]})
 st.caption("Lasso or box models to list them; click one to open its page. The tree found and the true tree share "
-           "a colour when they agree." + (" The map is computed on a random subset of the layer's coordinates."
-                                         if len(mapped.columns) < np.prod(architecture.shape) else ""))
+           "a colour when they agree." + (f" The layer is large: the map is drawn on a {mapped.method} of every model's "
+                                         "weights (distances are kept on average)." if mapped.method != "exact" else ""))
 if st.session_state[key]:
     from probex.language.facets import model_table
 
@@ -162,7 +160,7 @@ if st.session_state[key]:
         """Every model's cosine with the selection's mean direction, on the map's (centred) coordinates."""
         from probex.language.selection import similarity_to_selection
 
-        return similarity_to_selection(mapped.centred(state.layer_bank(path, architecture.layer, ids).X), rows)
+        return similarity_to_selection(mapped.centred(state.layer_bank(path, architecture.layer, ids)), rows)
 
     highlight, cleared = selection_panel(f"trees_sel_{number}", facets, st.session_state[key],
                                          lambda row: records[row].images, similarity=similarity)

@@ -5,6 +5,8 @@ needs through matrix products over its factors, in chunks of models of bounded s
 
 - weighted sums (tree means, cell sums): sum_i w_i X_i = [w_i s_i B_i]_i [d_W, n r] @ [A_i]_i
   [n r, d_H], one product per tree or cell;
+- l2 distances to other LoRA updates Y_k (an upload): ||X_i||^2 - 2 <X_i, Y_k> + ||Y_k||^2, all
+  from r x r products (:func:`probex.zoo.factored.inner_products`), r^2 (d_W + d_H) per pair;
 - l2 distances to dense centres: ||X_i - C||^2 = ||X_i||^2 - 2 <X_i, C> + ||C||^2, the norm from
   r x r products and <X_i, C> = s_i sum(B_i * (C A_i^T)) from one product [d_W, d_H] @
   [d_H, n r] per centre. A distance whose float32 cancellation could pass 1e-4 (a model very
@@ -22,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from probex.zoo.factored import LoraFactors
+from probex.zoo.factored import LoraFactors, inner_products
 from probex.zoo.stack import CHUNK_BYTES, MatrixStack
 
 # float32 products err by <~1e-6 of the norms; redo a distance whose cancellation could exceed 1e-4
@@ -66,6 +68,25 @@ def factored_l2(stack: MatrixStack, centres: torch.Tensor, rows: np.ndarray) -> 
             redo = torch.nonzero(risky.any(1)).flatten()
             merged = part[redo].merge().reshape(len(redo), -1)
             exact = torch.cdist(merged, centres.float(), compute_mode="donot_use_mm_for_euclid_dist")
+            squared[redo] = exact.double().pow(2)
+        out[start:start + len(part)] = squared.clamp(min=0.0).sqrt().numpy()
+    return out
+
+
+def factored_l2_to_factors(stack: MatrixStack, others: LoraFactors, rows: np.ndarray) -> np.ndarray:
+    """Exact l2 distances [len(rows), M] from the models ``rows`` of a factored stack to M other LoRA updates
+    of the same shape, through r x r products only (never merged, except a distance float32 could lose)."""
+    others = others.float()
+    other_norms = others.squared_norms()
+    out = np.empty((len(rows), len(others)))
+    for start, part in factor_chunks(stack, rows):
+        norms = part.squared_norms()
+        squared = norms[:, None] + other_norms[None, :] - 2.0 * inner_products(part, others)
+        risky = (norms[:, None] + other_norms[None, :]) > _CANCELLATION_GUARD * squared
+        if risky.any():
+            redo = torch.nonzero(risky.any(1)).flatten()
+            merged = part[redo].merge().reshape(len(redo), -1)
+            exact = torch.cdist(merged, others.merge().reshape(len(others), -1), compute_mode="donot_use_mm_for_euclid_dist")
             squared[redo] = exact.double().pow(2)
         out[start:start + len(part)] = squared.clamp(min=0.0).sqrt().numpy()
     return out

@@ -152,6 +152,8 @@ def _count(population: Any) -> int:
 def as_model_stack(population: Any) -> MatrixStack:
     """A population's models as a MatrixStack [N, d_W, d_H]: a LayerBank's own, LoraFactors, or a tensor or
     array (a [N, d] input gets d_H = 1); arrays, memory maps included, are wrapped without a copy."""
+    if isinstance(population, MatrixStack):
+        return population
     stack = getattr(population, "stack", None)
     if isinstance(stack, MatrixStack):
         return stack

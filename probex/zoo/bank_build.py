@@ -229,8 +229,11 @@ def _store_lora(out, row, info, tensors, scaling, dtype, record) -> str | None:
     bad = int((~torch.isfinite(B)).sum() + (~torch.isfinite(A)).sum()) + (0 if np.isfinite(scale) else 1)
     if bad:
         return f"layer '{info.name}' has {bad} NaN/Inf values in its LoRA factors"
-    norm = float(LoraFactors(B[None], A[None], torch.tensor([scale], dtype=torch.float32)).squared_norms()[0])
-    if not norm < _FLOAT32_MAX_SQUARED:
+    # ||s B A||_F <= |s| ||B||_F ||A||_F: the exact norm (r x r products) only when that bound is not enough
+    bound = float(scale) ** 2 * float(B.double().square().sum()) * float(A.double().square().sum())
+    if not bound < _FLOAT32_MAX_SQUARED and not (
+            float(LoraFactors(B[None], A[None], torch.tensor([scale], dtype=torch.float32)).squared_norms()[0])
+            < _FLOAT32_MAX_SQUARED):
         return f"layer '{info.name}' merges to values beyond the float32 range"
     rank = B.shape[1]
     out["B"][row, :, :rank] = _converted(B, dtype, record, info).numpy()

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from probex.figures import layer_sweep_figure, training_curves_figure, weight_map, weight_map_figure
+from probex.figures import layer_sweep_figure, training_curves_figure, weight_map_figure
 from probex.experts.training import EpochLog
-from probex.trees.weight_map import principal_coordinates
+from probex.trees import weight_map as weight_map_module
+from probex.trees.weight_map import principal_coordinates, weight_map
 
 
 @pytest.mark.parametrize("shape", [(40, 300), (300, 12)], ids=["wide", "tall"])
@@ -47,13 +48,16 @@ def test_a_new_model_is_placed_where_its_own_row_would_be():
     np.testing.assert_allclose(mapped.place(X[5:6]), mapped.coordinates[5:6], atol=1e-9)
 
 
-def test_a_large_layer_is_mapped_on_a_coordinate_subset_that_still_separates_the_trees():
+def test_a_large_layer_is_mapped_on_a_random_projection_that_still_separates_the_trees(monkeypatch):
     X = torch.from_numpy(two_trees(d_w=64, d_h=96)).float()  # 6,144 coordinates
-    mapped = weight_map(X, max_coordinates=512)
-    assert len(mapped.columns) == 512 and mapped.axes.shape == (512, 2)
+    monkeypatch.setattr(weight_map_module, "EXACT_BYTES", 0)
+    mapped = weight_map(X)
+    assert mapped.method == "random projection to 64 x 64" and mapped.axes.shape == (64 * 64, 2)
     first = mapped.coordinates[:, 0]
     assert max(first[:20]) < min(first[20:]) or max(first[20:]) < min(first[:20])
     np.testing.assert_allclose(mapped.place(X[25:26]), mapped.coordinates[25:26], atol=1e-6)
+    figure = weight_map_figure(mapped, {"tree": ["a"] * 20 + ["b"] * 20})
+    assert "random projection to 64 x 64" in figure.layout.title.text  # the figure says how it was drawn
 
 
 def test_a_negligible_second_component_is_labelled_below_one_percent_not_zero():

@@ -5,10 +5,11 @@ import pytest
 from lora_zoo import write_lora_zoo
 
 from probex.trees import weight_map as weight_map_module
-from probex.trees.distances import exact_gram
+from probex.trees.distances import distances_to_models, exact_gram
 from probex.trees.router import TreeRouter
 from probex.trees.weight_map import weight_map
 from probex.zoo import ModelZoo
+from probex.zoo.stack import MatrixStack
 
 LAYER = "unet.wide.attn.to_v"
 
@@ -65,3 +66,26 @@ def test_large_layers_are_mapped_through_the_same_random_projection_factored_or_
     monkeypatch.undo()
     exact = weight_map(bank.X).coordinates[:, 0]
     assert abs(np.corrcoef(exact, factored.coordinates[:, 0])[0, 1]) > 0.9  # the projection keeps the main axis
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "random projection"])
+def test_models_are_placed_on_the_map_where_they_are_drawn_factored_or_merged(bank, monkeypatch, exact):
+    if not exact:
+        monkeypatch.setattr(weight_map_module, "EXACT_FLOPS", 0)
+        monkeypatch.setattr(weight_map_module, "EXACT_BYTES", 0)
+    factored, merged = weight_map(bank), weight_map(bank.X)
+    some = bank.stack.view(np.arange(3, 9))
+    for mapped in (factored, merged):
+        assert _relative(mapped.place(some), mapped.coordinates[3:9]) < 1e-4
+    assert _relative(factored.place(some), merged.place(bank.X[3:9])) < 1e-4
+    assert _relative(factored.centred(bank), merged.centred(bank.X)) < 1e-4
+
+
+def test_distances_to_an_upload_from_factors_equal_the_merged_ones(bank):
+    upload = bank.stack.view([7])
+    factored = distances_to_models(bank.stack, upload)
+    merged = np.linalg.norm(bank.X.reshape(len(bank), -1).double().numpy()
+                            - bank.X[7].reshape(1, -1).double().numpy(), axis=1)[:, None]
+    assert factored.shape == (len(bank), 1) and factored[7, 0] < 1e-3 * merged.max()
+    assert _relative(factored, merged) < 1e-4
+    assert _relative(distances_to_models(bank.stack, MatrixStack(bank.X[7:8])), merged) < 1e-4

@@ -104,3 +104,22 @@ def test_splits_trees_and_selections_are_views_of_one_cached_bank(lora_zoo, tmp_
 def test_a_factored_bank_is_forty_times_smaller_than_merged_at_1280_by_1280_rank_16():
     factors = LoraFactors(torch.zeros(1, 1280, 16), torch.zeros(1, 16, 1280))
     assert 1280 * 1280 * 4 / factors.nbytes > 39
+
+
+def test_a_lora_that_merges_beyond_float32_is_skipped_and_one_whose_factors_only_look_large_is_kept(tmp_path):
+    up_big, down_big = torch.zeros(8, 2), torch.zeros(2, 6)
+    up_big[:, 0], down_big[0] = 1e20, 1e20  # merges to 1e40: beyond float32
+    up_fine, down_fine = torch.zeros(8, 2), torch.zeros(2, 6)
+    up_fine[:, 0], down_fine[1] = 1e20, 1e20  # each factor is large, but their product is exactly 0
+    records = []
+    for name, (up, down) in {"big": (up_big, down_big), "fine": (up_fine, down_fine),
+                             "plain": (torch.ones(8, 2), torch.ones(2, 6))}.items():
+        path = tmp_path / "models" / f"{name}.safetensors"
+        tensors = {"unet.x.lora.up.weight": up, "unet.x.lora.down.weight": down}
+        save_model_file(path, tensors, id=name, split="train", tree="t", labels=[], metadata={})
+        records.append(ModelRecord(id=name, path=path, split="train", tree="t", labels=[], metadata={}))
+    write_manifest(tmp_path, records, name="range")
+    bank = ModelZoo.open(tmp_path).bank("unet.x", cache=False)
+    assert [record.id for record in bank.records] == ["fine", "plain"]
+    assert [(model_id, "float32 range" in reason) for model_id, reason in bank.skipped] == [("big", True)]
+    assert torch.all(bank.X[0] == 0)
