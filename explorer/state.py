@@ -124,8 +124,8 @@ def fit_router(path: str) -> RouterFit:
     if held_ids:
         held = population.select(ids=held_ids)
         routes, truth = router.route(held), [record.tree for record in held.records]
-        if router.tree_truth_:
-            accuracy = router.score(held)
+        if router.tree_truth_ and any(tree is not None for tree in truth):
+            accuracy = router.score_routes(routes, truth)
     return RouterFit(router, fit_zoo.ids, held_ids, accuracy, routes, truth)
 
 

@@ -257,8 +257,14 @@ class TreeRouter(Estimator):
             raise ProbeXError("TreeRouter.score: the population carries no true tree names; pass true_trees")
         if not self.tree_truth_:
             raise ProbeXError("TreeRouter.score: fit saw no true tree names, so found trees cannot be matched to them")
+        return self.score_routes(self.route(population), true_trees)
+
+    def score_routes(self, routed: Sequence[str | None], true_trees: Sequence) -> float:
+        """:meth:`score` of routes already computed (``route``'s answer), against their true trees."""
+        self._check_fitted()
+        if not self.tree_truth_:
+            raise ProbeXError("TreeRouter.score: fit saw no true tree names, so found trees cannot be matched to them")
         known = set(self.tree_truth_.values())
-        routed = self.route(population)
         right = [(tree is None and truth not in known) or (tree is not None and self.tree_truth_.get(tree) == truth)
                  for tree, truth in zip(routed, true_trees)]
         return float(np.mean(right)) if right else float("nan")

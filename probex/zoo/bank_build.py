@@ -230,7 +230,7 @@ def _store_lora(out, row, info, tensors, scaling, dtype, record) -> str | None:
     if bad:
         return f"layer '{info.name}' has {bad} NaN/Inf values in its LoRA factors"
     # ||s B A||_F <= |s| ||B||_F ||A||_F: the exact norm (r x r products) only when that bound is not enough
-    bound = float(scale) ** 2 * float(B.double().square().sum()) * float(A.double().square().sum())
+    bound = float(scale) ** 2 * float(B.float().square().sum()) * float(A.float().square().sum())  # inf: exact check
     if not bound < _FLOAT32_MAX_SQUARED and not (
             float(LoraFactors(B[None], A[None], torch.tensor([scale], dtype=torch.float32)).squared_norms()[0])
             < _FLOAT32_MAX_SQUARED):

@@ -70,7 +70,12 @@ def test_routes_held_out_models_with_accuracy_one(fitted):
 def test_model_from_a_tree_not_in_fit_is_unknown(fitted):
     new_root = grow_tree("d", 5, root_seed=9, seed=5)
     assert fitted.route(new_root) == [None] * 5
-    assert fitted.score(concat(new_root, grow_tree("a", 5, root_seed=1, seed=6))) == 1.0
+    both = concat(new_root, grow_tree("a", 5, root_seed=1, seed=6))
+    assert fitted.score(both) == 1.0
+    truth = ["d"] * 5 + ["a"] * 5
+    routed = fitted.route(both)
+    assert fitted.score_routes(routed, truth) == 1.0  # routes computed once, scored without routing again
+    assert fitted.score_routes(routed[5:] + routed[:5], truth) == 0.0  # every route against the wrong truth
 
 
 def test_model_of_an_unseen_architecture_is_unknown(fitted):
