@@ -116,6 +116,9 @@ if fitted.held_routes and any(truth is not None for truth in fitted.held_truth):
 # -- the raw weights in 2-D, with a linked selection -----------------------------------------------------------
 st.subheader("The raw weights, in two dimensions")
 choices = list(range(len(router.architectures_)))
+if placed is not None and st.session_state.get("map_placed_upload") != uploaded.file_id:  # a new upload: show its map
+    st.session_state["map_placed_upload"] = uploaded.file_id
+    st.session_state["map_architecture"] = placed[0]
 address.restore("map_architecture", "arch", parse=int, choices=choices, default=placed[0] if placed else 0)
 number = (st.selectbox("Architecture", choices, format_func=lambda i: names.architectures[i], key="map_architecture")
           if len(choices) > 1 else 0)

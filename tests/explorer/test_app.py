@@ -151,12 +151,13 @@ def test_one_tree_has_one_colour_in_both_panels_of_the_map(mini_jungle):
     assert all(len(found) == 1 for found in colours.values()), colours
 
 
-def test_an_uploaded_model_joins_its_tree_and_is_drawn_on_the_dendrogram_and_the_map(mini_jungle):
+@pytest.mark.parametrize("tree", ["cnn-attributes", "mini-sd"])  # dense weights; LoRA factors (never merged whole)
+def test_an_uploaded_model_joins_its_tree_and_is_drawn_on_the_dendrogram_and_the_map(mini_jungle, tree):
     app = open_page(mini_jungle, "views/trees.py")
-    model = ModelZoo.open(mini_jungle).select(tree="cnn-attributes", split="test").records[0]
+    model = ModelZoo.open(mini_jungle).select(tree=tree, split="test").records[0]
     app.file_uploader(key="trees_upload").upload("model.safetensors", model.path.read_bytes()).run()
     assert not app.exception
-    assert "cnn-attributes" in app.success[0].value and "within" in app.success[0].value
+    assert tree in app.success[0].value and "within" in app.success[0].value
     for spec in chart_specs(app)[:2]:  # the dendrogram, then the map (a star on each of its panels)
         stars = [trace for trace in spec["data"] if trace.get("name") == "your model"]
         assert stars and all("radius" in star["hovertext"][0] for star in stars)
