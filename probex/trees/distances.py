@@ -109,7 +109,7 @@ def distances_to_centres(flat: MatrixStack | torch.Tensor, centres: torch.Tensor
 def distances_to_models(population: MatrixStack, others: MatrixStack) -> np.ndarray:
     """Exact l2 distances [N, M] from each model of ``population`` to each of ``others`` (e.g. an upload),
     both stacks of the same layer. When both are LoRA factors, through r x r products (an upload to
-    5,000 SD LoRAs of 1280 x 1280 in about a second); otherwise ``others`` merged, as dense centres."""
+    5,000 SD LoRAs of 1280 x 1280: 4.6 s at load 13 on 2 cores); otherwise ``others`` merged, as dense centres."""
     if population.shape[1:] != others.shape[1:]:
         raise ProbeXError(f"distances_to_models: layers of shapes {population.shape[1:]} and {others.shape[1:]}")
     rows = np.arange(len(population))

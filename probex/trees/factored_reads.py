@@ -29,6 +29,7 @@ from probex.zoo.stack import CHUNK_BYTES, MatrixStack
 
 # float32 products err by <~1e-6 of the norms; redo a distance whose cancellation could exceed 1e-4
 _CANCELLATION_GUARD = 1e-4 / 1e-6
+_CANCELLATION_GUARD_FLOAT64 = 1e-4 / 1e-12  # the same for float64 products (inner_products, squared_norms)
 
 
 def factor_chunks(stack: MatrixStack, rows: np.ndarray) -> Iterator[tuple[int, LoraFactors]]:
@@ -75,14 +76,15 @@ def factored_l2(stack: MatrixStack, centres: torch.Tensor, rows: np.ndarray) -> 
 
 def factored_l2_to_factors(stack: MatrixStack, others: LoraFactors, rows: np.ndarray) -> np.ndarray:
     """Exact l2 distances [len(rows), M] from the models ``rows`` of a factored stack to M other LoRA updates
-    of the same shape, through r x r products only (never merged, except a distance float32 could lose)."""
+    of the same shape, through r x r products in float64 (merged only where even float64 could lose the
+    distance: a model all but identical to another)."""
     others = others.float()
     other_norms = others.squared_norms()
     out = np.empty((len(rows), len(others)))
     for start, part in factor_chunks(stack, rows):
         norms = part.squared_norms()
         squared = norms[:, None] + other_norms[None, :] - 2.0 * inner_products(part, others)
-        risky = (norms[:, None] + other_norms[None, :]) > _CANCELLATION_GUARD * squared
+        risky = (norms[:, None] + other_norms[None, :]) > _CANCELLATION_GUARD_FLOAT64 * squared
         if risky.any():
             redo = torch.nonzero(risky.any(1)).flatten()
             merged = part[redo].merge().reshape(len(redo), -1)
