@@ -137,6 +137,19 @@ def selected_rows(event: Any) -> tuple[list[int], bool]:
     return sorted(rows), by_area
 
 
+def map_chart(figure: Any, key: str) -> Any:
+    """Draw a map whose models are picked on it (box, lasso, click) and return its selection event.
+
+    Streamlit's chart sets the layout's ``clickmode`` and ``dragmode`` for selections *after* the
+    figure is first drawn, which draws a big WebGL map twice (about a second more per colour change
+    at 20,000 models, benchmarks/bench_app.py atlas20k); set here before the first draw, to the values
+    it would choose (click selects, drag pans, lasso and box in the modebar), it is drawn once.
+    """
+    figure.update_layout(clickmode="event+select", dragmode="pan", hovermode=figure.layout.hovermode or "closest")
+    return st.plotly_chart(figure, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                           config={"scrollZoom": True, "displaylogo": False})
+
+
 def apply_map_event(state_key: str, event: Any) -> Optional[int]:
     """Update the selection kept in ``st.session_state[state_key]`` from a map's selection event.
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer import address, state
 from explorer.text import plain, plain_error
-from explorer.widgets import apply_map_event, selection_panel
+from explorer.widgets import apply_map_event, map_chart, selection_panel
 from probex.errors import ProbeXError
 from probex.figures import atlas_figure
 from probex.language.atlas_figure import SHAPES_BY_DEFAULT_UP_TO
@@ -95,9 +95,7 @@ figure = state.figure("atlas", (path, token, tree, choice.token, colour, shape, 
                                            highlight=highlight, selected=selected or None,
                                            colours=state.tree_colours(path) if colour == "tree" else None,
                                            highlight_name="matches" if find.strip() else "more like these"))
-event = st.plotly_chart(figure, width="stretch", key="atlas_chart", on_select="rerun",
-                        selection_mode=("points", "box", "lasso"),
-                        config={"scrollZoom": True, "displaylogo": False})
+event = map_chart(figure, "atlas_chart")
 clicked = apply_map_event(SELECTION, event)
 if clicked is not None:
     st.switch_page(MODEL_PAGE, query_params={"model": index.ids[clicked]})
