@@ -8,9 +8,9 @@ server, which opens the rest only when a page asks for it (a prompt to highlight
 
 Trust, as for probex's own caches (:mod:`probex.language.search_cache`): an entry is used only when
 its key is the one computed now, and the key hashes, for every file and folder under the
-population's root (its manifest, models, metadata, images and shipped experts), the relative path,
-size, mtime_ns, ctime_ns, inode and device; and the same for every model file the entry names
-outside the root. Any write anywhere changes a ctime, which no one can set back, so an edited zoo or
+population's root (its manifest, models, metadata, images and shipped experts; links followed),
+the relative path, size, mtime_ns, ctime_ns, inode and device; and the same for every model file
+the entry names outside the root. Any write anywhere changes a ctime, which no one can set back, so an edited zoo or
 a retrained shipped expert is never drawn from a stale entry. Experts trained in a session are not
 on disk and never use it. The frames are written as parquet, read back once and compared with what
 was drawn before the entry is kept (a table that does not survive the round trip is not cached), and
@@ -65,7 +65,11 @@ def population_root(path: str) -> Path:
 
 
 def _identity(path: str) -> str:
-    stat = os.lstat(path)
+    """What a file or folder is now: of what a link points to (a zoo of links to models is common), else the link."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:  # a dangling link
+        stat = os.lstat(path)
     return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
 
 
@@ -79,8 +83,13 @@ def population_key(root: Path, outside: Sequence[str] = ()) -> Optional[str]:
                                         "root": str(root.resolve())}).encode("utf-8"))
     try:
         digest.update(f".\0{_identity(str(root))}\n".encode("utf-8"))
-        skip = _cache_root()
-        for folder, folders, files in os.walk(root, onerror=_raise):
+        skip, seen = _cache_root(), set()
+        for folder, folders, files in os.walk(root, onerror=_raise, followlinks=True):
+            stat = os.stat(folder)
+            if (stat.st_dev, stat.st_ino) in seen:  # a link back to a folder already walked
+                folders[:] = []
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
             folders[:] = sorted(name for name in folders if os.path.join(folder, name) != skip)
             for name in folders + sorted(files):
                 full = os.path.join(folder, name)
@@ -163,10 +172,15 @@ def save_view(path: str, tree: str, trees: Sequence[str], sources: dict[str, str
     inside = str(root.resolve()) + os.sep
     outside = [file for file in sorted({str(Path(file).resolve()) for file in model_files})
                if not file.startswith(inside)]
+    index_file = _index_file(root)
+    try:  # before the key: a cache folder made under the population changes its folder's times
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        logger.warning("cannot keep the Atlas of tree %s on disk (%s)", tree, error)
+        return None
     key = population_key(root, outside)
     if key is None:
         return None
-    index_file = _index_file(root)
     index = _read_index(root)
     if index is None or index.get("key") != key:
         index = {"format": VIEW_FORMAT, "key": key, "outside": outside, "views": {}}
@@ -183,7 +197,6 @@ def save_view(path: str, tree: str, trees: Sequence[str], sources: dict[str, str
                 logger.info("the Atlas's %s of tree %s does not survive parquet; not cached", part, tree)
                 return None
             file = index_file.with_name(f"{stem}.{part}.parquet")
-            index_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(file, data)
             view[part], view[f"{part}_crc32"] = file.name, zlib.crc32(data)
         index["views"][tree] = view
