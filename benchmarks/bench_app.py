@@ -14,7 +14,8 @@ Parts (``--parts``, default all):
   and the Search page with a prompt. Target (issue 19) 0.3 s.
 - ``atlas``: the Atlas opened directly in Chromium on a new server: (a) the first time on a
   machine (an empty probex cache: UMAP's functions compiled, the map computed) and (b) a new server
-  process over the cache (a) left (compiled functions and the map read back from disk). The clock
+  process over the cache (a) left (the map's points and table read back from disk by
+  explorer/atlas_disk.py, which opens neither the zoo nor the experts; torch loads after the page). The clock
   runs from opening the address until the map is drawn and the run has finished. Target (issue 19)
   10 s on the 2-core machine.
 - ``atlas20k``: ``benchmarks/atlas_20k_app.py`` (20,000 synthetic models drawn by the app's own

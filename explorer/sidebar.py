@@ -107,16 +107,11 @@ def draw() -> Any:
 
 @st.cache_resource(show_spinner=False)
 def _torch_import() -> threading.Thread:
-    """Once per process, after the first page: import torch (and apply $PROBEX_THREADS) in a background thread, so
+    """Once per process, after the first page: import torch in a background thread, so
     that a page that does not need torch (a map read from disk) is not kept waiting seconds for it; the compute
     controls wait for it instead."""
-    def run() -> None:
-        try:
-            from probex.experts.training import set_threads
-
-            set_threads()
-        except Exception as error:  # said in the page by draw_compute, which calls it again
-            logger.info("torch threads at start: %s", error)
+    def run() -> None:  # torch alone: $PROBEX_THREADS is applied by draw_compute, in the script's thread
+        import torch  # noqa: F401
 
     thread = threading.Thread(target=run, name="probex-torch-import", daemon=True)
     thread.start()
