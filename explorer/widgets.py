@@ -140,10 +140,10 @@ def selected_rows(event: Any) -> tuple[list[int], bool]:
 def map_chart(figure: Any, key: str) -> Any:
     """Draw a map whose models are picked on it (box, lasso, click) and return its selection event.
 
-    Streamlit's chart sets the layout's ``clickmode`` and ``dragmode`` for selections *after* the
-    figure is first drawn, which draws a big WebGL map twice (about a second more per colour change
-    at 20,000 models, benchmarks/bench_app.py atlas20k); set here before the first draw, to the values
-    it would choose (click selects, drag pans, lasso and box in the modebar), it is drawn once.
+    One place for the settings of a selectable map (the Atlas page and benchmarks/atlas_20k_app.py
+    draw the same chart). The layout's ``clickmode`` and ``dragmode`` are set to what Streamlit's
+    selections choose for it (click selects, drag pans; lasso and box in the modebar), so the figure
+    says what the chart does and Streamlit has nothing to change after it is drawn.
     """
     figure.update_layout(clickmode="event+select", dragmode="pan", hovermode=figure.layout.hovermode or "closest")
     return st.plotly_chart(figure, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
