@@ -21,6 +21,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from explorer.widgets import map_chart  # noqa: E402
 from probex.figures import atlas_figure  # noqa: E402
 from probex.language.atlas import Atlas  # noqa: E402
 from probex.language.atlas_figure import SHAPES_BY_DEFAULT_UP_TO  # noqa: E402
@@ -56,5 +57,5 @@ atlas, table = synthetic_atlas()
 colour = st.selectbox("Colour by", ["concept", "lr", "split", "seen", "concept, shaped"], key="colour")
 shaped = colour == "concept, shaped" or (colour == "concept" and N_MODELS <= SHAPES_BY_DEFAULT_UP_TO)  # as the Atlas page
 figure = atlas_figure(atlas, color=colour.split(",")[0], table=table, shape="other words" if shaped else None)
-st.plotly_chart(figure, width="stretch", key="atlas", on_select="rerun", selection_mode=("points", "box", "lasso"))
+map_chart(figure, "atlas")  # as the Atlas page draws it
 st.caption(f"drawn: {colour}")

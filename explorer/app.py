@@ -24,14 +24,6 @@ from explorer.text import plain  # noqa: E402
 
 st.set_page_config(page_title="ProbeX Explorer", page_icon=":deciduous_tree:", layout="wide")
 
-if "torch_threads" not in st.session_state:  # the sidebar's thread box starts from $PROBEX_THREADS
-    try:
-        from probex.experts.training import set_threads
-
-        set_threads()
-    except ValueError as error:
-        st.warning(f"{plain(error)}; training uses torch's default threads.")
-
 PAGES = {
     "home": st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
     "trees": st.Page("views/trees.py", title="Trees", icon=":material/account_tree:", url_path="trees"),
@@ -57,8 +49,10 @@ if st.session_state.get("unknown_page") is not None:
                f"{current.capitalize()} page. Pages: {', '.join(PAGES)}.")
 st.query_params["page"] = current
 
-sidebar.draw()
+compute = sidebar.draw()
+sidebar.apply_threads()
 try:
     navigation.run()
-finally:  # once per process, in the background, after the first page is drawn (not competing with it for CPU)
-    state.warm_up()
+finally:
+    sidebar.draw_compute(compute)  # after the page: torch is imported here unless the page needed it
+    state.warm_up()  # once per process, in the background, after the first page is drawn (not competing with it)

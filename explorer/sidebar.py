@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -74,7 +77,9 @@ def remember_folder(folder: str) -> None:
         logger.warning("cannot remember the recent zoo folders: %s", error)
 
 
-def draw() -> None:
+def draw() -> Any:
+    """The population part now; returns the place of the compute part, which :func:`draw_compute` fills after the
+    page (it needs torch, whose import took seconds a map read from disk does not need)."""
     with st.sidebar:
         st.subheader("Population")
         current = population_path()
@@ -97,13 +102,63 @@ def draw() -> None:
                 remember_folder(folder.strip())
         else:
             st.session_state[POPULATION_KEY] = ""
-        draw_compute()
+        return st.container()
 
 
-def draw_compute() -> None:
-    """Device and threads for training; the thread count is applied to this script run at once."""
-    import torch
+@st.cache_resource(show_spinner=False)
+def _torch_import() -> threading.Thread:
+    """Once per process, after the first page: import torch in a background thread, so
+    that a page that does not need torch (a map read from disk) is not kept waiting seconds for it; the compute
+    controls wait for it instead."""
+    def run() -> None:  # torch alone: $PROBEX_THREADS is applied by draw_compute, in the script's thread
+        import torch  # noqa: F401
 
+    thread = threading.Thread(target=run, name="probex-torch-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def torch_loaded() -> bool:
+    """Whether torch is imported (completely: a module being imported is marked ``__spec__._initializing``)."""
+    module = sys.modules.get("torch")
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def apply_threads() -> None:
+    """Before the page: apply the thread box's count when torch is loaded (else draw_compute does, when it is)."""
+    threads = st.session_state.get(THREADS_KEY)
+    if threads and torch_loaded():
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+def draw_compute(place: Any) -> None:
+    """Device and threads for training, in ``place`` (from :func:`draw`), once torch is loaded (until then a line
+    says so and the app reruns when it is); the thread count is applied to torch at once."""
+    with place:
+        if not torch_loaded() and _torch_import().is_alive():  # started after the page, not competing with it
+            st.fragment(_wait_for_torch, run_every=1.0)()
+            return
+        import torch
+
+        if THREADS_KEY not in st.session_state:  # the thread box starts from $PROBEX_THREADS
+            try:
+                from probex.experts.training import set_threads
+
+                set_threads()
+            except ValueError as error:
+                st.warning(f"{plain(error)}; training uses torch's default threads.")
+        _compute_controls(torch)
+
+
+def _wait_for_torch() -> None:
+    if _torch_import().is_alive():
+        st.subheader("Compute")
+        st.caption("Loading torch for the device and thread controls ...")
+    else:
+        st.rerun()
+
+
+def _compute_controls(torch: Any) -> None:
     st.subheader("Compute")
     options = devices()
     if st.session_state.get(DEVICE_KEY) not in options:

@@ -235,6 +235,25 @@ def atlas(path: str, tree: str, token: str, _index: Any):
     return build_atlas(_index)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def disk_atlas(path: str, tree: Optional[str]):
+    """One tree's map read back from disk (default: the population's first tree), or None (explorer.atlas_disk)."""
+    from explorer.atlas_disk import load_view
+
+    return load_view(path, tree)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def keep_atlas(path: str, tree: str, token: str, _experts: dict, _atlas: Any, _table: Any) -> Optional[str]:
+    """Keep a map drawn from the zoo on disk for new servers, once per tree and expert (explorer.atlas_disk)."""
+    from explorer.atlas_disk import save_view
+
+    index = _atlas.index
+    return save_view(path, tree, list(_experts), {name: choice.source for name, choice in _experts.items()},
+                     {name: choice.token for name, choice in _experts.items()}, _atlas.points, _table, _atlas.message,
+                     _atlas.method, [str(record.path) for record in index.records])
+
+
 # -- files a validated zoo ships beside its models --------------------------------------------------
 
 @st.cache_data
@@ -389,10 +408,10 @@ def warm_up() -> bool:
     the first Atlas is not kept waiting for the compiler (probex.language.atlas.prepare_umap)."""
     import threading
 
-    from probex.language.atlas import prepare_umap
-
     def run() -> None:
         try:
+            from probex.language.atlas import prepare_umap  # here: it imports torch, which the page may not need
+
             prepare_umap(compile_now=True)
         except Exception as error:  # a warm-up only saves time: the Atlas compiles what it needs itself
             logger.warning("UMAP warm-up failed: %s", error)

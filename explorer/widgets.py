@@ -137,6 +137,19 @@ def selected_rows(event: Any) -> tuple[list[int], bool]:
     return sorted(rows), by_area
 
 
+def map_chart(figure: Any, key: str) -> Any:
+    """Draw a map whose models are picked on it (box, lasso, click) and return its selection event.
+
+    One place for the settings of a selectable map (the Atlas page and benchmarks/atlas_20k_app.py
+    draw the same chart). The layout's ``clickmode`` and ``dragmode`` are set to what Streamlit's
+    selections choose for it (click selects, drag pans; lasso and box in the modebar), so the figure
+    says what the chart does and Streamlit has nothing to change after it is drawn.
+    """
+    figure.update_layout(clickmode="event+select", dragmode="pan", hovermode=figure.layout.hovermode or "closest")
+    return st.plotly_chart(figure, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                           config={"scrollZoom": True, "displaylogo": False})
+
+
 def apply_map_event(state_key: str, event: Any) -> Optional[int]:
     """Update the selection kept in ``st.session_state[state_key]`` from a map's selection event.
 

@@ -77,9 +77,9 @@ def atlas_figure(atlas: Any, color: str = "concept", title: Optional[str] = None
     if highlight is not None and highlight.any():
         rows = np.flatnonzero(highlight)
         figure.add_trace(go.Scattergl(
-            x=models["x"].to_numpy()[rows], y=models["y"].to_numpy()[rows], mode="markers", name=highlight_name,
-            marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111111")),
-            customdata=rows, hoverinfo="skip"))
+            x=models["x"].to_numpy(np.float32)[rows], y=models["y"].to_numpy(np.float32)[rows], mode="markers",
+            name=highlight_name, marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111111")),
+            customdata=rows.astype(np.int32), hoverinfo="skip"))
     anchors = points[points["kind"] == "anchor"]
     word_colours = _word_colours(list(anchors["label"]), field, colours)
     if len(anchors):
@@ -233,7 +233,12 @@ def _points(**properties: Any) -> go.Scattergl:
     plotly checks every element of an array property on construction (each marker symbol against
     its ~500 names), and again when a trace is added to a figure: about 0.7 s for 20,000 models
     shaped by a field, on every colour change. The arrays built here hold valid values by
-    construction; the tests check whole figures with plotly's validation (``go.Figure(figure.to_dict())``)."""
+    construction; the tests check whole figures with plotly's validation (``go.Figure(figure.to_dict())``).
+    Coordinates go as float32 and rows as int32: plotly sends NumPy arrays as typed arrays (``bdata``),
+    half the bytes of float64 / int64, and a map needs no more precision than a screen has pixels."""
+    for name in ("x", "y"):
+        properties[name] = np.asarray(properties[name], dtype=np.float32)
+    properties["customdata"] = np.asarray(properties["customdata"], dtype=np.int32)
     return go.Scattergl(_validate=False, **properties)
 
 
