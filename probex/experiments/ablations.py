@@ -57,9 +57,13 @@ class _ClassifierFits:
     each distinct setting is trained once and shared between the tables."""
 
     def __init__(self, tree_zoo, layer: str, params: dict):
+        from probex.experts.labels import TargetEncoding
+
         self.layer, self.params = layer, params
         self.banks = {split: tree_zoo.bank(layer, split=split) for split in ("train", "val", "test")}
         self.d_W, self.d_H = self.banks["train"].shape
+        # every expert gets the full training set's classes: a small subset may miss some of them
+        self.classes = TargetEncoding.from_labels(self.banks["train"].labels).classes
         self._rows: dict[tuple, dict] = {}
 
     def clipped(self, sizes: Sequence[Optional[int]]) -> tuple:
@@ -83,10 +87,13 @@ class _ClassifierFits:
         n_probes, proj_dim, rep_dim = sizes
         train = _training_subset(self.banks["train"], n_train, self.params.get("seed", 0))
         expert = ProbeXClassifier(**{**self.params, "n_probes": n_probes, "proj_dim": proj_dim, "rep_dim": rep_dim,
-                                     "encoder_depth": depth}).fit(train, val=(self.banks["val"], None))
-        encoder = expert.network_.encoders[0]
+                                     "encoder_depth": depth, "classes": self.classes}
+                                  ).fit(train, val=(self.banks["val"], None))
+        encoder, score = expert.network_.encoders[0], expert.score(self.banks["test"])
+        logger.info("%s: r_U %d, r_V %d, r_T %d, depth %d, %d training models: %.3f", self.layer, encoder.n_probes,
+                    encoder.proj_dim, encoder.rep_dim, depth, n_train, score)
         return {"r_U": encoder.n_probes, "r_V": encoder.proj_dim, "r_T": encoder.rep_dim, "depth": depth,
-                "training_models": n_train, "score": expert.score(self.banks["test"]), "val": _best_val(expert),
+                "training_models": n_train, "score": score, "val": _best_val(expert),
                 "n_parameters": int(expert.n_parameters_)}
 
 
@@ -156,9 +163,10 @@ def training_size_ablation(tree_zoo, layer: str, params: dict, fractions: Sequen
     for n in _fraction_sizes(n_models, fractions):
         train = _training_subset(banks["train"][0], n, params.get("seed", 0))
         expert = ProbeXAligner(**params).fit([train], val=(banks[splits[2]], None))
+        score = expert.score(banks[splits[3]], candidates=held_out)
+        logger.info("%s: %d training models: zero-shot %.3f", layer, n, score)
         rows.append({"setting": f"{n} of {n_models}", "fraction": n / n_models, "training_models": n,
-                     "training_concepts": len(set(names_of(train.labels))),
-                     "score": expert.score(banks[splits[3]], candidates=held_out), "val": _best_val(expert),
+                     "training_concepts": len(set(names_of(train.labels))), "score": score, "val": _best_val(expert),
                      "n_parameters": int(expert.n_parameters_)})
     return {"layer": layer, "metric": "zero-shot top-1 (held-out test)", "rows": rows}
 
@@ -290,9 +298,10 @@ def ablations_markdown(ablations: dict) -> list[str]:
         out += [f"### Training-set size, positive transfer ({name}, {transfer['layer']}): {transfer['metric']}", "",
                 "A random part of the tree's training models (seeded); validation and test unchanged. More models of "
                 "the same tree should help.", ""]
-        out += _table(["training models", "fraction", "score", "val", "paper"],
-                      [[row["setting"], f"{row['fraction']:.2f}", row["score"], row["val"],
-                        _paper("training_size", row["setting"])] for row in transfer["rows"]])
+        concepts = all("training_concepts" in row for row in transfer["rows"])  # an aligned tree: concepts seen
+        out += _table(["training models", "fraction"] + (["concepts"] if concepts else []) + ["score", "val", "paper"],
+                      [[row["setting"], f"{row['fraction']:.2f}"] + ([row["training_concepts"]] if concepts else [])
+                       + [row["score"], row["val"], _paper("training_size", row["setting"])] for row in transfer["rows"]])
     encoders = ablations.get("text_encoder")
     if encoders:
         out += [f"### Text encoder ({ablations.get('aligned_tree')}, {encoders['layer']})", ""]
