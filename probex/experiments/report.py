@@ -12,6 +12,9 @@
     Table 4             the ReLU ablation (ReLU vs linear ProbeX), alignment and training classes
     Multi-view          a multi-view ProbeX column in Tables 1-2 (MVProbe's four views), and the ablation
                         of view subsets on one classifier tree and each aligned tree, with the paper's figures
+    Ablations           the paper's offline ablations (:mod:`probex.experiments.ablations`): probe sizes, encoder
+                        depth and training-set size on the first classifier tree, training-set size and the
+                        text encoder on the first aligned tree
     Table 5             the layer sweep of every tree: every layer's shape and scores
 
 Which analysis a tree gets comes from its role (:class:`~probex.zoo.TreeRole`): aligned trees
@@ -27,7 +30,7 @@ from __future__ import annotations
 import html
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from probex.progress import Progress
 
@@ -126,8 +129,13 @@ def _linear_ablation_classes(tree_zoo, layer: str, params: dict, relu_score: flo
 
 
 def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str | Path] = None,
-                 progress: Optional[Progress] = None) -> dict:
-    """Measure every analysis the zoo supports (see the module docstring); a dict of tables."""
+                 progress: Optional[Progress] = None, text_encoders: Optional[Sequence[str]] = None) -> dict:
+    """Measure every analysis the zoo supports (see the module docstring); a dict of tables.
+
+    ``text_encoders``: the encoders the text-encoder ablation tries (default
+    :data:`~probex.experiments.ablations.TEXT_ENCODERS`, each only where it works without the network).
+    """
+    from probex.experiments.ablations import TEXT_ENCODERS, measure_ablations
     from probex.experiments.harness import (classifier_figures, evaluated_trees, forest_figures,
                                             multiview_classifier_figures, router_figures, task_of, view_ablation)
     from probex.experiments.sweep import SWEEP_DEFAULTS, sweep_layers
@@ -139,6 +147,7 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
     trees = evaluated_trees(zoo)
     has_forest = bool(zoo.trees_with_role(FOREST))
     steps = (["router"] if len(trees) >= 2 else []) + trees + (["forest"] if has_forest else [])
+    steps += ["ablations"] if trees else []
     report: dict[str, Any] = {"zoo": zoo.name, "models": len(zoo), "params": params, "sweeps": {}, "table1": {}}
     layers: dict[str, str] = {}
     for done, step in enumerate(steps):
@@ -148,6 +157,11 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
             report["router"] = router_figures(zoo)
         elif step == "forest":
             report["forest"] = forest_figures(zoo, params)
+        elif step == "ablations":
+            classifier = next(((tree, layers[tree]) for tree in report["table1"]), None)
+            aligned = next(((tree, layers[tree]) for tree in report.get("alignment") or {}), None)
+            report["ablations"] = measure_ablations(zoo, classifier, aligned, params,
+                                                    TEXT_ENCODERS if text_encoders is None else text_encoders)
         else:
             tree_zoo = zoo.select(tree=step)
             task = task_of(zoo, step)
@@ -194,6 +208,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def report_markdown(report: dict) -> str:
     """The report as Markdown: one section per analysis the zoo supported."""
+    from probex.experiments.ablations import ablations_markdown
+
     out = [f"# ProbeX reproduction report: {report['zoo']}", "",
            f"{report['models']:,} models; experts trained with {report['params']}; measured in {report['seconds']} s "
            "by `probex report`.", ""]
@@ -261,6 +277,7 @@ def report_markdown(report: dict) -> str:
         out += [f"Training-class prediction on {next(iter(table1))} ({classes['layer']}), test mean binary accuracy: "
                 f"ReLU {classes['relu']:.3f}, linear {classes['linear']:.3f}.", ""]
     out += _views_markdown(report.get("views") or {})
+    out += ablations_markdown(report.get("ablations") or {})
     if report["sweeps"]:
         out += ["## Table 5: the layer sweeps", "",
                 "Every matrix layer, one expert each; the best by validation is marked. Alignment trees: val is "

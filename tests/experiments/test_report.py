@@ -9,7 +9,7 @@ from probex.cli import main
 from probex.experiments.report import report_html
 
 SECTIONS = ("## Router", "## Intra- vs inter-tree", "## Table 1", "## Table 2", "## Table 3", "## Table 4",
-            "## Multi-view probes", "## Table 5")
+            "## Multi-view probes", "## Ablations of ProbeX", "## Table 5")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,49 @@ def test_the_report_sets_multiview_probes_beside_probex_and_ablates_the_view_sub
         assert [row["views"] for row in ablation["rows"]] == ["xu", "xtu", "xxtu", "xtxu", "first", "second", "all"]
     markdown = (written / "report.md").read_text()
     assert "| multi-view |" in markdown and "SupViT 92.33" in markdown  # the paper's MVProbe figure beside ours
+
+
+def test_the_report_ablates_probe_sizes_encoder_depth_and_training_set_size_on_the_first_classifier_tree(written,
+                                                                                                         small_jungle):
+    report = json.loads((written / "report.json").read_text())
+    ablations, first = report["ablations"], next(iter(report["table1"]))
+    layer = report["table1"][first]["layer"]
+    assert ablations["classifier_tree"] == first
+    sizes = ablations["probe_sizes"]
+    assert sizes["layer"] == layer and sizes["rows"][0]["setting"] == "default (scaled to the layer)"
+    assert len({(row["r_U"], row["r_V"], row["r_T"]) for row in sizes["rows"]}) == len(sizes["rows"]) >= 4
+    default = sizes["rows"][0]
+    for row in sizes["rows"][1:]:  # a size above (below) its default adds (removes) parameters
+        grown = [row[r] - default[r] for r in ("r_U", "r_V", "r_T") if row[r] != default[r]]
+        assert grown and (row["n_parameters"] > default["n_parameters"]) == (sum(grown) > 0)
+    depth = ablations["encoder_depth"]["rows"]
+    assert [row["setting"] for row in depth] == ["depth 1", "depth 2", "depth 3"]
+    assert [row["n_parameters"] for row in depth] == sorted({row["n_parameters"] for row in depth})
+    transfer = ablations["training_size"][first]["rows"]
+    counts = [row["training_models"] for row in transfer]
+    assert counts == sorted(set(counts)) and counts[-1] == len(jungle.load(small_jungle).select(tree=first, split="train"))
+    for row in sizes["rows"] + depth + transfer:
+        assert 0.0 <= row["score"] <= 1.0 and row["n_parameters"] > 0
+    # the default setting is trained once: the same expert is the depth-1 row and the all-models row
+    assert depth[0]["score"] == default["score"] == transfer[-1]["score"]
+    markdown = (written / "report.md").read_text()
+    assert "### Probe sizes" in markdown and "### Encoder depth" in markdown and "| r_U x 4 |" in markdown
+
+
+def test_the_report_measures_positive_transfer_and_names_the_only_text_encoder_on_the_aligned_tree(written):
+    report = json.loads((written / "report.json").read_text())
+    ablations = report["ablations"]
+    assert ablations["aligned_tree"] == "mini-sd"
+    transfer = ablations["training_size"]["mini-sd"]
+    assert transfer["metric"].startswith("zero-shot") and len(transfer["rows"]) == 4
+    assert all(0.0 <= row["score"] <= 1.0 for row in transfer["rows"])
+    encoders = ablations["text_encoder"]
+    # tests run offline, with no open_clip weights cached: MiniLM alone, and no invented second row
+    assert encoders["available"] == ["minilm"] and encoders["rows"] == []
+    assert "open_clip:ViT-L-14/openai" in encoders["unavailable"]
+    markdown = (written / "report.md").read_text()
+    assert "Only minilm is available on this machine" in markdown
+    assert "### Training-set size, positive transfer (mini-sd" in markdown
 
 
 def test_every_swept_layer_is_a_row_of_table_5(written, small_jungle):
