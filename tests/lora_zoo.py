@@ -54,6 +54,17 @@ def write_lora_zoo(root: Path, n_models: int = 48, ranks: tuple[int, ...] = (2, 
     return records
 
 
+def split_banks(tmp_path_factory, layers: list[str], n_models: int = 60) -> dict[str, list]:
+    """A LoRA zoo of ``n_models`` written to a fresh folder: split -> its banks of ``layers`` (train, val, test)."""
+    from probex.zoo import ModelZoo
+
+    root = tmp_path_factory.mktemp("lora")
+    write_lora_zoo(root, n_models=n_models)
+    zoo = ModelZoo.open(root)
+    cache = tmp_path_factory.mktemp("cache")
+    return {split: [zoo.bank(layer, split=split, cache=cache) for layer in layers] for split in ("train", "val", "test")}
+
+
 def merged_update(path: Path, layer: str, alpha: float) -> torch.Tensor:
     """The merged update alpha / r * up @ down of one layer, read straight from the file (float64)."""
     from safetensors.torch import load_file

@@ -25,9 +25,7 @@ the layer its sweep chose) and writes them with :func:`ablations_markdown`.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -177,11 +175,12 @@ def text_encoder_availability(specs: Sequence[str] = TEXT_ENCODERS, device: str 
     An open_clip pretrained tag counts only when its weights are already in the Hugging Face cache:
     the report never downloads a model (a local ``.safetensors`` spec is tried as given).
     """
+    from probex.language.openclip import open_clip_weights_on_machine
     from probex.language.text import OPEN_CLIP_PREFIX, load_text_encoder
 
     found: dict[str, Optional[str]] = {}
     for spec in specs:
-        if spec.startswith(OPEN_CLIP_PREFIX) and not _open_clip_weights_cached(spec):
+        if spec.startswith(OPEN_CLIP_PREFIX) and not open_clip_weights_on_machine(spec):
             found[spec] = "its weights are not on this machine (the report downloads nothing)"
             continue
         try:
@@ -190,28 +189,6 @@ def text_encoder_availability(specs: Sequence[str] = TEXT_ENCODERS, device: str 
         except Exception as error:  # ImportError, HubUnavailableError, ProbeXError: not usable here
             found[spec] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     return found
-
-
-def _open_clip_weights_cached(spec: str) -> bool:
-    """True for a local weights file, or a pretrained tag whose safetensors weights are in the Hugging Face cache."""
-    model_name, _, source = spec.split(":", 1)[1].partition("/")
-    if Path(source).expanduser().is_file():
-        return True
-    if importlib.util.find_spec("open_clip") is None:
-        return False
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-
-    from probex.language.openclip import OPEN_CLIP_SAFETENSORS
-
-    try:
-        hub = open_clip.get_pretrained_cfg(model_name, source).get("hf_hub", "")
-    except Exception:  # an unknown model or tag
-        return False
-    if not hub:
-        return False
-    repo_id = hub.rstrip("/") if hub.endswith("/") else hub.rsplit("/", 1)[0]
-    return isinstance(try_to_load_from_cache(repo_id, OPEN_CLIP_SAFETENSORS), str)
 
 
 def text_encoder_ablation(tree_zoo, layer: str, params: dict, specs: Sequence[str] = TEXT_ENCODERS) -> dict:

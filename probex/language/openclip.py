@@ -160,6 +160,30 @@ def _read_open_clip_state(spec: str, path: Path) -> dict[str, torch.Tensor]:
         raise ProbeXError(f"text encoder {spec!r}: {path} is not a readable safetensors file ({error})") from None
 
 
+def _hub_repo(hub: str) -> str:
+    """The Hub repo of open_clip's ``hf_hub`` entry ("timm/vit_large_patch14_clip_224.openai/" or "<repo>/<file>")."""
+    return hub.rstrip("/") if hub.endswith("/") else hub.rsplit("/", 1)[0]
+
+
+def open_clip_weights_on_machine(spec: str) -> bool:
+    """Whether an open_clip spec's weights are here without the network: a local file, or a pretrained tag whose
+    safetensors weights are already in the Hugging Face cache (nothing is downloaded)."""
+    try:
+        model_name, source = _parse_open_clip_spec(spec)
+    except ProbeXError:
+        return False
+    if Path(source).expanduser().is_file():
+        return True
+    try:
+        import open_clip
+        from huggingface_hub import try_to_load_from_cache
+
+        hub = open_clip.get_pretrained_cfg(model_name, source).get("hf_hub", "")
+    except Exception:  # open_clip missing, or an unknown model or tag
+        return False
+    return bool(hub) and isinstance(try_to_load_from_cache(_hub_repo(hub), OPEN_CLIP_SAFETENSORS), str)
+
+
 def _download_open_clip_weights(spec: str, model_name: str, config: dict) -> Path:
     """The published safetensors weights of a pretrained tag, from the Hub (or its local cache).
 
@@ -172,7 +196,7 @@ def _download_open_clip_weights(spec: str, model_name: str, config: dict) -> Pat
             f"text encoder {spec!r}: open_clip publishes these weights only as a download URL, not on the Hugging Face Hub; "
             f"convert them to safetensors and use 'open_clip:{model_name}/<path to the .safetensors file>'"
         )
-    repo_id = hub.rstrip("/") if hub.endswith("/") else hub.rsplit("/", 1)[0]
+    repo_id = _hub_repo(hub)
     from huggingface_hub import hf_hub_download
 
     try:

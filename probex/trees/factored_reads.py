@@ -19,7 +19,7 @@ for two centres at 1280 x 1280, rank 16).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -59,19 +59,8 @@ def factored_l2(stack: MatrixStack, centres: torch.Tensor, rows: np.ndarray) -> 
     """Exact l2 distances [len(rows), K] from the models ``rows`` of a factored stack to ``centres`` [K, D]."""
     _, d_W, d_H = stack.shape
     matrices = centres.reshape(len(centres), d_W, d_H)
-    centre_norms = centres.double().pow(2).sum(1)
-    out = np.empty((len(rows), len(centres)))
-    for start, part in factor_chunks(stack, rows):
-        norms = part.squared_norms()
-        squared = norms[:, None] + centre_norms[None, :] - 2.0 * part.inner_with(matrices)
-        risky = (norms[:, None] + centre_norms[None, :]) > _CANCELLATION_GUARD * squared
-        if risky.any():
-            redo = torch.nonzero(risky.any(1)).flatten()
-            merged = part[redo].merge().reshape(len(redo), -1)
-            exact = torch.cdist(merged, centres.float(), compute_mode="donot_use_mm_for_euclid_dist")
-            squared[redo] = exact.double().pow(2)
-        out[start:start + len(part)] = squared.clamp(min=0.0).sqrt().numpy()
-    return out
+    return _l2_by_products(stack, rows, centres.double().pow(2).sum(1), lambda part: part.inner_with(matrices),
+                           centres.float, _CANCELLATION_GUARD)
 
 
 def factored_l2_to_factors(stack: MatrixStack, others: LoraFactors, rows: np.ndarray) -> np.ndarray:
@@ -79,16 +68,25 @@ def factored_l2_to_factors(stack: MatrixStack, others: LoraFactors, rows: np.nda
     of the same shape, through r x r products in float64 (merged only where even float64 could lose the
     distance: a model all but identical to another)."""
     others = others.float()
-    other_norms = others.squared_norms()
-    out = np.empty((len(rows), len(others)))
+    return _l2_by_products(stack, rows, others.squared_norms(), lambda part: inner_products(part, others),
+                           lambda: others.merge().reshape(len(others), -1), _CANCELLATION_GUARD_FLOAT64)
+
+
+def _l2_by_products(stack: MatrixStack, rows: np.ndarray, other_norms: torch.Tensor,
+                    inner: Callable[[LoraFactors], torch.Tensor], others_merged: Callable[[], torch.Tensor],
+                    guard: float) -> np.ndarray:
+    """||X_i - Y_k|| [len(rows), K] as sqrt(||X_i||^2 - 2 <X_i, Y_k> + ||Y_k||^2), ``inner`` giving <X_i, Y_k> of a
+    chunk of factors; a distance whose cancellation could pass 1e-4 (by ``guard``) is measured again from the
+    merged matrices (``others_merged()``: the Y_k flattened, float32 [K, D])."""
+    out = np.empty((len(rows), len(other_norms)))
     for start, part in factor_chunks(stack, rows):
         norms = part.squared_norms()
-        squared = norms[:, None] + other_norms[None, :] - 2.0 * inner_products(part, others)
-        risky = (norms[:, None] + other_norms[None, :]) > _CANCELLATION_GUARD_FLOAT64 * squared
+        squared = norms[:, None] + other_norms[None, :] - 2.0 * inner(part)
+        risky = (norms[:, None] + other_norms[None, :]) > guard * squared
         if risky.any():
             redo = torch.nonzero(risky.any(1)).flatten()
             merged = part[redo].merge().reshape(len(redo), -1)
-            exact = torch.cdist(merged, others.merge().reshape(len(others), -1), compute_mode="donot_use_mm_for_euclid_dist")
+            exact = torch.cdist(merged, others_merged(), compute_mode="donot_use_mm_for_euclid_dist")
             squared[redo] = exact.double().pow(2)
         out[start:start + len(part)] = squared.clamp(min=0.0).sqrt().numpy()
     return out

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
-from lora_zoo import write_lora_zoo
+from lora_zoo import split_banks
 
 from probex.experts.aligner import ProbeXAligner
 from probex.experts.classifier import DenseExpert, ProbeXClassifier
 from probex.experts.nn import InputNormalization
 from probex.experts.statnn import statnn_features
-from probex.zoo import ModelZoo
 from probex.zoo.stack import MatrixStack
 
 LAYERS = ["unet.down.attn.to_q", "unet.mid.attn.to_k"]
@@ -17,11 +16,7 @@ SMALL = dict(n_probes=6, proj_dim=6, rep_dim=16, epochs=3, device="cpu")
 
 @pytest.fixture(scope="module")
 def banks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora")
-    write_lora_zoo(root, n_models=60)
-    zoo = ModelZoo.open(root)
-    cache = tmp_path_factory.mktemp("cache")
-    return {split: [zoo.bank(layer, split=split, cache=cache) for layer in LAYERS] for split in ("train", "val", "test")}
+    return split_banks(tmp_path_factory, LAYERS)
 
 
 def _merged(layers):

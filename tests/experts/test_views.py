@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from lora_zoo import write_lora_zoo
+from lora_zoo import split_banks
 
 from probex import ProbeXClassifier, load_expert
 from probex.errors import ParameterError, ProbeXError
@@ -11,7 +11,6 @@ from probex.experts.aligner import ProbeXAligner
 from probex.experts.nn import InputNormalization, ProbeXNetwork
 from probex.experts.views import (VIEWS, MultiViewNetwork, MultiViewProbeX, parse_views, probex_network,
                                   standardize_per_sample, view_response, views_name)
-from probex.zoo import ModelZoo
 from synthetic import make_population
 
 SMALL = dict(n_probes=6, proj_dim=6, rep_dim=16, epochs=3, device="cpu")
@@ -25,11 +24,7 @@ def _relative(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def lora_banks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora")
-    write_lora_zoo(root, n_models=60)
-    zoo = ModelZoo.open(root)
-    cache = tmp_path_factory.mktemp("cache")
-    return {split: [zoo.bank(layer, split=split, cache=cache) for layer in LORA_LAYERS] for split in ("train", "val", "test")}
+    return split_banks(tmp_path_factory, LORA_LAYERS)
 
 
 @pytest.fixture(scope="module")
