@@ -141,13 +141,16 @@ def map_chart(figure: Any, key: str) -> Any:
     """Draw a map whose models are picked on it (box, lasso, click) and return its selection event.
 
     One place for the settings of a selectable map (the Atlas page and benchmarks/atlas_20k_app.py
-    draw the same chart). The layout's ``clickmode`` and ``dragmode`` are set to what Streamlit's
-    selections choose for it (click selects, drag pans; lasso and box in the modebar), so the figure
-    says what the chart does and Streamlit has nothing to change after it is drawn.
+    draw the same chart). The layout's ``clickmode`` and ``dragmode`` say what the chart does (click
+    selects, drag pans; lasso and box in the modebar). Drawn by :func:`explorer.map_frame.plotly_map`,
+    which redraws a changed figure in place (``Plotly.react``) instead of mounting a new chart.
     """
+    from explorer.map_frame import plotly_map
+
     figure.update_layout(clickmode="event+select", dragmode="pan", hovermode=figure.layout.hovermode or "closest")
-    return st.plotly_chart(figure, width="stretch", key=key, on_select="rerun", selection_mode=("points", "box", "lasso"),
-                           config={"scrollZoom": True, "displaylogo": False})
+    if figure.layout.height is None:
+        figure.update_layout(height=560)
+    return plotly_map(figure, key, config={"scrollZoom": True, "displaylogo": False})
 
 
 def apply_map_event(state_key: str, event: Any) -> Optional[int]:

@@ -16,7 +16,7 @@ and :func:`text_matches` finds the models whose fields contain every word of a q
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -134,15 +134,29 @@ def shape_fields(table: "pandas.DataFrame", max_values: int = len(OTHER_SYMBOLS)
 
 def category_labels(values: Iterable) -> list[str]:
     """Categories as text: numbers without a trailing ".0", missing values as "(none)"."""
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    known: dict = {}  # (type, value) -> label: a column repeats few values
     labels = []
     for value in values:
-        if value is None or (isinstance(value, float) and not np.isfinite(value)) or value == "":
-            labels.append("(none)")
-        elif isinstance(value, float) and value.is_integer():
-            labels.append(str(int(value)))
-        else:
-            labels.append(str(value))
+        try:
+            label = known.get((type(value), value))
+        except TypeError:  # unhashable
+            label = None
+            labels.append(_category_label(value))
+            continue
+        if label is None:
+            label = known[(type(value), value)] = _category_label(value)
+        labels.append(label)
     return labels
+
+
+def _category_label(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value == "":
+        return "(none)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def concept_colours(names: Iterable[str]) -> dict[str, str]:

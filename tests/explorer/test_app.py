@@ -15,6 +15,7 @@ from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from probex.storage import safe_name
+from tests.app_charts import figure_specs
 from probex import jungle
 from probex.zoo import ModelZoo
 
@@ -49,8 +50,9 @@ def held_out_concept(population: Path) -> str:
 
 
 def chart_specs(app: AppTest) -> list[dict]:
-    """The plotly figures of the page, as the browser receives them (typed arrays decoded to lists)."""
-    return [decoded(json.loads(chart.proto.spec)) for chart in app.get("plotly_chart")]
+    """The plotly figures of the page, as the browser receives them (typed arrays decoded to lists): the
+    ``st.plotly_chart`` ones, then the maps drawn in place (explorer/map_frame.py)."""
+    return [decoded(spec) for spec in figure_specs(app)]
 
 
 def decoded(value):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from explorer import atlas_disk
+from tests.app_charts import figure_specs
 
 
 @pytest.fixture()
@@ -121,7 +122,7 @@ def test_a_new_server_draws_the_same_atlas_from_disk(mini_jungle):
         app.run()
         app.switch_page("views/atlas.py").run()
         assert not app.exception
-        return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+        return figure_specs(app)
 
     drawn = atlas_page()
     assert atlas_disk.load_view(str(mini_jungle)) is not None  # kept for new servers

@@ -10,6 +10,7 @@ Screenshots of each page go to tests/artifacts/ (not committed).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -122,11 +123,26 @@ def browser(app_url):
         driver.quit()
 
 
+MAP_FRAME = 'iframe[title*="probex_map"]'
 # url path -> an element that only a finished page shows
 DRAWN = {"": '[data-testid="stImage"]', "trees": ".js-plotly-plot", "experts": ".js-plotly-plot",
-         "atlas": ".js-plotly-plot .nsewdrag", "search": 'input[aria-label="Prompt"]',
+         "atlas": MAP_FRAME, "search": 'input[aria-label="Prompt"]',
          "inspect": '[data-testid="stFileUploader"]', "model": '[data-testid="stSelectbox"]'}
+# the Atlas's map is drawn in its own frame (explorer/map_frame.py): scripts find its graph through MAP
+MAP = """
+const mapFrame = document.querySelector('iframe[title*="probex_map"]');
+const mapDoc = mapFrame ? mapFrame.contentDocument : document;
+const gd = mapDoc && mapDoc.querySelector('.js-plotly-plot');
+"""
+MAP_DRAWN = MAP + "return Boolean(gd && gd._fullData && mapDoc.querySelector('.js-plotly-plot .nsewdrag'));"
 BUSY = '[data-testid="stStatusWidget"], [data-testid="stSpinner"]'
+
+
+def is_drawn(driver, path: str) -> bool:
+    """Whether the page's finished element is there (for the Atlas: its map drawn in the map's frame)."""
+    if DRAWN[path] == MAP_FRAME:
+        return bool(driver.execute_script(MAP_DRAWN))
+    return bool(driver.find_elements(By.CSS_SELECTOR, DRAWN[path]))
 
 
 def wait_until_drawn(driver, path: str, timeout: float = 240.0, quiet_polls: int = 5) -> None:
@@ -137,7 +153,7 @@ def wait_until_drawn(driver, path: str, timeout: float = 240.0, quiet_polls: int
     quiet = [0]
 
     def settled(d) -> bool:
-        busy = d.find_elements(By.CSS_SELECTOR, BUSY) or not d.find_elements(By.CSS_SELECTOR, DRAWN[path])
+        busy = d.find_elements(By.CSS_SELECTOR, BUSY) or not is_drawn(d, path)
         quiet[0] = 0 if busy else quiet[0] + 1
         return quiet[0] >= quiet_polls
 
@@ -237,8 +253,7 @@ def test_a_blue_heart_typed_on_the_search_page_finds_models_of_several_trees_eac
 
 # -- the Atlas: a lasso, a click, shared addresses ---------------------------------------------------------------
 
-SELECTED_IDS = """
-const gd = document.querySelector('.js-plotly-plot');
+SELECTED_IDS = MAP + """
 const ids = [];
 for (const trace of gd._fullData) {
   if (!trace.selectedpoints || !trace.customdata || !trace.customdata.length || trace.customdata[0] < 0) continue;
@@ -250,7 +265,7 @@ return ids;
 
 # the screen position of the model point farthest from any word (so that a click lands on a model, not a word)
 LONELY_POINT = """
-const gd = document.querySelector('.js-plotly-plot');
+const gd = document.querySelector('.js-plotly-plot');  // run inside the map's frame (see in_map)
 const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
 const px = (x, y) => [xa._offset + xa.l2p(x), ya._offset + ya.l2p(y)];
 const words = [];
@@ -299,18 +314,31 @@ def selection_view(driver) -> tuple[int, list[str], int]:
     return count, grid, rows
 
 
+@contextlib.contextmanager
+def in_map(driver):
+    """Selenium's commands inside the Atlas map's frame (its graph, modebar and hover labels live there)."""
+    frame = driver.find_element(By.CSS_SELECTOR, MAP_FRAME)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", frame)  # the whole map on screen
+    driver.switch_to.frame(frame)
+    try:
+        yield
+    finally:
+        driver.switch_to.default_content()
+
+
 def lasso(driver, fraction: float = 0.32) -> None:
     """Pick the lasso in the chart's modebar and drag a closed path over the middle of the map."""
-    button = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, '.modebar-btn[data-val="lasso"]'))
-    driver.execute_script("arguments[0].click();", button)
-    area = driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag")
-    width, height = area.rect["width"], area.rect["height"]
-    actions = ActionChains(driver).move_to_element_with_offset(area, -width * fraction / 2, -height * fraction / 2)
-    actions.click_and_hold()
-    for dx, dy in ((fraction, 0), (0, fraction), (-fraction, 0), (0, -fraction * 0.97)):
-        for _ in range(6):
-            actions.move_by_offset(width * dx / 6, height * dy / 6)
-    actions.release().perform()
+    with in_map(driver):
+        button = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, '.modebar-btn[data-val="lasso"]'))
+        driver.execute_script("arguments[0].click();", button)
+        area = driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag")
+        width, height = area.rect["width"], area.rect["height"]
+        actions = ActionChains(driver).move_to_element_with_offset(area, -width * fraction / 2, -height * fraction / 2)
+        actions.click_and_hold()
+        for dx, dy in ((fraction, 0), (0, fraction), (-fraction, 0), (0, -fraction * 0.97)):
+            for _ in range(6):
+                actions.move_by_offset(width * dx / 6, height * dy / 6)
+        actions.release().perform()
 
 
 def test_a_lasso_on_the_atlas_lists_exactly_the_models_it_holds_and_its_address_reopens_them(browser, app_url):
@@ -353,8 +381,7 @@ def test_typing_purple_on_the_atlas_highlights_the_purple_models(browser, app_ur
 
 
 # (rows ringed as matches, rows whose hover text names purple), both sorted; null until the rings are drawn
-RINGED_AND_PURPLE = """
-const gd = document.querySelector('.js-plotly-plot');
+RINGED_AND_PURPLE = MAP + """
 const rings = gd._fullData.find(t => t.name === 'matches');
 if (!rings) return null;
 const purple = [];
@@ -367,10 +394,10 @@ return [Array.from(rings.customdata, Number).sort((a, b) => a - b), purple.sort(
 """
 
 # the colour scale of the models' trace: [its title, how many different colours its points get]; null without one
-COLOUR_SCALE = """
-const gd = document.querySelector('.js-plotly-plot');
+COLOUR_SCALE = MAP + """
+if (!gd || !gd._fullData) return null;
 const scaled = gd._fullData.find(t => t.marker && t.marker.showscale);
-if (!scaled || !document.querySelector('.js-plotly-plot .colorbar')) return null;
+if (!scaled || !mapDoc.querySelector('.js-plotly-plot .colorbar')) return null;
 return [scaled.marker.colorbar.title.text, new Set(Array.from(scaled.marker.color, c => c.toFixed(6))).size];
 """
 
@@ -391,30 +418,30 @@ def test_colour_by_lr_on_the_atlas_draws_a_continuous_scale(browser, app_url):
     title, colours = wait(browser, lambda d: d.execute_script(COLOUR_SCALE))
     wait_until_drawn(browser, "atlas")
     assert "lr" in title and colours > 12 and "colour=lr" in browser.current_url
-    browser.execute_script("document.querySelector('.js-plotly-plot').scrollIntoView({block: 'end'});")
+    browser.execute_script(f"document.querySelector('{MAP_FRAME}').scrollIntoView({{block: 'end'}});")
     browser.save_screenshot(str(ARTIFACTS / "atlas-colour-lr.png"))
 
 
 def test_a_click_on_a_model_of_the_atlas_opens_its_page(browser, app_url):
     browser.get(f"{app_url}/atlas")
     wait_until_drawn(browser, "atlas", timeout=240)
-    chart = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)  # the whole map on screen
     labels, model_id = [], None
-    for x, y, _ in browser.execute_script(LONELY_POINT):  # the models farthest from any word, loneliest first
-        ActionChains(browser).move_to_element_with_offset(chart, x, y).pause(0.5).perform()
-        try:
-            hovered = WebDriverWait(browser, 10, poll_frequency=0.2).until(lambda d: d.execute_script(
-                "const t = document.querySelector('.hoverlayer .hovertext text'); return t && t.textContent"))
-        except TimeoutException:  # nothing under the pointer answered (a redraw, a gap): the next point
-            labels.append(None)
-            continue
-        labels.append(hovered)
-        model_id = next((known for known in jungle_ids() if hovered.startswith(known)), None)  # the label the user sees
-        if model_id is not None:  # else the nearest thing under the pointer was a word: try the next point
-            break
-    assert model_id is not None, f"no hover label named a model: {labels}"
-    ActionChains(browser).click().perform()
+    with in_map(browser):
+        chart = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
+        for x, y, _ in browser.execute_script(LONELY_POINT):  # the models farthest from any word, loneliest first
+            ActionChains(browser).move_to_element_with_offset(chart, x, y).pause(0.5).perform()
+            try:
+                hovered = WebDriverWait(browser, 10, poll_frequency=0.2).until(lambda d: d.execute_script(
+                    "const t = document.querySelector('.hoverlayer .hovertext text'); return t && t.textContent"))
+            except TimeoutException:  # nothing under the pointer answered (a redraw, a gap): the next point
+                labels.append(None)
+                continue
+            labels.append(hovered)
+            model_id = next((known for known in jungle_ids() if hovered.startswith(known)), None)  # the label seen
+            if model_id is not None:  # else the nearest thing under the pointer was a word: try the next point
+                break
+        assert model_id is not None, f"no hover label named a model: {labels}"
+        ActionChains(browser).click().perform()
     wait(browser, lambda d: "/model" in d.current_url)
     wait(browser, lambda d: any(e.text == model_id for e in d.find_elements(By.CSS_SELECTOR, "h3")))
     assert "model=" + model_id.replace("/", "%2F") in browser.current_url
