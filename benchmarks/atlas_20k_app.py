@@ -7,6 +7,9 @@ facets table (probex.language.facets.model_table), probex.figures.atlas_figure o
 st.plotly_chart with selections on, as on the Atlas page (whose default at this size draws no
 shapes; "concept, shaped" draws them, as asked for there).
 
+``?chart=plotly`` draws the same figure with ``st.plotly_chart``, as the Atlas did before its map was
+drawn in place (explorer/map_frame.py): each new figure mounts a new chart. The benchmark measures both.
+
     streamlit run benchmarks/atlas_20k_app.py
 """
 
@@ -57,5 +60,10 @@ atlas, table = synthetic_atlas()
 colour = st.selectbox("Colour by", ["concept", "lr", "split", "seen", "concept, shaped"], key="colour")
 shaped = colour == "concept, shaped" or (colour == "concept" and N_MODELS <= SHAPES_BY_DEFAULT_UP_TO)  # as the Atlas page
 figure = atlas_figure(atlas, color=colour.split(",")[0], table=table, shape="other words" if shaped else None)
-map_chart(figure, "atlas")  # as the Atlas page draws it
+if st.query_params.get("chart") == "plotly":  # the Atlas's chart before 2026-12-02, for comparison
+    figure.update_layout(clickmode="event+select", dragmode="pan", hovermode="closest")
+    st.plotly_chart(figure, width="stretch", key="atlas", on_select="rerun", selection_mode=("points", "box", "lasso"),
+                    config={"scrollZoom": True, "displaylogo": False})
+else:
+    map_chart(figure, "atlas")  # as the Atlas page draws it
 st.caption(f"drawn: {colour}")

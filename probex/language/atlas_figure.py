@@ -219,7 +219,8 @@ def _continuous(drawn: list, models, values: np.ndarray, field: str, hover, symb
         marker["symbol"] = _one_or_many(symbols[rows])
     drawn.append(_points(
         x=x[rows], y=y[rows], mode="markers", name=field, marker=marker, customdata=rows,
-        hovertext=np.array([f"{hover[row]}<br>{escape(field)}: {values[row]:.4g}" for row in rows.tolist()], dtype=str),
+        hovertext=np.array([f"{text}<br>{escape(field)}: {value:.4g}"
+                            for text, value in zip(hover[rows].tolist(), values[rows].tolist())], dtype=str),
         hoverinfo="text",
         **_selection(chosen, rows)))
     missing = np.flatnonzero(~finite)
@@ -257,7 +258,7 @@ def _points(**properties: Any) -> go.Scattergl:
 
 def _one_or_many(values: np.ndarray) -> Any:
     """One value when all are equal (a scalar is validated and sent once, not 20,000 times), else the array."""
-    return values[0] if len(values) and (values == values[0]).all() else list(values)
+    return values[0] if len(values) and (values == values[0]).all() else np.asarray(values, dtype=str)
 
 
 def _opacity(highlight: Optional[np.ndarray], rows: np.ndarray) -> Any:
