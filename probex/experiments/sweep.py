@@ -151,7 +151,16 @@ def _make_expert(task: str, params: dict):
 
 
 def _sweep_key(task: str, params: dict) -> str:
-    text = json.dumps({"task": task, "params": params}, sort_keys=True, default=str)
+    from probex.experts.views import SINGLE_VIEW, SIZES_KEY, SIZES_SCALED, parse_views
+
+    key: dict = {"task": task, "params": params}
+    try:
+        multiview = parse_views(params.get("views", "xu")) != SINGLE_VIEW
+    except ProbeXError:  # refused when the expert is made, not here
+        multiview = False
+    if multiview:  # None sizes scale with the layer now (they were 128): rows swept before are not reused;
+        key[SIZES_KEY] = SIZES_SCALED  # single-view keys (the shipped sweeps') are unchanged
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

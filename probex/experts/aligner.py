@@ -43,7 +43,7 @@ from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.classifier import PROBEX_RULES
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.nn import DenseNetwork, LayersNetwork
-from probex.experts.views import probex_network
+from probex.experts.views import SIZES_KEY, SIZES_SCALED, probex_network, saved_build_args
 from probex.experts.statnn import NETWORK_MODELS, StatNNNetwork, statnn_features
 from probex.storage import cache_dir
 from probex.language.text import DEFAULT_TEMPLATE, OPEN_CLIP_PREFIX, SUPPORTED_SPECS, TextEncoder, class_prompts, load_text_encoder
@@ -159,8 +159,13 @@ class _NetworkAligner(BaseExpert):
     """The alignment machinery shared by every aligned expert; subclasses give the model side."""
 
     @abstractmethod
-    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> nn.Module:
-        """A fresh model-side network (fit_normalization, forward -> [N, out_dim]) for these inputs."""
+    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> nn.Module:
+        """A fresh model-side network (fit_normalization, forward -> [N, out_dim]) for these inputs
+        (``saved``: what :meth:`_saved_build_args` read from a saved state, when loading)."""
+
+    def _saved_build_args(self, state: dict) -> dict:
+        """Extra arguments of ``_build_model_side`` that rebuild a saved network as it was (none by default)."""
+        return {}
 
     def _inputs(self, X: LayerInput, name: str) -> list[MatrixStack]:
         """What the model side reads: by default the layers themselves."""
@@ -184,9 +189,9 @@ class _NetworkAligner(BaseExpert):
         """The frozen text encoder's embeddings of the class prompts [C, text_dim]."""
         return self._encoder().encode(class_prompts(list(names), self.template))
 
-    def _build_network(self, input_shapes: list[tuple[int, int]], text_dim: int) -> AlignmentNetwork:
+    def _build_network(self, input_shapes: list[tuple[int, int]], text_dim: int, **saved: Any) -> AlignmentNetwork:
         return AlignmentNetwork(
-            self._build_model_side(input_shapes, self.embed_dim),
+            self._build_model_side(input_shapes, self.embed_dim, **saved),
             text_dim,
             self.embed_dim,
             self.temperature,
@@ -347,7 +352,7 @@ class _NetworkAligner(BaseExpert):
         self.text_dim_ = int(state["text_dim"])
         self.classes_ = list(state["classes"])
         self.input_shapes_ = [tuple(s) for s in state["input_shapes"]]
-        network = self._build_network(self.input_shapes_, self.text_dim_)
+        network = self._build_network(self.input_shapes_, self.text_dim_, **self._saved_build_args(state))
         network.load_state_dict(tensors)
         network.to(resolve_device(self.device)).eval()
         self.network_ = network
@@ -395,7 +400,8 @@ class ProbeXAligner(_NetworkAligner):
     """ProbeX aligned with a text space: the paper's zero-shot expert.
 
     Args:
-        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer).
+        n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default 128 each; clipped to the layer; None
+            scales them to the layer as :class:`~probex.experts.classifier.ProbeXClassifier`'s default does).
         activation: "relu" (default) or "none" (the linear ProbeX: the paper's ablation).
         encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
         views: "xu" (default: ProbeX), or multi-view probes (:mod:`probex.experts.views`):
@@ -445,7 +451,7 @@ class ProbeXAligner(_NetworkAligner):
         self.device = device
         self.seed = seed
 
-    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> LayersNetwork:
+    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> LayersNetwork:
         return probex_network(
             input_shapes,
             out_dim,
@@ -455,7 +461,16 @@ class ProbeXAligner(_NetworkAligner):
             rep_dim=self.rep_dim,
             activation=self.activation,
             encoder_depth=self.encoder_depth,
+            **saved,
         )
+
+    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        state, tensors = super()._state()
+        state[SIZES_KEY] = SIZES_SCALED  # multi-view None sizes scale with the layer (probex.experts.views)
+        return state, tensors
+
+    def _saved_build_args(self, state: dict) -> dict:
+        return saved_build_args(state, self.views)
 
 
 class DenseAligner(_NetworkAligner):
@@ -492,7 +507,7 @@ class DenseAligner(_NetworkAligner):
         self.device = device
         self.seed = seed
 
-    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> DenseNetwork:
+    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> DenseNetwork:
         return DenseNetwork(input_shapes, out_dim)
 
 
@@ -559,7 +574,7 @@ class StatNNAligner(_NetworkAligner):
         self._remember_layers(X)
         return self
 
-    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int) -> StatNNNetwork:
+    def _build_model_side(self, input_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> StatNNNetwork:
         return StatNNNetwork(input_shapes[0][0], out_dim, self.hidden if self.model == "mlp" else None)
 
     def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:

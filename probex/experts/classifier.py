@@ -27,7 +27,7 @@ from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.labels import MULTILABEL, TargetEncoding
 from probex.experts.nn import ACTIVATIONS, DenseNetwork, LayersNetwork
-from probex.experts.views import VIEWS_RULE, probex_network
+from probex.experts.views import SIZES_KEY, SIZES_SCALED, VIEWS_RULE, probex_network, saved_build_args
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 from probex.zoo.stack import MatrixStack
 
@@ -95,8 +95,13 @@ class _NetworkClassifier(_Classifier):
     """A torch network trained with BCE (multi-label) or cross-entropy (one class per model)."""
 
     @abstractmethod
-    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> LayersNetwork:
-        """A fresh network for layers of these shapes and ``out_dim`` outputs."""
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> LayersNetwork:
+        """A fresh network for layers of these shapes and ``out_dim`` outputs (``saved``: what
+        :meth:`_saved_build_args` read from a saved state, when loading)."""
+
+    def _saved_build_args(self, state: dict) -> dict:
+        """Extra arguments of ``_build_network`` that rebuild a saved network as it was (none by default)."""
+        return {}
 
     # -- fitting -----------------------------------------------------------------------
     def fit(
@@ -188,7 +193,7 @@ class _NetworkClassifier(_Classifier):
         self.targets_ = TargetEncoding.from_config(state["targets"])
         self.classes_ = list(self.targets_.classes)
         self.layer_shapes_ = [tuple(s) for s in state["layer_shapes"]]
-        network = self._build_network(self.layer_shapes_, self.targets_.n_outputs)
+        network = self._build_network(self.layer_shapes_, self.targets_.n_outputs, **self._saved_build_args(state))
         network.load_state_dict(tensors)
         network.to(resolve_device(self.device)).eval()
         self.network_ = network
@@ -222,6 +227,8 @@ class ProbeXClassifier(_NetworkClassifier):
     Args:
         n_probes, proj_dim, rep_dim: r_U, r_V, r_T (default None: scaled to each layer by
             :func:`probex.experts.nn.default_sizes`, at most 128; given sizes are clipped to the layer).
+            Multi-view probes take the same default size for every view, clipped per view
+            (:mod:`probex.experts.views`).
         activation: "relu" (default) or "none" (the linear ProbeX).
         encoder_depth: extra encoder blocks (1 = the paper's ProbeX).
         views: "xu" (default: ProbeX), or multi-view probes (:mod:`probex.experts.views`):
@@ -267,7 +274,7 @@ class ProbeXClassifier(_NetworkClassifier):
         self.device = device
         self.seed = seed
 
-    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> LayersNetwork:
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> LayersNetwork:
         return probex_network(
             layer_shapes,
             out_dim,
@@ -277,7 +284,16 @@ class ProbeXClassifier(_NetworkClassifier):
             rep_dim=self.rep_dim,
             activation=self.activation,
             encoder_depth=self.encoder_depth,
+            **saved,
         )
+
+    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        state, tensors = super()._state()
+        state[SIZES_KEY] = SIZES_SCALED  # multi-view None sizes scale with the layer (probex.experts.views)
+        return state, tensors
+
+    def _saved_build_args(self, state: dict) -> dict:
+        return saved_build_args(state, self.views)
 
 
 class DenseExpert(_NetworkClassifier):
@@ -305,5 +321,5 @@ class DenseExpert(_NetworkClassifier):
         self.device = device
         self.seed = seed
 
-    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> DenseNetwork:
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> DenseNetwork:
         return DenseNetwork(layer_shapes, out_dim)

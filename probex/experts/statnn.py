@@ -256,7 +256,7 @@ class StatNNNetworkClassifier(_NetworkClassifier):
         self.device = device
         self.seed = seed
 
-    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int) -> StatNNNetwork:
+    def _build_network(self, layer_shapes: list[tuple[int, int]], out_dim: int, **saved: Any) -> StatNNNetwork:
         return StatNNNetwork(layer_shapes[0][0], out_dim, self.hidden if self.model == "mlp" else None)
 
     def fit(

@@ -22,6 +22,25 @@ are ProbeX's. ``views`` picks any subset by name, or a group: ``"first"`` = xu +
 ``"second"`` = xxtu + xtxu, ``"all"``; ``"xu"`` alone is ProbeX itself (:func:`probex_network`
 builds today's :class:`~probex.experts.nn.ProbeXNetwork` for it, so it is unchanged to the bit).
 
+Default sizes (a size left None) follow ProbeX's rule for the layer: r_U = r_V = r_T = r, the
+size :func:`~probex.experts.nn.default_sizes` gives single-view ProbeX on [d_W, d_H], then
+clipped per view to its probe matrix's rows and its points, as given sizes are. Each view is
+a ProbeX of the matrix it probes: xu reads X [d_W, d_H] and xtu reads X^T [d_H, d_W], the
+transposed shape, which ``default_sizes`` sizes alike (its budget is symmetric in d_W and d_H);
+the Gram views' matrices are [d_W, d_W] and [d_H, d_H], but of rank at most min(d_W, d_H):
+they hold no more than the layer's d_W d_H values, so their budget is the layer's, not their
+own size's. One r for every view is that rule. With all four views the encoder's U and V hold
+4 r (d_W + d_H) weights (r <= min(d_W, d_H)), four times ProbeX's, and its M 4 r^3, four
+times ProbeX's: a default multi-view encoder is about as large as one ProbeX encoder per view,
+about 2 n_views times the layer's weights, so with C outputs about C / (2 n_views) times
+smaller than Dense. On the demo jungle (24 classes): conv3 [48, 216], r = 24, 81,360 parameters
+(ProbeX 20,808, Dense 248,856); the mixer's block1.channel_fc2 [64, 512], r = 35, 253,179
+(ProbeX 63,969, Dense 786,456); at the fixed 128 they were 4.09M and 5.00M. Sharing ProbeX's
+one budget among the views instead (r = 12 and 18 there) was measured and lost to ProbeX by
+0.04 and 0.07 (test mean binary accuracy); one ProbeX-sized view each matched or beat it.
+Experts saved before sizes scaled (their state lacks :data:`SIZES_KEY`) gave a None size
+:data:`LEGACY_SIZE` and are loaded so (:func:`saved_build_args`).
+
 Every view reads the normalised layer Y = (X - C) / sigma (:class:`~probex.experts.nn.InputNormalization`).
 LoRA factors (X = s B A) are never merged: Y M = (s B (A M) - C M) / sigma and
 Y^T M = (s A^T (B^T M) - C^T M) / sigma, so (Y Y^T) U = Y (Y^T U) holds
@@ -40,7 +59,8 @@ from torch import nn
 
 from probex.errors import ProbeXError
 from probex.estimator import Rule
-from probex.experts.nn import MERGE_MAX_VALUES, InputNormalization, LayerBatch, LayersNetwork, ProbeXNetwork, _activation
+from probex.experts.nn import (MERGE_MAX_VALUES, InputNormalization, LayerBatch, LayersNetwork, ProbeXNetwork,
+                              _activation, default_sizes)
 from probex.zoo.factored import LoraFactors
 
 #: The four views, in the order their features are concatenated.
@@ -51,6 +71,13 @@ VIEW_GROUPS = {"all": VIEWS, "first": ("xu", "xtu"), "second": ("xxtu", "xtxu")}
 SINGLE_VIEW = ("xu",)
 #: Added to a response's standard deviation before dividing (a constant response stays finite).
 STANDARDIZE_EPS = 1e-8
+#: The size every None size took before multi-view sizes scaled with the layer (the paper's 128,
+#: clipped per view); experts saved then are loaded with it.
+LEGACY_SIZE = 128
+#: The key a saved ProbeX expert's state carries when its multi-view sizes scale with the layer.
+SIZES_KEY = "multiview_sizes"
+#: Its value: None sizes follow :func:`default_multiview_size`.
+SIZES_SCALED = "layer"
 
 ViewsSpec = Union[str, Sequence[str]]
 
@@ -148,6 +175,22 @@ def standardize_per_sample(S: torch.Tensor, eps: float = STANDARDIZE_EPS) -> tor
 
 # -- the encoder ---------------------------------------------------------------------------------
 
+def default_multiview_size(d_W: int, d_H: int) -> int:
+    """r, the size of each of r_U, r_V, r_T a multi-view encoder of a layer [d_W, d_H] takes when
+    none is given: single-view ProbeX's default for the layer (:func:`~probex.experts.nn.default_sizes`),
+    clipped per view later (see the module docstring for why one r serves every view)."""
+    return default_sizes(d_W, d_H)[2]
+
+
+def saved_build_args(state: dict, views: ViewsSpec) -> dict:
+    """:func:`probex_network`'s extra arguments that rebuild a saved ProbeX expert of these ``views`` as it
+    was trained: ``{"default_size": LEGACY_SIZE}`` for a multi-view expert saved before sizes scaled with
+    the layer (its ``state`` lacks :data:`SIZES_KEY`), else none (single-view ProbeX is never affected)."""
+    if parse_views(views) == SINGLE_VIEW or state.get(SIZES_KEY) == SIZES_SCALED:
+        return {}
+    return {"default_size": LEGACY_SIZE}
+
+
 def _view_dims(view: str, d_W: int, d_H: int) -> tuple[int, int]:
     """(rows of the view's probe matrix U, points of its response) for a layer [d_W, d_H]."""
     return {"xu": (d_H, d_W), "xxtu": (d_W, d_W), "xtu": (d_W, d_H), "xtxu": (d_H, d_H)}[view]
@@ -164,6 +207,9 @@ class MultiViewProbeX(nn.Module):
         rep_dim: r_T, the representation's size (clipped to the concatenated features).
         activation: after each view's projection: "relu" (default, the paper's) or "none".
         encoder_depth: 1 is one linear encoder; more adds (activation, linear r_T -> r_T) blocks.
+        default_size: the size a None size takes; None (default): :func:`default_multiview_size`,
+            ProbeX's size for the layer (see the module docstring). :data:`LEGACY_SIZE` rebuilds an
+            expert saved before sizes scaled with the layer.
     """
 
     def __init__(
@@ -171,15 +217,17 @@ class MultiViewProbeX(nn.Module):
         d_W: int,
         d_H: int,
         views: ViewsSpec = "all",
-        n_probes: Optional[int] = 128,
-        proj_dim: Optional[int] = 128,
-        rep_dim: Optional[int] = 128,
+        n_probes: Optional[int] = None,
+        proj_dim: Optional[int] = None,
+        rep_dim: Optional[int] = None,
         activation: str = "relu",
         encoder_depth: int = 1,
+        default_size: Optional[int] = None,
     ):
         super().__init__()
-        # None (a size left to the layer): the paper's 128, clipped to the layer below
-        n_probes, proj_dim, rep_dim = (128 if size is None else size for size in (n_probes, proj_dim, rep_dim))
+        if default_size is None:  # a size left to the layer: ProbeX's for it, clipped per view below
+            default_size = default_multiview_size(d_W, d_H) if min(d_W, d_H) >= 1 else 1
+        n_probes, proj_dim, rep_dim = (default_size if size is None else size for size in (n_probes, proj_dim, rep_dim))
         if min(d_W, d_H, n_probes, proj_dim, rep_dim, encoder_depth) < 1:
             raise ProbeXError("layer sizes, n_probes, proj_dim, rep_dim and encoder_depth must all be >= 1")
         self.d_W, self.d_H = d_W, d_H
@@ -223,13 +271,15 @@ class MultiViewNetwork(LayersNetwork):
 
 
 def probex_network(layer_shapes: Sequence[tuple[int, int]], out_dim: int, views: ViewsSpec = "xu",
-                   **probex_args) -> LayersNetwork:
+                   default_size: Optional[int] = None, **probex_args) -> LayersNetwork:
     """The ProbeX network of the given views: ProbeX itself for ``"xu"``, else multi-view.
 
     ``probex_args`` are ProbeX's sizes and activation (n_probes, proj_dim, rep_dim, activation,
-    encoder_depth), passed on unchanged.
+    encoder_depth), passed on unchanged; None sizes scale with each layer alike for one view and
+    for several. ``default_size`` (multi-view only; single-view ProbeX has its own rule, unchanged)
+    overrides what a None size becomes (:class:`MultiViewProbeX`).
     """
     chosen = parse_views(views)
     if chosen == SINGLE_VIEW:
         return ProbeXNetwork(layer_shapes, out_dim, **probex_args)
-    return MultiViewNetwork(layer_shapes, out_dim, views=chosen, **probex_args)
+    return MultiViewNetwork(layer_shapes, out_dim, views=chosen, default_size=default_size, **probex_args)

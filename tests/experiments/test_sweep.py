@@ -6,8 +6,8 @@ import pytest
 
 from probex import jungle
 from probex.errors import ZooError
-from probex.experiments.sweep import (LayerScore, SweepResult, fit_layer, matrix_layers, parse_shard, read_sweep,
-                                      readout_layers, sweep_layers)
+from probex.experiments.sweep import (SWEEP_DEFAULTS, LayerScore, SweepResult, _sweep_key, fit_layer, matrix_layers,
+                                      parse_shard, read_sweep, readout_layers, sweep_layers)
 from baselines import constant_multilabel_accuracy
 
 FAST = {"epochs": 3, "patience": 3, "seed": 0}
@@ -61,6 +61,21 @@ def test_results_of_other_parameters_are_not_reused(cnn_tree, tmp_path):
     other = sweep_layers(cnn_tree, layers=LAYERS[:1], params={**FAST, "n_probes": 16}, results=results)
     assert set(other.experts) == {"conv1.weight"}
     assert len(_lines(results)) == 2
+
+
+def test_multiview_rows_swept_with_fixed_sizes_are_not_reused_and_single_view_keys_are_unchanged():
+    """Multi-view None sizes scale with the layer (they were 128): its key changed; ProbeX's did not (the
+    shipped sweeps' rows carry the key of the report's params)."""
+    import hashlib
+
+    def before(task, params):
+        return hashlib.sha256(json.dumps({"task": task, "params": params}, sort_keys=True).encode()).hexdigest()[:16]
+
+    report = {**SWEEP_DEFAULTS, "device": "auto", "seed": 0}
+    assert _sweep_key("classes", report) == before("classes", report) == "a500b420eaa89d9e"
+    assert _sweep_key("align", {**report, "views": "xu"}) == before("align", {**report, "views": "xu"})
+    for views in ("all", "xu+xtu", ["second"]):
+        assert _sweep_key("classes", {**report, "views": views}) != before("classes", {**report, "views": views})
 
 
 def test_a_layer_pattern_selects_matrix_layers_by_name(cnn_tree):

@@ -8,9 +8,10 @@ from lora_zoo import split_banks
 from probex import ProbeXClassifier, load_expert
 from probex.errors import ParameterError, ProbeXError
 from probex.experts.aligner import ProbeXAligner
-from probex.experts.nn import InputNormalization, ProbeXNetwork
-from probex.experts.views import (VIEWS, MultiViewNetwork, MultiViewProbeX, parse_views, probex_network,
-                                  standardize_per_sample, view_response, views_name)
+from probex.experts.classifier import DenseExpert
+from probex.experts.nn import InputNormalization, ProbeX, ProbeXNetwork, default_sizes
+from probex.experts.views import (LEGACY_SIZE, SIZES_KEY, VIEWS, MultiViewNetwork, MultiViewProbeX, parse_views,
+                                  probex_network, saved_build_args, standardize_per_sample, view_response, views_name)
 from synthetic import make_population
 
 SMALL = dict(n_probes=6, proj_dim=6, rep_dim=16, epochs=3, device="cpu")
@@ -92,6 +93,46 @@ def test_each_view_has_its_own_probes_and_projection_sized_to_its_side():
     assert encoder(torch.randn(3, 30, 8)).shape == (3, 20)
 
 
+def _weights(module) -> int:
+    """The encoder's weights, biases apart (what default_sizes budgets)."""
+    return sum(p.numel() for name, p in module.named_parameters() if not name.endswith("bias"))
+
+
+@pytest.mark.parametrize("shape", [(48, 216), (64, 512), (20, 16), (64, 64)])
+def test_default_sizes_are_probexs_for_the_layer_clipped_per_view(shape):
+    d_W, d_H = shape
+    r = default_sizes(d_W, d_H)[2]
+    encoder = MultiViewProbeX(d_W, d_H, views="all")
+    rows = {"xu": d_H, "xxtu": d_W, "xtu": d_W, "xtxu": d_H}
+    points = {"xu": d_W, "xxtu": d_W, "xtu": d_H, "xtxu": d_H}
+    for view in VIEWS:
+        assert encoder.probes[view].shape == (rows[view], min(r, rows[view])), view
+        assert encoder.projections[view].out_features == min(r, points[view]), view
+    assert encoder.rep_dim == r
+
+
+def test_a_default_view_costs_what_default_probex_costs_on_the_layer():
+    """xtu reads X^T, the transposed shape, and gets ProbeX's size; all four views hold four ProbeX encoders'
+    weights (for r <= min(d_W, d_H)); given sizes still hold, clipped per view."""
+    for d_W, d_H in [(48, 216), (64, 512), (20, 16)]:
+        probex = _weights(ProbeX(d_W, d_H))
+        assert _weights(MultiViewProbeX(d_W, d_H, views="xtu")) == probex
+        assert _weights(MultiViewProbeX(d_W, d_H, views="all")) == 4 * probex
+    given = MultiViewProbeX(48, 216, views="all", n_probes=128, proj_dim=128, rep_dim=128)
+    assert given.probes["xtu"].shape == (48, 48) and given.rep_dim == 128
+    assert tuple(MultiViewProbeX(48, 216, n_probes=5).probes["xu"].shape) == (216, 5)
+
+
+def test_default_multiview_is_several_times_smaller_than_dense():
+    """The demo jungle's conv3 (48 x 216) and mixer block1.channel_fc2 (64 x 512), 24 outputs: a default
+    multi-view network is about 3 times smaller than Dense (at the paper's fixed 128 it was 16 and 6 times larger)."""
+    for shape in [(48, 216), (64, 512)]:
+        dense = DenseExpert()._build_network([shape], 24).n_parameters()
+        multiview = probex_network([shape], 24, views="all").n_parameters()
+        legacy = probex_network([shape], 24, views="all", default_size=LEGACY_SIZE).n_parameters()
+        assert 2.5 * multiview < dense < legacy / 5
+
+
 def test_views_xu_builds_probex_itself_unchanged():
     torch.manual_seed(3)
     built = probex_network([(12, 10)], 5, views="xu", n_probes=4, proj_dim=4, rep_dim=8)
@@ -161,6 +202,39 @@ def test_a_multiview_expert_is_saved_with_its_views_and_predicts_identically_whe
     loaded = load_expert(tmp_path / "expert")
     assert loaded.views == "first" and isinstance(loaded.network_, MultiViewNetwork)
     assert np.array_equal(loaded.decision_function(test.X), expert.decision_function(test.X))
+
+
+def test_a_multiview_expert_with_default_sizes_is_saved_and_loaded_with_them(tree, tmp_path):
+    train, _, test = tree
+    expert = ProbeXClassifier(views="all", epochs=2).fit(train.X, train.Y)
+    expert.save(tmp_path / "expert")
+    loaded = load_expert(tmp_path / "expert")
+    assert loaded.n_probes is None and loaded.network_.encoders[0].rep_dim == default_sizes(20, 16)[2]
+    assert np.array_equal(loaded.decision_function(test.X), expert.decision_function(test.X))
+
+
+def test_a_multiview_expert_saved_before_sizes_scaled_loads_with_the_sizes_it_was_saved_with(
+        tree, tmp_path, monkeypatch):
+    """Saved before: None sizes were 128 (clipped per view) and the state had no SIZES_KEY."""
+    import json
+
+    import probex.experts.views as views
+
+    train, _, test = tree
+    with monkeypatch.context() as patch:
+        patch.setattr(views, "default_multiview_size", lambda d_W, d_H: LEGACY_SIZE)
+        old = ProbeXClassifier(views="first", epochs=2).fit(train.X, train.Y)
+    assert old.network_.encoders[0].rep_dim == LEGACY_SIZE  # 128, not the layer's 7
+    old.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["state"][SIZES_KEY]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = load_expert(tmp_path / "old")
+    assert loaded.n_probes is None and loaded.network_.encoders[0].rep_dim == LEGACY_SIZE
+    assert np.array_equal(loaded.decision_function(test.X), old.decision_function(test.X))
+    # single-view ProbeX had its own rule then as now: nothing changes for it
+    assert saved_build_args({}, "xu") == {} and saved_build_args({}, "all") == {"default_size": LEGACY_SIZE}
+    assert saved_build_args({SIZES_KEY: "layer"}, "all") == {}
 
 
 def test_multiview_parameter_counts_are_reported(tree):
