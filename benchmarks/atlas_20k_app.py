@@ -24,6 +24,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from explorer.state import freeze_long_lived  # noqa: E402
 from explorer.widgets import map_chart  # noqa: E402
 from probex.figures import atlas_figure  # noqa: E402
 from probex.language.atlas import Atlas  # noqa: E402
@@ -57,6 +58,9 @@ def synthetic_atlas(n: int = N_MODELS, seed: int = 0) -> tuple[Atlas, pd.DataFra
 
 st.set_page_config(page_title="Atlas 20k", layout="wide")
 atlas, table = synthetic_atlas()
+if not st.session_state.get("frozen"):  # as the explorer's server does once its imports are done
+    freeze_long_lived()
+    st.session_state["frozen"] = True
 colour = st.selectbox("Colour by", ["concept", "lr", "split", "seen", "concept, shaped"], key="colour")
 shaped = colour == "concept, shaped" or (colour == "concept" and N_MODELS <= SHAPES_BY_DEFAULT_UP_TO)  # as the Atlas page
 figure = atlas_figure(atlas, color=colour.split(",")[0], table=table, shape="other words" if shaped else None)

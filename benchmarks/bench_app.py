@@ -272,7 +272,7 @@ def atlas_ready(d) -> bool:
     from selenium.webdriver.common.by import By
 
     return (any(element.text == "Atlas of the weight-language space" for element in d.find_elements(By.CSS_SELECTOR, "h1"))
-            and bool(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag")))
+            and d.execute_script(REDRAWN) is not None)  # the map drawn (in its frame, explorer/map_frame.py)
 
 
 def open_atlas(driver, cache: str) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.state import DEVICE_KEY, POPULATION_KEY, population_path
+from explorer.state import DEVICE_KEY, POPULATION_KEY, freeze_long_lived, population_path
 from explorer.text import plain
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ def _torch_import() -> threading.Thread:
     controls wait for it instead."""
     def run() -> None:  # torch alone: $PROBEX_THREADS is applied by draw_compute, in the script's thread
         import torch  # noqa: F401
+
+        freeze_long_lived()
 
     thread = threading.Thread(target=run, name="probex-torch-import", daemon=True)
     thread.start()
