@@ -69,7 +69,9 @@ def _declared() -> Any:
 
 
 def spec_of(figure: Any) -> tuple[str, str]:
-    """(the figure's JSON, a revision naming it): computed once per figure object."""
+    """(the figure's JSON, a revision naming it): computed once per figure object, so a figure kept for
+    reruns (explorer.state.figure) is serialised once; a figure changed after it was drawn must be a new
+    object (the pages build a new one for every change)."""
     try:
         known = _specs.get(figure)
     except TypeError:  # not weak-referenceable: serialise every time

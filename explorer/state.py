@@ -428,8 +428,9 @@ def freeze_long_lived() -> None:
     Streamlit runs a full collection after every script run (``runner.postScriptGC``); with torch and the
     rest imported that walks about 315,000 objects, 0.4 s a run on the 2-core machine, and the browser
     waits for the run to finish. Frozen objects are still freed by reference counting when dropped; only
-    cycles among them outlive the server (garbage is collected before freezing; modules live as long anyway). Called once torch (and once
-    UMAP's functions) are imported in the background: collections after that take milliseconds.
+    cycles among them outlive the server (garbage is collected before freezing; modules live as long
+    anyway). Called once torch (and once UMAP's functions) are imported in the background: collections
+    after that take milliseconds.
     """
     import gc
 

@@ -142,7 +142,6 @@ def category_labels(values: Iterable) -> list[str]:
         try:
             label = known.get((type(value), value))
         except TypeError:  # unhashable
-            label = None
             labels.append(_category_label(value))
             continue
         if label is None:
