@@ -13,6 +13,7 @@ import numpy as np
 import streamlit as st
 
 from explorer.address import model_href
+from explorer.map_frame import plotly_map
 from explorer.text import plain
 
 #: At most this many images in a selection's grid (the table lists every selected model).
@@ -145,8 +146,6 @@ def map_chart(figure: Any, key: str) -> Any:
     selects, drag pans; lasso and box in the modebar). Drawn by :func:`explorer.map_frame.plotly_map`,
     which redraws a changed figure in place (``Plotly.react``) instead of mounting a new chart.
     """
-    from explorer.map_frame import plotly_map
-
     figure.update_layout(clickmode="event+select", dragmode="pan", hovermode=figure.layout.hovermode or "closest")
     if figure.layout.height is None:
         figure.update_layout(height=560)

@@ -43,7 +43,7 @@ from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.classifier import PROBEX_RULES
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.nn import DenseNetwork, LayersNetwork
-from probex.experts.views import SIZES_KEY, SIZES_SCALED, probex_network, saved_build_args
+from probex.experts.views import ScaledSizesState, probex_network
 from probex.experts.statnn import NETWORK_MODELS, StatNNNetwork, statnn_features
 from probex.storage import cache_dir
 from probex.language.text import DEFAULT_TEMPLATE, OPEN_CLIP_PREFIX, SUPPORTED_SPECS, TextEncoder, class_prompts, load_text_encoder
@@ -396,7 +396,7 @@ _SHARED_DOC = """
 """
 
 
-class ProbeXAligner(_NetworkAligner):
+class ProbeXAligner(ScaledSizesState, _NetworkAligner):
     """ProbeX aligned with a text space: the paper's zero-shot expert.
 
     Args:
@@ -463,14 +463,6 @@ class ProbeXAligner(_NetworkAligner):
             encoder_depth=self.encoder_depth,
             **saved,
         )
-
-    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        state, tensors = super()._state()
-        state[SIZES_KEY] = SIZES_SCALED  # multi-view None sizes scale with the layer (probex.experts.views)
-        return state, tensors
-
-    def _saved_build_args(self, state: dict) -> dict:
-        return saved_build_args(state, self.views)
 
 
 class DenseAligner(_NetworkAligner):

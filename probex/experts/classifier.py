@@ -27,7 +27,7 @@ from probex.experts.base import TRAINING_RULES, BaseExpert
 from probex.experts.inputs import LayerInput, as_layers, check_layer_shapes, labels_of
 from probex.experts.labels import MULTILABEL, TargetEncoding
 from probex.experts.nn import ACTIVATIONS, DenseNetwork, LayersNetwork
-from probex.experts.views import SIZES_KEY, SIZES_SCALED, VIEWS_RULE, probex_network, saved_build_args
+from probex.experts.views import VIEWS_RULE, ScaledSizesState, probex_network
 from probex.experts.training import EpochLog, ProgressCallback, predict_in_batches, resolve_device, seeded, train_network
 from probex.zoo.stack import MatrixStack
 
@@ -221,7 +221,7 @@ def _score_outputs_multiclass(logits: torch.Tensor, target: torch.Tensor) -> flo
     return accuracy(target.cpu().numpy(), logits.argmax(dim=1).cpu().numpy())
 
 
-class ProbeXClassifier(_NetworkClassifier):
+class ProbeXClassifier(ScaledSizesState, _NetworkClassifier):
     """ProbeX: learned probes through the weight matrix, then a linear head over the classes.
 
     Args:
@@ -286,14 +286,6 @@ class ProbeXClassifier(_NetworkClassifier):
             encoder_depth=self.encoder_depth,
             **saved,
         )
-
-    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        state, tensors = super()._state()
-        state[SIZES_KEY] = SIZES_SCALED  # multi-view None sizes scale with the layer (probex.experts.views)
-        return state, tensors
-
-    def _saved_build_args(self, state: dict) -> dict:
-        return saved_build_args(state, self.views)
 
 
 class DenseExpert(_NetworkClassifier):

@@ -191,6 +191,22 @@ def saved_build_args(state: dict, views: ViewsSpec) -> dict:
     return {"default_size": LEGACY_SIZE}
 
 
+class ScaledSizesState:
+    """For a ProbeX expert (classifier or aligner) that may use multi-view probes: its saved state says
+    that None sizes scale with the layer (:data:`SIZES_KEY`), and a state saved before that rule is
+    loaded with the sizes it was trained with (:func:`saved_build_args`). Put before the expert's base."""
+
+    views: ViewsSpec
+
+    def _state(self):
+        state, tensors = super()._state()
+        state[SIZES_KEY] = SIZES_SCALED
+        return state, tensors
+
+    def _saved_build_args(self, state: dict) -> dict:
+        return saved_build_args(state, self.views)
+
+
 def _view_dims(view: str, d_W: int, d_H: int) -> tuple[int, int]:
     """(rows of the view's probe matrix U, points of its response) for a layer [d_W, d_H]."""
     return {"xu": (d_H, d_W), "xxtu": (d_W, d_W), "xtu": (d_W, d_H), "xtxu": (d_H, d_H)}[view]
