@@ -24,6 +24,8 @@ and Dense read only 0.62-0.65 from the last conv layer (200 models, cnn-supervis
 pairs, both read 0.99-1.0. So the demo's discriminative task is easier than Model-J's; the
 forest (its own random start per model) stays unreadable either way. The head itself, whose
 rows are the class slots, is a trivial read-out: sweeps measure it but recommend hidden layers.
+``TreeRecipe.head`` names this layout ("pairs"); two others, "masked" and "own", serve studies of
+other recipes (``benchmarks/study_recipes.py``); no shipped tree uses them.
 
 Every model trains on the first :data:`SHARED_IMAGES` renders of each of its classes (and its
 own random draw of the rest): those renders are written once per tree and class
@@ -42,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probex.errors import ProbeXError
 from probex.jungle.architectures import add_lora, make_model
 from probex.jungle.concepts import COLOUR_NAMES, SHAPES, concept, render
 from probex.jungle.forge import train_stacked
@@ -75,6 +78,15 @@ class LoraRecipe:
     step_scale: float = 1.0  # fine-tuning steps as a fraction of the full fine-tuning recipe's
 
 
+#: How a tree's models lay their classes on the head (``TreeRecipe.head``):
+#: "pairs" (the shipped trees): a 12-way head, row j holds pool class j or j + 12, one shared
+#: initialisation per tree; "masked": a 24-way head, one row per pool class (shared initialisation),
+#: each model training only its own 12 rows (the other 12 stay at the initialisation: the head itself
+#: then gives the classes away); "own": the pairs, but every model starts its head from its own random
+#: initialisation, as a fresh classifier head does on the Hub.
+HEAD_LAYOUTS = ("pairs", "masked", "own")
+
+
 @dataclass(frozen=True)
 class TreeRecipe:
     name: str
@@ -82,6 +94,16 @@ class TreeRecipe:
     objective: Optional[str]  # "supervised", "attributes", or None for the forest (no root)
     seed: int
     lora: Optional[LoraRecipe] = None  # None: full fine-tuning
+    head: str = "pairs"  # one of HEAD_LAYOUTS
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_LAYOUTS:
+            raise ProbeXError(f"head must be one of {HEAD_LAYOUTS}; got {self.head!r}")
+
+    @property
+    def head_rows(self) -> int:
+        """The fine-tuned models' head size: 12, or one row per pool class for the masked layout."""
+        return len(POOL_CONCEPTS) if self.head == "masked" else CLASSES_PER_MODEL
 
 
 TREES = (
@@ -197,13 +219,17 @@ def fine_tune_tree(
     pool = torch.tensor(POOL_CONCEPTS)
     pool_images = render_pool(generator)
     hyper = _sample_hyperparameters(n_models, generator, step_scale * (recipe.lora.step_scale if recipe.lora else 1.0))
-    # Head row j of every model stands for pool pair j = (j, j + 12), of which the model learns
-    # one: a random half of the pool, with each class always on the same row (see PAIRS).
-    pick = torch.randint(0, 2, (n_models, CLASSES_PER_MODEL), generator=generator)
-    chosen = torch.arange(CLASSES_PER_MODEL) + CLASSES_PER_MODEL * pick
+    if recipe.head == "masked":  # any 12 of the 24, each on its own row of a 24-way head
+        chosen = torch.stack([torch.randperm(len(pool), generator=generator)[:CLASSES_PER_MODEL].sort().values
+                              for _ in range(n_models)])
+    else:
+        # Head row j of every model stands for pool pair j = (j, j + 12), of which the model learns
+        # one: a random half of the pool, with each class always on the same row (see PAIRS).
+        pick = torch.randint(0, 2, (n_models, CLASSES_PER_MODEL), generator=generator)
+        chosen = torch.arange(CLASSES_PER_MODEL) + CLASSES_PER_MODEL * pick
     own_images = own_image_indices(n_models, generator)
     with seeded(recipe.seed + 1):  # ONE head initialisation per tree
-        shared_head = make_model(recipe.architecture, CLASSES_PER_MODEL).head.state_dict()
+        shared_head = make_model(recipe.architecture, recipe.head_rows).head.state_dict()
 
     results: list[FineTune] = []
     for start in range(0, n_models, MODELS_AT_ONCE):
@@ -211,11 +237,12 @@ def fine_tune_tree(
         models = []
         for i in group:
             with seeded(seed * 100_000 + recipe.seed * 1000 + i):
-                model = make_model(recipe.architecture, CLASSES_PER_MODEL)
+                model = make_model(recipe.architecture, recipe.head_rows)
             if root is not None:
                 body = {k: v for k, v in root.state_dict().items() if not k.startswith("head.")}
                 model.load_state_dict(body, strict=False)
-                model.head.load_state_dict(shared_head)
+                if recipe.head != "own":  # "own": the head keeps this model's own random initialisation
+                    model.head.load_state_dict(shared_head)
             if recipe.lora is not None:
                 with seeded(seed * 100_000 + recipe.seed * 1000 + i + 500):  # each run its own LoRA initialisation
                     add_lora(model, recipe.lora.targets, recipe.lora.rank)
@@ -230,12 +257,14 @@ def fine_tune_tree(
             images = pool_images[concept_rows, image_rows]  # [M, B, 3, 16, 16]
             on = hyper["augment"][members][:, None].expand(-1, BATCH).reshape(-1)
             images = _augment(images.reshape(-1, 3, 16, 16), on, generator).view(len(group), BATCH, 3, 16, 16)
+            if recipe.head == "masked":  # the class's own row, among the model's 12 rows
+                return images, (labels, chosen[members])
             return images, labels
 
         states = train_stacked(
             models,
             sample_batch,
-            F.cross_entropy,
+            _masked_cross_entropy if recipe.head == "masked" else F.cross_entropy,
             steps=hyper["steps"][members],
             lr=hyper["lr"][members],
             weight_decay=hyper["weight_decay"][members],
@@ -250,6 +279,7 @@ def fine_tune_tree(
                         "architecture": recipe.architecture,
                         "base_model": recipe.name if root is not None else "random-init",
                         **({"fine_tuning": f"lora rank {recipe.lora.rank}"} if recipe.lora else {}),
+                        **({"head": recipe.head} if recipe.head != "pairs" else {}),
                         "lr": float(hyper["lr"][i]),
                         "weight_decay": float(hyper["weight_decay"][i]),
                         "epochs": int(hyper["epochs"][i]),
@@ -262,6 +292,12 @@ def fine_tune_tree(
         if progress is not None:
             progress(len(results), n_models, f"{recipe.name}: {len(results)}/{n_models} models")
     return results
+
+
+def _masked_cross_entropy(outputs: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy over one model's own head rows: targets = (label [B] in 0..11, its 12 rows [12])."""
+    labels, rows = targets
+    return F.cross_entropy(torch.index_select(outputs, 1, rows), labels)
 
 
 def own_image_indices(n_models: int, generator: torch.Generator) -> torch.Tensor:

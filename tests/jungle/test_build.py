@@ -9,6 +9,7 @@ from PIL import Image
 
 from probex import ModelZoo
 from probex.cli import main
+from probex.errors import ProbeXError
 from probex.storage import safe_name
 from probex.zoo.manifest import class_images_folder
 from probex.jungle import discriminative as disc
@@ -134,6 +135,39 @@ def test_every_model_of_a_tree_starts_its_head_from_one_initialisation():
     apart = torch.nn.functional.cosine_similarity(forest[0].weights["head.weight"].flatten(),
                                                   forest[1].weights["head.weight"].flatten(), dim=0)
     assert abs(float(apart)) < 0.5
+
+
+def test_a_masked_head_trains_each_models_own_class_rows_and_leaves_the_rest_at_the_shared_start():
+    from dataclasses import replace
+
+    recipe = replace(next(recipe for recipe in disc.TREES if recipe.name == "cnn-supervised"), head="masked")
+    root = disc.pretrain_root(recipe, steps=2)
+    tuned = disc.fine_tune_tree(recipe, root, n_models=3, seed=0, step_scale=0.1)
+    with disc.seeded(recipe.seed + 1):
+        start = disc.make_model(recipe.architecture, len(disc.POOL_CONCEPTS)).head.weight
+    pool_names = [disc.concept(int(c)).name for c in disc.POOL_CONCEPTS]
+    for model in tuned:
+        assert len(model.classes) == 12 and model.hyperparameters["head"] == "masked"
+        head = model.weights["head.weight"]
+        own = torch.tensor([name in model.classes for name in pool_names])
+        assert head.shape == (24, start.shape[1])
+        # untrained rows keep their start but for weight decay (under 0.1% here): the leak that
+        # makes the head a trivial read-out; trained rows move
+        assert torch.allclose(head[~own], start[~own], rtol=2e-3, atol=0)
+        assert not torch.allclose(head[own], start[own], rtol=2e-3, atol=0)
+    assert len({tuple(model.classes) for model in tuned}) == 3  # any 12 of the 24, not fixed pairs
+
+
+def test_an_own_head_layout_starts_every_model_from_its_own_head():
+    from dataclasses import replace
+
+    recipe = replace(next(recipe for recipe in disc.TREES if recipe.name == "cnn-supervised"), head="own")
+    root = disc.pretrain_root(recipe, steps=2)
+    tuned = disc.fine_tune_tree(recipe, root, n_models=2, seed=0, step_scale=0.1)
+    heads = [model.weights["head.weight"].flatten() for model in tuned]
+    assert abs(float(torch.nn.functional.cosine_similarity(heads[0], heads[1], dim=0))) < 0.5
+    with pytest.raises(ProbeXError, match="head must be one of"):
+        replace(recipe, head="sorted")
 
 
 def test_a_lora_fine_tuning_trains_only_its_low_rank_updates_and_the_head():

@@ -1,0 +1,159 @@
+"""Which fine-tuning recipe lets ProbeX beat Dense on a hidden layer? A study for issue 20, acceptance 2.
+
+    python benchmarks/study_recipes.py --tree mixer-supervised --head masked
+    python benchmarks/study_recipes.py --tree cnn-supervised --head own --steps 2
+    python benchmarks/study_recipes.py --tree mixer-supervised --head pairs --models 300 --seeds 0 1 2
+
+Fine-tunes one classifier tree of the demo jungle in memory with a variant of its recipe (the head
+layout of :data:`probex.jungle.discriminative.HEAD_LAYOUTS`, a step scale, a LoRA rank), from the
+shipped jungle's root of that tree (pre-trained anew when absent), splits the models 70/10/20 as the
+build does, and on every hidden matrix layer (LoRA layers merged, the head left out) trains ProbeX
+(ReLU), the linear ProbeX and Dense on ``train`` with the sweep's settings (epochs chosen on ``val``),
+then scores ``test`` (mean binary accuracy over the tree's 24 classes). Beside them it prints two
+computed baselines: chance (0.5) and the majority rule (each class's majority answer on ``train``).
+Nothing is written into the jungle; the figures go to ``--out`` (default: study_recipes.json beside
+this script). One CPU thread unless PROBEX_THREADS says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from probex.experiments.sweep import SWEEP_DEFAULTS
+from probex.experts.classifier import DenseExpert, ProbeXClassifier
+from probex.experts.training import set_threads
+from probex.jungle import discriminative as disc
+from probex.jungle import SHIPPED
+from probex.jungle.architectures import make_model
+
+#: The seed the jungle builds with (models and splits).
+BUILD_SEED = 0
+
+EXPERTS = {
+    "probex": lambda **params: ProbeXClassifier(**params),
+    "linear probex": lambda **params: ProbeXClassifier(activation="none", **params),
+    "dense": lambda **params: DenseExpert(**params),
+}
+
+
+def _root(recipe: disc.TreeRecipe, roots: Path, steps: int) -> torch.nn.Module:
+    path = roots / f"{recipe.name}.safetensors"
+    if path.is_file():
+        model = make_model(recipe.architecture, 16)
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+    print(f"no root at {path}: pre-training one ({steps} steps)", flush=True)
+    return disc.pretrain_root(recipe, steps)
+
+
+def hidden_layers(weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{layer name: how to read it} for every matrix layer but the head; LoRA pairs become one merged layer."""
+    layers = {}
+    for name, tensor in weights.items():
+        if ".lora." in name:
+            layers[name.split(".lora.")[0]] = "lora"
+        elif tensor.ndim >= 2 and not name.startswith("head."):
+            layers[name.removesuffix(".weight")] = "dense"
+    return layers
+
+
+def layer_stack(models: list[disc.FineTune], layer: str, kind: str) -> torch.Tensor:
+    """[N, d_W, d_H] float32: a convolution's kernels output-first, a LoRA layer's update B A."""
+    if kind == "lora":
+        return torch.stack([m.weights[f"{layer}.lora.up.weight"] @ m.weights[f"{layer}.lora.down.weight"] for m in models]).float()
+    stack = torch.stack([m.weights[f"{layer}.weight"] for m in models]).float()
+    return stack.reshape(stack.shape[0], stack.shape[1], -1)
+
+
+def majority_baseline(train_labels: list[list[str]], test_labels: list[list[str]]) -> float:
+    """Mean binary accuracy on test of answering each class with its majority answer on train."""
+    classes = sorted({name for labels in train_labels + test_labels for name in labels})
+    accuracy = []
+    for name in classes:
+        present = np.mean([name in labels for labels in train_labels]) >= 0.5
+        accuracy.append(np.mean([(name in labels) == present for labels in test_labels]))
+    return float(np.mean(accuracy))
+
+
+def study(recipe: disc.TreeRecipe, models: list[disc.FineTune], seeds: list[int], layers: list[str] | None = None,
+          experts: list[str] = list(EXPERTS)) -> dict:
+    """Every expert on every hidden layer of the fine-tuned ``models``: test/val score and parameters per seed."""
+    n = len(models)
+    split = [disc.split_of(m.index, n, BUILD_SEED + sum(map(ord, recipe.name))) for m in models]  # as the build splits
+    parts = {name: [i for i, s in enumerate(split) if s == name] for name in ("train", "val", "test")}
+    labels = {name: [models[i].classes for i in rows] for name, rows in parts.items()}
+    found = hidden_layers(models[0].weights)
+    rows = {"majority": majority_baseline(labels["train"], labels["test"]), "chance": 0.5, "layers": {}}
+    for layer in layers or list(found):
+        X = layer_stack(models, layer, found[layer])
+        data = {name: (X[idx], labels[name]) for name, idx in parts.items()}
+        row = {"shape": list(X.shape[1:])}
+        for key in experts:
+            for seed in seeds:
+                started = time.perf_counter()
+                expert = EXPERTS[key](**SWEEP_DEFAULTS, device="cpu", seed=seed).fit(*data["train"], val=data["val"])
+                row.setdefault(key, []).append({"test": round(expert.score(*data["test"]), 4),
+                                                "val": round(expert.score(*data["val"]), 4),
+                                                "parameters": int(expert.n_parameters_),
+                                                "seconds": round(time.perf_counter() - started, 1)})
+        rows["layers"][layer] = row
+        print(format_row(layer, row), flush=True)
+    return rows
+
+
+def format_row(layer: str, row: dict) -> str:
+    cells = []
+    for key, runs in row.items():
+        if key == "shape":
+            continue
+        tests = [run["test"] for run in runs]
+        cells.append(f"{key} {np.mean(tests):.3f} ({runs[0]['parameters']:,} params)")
+    return f"{layer:28s} {'x'.join(map(str, row['shape'])):>9s}  " + "  ".join(cells)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", default="mixer-supervised", choices=[recipe.name for recipe in disc.TREES])
+    parser.add_argument("--head", default="pairs", choices=disc.HEAD_LAYOUTS)
+    parser.add_argument("--steps", type=float, default=1.0, help="fine-tuning steps as a fraction of the tree's recipe")
+    parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank of a LoRA tree (default: its recipe's)")
+    parser.add_argument("--models", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="expert seeds (the models stay the same)")
+    parser.add_argument("--layers", nargs="+", default=None)
+    parser.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=list(EXPERTS))
+    parser.add_argument("--roots", type=Path, default=Path(SHIPPED) / "roots")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("study_recipes.json"))
+    args = parser.parse_args()
+    set_threads(int(os.environ.get("PROBEX_THREADS", "1")))
+
+    recipe = replace({r.name: r for r in disc.TREES}[args.tree], head=args.head)
+    if recipe.lora is not None and args.lora_rank is not None:
+        recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
+    root = _root(recipe, args.roots, disc.SIZES["full"].root_steps)
+    started = time.perf_counter()
+    models = disc.fine_tune_tree(recipe, root, args.models, seed=BUILD_SEED, step_scale=args.steps,
+                                 progress=lambda done, total, text: print(text, flush=True))
+    fine_tune_seconds = time.perf_counter() - started
+    print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models in {fine_tune_seconds:.0f} s")
+    result = study(recipe, models, args.seeds, args.layers, args.experts)
+    print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
+    figures = {"recipe": {"tree": recipe.name, "head": recipe.head, "steps": args.steps,
+                          "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},
+               "seeds": args.seeds, "fine_tune_seconds": round(fine_tune_seconds, 1), **result,
+               "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
