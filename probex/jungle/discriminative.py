@@ -81,8 +81,8 @@ class LoraRecipe:
 #: How a tree's models lay their classes on the head (``TreeRecipe.head``):
 #: "pairs" (the shipped trees): a 12-way head, row j holds pool class j or j + 12, one shared
 #: initialisation per tree; "masked": a 24-way head, one row per pool class (shared initialisation),
-#: each model training only its own 12 rows (the other 12 stay at the initialisation: the head itself
-#: then gives the classes away); "own": the pairs, but every model starts its head from its own random
+#: each model training only its own 12 rows (the other 12 keep the initialisation but for weight decay:
+#: the head itself then gives the classes away); "own": the pairs, but every model starts its head from its own random
 #: initialisation, as a fresh classifier head does on the Hub.
 HEAD_LAYOUTS = ("pairs", "masked", "own")
 
