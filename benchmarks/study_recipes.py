@@ -86,7 +86,7 @@ def majority_baseline(train_labels: list[list[str]], test_labels: list[list[str]
 
 
 def study(recipe: disc.TreeRecipe, models: list[disc.FineTune], seeds: list[int], layers: list[str] | None = None,
-          experts: list[str] = list(EXPERTS)) -> dict:
+          experts: tuple[str, ...] = tuple(EXPERTS)) -> dict:
     """Every expert on every hidden layer of the fine-tuned ``models``: test/val score and parameters per seed."""
     n = len(models)
     split = [disc.split_of(m.index, n, BUILD_SEED + sum(map(ord, recipe.name))) for m in models]  # as the build splits
