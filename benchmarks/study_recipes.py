@@ -3,10 +3,12 @@
     python benchmarks/study_recipes.py --tree mixer-supervised --head masked
     python benchmarks/study_recipes.py --tree cnn-supervised --head own --steps 2
     python benchmarks/study_recipes.py --tree mixer-supervised --head pairs --models 300 --seeds 0 1 2
+    python benchmarks/study_recipes.py --tree mixer-supervised --architecture wider-mixer --save-root /tmp/roots
 
 Fine-tunes one classifier tree of the demo jungle in memory with a variant of its recipe (the head
-layout of :data:`probex.jungle.discriminative.HEAD_LAYOUTS`, a step scale, a LoRA rank), from the
-shipped jungle's root of that tree (pre-trained anew when absent), splits the models 70/10/20 as the
+layout of :data:`probex.jungle.discriminative.HEAD_LAYOUTS`, a step scale, a LoRA rank, another
+architecture), from the shipped jungle's root of that tree (pre-trained anew when absent or of
+another architecture), splits the models 70/10/20 as the
 build does, and on every hidden matrix layer (LoRA layers merged, the head left out) trains ProbeX
 (ReLU), the linear ProbeX and Dense on ``train`` with the sweep's settings (epochs chosen on ``val``),
 then scores ``test`` (mean binary accuracy over the tree's 24 classes). Beside them it prints two
@@ -27,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from probex.experiments.sweep import SWEEP_DEFAULTS
 from probex.experts.classifier import DenseExpert, ProbeXClassifier
 from probex.experts.training import set_threads
 from probex.jungle import discriminative as disc
 from probex.jungle import SHIPPED
-from probex.jungle.architectures import make_model
+from probex.jungle.architectures import ARCHITECTURES, make_model
 
 #: The seed the jungle builds with (models and splits).
 BUILD_SEED = 0
@@ -46,14 +48,25 @@ EXPERTS = {
 }
 
 
-def _root(recipe: disc.TreeRecipe, roots: Path, steps: int) -> torch.nn.Module:
+def _root(recipe: disc.TreeRecipe, roots: Path, steps: int, save: Path | None = None) -> torch.nn.Module:
+    """The tree's root from ``roots`` when one of the recipe's architecture is there, else pre-trained anew."""
     path = roots / f"{recipe.name}.safetensors"
+    model = make_model(recipe.architecture, 16)
     if path.is_file():
-        model = make_model(recipe.architecture, 16)
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
-    print(f"no root at {path}: pre-training one ({steps} steps)", flush=True)
-    return disc.pretrain_root(recipe, steps)
+        state = load_file(str(path))
+        if {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+            model.load_state_dict(state)
+            return model.eval()
+        print(f"the root at {path} is not a {recipe.architecture}", flush=True)
+    print(f"pre-training a {recipe.architecture} root ({steps} steps)", flush=True)
+    started = time.perf_counter()
+    model = disc.pretrain_root(recipe, steps)
+    print(f"root: {time.perf_counter() - started:.0f} s, accuracy {disc.root_accuracy(model, recipe):.3f}", flush=True)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(save / f"{recipe.name}.safetensors"))
+        print(f"root written to {save} (pass --roots {save} to reuse it)", flush=True)
+    return model
 
 
 def hidden_layers(weights: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -124,6 +137,8 @@ def format_row(layer: str, row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default="mixer-supervised", choices=[recipe.name for recipe in disc.TREES])
+    parser.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES),
+                        help="the tree's architecture (default: its recipe's); a new one is pre-trained anew")
     parser.add_argument("--head", default="pairs", choices=disc.HEAD_LAYOUTS)
     parser.add_argument("--steps", type=float, default=1.0, help="fine-tuning steps as a fraction of the tree's recipe")
     parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank of a LoRA tree (default: its recipe's)")
@@ -132,14 +147,19 @@ def main() -> None:
     parser.add_argument("--layers", nargs="+", default=None)
     parser.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=list(EXPERTS))
     parser.add_argument("--roots", type=Path, default=Path(SHIPPED) / "roots")
+    parser.add_argument("--root-steps", type=int, default=disc.SIZES["full"].root_steps,
+                        help="pre-training steps of a new root (default: the full build's)")
+    parser.add_argument("--save-root", type=Path, default=None, help="a folder to write a newly pre-trained root to")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("study_recipes.json"))
     args = parser.parse_args()
     set_threads(int(os.environ.get("PROBEX_THREADS", "1")))
 
     recipe = replace({r.name: r for r in disc.TREES}[args.tree], head=args.head)
+    if args.architecture is not None:
+        recipe = replace(recipe, architecture=args.architecture)
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
-    root = _root(recipe, args.roots, disc.SIZES["full"].root_steps)
+    root = _root(recipe, args.roots, args.root_steps, args.save_root)
     started = time.perf_counter()
     models = disc.fine_tune_tree(recipe, root, args.models, seed=BUILD_SEED, step_scale=args.steps,
                                  progress=lambda done, total, text: print(text, flush=True))
@@ -147,7 +167,7 @@ def main() -> None:
     print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models in {fine_tune_seconds:.0f} s")
     result = study(recipe, models, args.seeds, args.layers, args.experts)
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
-    figures = {"recipe": {"tree": recipe.name, "head": recipe.head, "steps": args.steps,
+    figures = {"recipe": {"tree": recipe.name, "architecture": recipe.architecture, "head": recipe.head, "steps": args.steps,
                           "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},
                "seeds": args.seeds, "fine_tune_seconds": round(fine_tune_seconds, 1), **result,
                "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}

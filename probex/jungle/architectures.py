@@ -2,7 +2,8 @@
 
 ``SmallCNN`` (3-12-24-48 convolutions, ~14k parameters), ``TinyMixer`` (an MLP-Mixer on 4x4
 patches, ~10k parameters) and its wider form ``wide-mixer`` (64-wide tokens, 512-wide channel
-MLPs, ~140k parameters) classify 16x16 RGB images. They are ordinary modules; the forge trains
+MLPs, ~140k parameters) classify 16x16 RGB images; ``wider-mixer`` (128-wide tokens, 1024-wide
+channel MLPs, ~540k parameters) is there for recipe studies. They are ordinary modules; the forge trains
 many of them at once by stacking their parameters (``torch.func``). :func:`add_lora` turns a
 model into its LoRA fine-tuning form (frozen weights, trainable low-rank updates and head).
 """
@@ -72,7 +73,11 @@ def _wide_mixer(n_classes: int) -> TinyMixer:
     return TinyMixer(n_classes, dim=64, channel_hidden=512)
 
 
-ARCHITECTURES = {"cnn": SmallCNN, "mixer": TinyMixer, "wide-mixer": _wide_mixer}
+def _wider_mixer(n_classes: int) -> TinyMixer:
+    return TinyMixer(n_classes, dim=128, channel_hidden=1024)
+
+
+ARCHITECTURES = {"cnn": SmallCNN, "mixer": TinyMixer, "wide-mixer": _wide_mixer, "wider-mixer": _wider_mixer}
 
 
 def make_model(architecture: str, n_classes: int) -> nn.Module:

@@ -4,7 +4,7 @@
 def test_the_recipe_study_fine_tunes_a_variant_and_scores_every_expert_on_every_hidden_layer(run_benchmark):
     figures, stdout = run_benchmark("study_recipes.py", "--tree", "mixer-supervised", "--head", "masked",
                                     "--models", "20", "--steps", "0.1")
-    assert figures["recipe"] == {"tree": "mixer-supervised", "head": "masked", "steps": 0.1, "lora_rank": 4, "models": 20}
+    assert figures["recipe"] == {"tree": "mixer-supervised", "architecture": "wide-mixer", "head": "masked", "steps": 0.1, "lora_rank": 4, "models": 20}
     assert set(figures["layers"]) == {"block1.channel_fc2", "block2.channel_fc2"}  # the LoRA layers, merged; no head
     for row in figures["layers"].values():
         assert row["shape"] == [64, 512]
@@ -12,3 +12,16 @@ def test_the_recipe_study_fine_tunes_a_variant_and_scores_every_expert_on_every_
         assert row["dense"][0]["parameters"] == 24 * 64 * 512 + 24
         assert all(0.0 <= run["test"] <= 1.0 for runs in (row["probex"], row["dense"]) for run in runs)
     assert 0.5 <= figures["majority"] <= 1.0 and "majority rule" in stdout
+
+
+def test_another_architecture_pretrains_a_root_once_and_reuses_it(run_benchmark, tmp_path):
+    args = ("--tree", "mixer-supervised", "--architecture", "wider-mixer", "--models", "20", "--steps", "0.05",
+            "--root-steps", "10", "--experts", "dense", "--layers", "block2.channel_fc2")
+    figures, stdout = run_benchmark("study_recipes.py", *args, "--save-root", str(tmp_path / "roots"))
+    assert "is not a wider-mixer" in stdout and "pre-training a wider-mixer root (10 steps)" in stdout
+    assert (tmp_path / "roots" / "mixer-supervised.safetensors").is_file()
+    assert figures["recipe"]["architecture"] == "wider-mixer"
+    assert figures["layers"]["block2.channel_fc2"]["shape"] == [128, 1024]
+    assert figures["layers"]["block2.channel_fc2"]["dense"][0]["parameters"] == 24 * 128 * 1024 + 24
+    _, again = run_benchmark("study_recipes.py", *args, "--roots", str(tmp_path / "roots"))
+    assert "pre-training" not in again  # the saved root of the same architecture is loaded
