@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--roots", type=Path, default=Path(SHIPPED) / "roots")
     parser.add_argument("--root-steps", type=int, default=disc.SIZES["full"].root_steps,
                         help="pre-training steps of a new root (default: the full build's)")
-    parser.add_argument("--save-root", type=Path, default=None, help="a folder to write a newly pre-trained root to")
+    parser.add_argument("--save-root", type=Path, default=None, help="a folder to write a newly pre-trained root to (an existing file is never overwritten)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("study_recipes.json"))
     args = parser.parse_args()
     set_threads(int(os.environ.get("PROBEX_THREADS", "1")))
@@ -157,6 +158,10 @@ def main() -> None:
     recipe = replace({r.name: r for r in disc.TREES}[args.tree], head=args.head)
     if args.architecture is not None:
         recipe = replace(recipe, architecture=args.architecture)
+    if args.save_root is not None and (args.save_root / f"{recipe.name}.safetensors").exists():
+        print(f"error: {args.save_root / f'{recipe.name}.safetensors'} exists; --save-root never overwrites a file",
+              file=sys.stderr)
+        sys.exit(2)
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
     root = _root(recipe, args.roots, args.root_steps, args.save_root)

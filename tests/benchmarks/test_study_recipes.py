@@ -1,5 +1,9 @@
 """The recipe study runs end to end on a few models (its figures are measured by running it, not here)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 
 def test_the_recipe_study_fine_tunes_a_variant_and_scores_every_expert_on_every_hidden_layer(run_benchmark):
     figures, stdout = run_benchmark("study_recipes.py", "--tree", "mixer-supervised", "--head", "masked",
@@ -25,3 +29,13 @@ def test_another_architecture_pretrains_a_root_once_and_reuses_it(run_benchmark,
     assert figures["layers"]["block2.channel_fc2"]["dense"][0]["parameters"] == 24 * 128 * 1024 + 24
     _, again = run_benchmark("study_recipes.py", *args, "--roots", str(tmp_path / "roots"))
     assert "pre-training" not in again  # the saved root of the same architecture is loaded
+
+
+def test_save_root_refuses_to_overwrite_a_root_file(tmp_path):
+    existing = tmp_path / "mixer-supervised.safetensors"
+    existing.write_bytes(b"the user's file")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
+    result = subprocess.run([sys.executable, str(script), "--save-root", str(tmp_path), "--out", str(tmp_path / "o.json")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "never overwrites" in result.stderr
+    assert existing.read_bytes() == b"the user's file" and not (tmp_path / "o.json").exists()
