@@ -20,6 +20,7 @@ this script). One CPU thread unless PROBEX_THREADS says otherwise.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -46,7 +47,10 @@ EXPERTS = {
     "probex": lambda **params: ProbeXClassifier(**params),
     "linear probex": lambda **params: ProbeXClassifier(activation="none", **params),
     "dense": lambda **params: DenseExpert(**params),
+    "multi-view": lambda **params: ProbeXClassifier(views="all", **params),
 }
+#: Not run unless asked (``--experts``): the default set stays the three the study was first run with.
+DEFAULT_EXPERTS = ("probex", "linear probex", "dense")
 
 
 def _root(recipe: disc.TreeRecipe, roots: Path, steps: int, save: Path | None = None) -> torch.nn.Module:
@@ -68,6 +72,38 @@ def _root(recipe: disc.TreeRecipe, roots: Path, steps: int, save: Path | None = 
         save_file(model.state_dict(), str(save / f"{recipe.name}.safetensors"))
         print(f"root written to {save} (pass --roots {save} to reuse it)", flush=True)
     return model
+
+
+def _fine_tuned(recipe: disc.TreeRecipe, root: torch.nn.Module, n_models: int, steps: float,
+                models_file: Path | None) -> tuple[list[disc.FineTune], float]:
+    """The tree's fine-tuned models: from ``models_file`` when it holds exactly this recipe's, else fine-tuned
+    (and written there when it names no file yet). Returns (models, seconds spent fine-tuning; 0 when read)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(root.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    key = {"recipe": repr(recipe), "root": digest.hexdigest(), "models": n_models, "steps": steps, "seed": BUILD_SEED}
+    if models_file is not None and models_file.is_file():
+        try:
+            saved = torch.load(models_file, weights_only=True)
+        except Exception as error:  # not a file this script wrote
+            print(f"error: {models_file} is not a models file ({type(error).__name__})", file=sys.stderr)
+            sys.exit(2)
+        if not isinstance(saved, dict) or saved.get("key") != key:
+            print(f"error: {models_file} holds other models (another recipe, root or count); pass another --models-file",
+                  file=sys.stderr)
+            sys.exit(2)
+        print(f"models read from {models_file}", flush=True)
+        return [disc.FineTune(**entry) for entry in saved["models"]], 0.0
+    started = time.perf_counter()
+    models = disc.fine_tune_tree(recipe, root, n_models, seed=BUILD_SEED, step_scale=steps,
+                                 progress=lambda done, total, text: print(text, flush=True))
+    seconds = time.perf_counter() - started
+    if models_file is not None:
+        models_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "models": [vars(m) for m in models]}, models_file)
+        print(f"models written to {models_file} (pass it again to reuse them)", flush=True)
+    return models, seconds
 
 
 def hidden_layers(weights: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -100,7 +136,7 @@ def majority_baseline(train_labels: list[list[str]], test_labels: list[list[str]
 
 
 def study(recipe: disc.TreeRecipe, models: list[disc.FineTune], seeds: list[int], layers: list[str] | None = None,
-          experts: tuple[str, ...] = tuple(EXPERTS)) -> dict:
+          experts: tuple[str, ...] = DEFAULT_EXPERTS) -> dict:
     """Every expert on every hidden layer of the fine-tuned ``models``: test/val score and parameters per seed."""
     n = len(models)
     split = [disc.split_of(m.index, n, BUILD_SEED + sum(map(ord, recipe.name))) for m in models]  # as the build splits
@@ -146,7 +182,10 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="expert seeds (the models stay the same)")
     parser.add_argument("--layers", nargs="+", default=None)
-    parser.add_argument("--experts", nargs="+", default=list(EXPERTS), choices=list(EXPERTS))
+    parser.add_argument("--experts", nargs="+", default=list(DEFAULT_EXPERTS), choices=list(EXPERTS),
+                        help="multi-view = ProbeX with views 'all'")
+    parser.add_argument("--models-file", type=Path, default=None,
+                        help="a file of fine-tuned models: read when it holds this recipe's, written when absent")
     parser.add_argument("--roots", type=Path, default=Path(SHIPPED) / "roots")
     parser.add_argument("--root-steps", type=int, default=disc.SIZES["full"].root_steps,
                         help="pre-training steps of a new root (default: the full build's)")
@@ -165,10 +204,7 @@ def main() -> None:
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
     root = _root(recipe, args.roots, args.root_steps, args.save_root)
-    started = time.perf_counter()
-    models = disc.fine_tune_tree(recipe, root, args.models, seed=BUILD_SEED, step_scale=args.steps,
-                                 progress=lambda done, total, text: print(text, flush=True))
-    fine_tune_seconds = time.perf_counter() - started
+    models, fine_tune_seconds = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
     print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models in {fine_tune_seconds:.0f} s")
     result = study(recipe, models, args.seeds, args.layers, args.experts)
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")

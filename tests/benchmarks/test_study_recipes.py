@@ -39,3 +39,21 @@ def test_save_root_refuses_to_overwrite_a_root_file(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "never overwrites" in result.stderr
     assert existing.read_bytes() == b"the user's file" and not (tmp_path / "o.json").exists()
+
+
+def test_a_models_file_is_written_once_reused_and_refused_for_another_recipe(run_benchmark, tmp_path):
+    models_file = tmp_path / "models.pt"
+    args = ("--tree", "mixer-supervised", "--models", "20", "--steps", "0.05", "--layers", "block2.channel_fc2",
+            "--models-file", str(models_file))
+    first, stdout = run_benchmark("study_recipes.py", *args, "--experts", "dense", "multi-view")
+    assert models_file.is_file() and "models written to" in stdout
+    assert set(first["layers"]["block2.channel_fc2"]) == {"shape", "dense", "multi-view"}
+    again, stdout = run_benchmark("study_recipes.py", *args, "--experts", "dense")
+    assert "models read from" in stdout and again["fine_tune_seconds"] == 0.0
+    assert again["layers"]["block2.channel_fc2"]["dense"][0]["test"] == first["layers"]["block2.channel_fc2"]["dense"][0]["test"]
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
+    before = models_file.read_bytes()
+    other = subprocess.run([sys.executable, str(script), *args[:2], "--models", "21", *args[4:], "--out", str(tmp_path / "o.json")],
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "holds other models" in other.stderr and other.stderr.count("\n") == 1
+    assert models_file.read_bytes() == before and not (tmp_path / "o.json").exists()
