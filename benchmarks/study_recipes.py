@@ -36,6 +36,8 @@ from safetensors.torch import load_file, save_file
 from probex.experiments.sweep import SWEEP_DEFAULTS
 from probex.experts.classifier import DenseExpert, ProbeXClassifier
 from probex.experts.training import set_threads
+from probex.errors import ProbeXError
+from probex.experts.views import parse_views, views_name
 from probex.jungle import discriminative as disc
 from probex.jungle import SHIPPED
 from probex.jungle.architectures import ARCHITECTURES, make_model
@@ -47,7 +49,7 @@ EXPERTS = {
     "probex": lambda **params: ProbeXClassifier(**params),
     "linear probex": lambda **params: ProbeXClassifier(activation="none", **params),
     "dense": lambda **params: DenseExpert(**params),
-    "multi-view": lambda **params: ProbeXClassifier(views="all", **params),
+    "multi-view": lambda views="all", **params: ProbeXClassifier(views=views, **params),
 }
 #: Not run unless asked (``--experts``): the default set stays the three the study was first run with.
 DEFAULT_EXPERTS = ("probex", "linear probex", "dense")
@@ -136,23 +138,27 @@ def majority_baseline(train_labels: list[list[str]], test_labels: list[list[str]
 
 
 def study(recipe: disc.TreeRecipe, models: list[disc.FineTune], seeds: list[int], layers: list[str] | None = None,
-          experts: tuple[str, ...] = DEFAULT_EXPERTS) -> dict:
-    """Every expert on every hidden layer of the fine-tuned ``models``: test/val score and parameters per seed."""
+          experts: tuple[str, ...] = DEFAULT_EXPERTS, views: tuple[str, ...] = ("all",)) -> dict:
+    """Every expert on every hidden layer of the fine-tuned ``models``: test/val score and parameters per seed.
+
+    The multi-view expert runs once per view set in ``views``, as "multi-view <views>"."""
     n = len(models)
     split = [disc.split_of(m.index, n, BUILD_SEED + sum(map(ord, recipe.name))) for m in models]  # as the build splits
     parts = {name: [i for i, s in enumerate(split) if s == name] for name in ("train", "val", "test")}
     labels = {name: [models[i].classes for i in rows] for name, rows in parts.items()}
     found = hidden_layers(models[0].weights)
     rows = {"majority": majority_baseline(labels["train"], labels["test"]), "chance": 0.5, "layers": {}}
+    runs = [(f"multi-view {views_name(spec)}", key, {"views": spec}) if key == "multi-view" else (key, key, {})
+            for key in experts for spec in (views if key == "multi-view" else (None,))]
     for layer in layers or list(found):
         X = layer_stack(models, layer, found[layer])
         data = {name: (X[idx], labels[name]) for name, idx in parts.items()}
         row = {"shape": list(X.shape[1:])}
-        for key in experts:
+        for name, key, options in runs:
             for seed in seeds:
                 started = time.perf_counter()
-                expert = EXPERTS[key](**SWEEP_DEFAULTS, device="cpu", seed=seed).fit(*data["train"], val=data["val"])
-                row.setdefault(key, []).append({"test": round(expert.score(*data["test"]), 4),
+                expert = EXPERTS[key](**SWEEP_DEFAULTS, **options, device="cpu", seed=seed).fit(*data["train"], val=data["val"])
+                row.setdefault(name, []).append({"test": round(expert.score(*data["test"]), 4),
                                                 "val": round(expert.score(*data["val"]), 4),
                                                 "parameters": int(expert.n_parameters_),
                                                 "seconds": round(time.perf_counter() - started, 1)})
@@ -183,7 +189,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="expert seeds (the models stay the same)")
     parser.add_argument("--layers", nargs="+", default=None)
     parser.add_argument("--experts", nargs="+", default=list(DEFAULT_EXPERTS), choices=list(EXPERTS),
-                        help="multi-view = ProbeX with views 'all'")
+                        help="multi-view = ProbeX with each of --views")
+    parser.add_argument("--views", nargs="+", default=["all"], help="the multi-view expert's view sets, each all, "
+                                                                    "first, second, or xu, xxtu, xtu, xtxu joined by '+'")
     parser.add_argument("--models-file", type=Path, default=None,
                         help="a file of fine-tuned models: read when it holds this recipe's, written when absent")
     parser.add_argument("--roots", type=Path, default=Path(SHIPPED) / "roots")
@@ -201,12 +209,18 @@ def main() -> None:
         print(f"error: {args.save_root / f'{recipe.name}.safetensors'} exists; --save-root never overwrites a file",
               file=sys.stderr)
         sys.exit(2)
+    for spec in args.views:  # checked before any work
+        try:
+            parse_views(spec)
+        except ProbeXError as error:
+            print(f"error: --views {spec}: {error}", file=sys.stderr)
+            sys.exit(2)
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
     root = _root(recipe, args.roots, args.root_steps, args.save_root)
     models, fine_tune_seconds = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
     print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models in {fine_tune_seconds:.0f} s")
-    result = study(recipe, models, args.seeds, args.layers, args.experts)
+    result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
     figures = {"recipe": {"tree": recipe.name, "architecture": recipe.architecture, "head": recipe.head, "steps": args.steps,
                           "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},

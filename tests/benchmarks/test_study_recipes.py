@@ -45,9 +45,11 @@ def test_a_models_file_is_written_once_reused_and_refused_for_another_recipe(run
     models_file = tmp_path / "models.pt"
     args = ("--tree", "mixer-supervised", "--models", "20", "--steps", "0.05", "--layers", "block2.channel_fc2",
             "--models-file", str(models_file))
-    first, stdout = run_benchmark("study_recipes.py", *args, "--experts", "dense", "multi-view")
+    first, stdout = run_benchmark("study_recipes.py", *args, "--experts", "dense", "multi-view", "--views", "xtxu", "all")
     assert models_file.is_file() and "models written to" in stdout
-    assert set(first["layers"]["block2.channel_fc2"]) == {"shape", "dense", "multi-view"}
+    row = first["layers"]["block2.channel_fc2"]
+    assert set(row) == {"shape", "dense", "multi-view xtxu", "multi-view all"}
+    assert row["multi-view xtxu"][0]["parameters"] < row["multi-view all"][0]["parameters"]
     again, stdout = run_benchmark("study_recipes.py", *args, "--experts", "dense")
     assert "models read from" in stdout and again["fine_tune_seconds"] == 0.0
     assert again["layers"]["block2.channel_fc2"]["dense"][0]["test"] == first["layers"]["block2.channel_fc2"]["dense"][0]["test"]
@@ -57,3 +59,11 @@ def test_a_models_file_is_written_once_reused_and_refused_for_another_recipe(run
                            capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "holds other models" in other.stderr and other.stderr.count("\n") == 1
     assert models_file.read_bytes() == before and not (tmp_path / "o.json").exists()
+
+
+def test_unknown_views_are_refused_before_any_work(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
+    result = subprocess.run([sys.executable, str(script), "--experts", "multi-view", "--views", "xtxu", "xyz",
+                             "--out", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: --views xyz") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "o.json").exists()
