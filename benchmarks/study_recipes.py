@@ -77,9 +77,9 @@ def _root(recipe: disc.TreeRecipe, roots: Path, steps: int, save: Path | None = 
 
 
 def _fine_tuned(recipe: disc.TreeRecipe, root: torch.nn.Module, n_models: int, steps: float,
-                models_file: Path | None) -> tuple[list[disc.FineTune], float]:
+                models_file: Path | None) -> tuple[list[disc.FineTune], float | None, bool]:
     """The tree's fine-tuned models: from ``models_file`` when it holds exactly this recipe's, else fine-tuned
-    (and written there when it names no file yet). Returns (models, seconds spent fine-tuning; 0 when read)."""
+    (and written there when it names no file yet). Returns (models, the seconds their fine-tuning took, read)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(root.state_dict().items()):
         digest.update(name.encode())
@@ -96,16 +96,16 @@ def _fine_tuned(recipe: disc.TreeRecipe, root: torch.nn.Module, n_models: int, s
                   file=sys.stderr)
             sys.exit(2)
         print(f"models read from {models_file}", flush=True)
-        return [disc.FineTune(**entry) for entry in saved["models"]], 0.0
+        return [disc.FineTune(**entry) for entry in saved["models"]], saved.get("seconds"), True
     started = time.perf_counter()
     models = disc.fine_tune_tree(recipe, root, n_models, seed=BUILD_SEED, step_scale=steps,
                                  progress=lambda done, total, text: print(text, flush=True))
     seconds = time.perf_counter() - started
     if models_file is not None:
         models_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "models": [vars(m) for m in models]}, models_file)
+        torch.save({"key": key, "seconds": seconds, "models": [vars(m) for m in models]}, models_file)
         print(f"models written to {models_file} (pass it again to reuse them)", flush=True)
-    return models, seconds
+    return models, seconds, False
 
 
 def hidden_layers(weights: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -218,13 +218,16 @@ def main() -> None:
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
     root = _root(recipe, args.roots, args.root_steps, args.save_root)
-    models, fine_tune_seconds = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
-    print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models in {fine_tune_seconds:.0f} s")
+    models, fine_tune_seconds, read = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
+    took = "an unrecorded time" if fine_tune_seconds is None else f"{fine_tune_seconds:.0f} s"
+    print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models, fine-tuned in "
+          f"{took}{' (when the models file was written)' if read else ''}")
     result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
     figures = {"recipe": {"tree": recipe.name, "architecture": recipe.architecture, "head": recipe.head, "steps": args.steps,
                           "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},
-               "seeds": args.seeds, "fine_tune_seconds": round(fine_tune_seconds, 1), **result,
+               "seeds": args.seeds, "fine_tune_seconds": None if fine_tune_seconds is None else round(fine_tune_seconds, 1),
+               "models_read_from_file": read, **result,
                "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"written: {args.out}")
