@@ -248,3 +248,26 @@ def test_multiview_parameter_counts_are_reported(tree):
 def test_bad_views_are_refused_before_any_data_is_read(expert_class):
     with pytest.raises(ParameterError, match="views"):
         expert_class(views="xyz").fit(object(), ["a"])
+
+
+def _own_head_population(n: int, seed: int, d_W: int = 16, d_H: int = 24, n_classes: int = 6):
+    """Layers like the one before a model's OWN random head: class c adds r h_c^T, h_c a fixed input-side
+    feature of the class and r a random output-side vector of the model's own (sign and direction random).
+    The class-conditional means are equal, so no linear read-out of X does better than chance."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.nn.functional.normalize(torch.randn(n_classes, d_H, generator=torch.Generator().manual_seed(99)), dim=1)
+    Y = (torch.rand(n, n_classes, generator=generator) < 0.5).float()
+    r = torch.randn(n, n_classes, d_W, generator=generator)
+    X = torch.einsum("nc,ncw,ch->nwh", Y, r, features) + 0.1 * torch.randn(n, d_W, d_H, generator=generator)
+    return X, Y
+
+
+def test_the_input_side_second_order_view_reads_classes_that_no_linear_read_out_sees():
+    (X, Y), (Xv, Yv), (Xt, Yt) = (_own_head_population(n, seed) for n, seed in ((400, 1), (100, 2), (200, 3)))
+    constant = float((Yt == (Y.mean(0) > 0.5).float()).float().mean())
+    sizes = dict(n_probes=8, proj_dim=8, rep_dim=16, epochs=40, seed=0, device="cpu")
+    second_order = ProbeXClassifier(views="xtxu", **sizes).fit(X, Y, val=(Xv, Yv)).score(Xt, Yt)
+    dense = DenseExpert(epochs=40, seed=0, device="cpu").fit(X, Y, val=(Xv, Yv)).score(Xt, Yt)
+    output_side = ProbeXClassifier(views="xxtu", **sizes).fit(X, Y, val=(Xv, Yv)).score(Xt, Yt)
+    assert dense <= constant + 0.05 and output_side <= constant + 0.05  # the classes are not there to see
+    assert second_order >= constant + 0.2 and second_order >= dense + 0.2
