@@ -4,17 +4,20 @@
     python benchmarks/study_recipes.py --tree cnn-supervised --head own --steps 2
     python benchmarks/study_recipes.py --tree mixer-supervised --head pairs --models 300 --seeds 0 1 2
     python benchmarks/study_recipes.py --tree mixer-supervised --architecture wider-mixer --save-root /tmp/roots
+    python benchmarks/study_recipes.py --tree cnn-supervised --head own --models-file /tmp/own.pt \
+        --experts probex dense multi-view --views xtxu all --seeds 0 1 2
 
 Fine-tunes one classifier tree of the demo jungle in memory with a variant of its recipe (the head
 layout of :data:`probex.jungle.discriminative.HEAD_LAYOUTS`, a step scale, a LoRA rank, another
 architecture), from the shipped jungle's root of that tree (pre-trained anew when absent or of
 another architecture), splits the models 70/10/20 as the
 build does, and on every hidden matrix layer (LoRA layers merged, the head left out) trains ProbeX
-(ReLU), the linear ProbeX and Dense on ``train`` with the sweep's settings (epochs chosen on ``val``),
-then scores ``test`` (mean binary accuracy over the tree's 24 classes). Beside them it prints two
+(ReLU), the linear ProbeX and Dense (and, asked for, the multi-view ProbeX once per ``--views`` set)
+on ``train`` with the sweep's settings (epochs chosen on ``val``), then scores ``test`` (mean binary accuracy over the tree's 24 classes). Beside them it prints two
 computed baselines: chance (0.5) and the majority rule (each class's majority answer on ``train``).
 Nothing is written into the jungle; the figures go to ``--out`` (default: study_recipes.json beside
-this script). One CPU thread unless PROBEX_THREADS says otherwise.
+this script). ``--models-file`` keeps the fine-tuned models for later runs (trusted only for the same
+recipe, root, model count and step scale). One CPU thread unless PROBEX_THREADS says otherwise.
 """
 
 from __future__ import annotations
@@ -208,6 +211,9 @@ def main() -> None:
     if args.save_root is not None and (args.save_root / f"{recipe.name}.safetensors").exists():
         print(f"error: {args.save_root / f'{recipe.name}.safetensors'} exists; --save-root never overwrites a file",
               file=sys.stderr)
+        sys.exit(2)
+    if args.models_file is not None and args.models_file.exists() and not args.models_file.is_file():
+        print(f"error: --models-file {args.models_file} is not a file", file=sys.stderr)
         sys.exit(2)
     for spec in args.views:  # checked before any work
         try:

@@ -68,3 +68,11 @@ def test_unknown_views_are_refused_before_any_work(tmp_path):
                              "--out", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: --views xyz") and result.stderr.count("\n") == 1
     assert not (tmp_path / "o.json").exists()
+
+
+def test_a_models_file_that_is_a_folder_is_refused_before_any_work(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
+    result = subprocess.run([sys.executable, str(script), "--models-file", str(tmp_path), "--out", str(tmp_path / "o.json")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not a file" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "o.json").exists()
