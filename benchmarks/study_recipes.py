@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from probex.experiments.sweep import SWEEP_DEFAULTS
@@ -44,6 +45,7 @@ from probex.experts.views import parse_views, views_name
 from probex.jungle import discriminative as disc
 from probex.jungle import SHIPPED
 from probex.jungle.architectures import ARCHITECTURES, make_model
+from probex.storage import atomic_path
 
 #: The seed the jungle builds with (models and splits).
 BUILD_SEED = 0
@@ -79,34 +81,55 @@ def _root(recipe: disc.TreeRecipe, roots: Path, steps: int, save: Path | None = 
     return model
 
 
-def _fine_tuned(recipe: disc.TreeRecipe, root: torch.nn.Module, n_models: int, steps: float,
-                models_file: Path | None) -> tuple[list[disc.FineTune], float | None, bool]:
-    """The tree's fine-tuned models: from ``models_file`` when it holds exactly this recipe's, else fine-tuned
-    (and written there when it names no file yet). Returns (models, the seconds their fine-tuning took, read)."""
+def _root_digest(root: torch.nn.Module) -> str:
+    """SHA-256 of a root's tensors, names and all: a models file is trusted only for the root it grew from."""
     digest = hashlib.sha256()
     for name, tensor in sorted(root.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().numpy().tobytes())
-    key = {"recipe": repr(recipe), "root": digest.hexdigest(), "models": n_models, "steps": steps, "seed": BUILD_SEED}
+    return digest.hexdigest()
+
+
+def _fine_tuned(recipe: disc.TreeRecipe, root: torch.nn.Module, n_models: int, steps: float,
+                models_file: Path | None) -> tuple[list[disc.FineTune], float, bool]:
+    """The tree's fine-tuned models: from ``models_file`` when it holds exactly this recipe's, else fine-tuned
+    (and written there when it names no file yet). Returns (models, the seconds their fine-tuning took, read).
+
+    A models file is safetensors: tensor ``<i>/<name>`` is weight ``name`` of the i-th model, and the metadata hold
+    the key (recipe, root digest, count, steps, seed), the fine-tuning seconds and, as JSON, each model's description
+    with its weights' names in order.
+    """
+    key = None
+    if models_file is not None:
+        key = json.dumps({"recipe": repr(recipe), "root": _root_digest(root), "models": n_models, "steps": steps,
+                          "seed": BUILD_SEED}, sort_keys=True)
     if models_file is not None and models_file.is_file():
         try:
-            saved = torch.load(models_file, weights_only=True)
+            with safe_open(str(models_file), framework="pt") as handle:
+                metadata = handle.metadata() or {}
         except Exception as error:  # not a file this script wrote
             print(f"error: {models_file} is not a models file ({type(error).__name__})", file=sys.stderr)
             sys.exit(2)
-        if not isinstance(saved, dict) or saved.get("key") != key:
+        if metadata.get("key") != key:
             print(f"error: {models_file} holds other models (another recipe, root or count); pass another --models-file",
                   file=sys.stderr)
             sys.exit(2)
+        tensors = load_file(str(models_file))
+        models = [disc.FineTune(**entry, weights={name: tensors[f"{position}/{name}"] for name in names})
+                  for position, (entry, names) in enumerate(json.loads(metadata["models"]))]
         print(f"models read from {models_file}", flush=True)
-        return [disc.FineTune(**entry) for entry in saved["models"]], saved.get("seconds"), True
+        return models, float(metadata["seconds"]), True
     started = time.perf_counter()
     models = disc.fine_tune_tree(recipe, root, n_models, seed=BUILD_SEED, step_scale=steps,
                                  progress=lambda done, total, text: print(text, flush=True))
     seconds = time.perf_counter() - started
-    if models_file is not None:
-        models_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "seconds": seconds, "models": [vars(m) for m in models]}, models_file)
+    if models_file is not None and not models_file.exists():  # never overwrites what appeared meanwhile
+        tensors = {f"{position}/{name}": tensor.contiguous() for position, model in enumerate(models)
+                   for name, tensor in model.weights.items()}
+        described = [({field: value for field, value in vars(model).items() if field != "weights"}, list(model.weights))
+                     for model in models]  # each model's description, and its weights' names in their order
+        with atomic_path(models_file) as tmp:
+            save_file(tensors, str(tmp), metadata={"key": key, "seconds": repr(seconds), "models": json.dumps(described)})
         print(f"models written to {models_file} (pass it again to reuse them)", flush=True)
     return models, seconds, False
 
@@ -225,14 +248,13 @@ def main() -> None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
     root = _root(recipe, args.roots, args.root_steps, args.save_root)
     models, fine_tune_seconds, read = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
-    took = "an unrecorded time" if fine_tune_seconds is None else f"{fine_tune_seconds:.0f} s"
     print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models, fine-tuned in "
-          f"{took}{' (when the models file was written)' if read else ''}")
+          f"{fine_tune_seconds:.0f} s{' (when the models file was written)' if read else ''}")
     result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
     figures = {"recipe": {"tree": recipe.name, "architecture": recipe.architecture, "head": recipe.head, "steps": args.steps,
                           "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},
-               "seeds": args.seeds, "fine_tune_seconds": None if fine_tune_seconds is None else round(fine_tune_seconds, 1),
+               "seeds": args.seeds, "fine_tune_seconds": round(fine_tune_seconds, 1),
                "models_read_from_file": read, **result,
                "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()}
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -4,6 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
+
+
+def _run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """The study run directly, for the runs that must fail (run_benchmark asserts success)."""
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+
 
 def test_the_recipe_study_fine_tunes_a_variant_and_scores_every_expert_on_every_hidden_layer(run_benchmark):
     figures, stdout = run_benchmark("study_recipes.py", "--tree", "mixer-supervised", "--head", "masked",
@@ -34,15 +41,13 @@ def test_another_architecture_pretrains_a_root_once_and_reuses_it(run_benchmark,
 def test_save_root_refuses_to_overwrite_a_root_file(tmp_path):
     existing = tmp_path / "mixer-supervised.safetensors"
     existing.write_bytes(b"the user's file")
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
-    result = subprocess.run([sys.executable, str(script), "--save-root", str(tmp_path), "--out", str(tmp_path / "o.json")],
-                            capture_output=True, text=True, timeout=120)
+    result = _run("--save-root", str(tmp_path), "--out", str(tmp_path / "o.json"))
     assert result.returncode == 2 and "never overwrites" in result.stderr
     assert existing.read_bytes() == b"the user's file" and not (tmp_path / "o.json").exists()
 
 
 def test_a_models_file_is_written_once_reused_and_refused_for_another_recipe(run_benchmark, tmp_path):
-    models_file = tmp_path / "models.pt"
+    models_file = tmp_path / "models.safetensors"
     args = ("--tree", "mixer-supervised", "--models", "20", "--steps", "0.05", "--layers", "block2.channel_fc2",
             "--models-file", str(models_file))
     first, stdout = run_benchmark("study_recipes.py", *args, "--experts", "dense", "multi-view", "--views", "xtxu", "all")
@@ -54,25 +59,19 @@ def test_a_models_file_is_written_once_reused_and_refused_for_another_recipe(run
     assert "models read from" in stdout and again["models_read_from_file"] and not first["models_read_from_file"]
     assert again["fine_tune_seconds"] == first["fine_tune_seconds"]  # the figure of the run that fine-tuned them
     assert again["layers"]["block2.channel_fc2"]["dense"][0]["test"] == first["layers"]["block2.channel_fc2"]["dense"][0]["test"]
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
     before = models_file.read_bytes()
-    other = subprocess.run([sys.executable, str(script), *args[:2], "--models", "21", *args[4:], "--out", str(tmp_path / "o.json")],
-                           capture_output=True, text=True, timeout=300)
+    other = _run(*args[:2], "--models", "21", *args[4:], "--out", str(tmp_path / "o.json"), timeout=300)
     assert other.returncode == 2 and "holds other models" in other.stderr and other.stderr.count("\n") == 1
     assert models_file.read_bytes() == before and not (tmp_path / "o.json").exists()
 
 
 def test_unknown_views_are_refused_before_any_work(tmp_path):
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
-    result = subprocess.run([sys.executable, str(script), "--experts", "multi-view", "--views", "xtxu", "xyz",
-                             "--out", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=120)
+    result = _run("--experts", "multi-view", "--views", "xtxu", "xyz", "--out", str(tmp_path / "o.json"))
     assert result.returncode == 2 and result.stderr.startswith("error: --views xyz") and result.stderr.count("\n") == 1
     assert not (tmp_path / "o.json").exists()
 
 
 def test_a_models_file_that_is_a_folder_is_refused_before_any_work(tmp_path):
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "study_recipes.py"
-    result = subprocess.run([sys.executable, str(script), "--models-file", str(tmp_path), "--out", str(tmp_path / "o.json")],
-                            capture_output=True, text=True, timeout=120)
+    result = _run("--models-file", str(tmp_path), "--out", str(tmp_path / "o.json"))
     assert result.returncode == 2 and "is not a file" in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "o.json").exists()
