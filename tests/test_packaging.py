@@ -80,7 +80,7 @@ def test_an_installed_wheel_opens_the_demo_jungle_and_the_class_tables_from_anot
                             capture_output=True, text=True, timeout=300)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "JUNGLE 2800" in result.stdout and "RECOMMENDED 4" in result.stdout
+    assert "JUNGLE 3100" in result.stdout and "RECOMMENDED 5" in result.stdout
     assert "IMAGENET 1000 construction crane" in result.stdout and "CIFAR 100 apple" in result.stdout
     cli = subprocess.run([str(venv / "bin" / "probex"), "layers", "--tree", "cnn-supervised"], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=300)

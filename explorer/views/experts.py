@@ -16,12 +16,14 @@ from explorer.text import plain, plain_error
 from explorer.train_now import TASK_NAMES, as_text, recommended_layer, train_expert
 from probex.figures import layer_sweep_figure, training_curves_figure
 from probex.zoo.extras import recommended_layers
+from probex.experiments.harness import tree_params
 from probex.experiments.sweep import default_task, matrix_layers
 
 SWEEPS_KEY = "session_sweeps"  # session_state: population -> tree -> sweep rows
 
-#: The probe views offered when training (probex.experts.views): ProbeX's one view, or all four.
-VIEW_CHOICES = {"xu": "X U (ProbeX)", "first": "X U + Xᵀ U", "all": "all four (multi-view)"}
+#: The probe views offered when training (probex.experts.views): ProbeX's one view, the input-side second-order
+#: view (it reads trees whose models start their heads at random, as Hub fine-tunes do), or all four.
+VIEW_CHOICES = {"xu": "X U (ProbeX)", "first": "X U + Xᵀ U", "xtxu": "Xᵀ X U", "all": "all four (multi-view)"}
 
 st.title("Experts")
 st.markdown("One expert per Model Tree, reading one layer's weight matrix: learned probes pass through it, "
@@ -108,7 +110,8 @@ elif sweep_key not in running or not running[sweep_key].running:
         from probex.experiments.sweep import sweep_layers
 
         jobs.start(running, sweep_key, "sweep", f"Layer sweep of {tree}",
-                   lambda job: sweep_layers(tree_zoo, default_task(tree_zoo), params={"device": state.training_device()},
+                   lambda job: sweep_layers(tree_zoo, default_task(tree_zoo),
+                                            params=tree_params(zoo, tree, {"device": state.training_device()}),
                                             progress=job.progress),
                    threads=st.session_state.get(THREADS_KEY, 1))
         st.rerun()
@@ -123,6 +126,9 @@ if discriminative:
     st.dataframe([
         {"expert": "ProbeX", "layer": discriminative["layer"], "accuracy": discriminative["probex"],
          "parameters": as_text(discriminative["probex_parameters"])},
+        *([{"expert": f"multi-view ProbeX ({discriminative['multiview_views']})", "layer": discriminative["layer"],
+            "accuracy": discriminative["multiview"], "parameters": as_text(discriminative["multiview_parameters"])}]
+          if discriminative.get("multiview") is not None else []),
         {"expert": "Dense", "layer": discriminative["layer"], "accuracy": discriminative["dense"],
          "parameters": as_text(discriminative["dense_parameters"])},
         {"expert": "StatNN", "layer": "every layer (statistics)", "accuracy": discriminative["statnn"], "parameters": "-"},
@@ -162,10 +168,15 @@ with st.form("train_form"):
     n_probes = columns[0].select_slider("r_U (probes)", [4, 8, 16, 32, 64, 128], value=32)
     proj_dim = columns[1].select_slider("r_V (projection)", [4, 8, 16, 32, 64, 128], value=32)
     rep_dim = columns[2].select_slider("r_T (representation)", [4, 8, 16, 32, 64, 128], value=32)
-    views = st.radio("Probe views", list(VIEW_CHOICES), format_func=VIEW_CHOICES.get, horizontal=True,
+    role = zoo.role(tree)
+    own_views = (role.views if role is not None else None) or "xu"  # the views the zoo names for this tree
+    choices = VIEW_CHOICES if own_views in VIEW_CHOICES else {**VIEW_CHOICES, own_views: f"{own_views} (this tree's)"}
+    if st.session_state.get("train_views_tree") != tree:  # a new tree: start from its own views
+        st.session_state["train_views_tree"], st.session_state["train_views"] = tree, own_views
+    views = st.radio("Probe views", list(choices), format_func=choices.get, horizontal=True,
                      key="train_views",
                      help="ProbeX reads X U (one view). Multi-view probes (MVProbe) also read X Xᵀ U, Xᵀ U and "
-                          "Xᵀ X U: more parameters and time, often better zero-shot.")
+                          "Xᵀ X U: more parameters and time, often better zero-shot. A tree whose zoo names its views starts with them.")
     busy = train_key in running and running[train_key].running
     submitted = st.form_submit_button("Train", type="primary", disabled=busy)
 if submitted and not busy:

@@ -317,6 +317,36 @@ for views in ("xu", "all"):
           f"(majority class {majority:.3f}), {expert.n_parameters_:,} parameters")
 
 # %% [markdown]
+# Where another view is not a refinement but the only way in: the models of `cnn-own-heads` each
+# started their new head from their OWN random initialisation, as fine-tunes on the Hub do. The
+# update of the layer the head reads is then about $\sum_c h_c f_c^\top$: a random output-side
+# direction $h_c$ per model (the head's row) times a class feature $f_c$ on the input side. Flip or
+# rotate $h_c$ and the class is the same, so the class-conditional mean of $X$ is zero and no linear
+# read-out of the weights (Dense, or $X U$ without the ReLU) can see the classes. The columns' Gram
+# matrix $X^\top X = \sum_c \lVert h_c \rVert^2 f_c f_c^\top + \dots$ drops the random side, and the view `xtxu` reads it;
+# the rows' Gram matrix $X X^\top$ (`xxtu`) keeps only the random side. The zoo says so itself: the
+# tree's role names `views="xtxu"`, and the sweep, the shipped expert and the app use it.
+
+# %%
+from probex.zoo.extras import recommended_layers
+
+own_tree = next((name for name in zoo.trees_with_role("classifier") if zoo.role(name).views), None)
+own_heads = {}
+if own_tree is None:
+    print("this zoo names no tree read through other probe views")
+else:
+    own_layer = recommended_layers(zoo.root)[own_tree]
+    own_train, own_val, own_test = (zoo.select(tree=own_tree).bank(own_layer, split=split) for split in ("train", "val", "test"))
+    for name, expert in (("ProbeX (xu)", ProbeXClassifier(epochs=60, patience=20, seed=0)),
+                         ("xxtu", ProbeXClassifier(views="xxtu", epochs=60, patience=20, seed=0)),
+                         (f"{zoo.role(own_tree).views} (the tree's views)", ProbeXClassifier(views=zoo.role(own_tree).views, epochs=60, patience=20, seed=0)),
+                         ("Dense", DenseExpert(epochs=60, patience=20, seed=0))):
+        expert.fit(own_train, val=(own_val, None))
+        own_heads[name] = {"test mean binary accuracy": expert.score(own_test), "parameters": expert.n_parameters_}
+    print(f"{own_tree} / {own_layer}: {len(own_test)} test models")
+pd.DataFrame(own_heads).T
+
+# %% [markdown]
 # On LoRA layers ($X = s B A$) no view needs the merged matrix: $(X X^\top) U = s^2 B (A A^\top)(B^\top U)$,
 # an $r \times r$ product in the middle (plus the centre's terms), so multi-view probes read a
 # factored bank as ProbeX does. `probex sweep --views all` and `probex align --views all` train

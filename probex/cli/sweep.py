@@ -27,7 +27,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", action="append", type=checks.text, dest="layer_list", metavar="NAME",
                         help="one layer to sweep (repeat for several)")
     parser.add_argument("--epochs", type=checks.epochs, help="epochs per layer (default 100, patience 20)")
-    parser.add_argument("--views", type=checks.views, default="xu", help=checks.VIEWS_HELP)
+    parser.add_argument("--views", type=checks.views, help=checks.VIEWS_HELP + " (default: the views the zoo names for "
+                        "the tree, else xu)")
     parser.add_argument("--results", type=checks.results_file, metavar="FILE",
                         help="the JSON-lines results file (default: $PROBEX_CACHE/sweeps/<zoo>-<tree>-<task>.jsonl)")
     parser.add_argument("--shard", type=checks.shard, metavar="I/N", help="sweep every N-th layer from the I-th (0-based), e.g. "
@@ -86,13 +87,15 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     zoo = open_zoo(args.path)
     shard = args.shard
-    params = {**({"epochs": args.epochs} if args.epochs else {}), **({"views": args.views} if args.views != "xu" else {})}
     trees = _trees(zoo, args.tree)
     tables = {}
     for tree in trees:
         tree_zoo = zoo.select(tree=tree) if tree is not None else zoo
         task = args.task if args.task != "auto" else default_task(tree_zoo)
-        results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task, args.views)
+        role = zoo.role(tree) if tree is not None else None
+        views = args.views or (role.views if role is not None else None) or "xu"
+        params = {**({"epochs": args.epochs} if args.epochs else {}), **({"views": views} if views != "xu" else {})}
+        results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task, views)
         check_results_file(results)
         layers = args.layer_list or args.layers
         with tqdm_progress(f"sweeping {tree or zoo.name}", unit="layer") as progress:

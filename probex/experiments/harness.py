@@ -149,21 +149,44 @@ def router_figures(zoo) -> dict:
             "held_out_accuracy": router.score(held), "seconds": round(time.perf_counter() - started, 1)}
 
 
+def tree_views(zoo, tree: str) -> Optional[str]:
+    """The probe views the zoo asks for on ``tree`` (its role's ``views``), or None for ProbeX's own view."""
+    role = zoo.role(tree)
+    return None if role is None or role.views in (None, "xu") else role.views
+
+
+def tree_params(zoo, tree: str, params: dict) -> dict:
+    """``params`` with the tree's own probe views (:func:`tree_views`), where the zoo names any."""
+    views = tree_views(zoo, tree)
+    return {**params, "views": views} if views is not None else dict(params)
+
+
 def classifier_figures(zoo, tree: str, layer: str, expert_dir: Optional[Path], params: dict) -> dict:
     """Table 1's row of a classifier tree: ProbeX (shipped or trained now), Dense and StatNN on ``test``.
 
     ``layer`` is a hidden layer (the sweep's choice); the tree's classification head, whose rows
     are the class slots, is measured apart under ``"readout"`` (ProbeX and Dense trained now on
-    it): a trivial read-out, shown beside the table, never in it.
+    it): a trivial read-out, shown beside the table, never in it. ``"probex"`` is always
+    single-view ProbeX; a shipped expert with other views (a tree whose role names them) fills
+    the multi-view column instead (``"multiview"``, ``"multiview_source": "shipped"``), and
+    ProbeX is then trained now.
     """
     from probex.experiments.sweep import matrix_layers, readout_layers
     from probex.experts.base import load_expert
     from probex.experts.statnn import StatNNClassifier
+    from probex.experts.views import SINGLE_VIEW, parse_views, views_name
 
     tree_zoo = zoo.select(tree=tree)
     test = tree_zoo.bank(layer, split="test")
-    if expert_dir is not None:
-        probex_expert, source = load_expert(expert_dir), "shipped"
+    params = {key: value for key, value in params.items() if key != "views"}
+    shipped = load_expert(expert_dir) if expert_dir is not None else None
+    multiview: dict = {}
+    if shipped is not None and parse_views(getattr(shipped, "views", "xu")) != SINGLE_VIEW:
+        multiview = {"multiview": shipped.score(test), "multiview_parameters": shipped.n_parameters_,
+                     "multiview_views": views_name(shipped.views), "multiview_source": "shipped"}
+        shipped = None
+    if shipped is not None:
+        probex_expert, source = shipped, "shipped"
         dense = _fit_probex_and_dense(tree_zoo, layer, params, probex=False)[1]
     else:
         (probex_expert, dense), source = _fit_probex_and_dense(tree_zoo, layer, params), "trained now"
@@ -176,6 +199,7 @@ def classifier_figures(zoo, tree: str, layer: str, expert_dir: Optional[Path], p
         "statnn": statnn.score([tree_zoo.bank(name, split="test") for name in every]),
         "chance": 0.5, "test_models": len(test),
         "layers_swept": len(matrix_layers(tree_zoo)),
+        **multiview,
     }
     heads = sorted(readout_layers(tree_zoo) - {layer})
     if heads:
@@ -204,7 +228,21 @@ def multiview_classifier_figures(tree_zoo, layer: str, params: dict, views: str 
     train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
     expert = ProbeXClassifier(**{**params, "views": views}).fit(train, val=(val, None))
     return {"multiview": expert.score(test), "multiview_parameters": expert.n_parameters_,
-            "multiview_views": views_name(views)}
+            "multiview_views": views_name(views), "multiview_source": "trained now"}
+
+
+def parameter_lesson(row: dict) -> Optional[dict]:
+    """The paper's parameter lesson on one Table 1 row: the best ProbeX expert (single- or multi-view) against
+    Dense on the same layer; ``{"expert", "views", "score", "parameters", "margin", "fewer"}`` (margin: its score
+    minus Dense's; fewer: Dense's parameters over its), or None without a Dense figure."""
+    if row.get("dense") is None:
+        return None
+    candidates = [("ProbeX", "xu", row["probex"], row["probex_parameters"])]
+    if row.get("multiview") is not None:
+        candidates.append(("multi-view ProbeX", row["multiview_views"], row["multiview"], row["multiview_parameters"]))
+    expert, views, score, parameters = max(candidates, key=lambda candidate: candidate[2])
+    return {"expert": expert, "views": views, "score": score, "parameters": int(parameters),
+            "margin": score - row["dense"], "fewer": row["dense_parameters"] / max(int(parameters), 1)}
 
 
 def view_ablation(tree_zoo, layer: str, task: str, params: dict, subsets: Sequence[str] = VIEW_SUBSETS,
@@ -326,8 +364,11 @@ def evaluate_zoo(zoo, layers: Mapping[str, str], experts: Optional[Mapping[str, 
         elif zoo.role(step).role == ALIGNED:
             figures["aligned"][step] = aligned_figures(zoo, step, experts.get(step), layers.get(step), params)
         else:
-            figures["classifiers"][step] = classifier_figures(zoo, step, layers[step], experts.get(step), params)
-            figures["classifiers"][step].update(multiview_classifier_figures(zoo.select(tree=step), layers[step], params))
+            row = classifier_figures(zoo, step, layers[step], experts.get(step), params)
+            if "multiview" not in row:  # the tree's own views (its role's), else all four
+                row.update(multiview_classifier_figures(zoo.select(tree=step), layers[step], params,
+                                                        tree_views(zoo, step) or MULTIVIEW))
+            figures["classifiers"][step] = row
     if progress is not None:
         progress(len(steps), len(steps), "done")
     figures["seconds"] = round(time.perf_counter() - started, 1)
@@ -376,7 +417,16 @@ def format_figures(figures: dict, title: str) -> str:
         for tree, row in multiview.items():
             lines.append(f"  {tree:18s} {row['layer']:28s} ProbeX {row['probex']:.3f} ({row['probex_parameters']:,} "
                          f"parameters), multi-view {row['multiview_views']} {row['multiview']:.3f} "
-                         f"({row['multiview_parameters']:,} parameters, trained now)")
+                         f"({row['multiview_parameters']:,} parameters, {row.get('multiview_source', 'trained now')})")
+    lessons = {tree: parameter_lesson(row) for tree, row in figures["classifiers"].items()}
+    lessons = {tree: lesson for tree, lesson in lessons.items() if lesson is not None}
+    if lessons:
+        lines.append("the parameter lesson: the best ProbeX expert against Dense on the same layer:")
+        for tree, lesson in lessons.items():
+            row = figures["classifiers"][tree]
+            lines.append(f"  {tree:18s} {lesson['expert']} ({lesson['views']}) {lesson['score']:.3f} vs Dense "
+                         f"{row['dense']:.3f}: {lesson['margin']:+.3f}, {lesson['fewer']:.1f}x fewer parameters "
+                         f"({lesson['parameters']:,} vs {row['dense_parameters']:,})")
     lines.append(f"measured in {figures['seconds']} s")
     return "\n".join(lines)
 

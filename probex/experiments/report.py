@@ -20,9 +20,11 @@
 Which analysis a tree gets comes from its role (:class:`~probex.zoo.TreeRole`): aligned trees
 (Tables 2-4), classifier trees (Table 1), the forest (the inter-tree control). The measurements
 are the evaluation harness's (:mod:`probex.experiments.harness`). Each tree's layer is the best
-of its sweep by validation; sweeps are appended to ``results_dir/<tree>.jsonl`` (the tree's name
-made safe for a path, :func:`probex.storage.safe_name`) and resumed from there. ``write_report``
-writes only into a folder that is new, empty or an earlier report's.
+of its sweep by validation (swept with the probe views the tree's role names, if any: the
+multi-view column then holds those views, else all four); sweeps are appended to
+``results_dir/<tree>.jsonl`` (the tree's name made safe for a path, :func:`probex.storage.safe_name`)
+and resumed from there. ``write_report`` writes only into a folder that is new, empty or an
+earlier report's.
 """
 
 from __future__ import annotations
@@ -136,8 +138,9 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
     :data:`~probex.experiments.ablations.TEXT_ENCODERS`, each only where it works without the network).
     """
     from probex.experiments.ablations import TEXT_ENCODERS, measure_ablations
-    from probex.experiments.harness import (classifier_figures, evaluated_trees, forest_figures,
-                                            multiview_classifier_figures, router_figures, task_of, view_ablation)
+    from probex.experiments.harness import (MULTIVIEW, classifier_figures, evaluated_trees, forest_figures,
+                                            multiview_classifier_figures, router_figures, task_of, tree_params,
+                                            tree_views, view_ablation)
     from probex.experiments.sweep import SWEEP_DEFAULTS, sweep_layers
     from probex.storage import safe_name
     from probex.zoo import FOREST
@@ -166,14 +169,17 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
             tree_zoo = zoo.select(tree=step)
             task = task_of(zoo, step)
             results = Path(results_dir) / f"{safe_name(step)}.jsonl" if results_dir is not None else None
-            sweep = sweep_layers(tree_zoo, task=task, params=params, results=results)
-            report["sweeps"][step] = {"task": task, "best": sweep.best.layer, "layers": [vars(s) for s in sweep.scores]}
+            own = tree_params(zoo, step, params)  # the probe views the tree's role names, if any
+            sweep = sweep_layers(tree_zoo, task=task, params=own, results=results)
+            report["sweeps"][step] = {"task": task, "best": sweep.best.layer, "views": own.get("views", "xu"),
+                                      "layers": [vars(s) for s in sweep.scores]}
             layers[step] = sweep.best.layer
             if task == "align":
                 report.setdefault("alignment", {})[step] = _alignment_tables(tree_zoo, sweep, params)
             else:
                 report["table1"][step] = classifier_figures(zoo, step, sweep.best.layer, None, params)
-                report["table1"][step].update(multiview_classifier_figures(tree_zoo, sweep.best.layer, params))
+                report["table1"][step].update(multiview_classifier_figures(tree_zoo, sweep.best.layer, params,
+                                                                           tree_views(zoo, step) or MULTIVIEW))
             if task == "align" or not any(row["task"] == "classes" for row in report.get("views", {}).values()):
                 report.setdefault("views", {})[step] = view_ablation(tree_zoo, sweep.best.layer, task, params)
     classifier_trees = [tree for tree in report["table1"]]
@@ -230,16 +236,18 @@ def report_markdown(report: dict) -> str:
         out += ["## Table 1: training-class prediction", "",
                 "Test split, mean binary accuracy (chance 0.5); each tree's layer is the best of its sweep by validation "
                 "(a hidden layer: the head, a trivial read-out, is never chosen).", ""]
-        header = ["tree", "layer", "ProbeX", "params", "multi-view", "params", "Dense", "params", "StatNN"] + \
+        header = ["tree", "layer", "ProbeX", "params", "multi-view", "views", "params", "Dense", "params", "StatNN"] + \
             (["MoE"] if moe else [])
         rows = []
         for tree, row in table1.items():
             cells = [tree, row["layer"], row["probex"], row["probex_parameters"], row.get("multiview"),
-                     row.get("multiview_parameters"), row["dense"], row["dense_parameters"], row["statnn"]]
+                     row.get("multiview_views"), row.get("multiview_parameters"), row["dense"], row["dense_parameters"],
+                     row["statnn"]]
             rows.append(cells + ([moe["per_tree"].get(tree)] if moe else []))
         if moe:
-            rows.append(["overall (routed)", "", None, None, None, None, None, None, None, moe["overall"]])
+            rows.append(["overall (routed)", "", None, None, None, "", None, None, None, None, moe["overall"]])
         out += _table(header, rows)
+        out += _lesson_markdown(table1, report.get("sweeps") or {})
         heads = {tree: row["readout"] for tree, row in table1.items() if row.get("readout")}
         if heads:
             out += ["The read-out, apart: a classifier's head has one row per class slot, so reading the training "
@@ -284,13 +292,34 @@ def report_markdown(report: dict) -> str:
                 "zero-shot on val_holdout, test is in-distribution top-1. A read-out (a classifier's head, its rows the "
                 "class slots) is measured but never chosen.", ""]
         for tree, sweep in report["sweeps"].items():
-            out += [f"### {tree} ({sweep['task']})", ""]
+            views = sweep.get("views", "xu")
+            out += [f"### {tree} ({sweep['task']}{'' if views == 'xu' else f', views {views}: the tree role names them'})", ""]
             rows = [[(("**" + s["layer"] + "**") if s["layer"] == sweep["best"] else s["layer"])
                      + (" (read-out)" if s.get("readout") else ""),
                      f"{s['shape'][0]}x{s['shape'][1]}", s["val"], s["test"], s.get("zero_shot_test"), s["n_parameters"]]
                     for s in sweep["layers"]]
             out += _table(["layer", "shape", "val", "test", "zero-shot test", "params"], rows)
     return "\n".join(out)
+
+
+def _lesson_markdown(table1: dict, sweeps: dict) -> list[str]:
+    """The paper's parameter lesson under Table 1: per tree, the best ProbeX expert against Dense on the same layer."""
+    from probex.experiments.harness import parameter_lesson
+
+    lessons = {tree: parameter_lesson(row) for tree, row in table1.items()}
+    rows = [[tree, f"{lesson['expert']} ({lesson['views']})", lesson["score"], lesson["parameters"], table1[tree]["dense"],
+             table1[tree]["dense_parameters"], f"{lesson['margin']:+.3f}", f"{lesson['fewer']:.1f}x"]
+            for tree, lesson in lessons.items() if lesson is not None]
+    if not rows:
+        return []
+    chosen = {tree: sweep["views"] for tree, sweep in sweeps.items() if sweep.get("views", "xu") != "xu" and tree in table1}
+    note = (" A tree whose role names other probe views (" + ", ".join(f"{tree}: {views}" for tree, views in chosen.items())
+            + ") is swept with them, so its layer is the best for those views; its ProbeX column is single-view "
+            "ProbeX on that layer.") if chosen else ""
+    return ["The parameter lesson: the paper's ProbeX beats Dense with 25-45x fewer parameters on Model-J. Per tree, "
+            "the best ProbeX expert (single- or multi-view) on the same layer, against Dense (margin: its score "
+            "minus Dense's; fewer: Dense's parameters over its)." + note, ""] + \
+        _table(["tree", "expert (views)", "score", "params", "Dense", "params", "margin", "fewer"], rows)
 
 
 def _views_markdown(ablations: dict) -> list[str]:

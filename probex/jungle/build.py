@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 SIZES = ("small", "full")
 NAME = "demo-jungle"
 DESCRIPTION = (
-    "The built-in demo jungle of ProbeX Explorer: small image classifiers fine-tuned from three "
-    "roots (two CNN roots, one MLP-Mixer root), a forest of independently initialised CNNs, and "
+    "The built-in demo jungle of ProbeX Explorer: small image classifiers fine-tuned from four "
+    "roots (three CNN roots, one MLP-Mixer root), a forest of independently initialised CNNs, and "
     "LoRA fine-tunes of a tiny text-to-image model, one procedural concept each."
 )
 
@@ -64,7 +64,7 @@ def _load_or_pretrain_root(recipe: disc.TreeRecipe, steps: int, roots_in: Option
         info = {"reused": None, "seconds": round(time.perf_counter() - started, 1), "steps": steps}
     info["accuracy"] = round(disc.root_accuracy(model, recipe), 4)
     target = _root_path(roots_out, recipe.name)
-    if source is None or source.resolve() != target.resolve():
+    if info["reused"] is None or source.resolve() != target.resolve():  # a new root, or one from elsewhere
         with atomic_path(target) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
                       metadata={"tree": recipe.name, "architecture": recipe.architecture,
@@ -270,7 +270,10 @@ def tree_roles(trees: set[str]) -> dict:
     def role(tree: str) -> TreeRole:
         if tree.startswith(disc.FOREST.name + "-"):
             return TreeRole(FOREST)
-        return TreeRole(ALIGNED, HELD_OUT_SPLITS) if tree == ALIGNED_TREE else TreeRole(CLASSIFIER)
+        if tree == ALIGNED_TREE:
+            return TreeRole(ALIGNED, HELD_OUT_SPLITS)
+        views = next((recipe.views for recipe in disc.TREES if recipe.name == tree), "xu")
+        return TreeRole(CLASSIFIER, views=None if views == "xu" else views)
 
     return {tree: role(tree) for tree in sorted(trees)}
 

@@ -2,20 +2,28 @@
 
 Like Model-J's Sup.ViT / DINO / MAE / ResNet subsets, on a scale one CPU core can train:
 
-- three trees of ~300 models each: ``cnn-supervised`` and ``cnn-attributes`` share the SmallCNN
+- four trees of ~300 models each: ``cnn-supervised`` and ``cnn-attributes`` share the SmallCNN
   architecture but grow from different roots (another seed, another pre-training objective:
   16-way concept classification vs. 8 shape + 8 colour attributes — the DINO-vs-MAE case), and
   are fully fine-tuned; ``mixer-supervised`` grows from a wider MLP-Mixer root (64-wide tokens,
   512-wide channel MLPs) by LoRA fine-tuning, as PEFT does it: rank-4 updates of the two
   channel-MLP output layers (64 x 512), each run starting its own LoRA initialisation, and a
-  trained head; its files hold those updates and the head;
+  trained head; its files hold those updates and the head; ``cnn-own-heads`` (a third SmallCNN
+  root) is fine-tuned like ``cnn-supervised`` but every model starts its head from its OWN random
+  initialisation, as fine-tunes on the Hub do (below); its role names the probe views ``xtxu``;
 - a forest: SmallCNNs each fine-tuned from its OWN random initialisation (trees "forest-NNN").
 
 Roots are pre-trained on 16 concepts disjoint from the fine-tuning pool of 24. Each model is
 fine-tuned on a random 12 of the 24 with random learning rate, weight decay, epochs and
-augmentation; its labels are those 12 class names. Every model of a tree starts its new
-12-way head from the SAME initialisation: with a fresh random head per model, tiny models
-carry no readable signal (measured in feasibility: 0.52-0.56, like the forest).
+augmentation; its labels are those 12 class names. Every model of the first three trees starts
+its new 12-way head from the SAME initialisation: with a fresh random head per model, single-view
+ProbeX and Dense read almost nothing (measured in feasibility: 0.52-0.56, like the forest). The
+reason is that the update of the layer the head reads (conv3) is about a sum over classes of
+(the head's random output-side direction) x (a class feature on the input side): the output side
+changes sign and direction from model to model, so no linear read-out sees the classes. The
+input-side Gram matrix X^T X removes it, and the multi-view probes' view (X^T X) U reads them
+(``benchmarks/study_recipes_own_head_*.json``; 0.61 vs Dense's 0.51 at 1x steps): so the
+jungle ships one such tree, ``cnn-own-heads``, read through that view.
 
 The pool is cut into 12 fixed pairs (pool class j and j + 12) and a model learns one class of
 each pair, on head row j. Measured here: with a free choice of 12 of 24 classes put on the
@@ -24,8 +32,8 @@ and Dense read only 0.62-0.65 from the last conv layer (200 models, cnn-supervis
 pairs, both read 0.99-1.0. So the demo's discriminative task is easier than Model-J's; the
 forest (its own random start per model) stays unreadable either way. The head itself, whose
 rows are the class slots, is a trivial read-out: sweeps measure it but recommend hidden layers.
-``TreeRecipe.head`` names this layout ("pairs"); two others, "masked" and "own", serve studies of
-other recipes (``benchmarks/study_recipes.py``); no shipped tree uses them.
+``TreeRecipe.head`` names this layout ("pairs"); "own" is ``cnn-own-heads``' layout, and
+"masked" serves studies of other recipes (``benchmarks/study_recipes.py``).
 
 Every model trains on the first :data:`SHARED_IMAGES` renders of each of its classes (and its
 own random draw of the rest): those renders are written once per tree and class
@@ -95,6 +103,9 @@ class TreeRecipe:
     seed: int
     lora: Optional[LoraRecipe] = None  # None: full fine-tuning
     head: str = "pairs"  # one of HEAD_LAYOUTS
+    #: The probe views the tree's experts read (probex.experts.views); written into the manifest's tree
+    #: role, so the validation sweep, the report and the app use them. "xu" is ProbeX's own view.
+    views: str = "xu"
 
     def __post_init__(self) -> None:
         if self.head not in HEAD_LAYOUTS:
@@ -111,6 +122,7 @@ TREES = (
     TreeRecipe("cnn-attributes", "cnn", "attributes", 202),
     TreeRecipe("mixer-supervised", "wide-mixer", "supervised", 303,
                lora=LoraRecipe(("block1.channel_fc2", "block2.channel_fc2"), rank=4, step_scale=0.15)),
+    TreeRecipe("cnn-own-heads", "cnn", "supervised", 505, head="own", views="xtxu"),
 )
 FOREST = TreeRecipe("forest", "cnn", None, 404)
 

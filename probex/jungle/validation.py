@@ -13,7 +13,8 @@ writes into the jungle::
 own names stay as they are; a name with ``/`` or ``..`` gets a readable stem and a hash), so a
 tree name from a manifest never writes outside the jungle.
 
-Classifier trees get a :class:`~probex.experts.classifier.ProbeXClassifier` (training classes);
+Classifier trees get a :class:`~probex.experts.classifier.ProbeXClassifier` (training classes), with
+the probe views the tree's role names where it names any (the sweep then uses them too);
 aligned trees a :class:`~probex.experts.aligner.ProbeXAligner` with the bundled MiniLM. For an
 aligner, the two best layers together (the paper's multi-layer form) are also tried; the one
 with the better validation score ships. The forest (one model per tree) has no expert. Which
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from probex.experiments.harness import banks_for, evaluated_trees, task_of
+from probex.experiments.harness import banks_for, evaluated_trees, task_of, tree_params
 from probex.progress import Progress
 from probex.storage import atomic_write_json, safe_name
 from probex.zoo.extras import EXPERTS_FOLDER, RECOMMENDED_FILE, SWEEPS_FOLDER
@@ -81,24 +82,25 @@ def validate_jungle(path: str | Path, params: Optional[dict] = None, progress: O
         started = time.perf_counter()
         tree_zoo = zoo.select(tree=tree)
         task = task_of(zoo, tree)
-        result = sweep_layers(tree_zoo, task=task, params=params, results=path / SWEEPS_FOLDER / f"{safe_name(tree)}.jsonl")
+        own = tree_params(zoo, tree, params)  # the probe views the tree's role names, if any
+        result = sweep_layers(tree_zoo, task=task, params=own, results=path / SWEEPS_FOLDER / f"{safe_name(tree)}.jsonl")
         best = result.best
         recommended[tree] = best.layer
         expert = result.experts.get(best.layer)
         if expert is None:  # the sweep resumed past it: the same seed refits the same expert
-            expert, _ = fit_layer(tree_zoo, task, best.layer, params)
+            expert, _ = fit_layer(tree_zoo, task, best.layer, own)
         shipped = {"layers": [best.layer], "val": best.val, "test": best.test, "zero_shot_test": best.zero_shot_test,
                    "n_parameters": best.n_parameters}
         if task == "align" and len(result.scores) > 1:
             pair = [score.layer for score in result.ranked()[:2]]
-            pair_expert, figures = _score_pair(tree_zoo, pair, params)
+            pair_expert, figures = _score_pair(tree_zoo, pair, own)
             logger.info("%s: %s together: val %.3f (best single %s: %.3f)", tree, " + ".join(pair), figures["val"], best.layer, best.val)
             summary.setdefault("pairs", {})[tree] = {"layers": pair, **figures}
             if figures["val"] > best.val:
                 expert, shipped = pair_expert, {"layers": pair, **{k: figures[k] for k in ("val", "test", "zero_shot_test", "n_parameters")}}
-        metadata = {"tree": tree, "task": task, **shipped, "chosen_by": "validation", "params": params}
+        metadata = {"tree": tree, "task": task, **shipped, "chosen_by": "validation", "params": own}
         expert.save(path / EXPERTS_FOLDER / safe_name(tree), metadata=metadata, half=True)
-        summary["trees"][tree] = {"task": task, "best": best.layer, "shipped": shipped,
+        summary["trees"][tree] = {"task": task, "best": best.layer, "views": own.get("views", "xu"), "shipped": shipped,
                                   "layers": [vars(score) for score in result.scores],
                                   "seconds": round(time.perf_counter() - started, 1)}
         if progress is not None:

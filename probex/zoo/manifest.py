@@ -22,13 +22,16 @@ The demo jungle and users' own folders are written in it. ``probex_zoo.json``::
       "trees": {                                          # optional: what each tree is for
         "vit-tiny": {"role": "classifier"},
         "sd-loras": {"role": "aligned", "held_out_splits": ["val_holdout", "test_holdout"]},
-        "scratch-001": {"role": "forest"}
+        "scratch-001": {"role": "forest"},
+        "cnn-own-heads": {"role": "classifier", "views": "xtxu"}   # its experts read other probe views
       }
     }
 
 Only ``id`` and ``path`` are required; a tree's role (:class:`~probex.zoo.records.TreeRole`:
 ``classifier``, ``aligned`` with its held-out splits, or ``forest``, independently initialised
-models that share no root) is read off its models when the manifest does not give it. Paths use
+models that share no root) is read off its models when the manifest does not give it. A role may
+name the probe views the tree's experts read (``"views"``, :mod:`probex.experts.views`) where
+ProbeX's own view does not read that tree. Paths use
 forward slashes and are relative to the manifest's folder. A path may leave the zoo's folder
 (``../shared/model.safetensors``, or an absolute path, as :func:`write_manifest` writes for files
 elsewhere): such models are read, and opening the zoo logs one warning naming how many do and the
@@ -51,6 +54,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -124,13 +128,16 @@ def _check_roles(trees: object, path: Path) -> dict[str, TreeRole]:
         where = f"{path}: tree {tree!r}"
         if not isinstance(entry, dict) or entry.get("role") not in TREE_ROLES:
             raise ZooError(f"{where}: expected {{\"role\": one of {', '.join(TREE_ROLES)}}}")
-        unknown = set(entry) - {"role", "held_out_splits"}
+        unknown = set(entry) - {"role", "held_out_splits", "views"}
         if unknown:
-            raise ZooError(f"{where}: unknown keys {sorted(unknown)}; allowed: held_out_splits, role")
+            raise ZooError(f"{where}: unknown keys {sorted(unknown)}; allowed: held_out_splits, role, views")
         held_out = entry.get("held_out_splits", [])
         if not isinstance(held_out, list) or not all(isinstance(split, str) for split in held_out):
             raise ZooError(f"{where}: \"held_out_splits\" must be a list of split names")
-        roles[tree] = TreeRole(entry["role"], tuple(held_out))
+        views = entry.get("views")
+        if views is not None and not (isinstance(views, str) and re.fullmatch(r"[a-z]+(\+[a-z]+)*", views)):
+            raise ZooError(f"{where}: \"views\" must be probe views joined with '+' (e.g. \"xtxu\" or \"xu+xtxu\")")
+        roles[tree] = TreeRole(entry["role"], tuple(held_out), views=views)
     return roles
 
 

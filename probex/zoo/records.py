@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from probex.errors import ProbeXError, ZooError
 from probex.zoo.safefile import SafetensorsHeader, read_header
@@ -139,11 +139,15 @@ class TreeRole:
         held_out_splits: for an aligned tree, the splits of concepts never seen in training,
             validation first (``("val_holdout", "test_holdout")``); empty otherwise.
         declared: True when the zoo said so, False when it was inferred.
+        views: the probe views the tree's ProbeX experts read, where the zoo asks for other views than
+            ProbeX's own (``"xtxu"``, ``"all"``, ...: :mod:`probex.experts.views`); None: ProbeX's ``"xu"``.
+            Sweeps, reports and the app's training use them for this tree.
     """
 
     role: str
     held_out_splits: tuple[str, ...] = ()
     declared: bool = True
+    views: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.role not in TREE_ROLES:
@@ -154,4 +158,6 @@ class TreeRole:
         entry: dict[str, Any] = {"role": self.role}
         if self.held_out_splits:
             entry["held_out_splits"] = list(self.held_out_splits)
+        if self.views is not None:
+            entry["views"] = self.views
         return entry

@@ -33,7 +33,7 @@ def test_search_prints_ranked_models_with_concepts_splits_and_images(capsys):
     aligned = jungle.load().trees_with_role(ALIGNED)[0]
     assert main(["search", "a pink circle", "-k", "3", "--tree", aligned]) == 0
     out = capsys.readouterr().out
-    assert f"3 best of 2,800 models for 'a pink circle', from 1 of 1 trees answering: {aligned} (aligned)" in out
+    assert f"3 best of 3,100 models for 'a pink circle', from 1 of 1 trees answering: {aligned} (aligned)" in out
     rows = table_rows(out)
     assert [row.split()[0] for row in rows] == ["1", "2", "3"]
     assert all("pink circle" in row and "aligned: " in row and "training_images" in row and row.rstrip().endswith(".png")

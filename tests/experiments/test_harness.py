@@ -5,7 +5,8 @@ import json
 import pytest
 
 from probex.cli import main
-from probex.experiments.harness import ALIGNMENT_KEYS, chance_levels, evaluated_trees, task_of
+from probex.experiments.harness import (ALIGNMENT_KEYS, chance_levels, evaluated_trees, parameter_lesson, task_of,
+                                        tree_params, tree_views)
 from probex.zoo import ALIGNED, CLASSIFIER, ModelZoo
 
 
@@ -29,6 +30,25 @@ def test_the_demo_jungle_declares_its_roles(small_jungle):
     forest = zoo.trees_with_role("forest")
     assert forest and all(zoo.role(tree).declared for tree in zoo.trees)
     assert forest[0] not in evaluated_trees(zoo)
+
+
+def test_the_parameter_lesson_takes_the_better_probex_expert_against_dense():
+    row = {"probex": 0.50, "probex_parameters": 20_000, "multiview": 0.61, "multiview_parameters": 25_000,
+           "multiview_views": "xtxu", "dense": 0.51, "dense_parameters": 250_000}
+    lesson = parameter_lesson(row)
+    assert (lesson["expert"], lesson["views"], lesson["parameters"]) == ("multi-view ProbeX", "xtxu", 25_000)
+    assert lesson["margin"] == pytest.approx(0.10) and lesson["fewer"] == pytest.approx(10.0)
+    single = parameter_lesson({**row, "multiview": 0.40})
+    assert (single["expert"], single["views"], single["fewer"]) == ("ProbeX", "xu", 12.5)
+    assert parameter_lesson({"probex": 0.9, "probex_parameters": 10}) is None  # no Dense figure
+
+
+def test_a_tree_role_that_names_views_sets_them_for_its_experts_and_no_other(small_jungle, user_zoo):
+    zoo = ModelZoo.open(small_jungle)
+    assert tree_views(zoo, "cnn-own-heads") == "xtxu" and tree_views(zoo, "cnn-supervised") is None
+    assert tree_params(zoo, "cnn-own-heads", {"epochs": 3}) == {"epochs": 3, "views": "xtxu"}
+    assert tree_params(zoo, "cnn-supervised", {"epochs": 3}) == {"epochs": 3}
+    assert tree_views(ModelZoo.open(user_zoo), "alpha") is None  # roles read off the models name no views
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def test_the_report_of_the_demo_jungle_has_every_table(written):
     for section in SECTIONS:
         assert section in markdown
     report = json.loads((written / "report.json").read_text())
-    assert set(report["table1"]) == {"cnn-supervised", "cnn-attributes", "mixer-supervised"}
+    assert set(report["table1"]) == {"cnn-supervised", "cnn-attributes", "mixer-supervised", "cnn-own-heads"}
     assert "MoE" in markdown and report["moe"]["unrouted"] == 0
     alignment = report["alignment"]["mini-sd"]
     assert {"in_distribution", "zero_shot", "n_parameters"} <= set(next(iter(alignment["table2"].values())))

@@ -80,7 +80,7 @@ def test_the_app_opens_on_the_demo_jungle_home_page_with_compute_controls():
     app = app_on()
     assert not app.exception
     assert app.title[0].value == "ProbeX Explorer"
-    assert app.metric[0].value == "2,800"  # every model of the shipped jungle
+    assert app.metric[0].value == "3,100"  # every model of the shipped jungle
     assert app.sidebar.selectbox(key="device").value == "cpu" or app.sidebar.selectbox(key="device").value.startswith("cuda")
     assert app.sidebar.number_input(key="torch_threads").value >= 1
 
@@ -133,7 +133,7 @@ def test_the_trees_page_finds_the_four_trees_and_routes_the_other_models_right(m
 def test_the_trees_are_named_by_their_true_tree_without_hashes_and_route_the_other_models_to_their_name(mini_jungle):
     app = open_page(mini_jungle, "views/trees.py")
     trees = next(frame.value for frame in app.dataframe if "architecture" in frame.value.columns)
-    assert set(trees["tree"]) == {"cnn-attributes", "cnn-supervised", "mixer-supervised", "mini-sd"}
+    assert set(trees["tree"]) == {"cnn-attributes", "cnn-supervised", "mixer-supervised", "cnn-own-heads", "mini-sd"}
     assert not any("#" in name for name in trees["architecture"])
     assert all(name.split(",")[0].endswith("layers") for name in trees["architecture"])
     table = next(frame.value for frame in app.dataframe if frame.value.index.name == "true tree")
@@ -390,6 +390,16 @@ def test_the_experts_form_defaults_to_the_recommended_layer_and_prints_integers_
     assert app.selectbox(key="train_layer").value == jungle.recommended_layers()["cnn-attributes"]
     table = next(frame.value for frame in app.dataframe if "parameters" in frame.value.columns)
     assert all("." not in str(value) for value in table["parameters"])
+
+
+def test_the_experts_page_starts_from_the_views_a_trees_role_names_and_shows_its_multi_view_expert(mini_jungle):
+    app = open_page(mini_jungle, "views/experts.py")
+    app.selectbox(key="experts_tree").set_value("cnn-own-heads").run()
+    assert not app.exception and app.radio(key="train_views").value == "xtxu"
+    table = next(frame.value for frame in app.dataframe if "accuracy" in frame.value.columns)
+    assert list(table["expert"]) == ["ProbeX", "multi-view ProbeX (xtxu)", "Dense", "StatNN"]
+    app.selectbox(key="experts_tree").set_value("cnn-attributes").run()
+    assert app.radio(key="train_views").value == "xu"  # the next tree starts from its own
 
 
 def test_an_expert_trained_in_the_background_survives_a_page_change_and_is_used_by_search(mini_jungle):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from probex import ModelZoo
 from probex.cli import main
@@ -37,14 +38,14 @@ def test_discriminative_models_are_labelled_with_half_the_pool(small_jungle):
 def test_every_classifier_model_shows_renders_of_each_of_its_training_classes(small_jungle):
     zoo = ModelZoo.open(small_jungle)
     classifiers = [record for record in zoo.records if record.tree != "mini-sd"]
-    assert len(classifiers) == 3 * disc.SIZES["small"].models_per_tree + disc.SIZES["small"].forest_models
+    assert len(classifiers) == len(disc.TREES) * disc.SIZES["small"].models_per_tree + disc.SIZES["small"].forest_models
     for record in classifiers:
         assert len(record.images) == disc.SHARED_IMAGES * len(record.labels)
         shown = [image.parent.name for image in record.images]
         assert shown == [safe_name(label) for label in record.labels for _ in range(disc.SHARED_IMAGES)]
     files = {image for record in classifiers for image in record.images}
     assert all(image.is_file() and image.read_bytes()[:4] == b"\x89PNG" for image in files)
-    assert len(files) == disc.SHARED_IMAGES * len(disc.POOL_CONCEPTS) * 4  # shared: once per tree and class
+    assert len(files) == disc.SHARED_IMAGES * len(disc.POOL_CONCEPTS) * (len(disc.TREES) + 1)  # once per tree and class
     entries = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
     assert all(entry["images"] == {"per_label": f"discriminative/{entry['id'].split('/')[0]}/class_images"}
                for entry in entries if entry["tree"] != "mini-sd")  # by reference: the manifest stays small
@@ -194,10 +195,21 @@ def test_a_resumed_build_keeps_the_trees_already_written_and_trains_the_rest(sma
     shutil.copytree(small_jungle / "roots", tmp_path / "roots")
     (tmp_path / "discriminative" / "forest" / "ft-0003.safetensors").unlink()  # the forest was interrupted
     shutil.rmtree(tmp_path / "discriminative" / "cnn-supervised" / "class_images")
-    entries, report = build_discriminative(tmp_path, "small", 0, roots=tmp_path / "roots", resume=True)
+    added = disc.TREES[-1].name  # a tree added since (its models and its root are not there yet)
+    shutil.rmtree(tmp_path / "discriminative" / added)
+    (tmp_path / "roots" / f"{added}.safetensors").unlink()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as build_jungle trains: one thread, so the root comes out the same
+    try:
+        entries, report = build_discriminative(tmp_path, "small", 0, roots=tmp_path / "roots", resume=True)
+    finally:
+        torch.set_num_threads(threads)
     manifest = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
     assert entries == [entry for entry in manifest if entry["tree"] != "mini-sd"]  # what a fresh build wrote
-    assert [tree for tree, part in report.items() if part.get("kept")] == [recipe.name for recipe in disc.TREES]
+    assert [tree for tree, part in report.items() if part.get("kept")] == [recipe.name for recipe in disc.TREES[:-1]]
+    assert report[added]["root"]["reused"] is None  # pre-trained again, and saved beside the others
+    again, first = (load_file(str(folder / "roots" / f"{added}.safetensors")) for folder in (tmp_path, small_jungle))
+    assert again.keys() == first.keys() and all(torch.equal(again[name], first[name]) for name in first)
     assert (tmp_path / "discriminative" / "forest" / "ft-0003.safetensors").read_bytes() == \
         (small_jungle / "discriminative" / "forest" / "ft-0003.safetensors").read_bytes()
     record = next(record for record in ModelZoo.open(small_jungle).records if record.tree == "cnn-supervised")

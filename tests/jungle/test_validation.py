@@ -9,7 +9,7 @@ from probex.cli import main
 from probex.jungle.validation import validate_jungle
 from baselines import constant_multilabel_accuracy, multilabel_matrix
 
-TREES = {"cnn-supervised", "cnn-attributes", "mixer-supervised", "mini-sd"}
+TREES = {"cnn-supervised", "cnn-attributes", "mixer-supervised", "cnn-own-heads", "mini-sd"}
 
 
 def test_every_tree_but_the_forest_gets_a_recommended_layer_from_its_catalog(small_jungle):
@@ -47,6 +47,15 @@ def test_each_shipped_expert_loads_with_its_layers_tree_and_figures(small_jungle
             assert expert.score(test) == pytest.approx(expert.metadata_["test"], abs=0.01), tree
 
 
+def test_a_tree_whose_role_names_probe_views_is_swept_and_shipped_with_them(small_jungle):
+    zoo = jungle.load(small_jungle)
+    assert zoo.role("cnn-own-heads").views == "xtxu"  # its models start their heads at random: read X^T X U
+    for tree, folder in jungle.expert_dirs(small_jungle).items():
+        expert = load_expert(folder)
+        assert expert.views == (zoo.role(tree).views or "xu"), tree
+        assert expert.metadata_["params"].get("views", "xu") == expert.views, tree
+
+
 def baseline(tree_zoo, task: str) -> float:
     """What a model that learned nothing scores on the test split: the best constant predictor of the training
     classes (classes), or chance over the training concepts (align: one concept per model, about balanced)."""
@@ -82,3 +91,8 @@ def test_jungle_check_prints_every_acceptance_figure(small_jungle, capsys):
     assert report["router"]["held_out_accuracy"] == 1.0
     for tree, row in report["classifiers"].items():  # Table 1 at a hidden layer, the head measured apart
         assert row["layer"] != "head.weight" and row["readout"]["layer"] == "head.weight"
+    own = report["classifiers"]["cnn-own-heads"]  # its shipped expert reads other views: the multi-view column
+    assert (own["multiview_views"], own["multiview_source"], own["probex_source"]) == ("xtxu", "shipped", "trained now")
+    assert all(row["multiview_source"] == "trained now" and row["multiview_views"] == "all"
+               for tree, row in report["classifiers"].items() if tree != "cnn-own-heads")
+    assert "the parameter lesson" in out

@@ -110,7 +110,7 @@ QUICKSTART = {"trees_found": "router.n_trees_", "true_trees": "len(trees)", "rou
 
 
 def check_quickstart(notebook, measured) -> None:
-    assert measured["trees_found"] == measured["true_trees"] == 4, measured
+    assert measured["trees_found"] == measured["true_trees"] == 5, measured
     assert measured["routing_accuracy"] == 1.0, measured
     assert measured["routed_from"] == measured["tree"] == "cnn-attributes", measured
     assert measured["trained_now"] > CHANCE + 0.2, measured
@@ -178,7 +178,8 @@ def check_bring_your_own_zoo(notebook, measured) -> None:
 
 INSIDE = {"checks": "checks", "accuracy": "accuracy", "majority": "majority", "relu_departure": "relu_departure",
           "shapes": "{'U': list(U.shape), 'V': list(V.shape), 'M': list(M.shape), 'T': list(T.shape)}",
-          "layer": "[d_W, d_H, d_Y]", "view_checks": "view_checks", "multiview": "multiview_scores"}
+          "layer": "[d_W, d_H, d_Y]", "view_checks": "view_checks", "multiview": "multiview_scores",
+          "own_heads": "{name: row['test mean binary accuracy'] for name, row in own_heads.items()}"}
 
 
 def check_inside_probex(notebook, measured) -> None:
@@ -192,6 +193,9 @@ def check_inside_probex(notebook, measured) -> None:
     # multi-view probes: each view is its formula, and a multi-view ProbeX learns the layer too
     assert len(measured["view_checks"]) == 4 and all(value < 1e-4 for value in measured["view_checks"].values()), measured
     assert measured["multiview"]["all"] > max(CHANCE, measured["majority"]) + 0.2, measured
+    # on the tree whose models start their own random heads, only the view its role names reads the classes
+    own = measured["own_heads"]
+    assert own["xtxu (the tree's views)"] > max(own["Dense"], own["ProbeX (xu)"], own["xxtu"], CHANCE) + 0.03, measured
 
 
 CHECKS: dict[str, tuple[dict[str, str], Callable]] = {

@@ -204,6 +204,28 @@ def test_malformed_manifest_entry_raises_naming_the_entry(tmp_path, entry, messa
         ModelZoo.open(tmp_path)
 
 
+def _zoo_with_roles(folder, trees: dict) -> None:
+    save_file({"w": torch.ones(2, 2)}, str(folder / "a.safetensors"))
+    (folder / "probex_zoo.json").write_text(json.dumps({"format": "probex-zoo", "version": 1, "trees": trees,
+                                                        "models": [{"id": "a", "path": "a.safetensors", "tree": "t"}]}))
+
+
+def test_a_tree_role_may_name_the_probe_views_its_experts_read(tmp_path):
+    from probex.zoo.records import TreeRole
+
+    _zoo_with_roles(tmp_path, {"t": {"role": "classifier", "views": "xu+xtxu"}})
+    role = ModelZoo.open(tmp_path).role("t")
+    assert role.views == "xu+xtxu" and role.to_json() == {"role": "classifier", "views": "xu+xtxu"}
+    assert TreeRole("classifier").to_json() == {"role": "classifier"}  # no views: ProbeX's own, not written
+
+
+@pytest.mark.parametrize("views", ["../x", "", 3, ["xu"]])
+def test_a_tree_role_with_views_that_are_not_view_names_is_refused(tmp_path, views):
+    _zoo_with_roles(tmp_path, {"t": {"role": "classifier", "views": views}})
+    with pytest.raises(ZooError, match="tree 't'.*views"):
+        ModelZoo.open(tmp_path)
+
+
 def test_newer_manifest_version_asks_to_upgrade(tmp_path):
     (tmp_path / "probex_zoo.json").write_text(json.dumps({"format": "probex-zoo", "version": 99, "models": []}))
     with pytest.raises(ZooError, match="upgrade probex"):
