@@ -166,7 +166,7 @@ def check_model_j_on_the_hub(notebook, measured) -> None:
     # offline (HF_HUB_OFFLINE=1) the notebook says so plainly and goes on with the demo jungle
     assert "The Hugging Face Hub cannot be reached from here, so the steps below run on the demo jungle instead." in text
     assert re.search(r"best layer by validation: \S+ \(val [0-9.]+", text)
-    assert re.search(r"router: 4 trees found; accuracy on 1030 unseen models: 1\.000", text)
+    assert re.search(r"router: 5 trees found; accuracy on 1120 unseen models: 1\.000", text)
 
 
 def check_bring_your_own_zoo(notebook, measured) -> None:
