@@ -102,9 +102,9 @@ def run_sweep(args: argparse.Namespace) -> int:
             result = sweep_layers(tree_zoo, task=task, layers=layers, params=params or None, results=results,
                                   progress=progress, shard=shard, backend=args.backend, address=args.address,
                                   workers=args.workers)
-        tables[tree] = result
+        tables[tree] = (result, views)
         if not args.json:
-            _print_table(tree or zoo.name, task, result, results)
+            _print_table(tree or zoo.name, task, result, results, views)
         if args.html:
             html = check_output_file(_per_tree(args.html, tree, trees))
             with atomic_path(html) as tmp:
@@ -112,19 +112,20 @@ def run_sweep(args: argparse.Namespace) -> int:
                 mark_output_file(tmp, ".html")
             print(f"chart written to {html}")
     if args.json:
-        print(json.dumps({tree: {"task": result.task, "best": result.best.layer,
+        print(json.dumps({tree: {"task": result.task, "best": result.best.layer, "views": views,
                                  "layers": [vars(score) for score in result.scores]}
-                          for tree, result in tables.items()}, indent=2, default=str))
+                          for tree, (result, views) in tables.items()}, indent=2, default=str))
     return 0
 
 
-def _print_table(tree: str, task: str, result, results: Path) -> None:
+def _print_table(tree: str, task: str, result, results: Path, views: str = "xu") -> None:
     zero_shot = any(score.zero_shot_test is not None for score in result.scores)
     best = result.best.layer
     width = max(len(score.layer) for score in result.scores)
     test_name = "test top-1" if task == "align" else "test"
     header = f"  {'layer':<{width}} {'shape':>9} {'val':>6} {test_name:>10}" + (f" {'zero-shot':>9}" if zero_shot else "")
-    print(f"{tree} ({task}): {len(result.scores)} layers, best by validation: {best}")
+    print(f"{tree} ({task}{'' if views == 'xu' else f', views {views}'}): {len(result.scores)} layers, "
+          f"best by validation: {best}")
     print(header + f" {'params':>9} {'seconds':>8}")
     for score in result.scores:
         shape = f"{score.shape[0]}x{score.shape[1]}"

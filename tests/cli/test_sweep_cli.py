@@ -33,6 +33,16 @@ def test_sweep_with_views_trains_multiview_probes_into_their_own_results(tmp_pat
     assert len(results.read_text().splitlines()) == 2  # the single-view sweep did not reuse the multi-view row
 
 
+def test_sweep_uses_the_views_a_trees_role_names_unless_told_otherwise(tmp_path, capsys):
+    arguments = ["sweep", "--tree", "cnn-own-heads", "--layers", "^conv1", *FAST, "--json"]
+    assert main([*arguments, "--results", str(tmp_path / "own.jsonl")]) == 0
+    own = json.loads(capsys.readouterr().out)["cnn-own-heads"]
+    assert main([*arguments, "--views", "xu", "--results", str(tmp_path / "xu.jsonl")]) == 0
+    single = json.loads(capsys.readouterr().out)["cnn-own-heads"]
+    assert (own["views"], single["views"]) == ("xtxu", "xu")  # the manifest's role names xtxu for this tree
+    assert own["layers"][0]["n_parameters"] != single["layers"][0]["n_parameters"]
+
+
 def test_sweep_with_an_unknown_view_exits_2_listing_the_views(capsys):
     assert main(["sweep", "--tree", "cnn-supervised", "--views", "xq"]) == 2
     err = capsys.readouterr().err
