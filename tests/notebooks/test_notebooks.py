@@ -122,7 +122,8 @@ WHY_TREES = {"trees": "trees", "forest": "forest", "intra": "intra",
              "negative_transfer_mean_drop": "drops.mean()",
              "per_tree": "comparison.iloc[-1]['one expert per tree']",
              "shared": "comparison.iloc[-1]['one shared expert']",
-             "mixture_of_experts": "moe_rows['overall']['score']"}
+             "mixture_of_experts": "moe_rows['overall']['score']",
+             "table1": "{name: (row['views'], row['best ProbeX - Dense'], row['fewer parameters']) for name, row in table1.items()}"}
 
 
 def check_why_model_trees(notebook, measured) -> None:
@@ -136,6 +137,9 @@ def check_why_model_trees(notebook, measured) -> None:
     assert measured["negative_transfer_mean_drop"] > 0.0, measured
     assert measured["per_tree"] >= measured["shared"], measured
     assert measured["mixture_of_experts"] > CHANCE + 0.3, measured
+    # Table 1 as check.json recorded it, every classifier tree, and the parameter lesson on one of them
+    assert len(measured["table1"]) == 4, measured
+    assert any(margin >= 0.02 and fewer >= 10 for _, margin, fewer in measured["table1"].values()), measured
 
 
 LANGUAGE = {"tree": "tree", "held_out": "len(held_out)", "chance": "chance", "source": "source",
