@@ -33,9 +33,11 @@ def test_the_report_of_the_demo_jungle_has_every_table(written):
 
 def test_the_report_sets_multiview_probes_beside_probex_and_ablates_the_view_subsets(written):
     report = json.loads((written / "report.json").read_text())
-    for row in report["table1"].values():
-        assert 0.0 <= row["multiview"] <= 1.0 and row["multiview_views"] == "all"
+    for tree, row in report["table1"].items():  # all four views, or the views the tree's role names
+        assert 0.0 <= row["multiview"] <= 1.0 and row["multiview_views"] == ("xtxu" if tree == "cnn-own-heads" else "all")
         assert row["multiview_parameters"] > 0
+    assert report["sweeps"]["cnn-own-heads"]["views"] == "xtxu"  # its layer was swept with them
+    assert "| cnn-own-heads | multi-view ProbeX (xtxu) |" in (written / "report.md").read_text()  # the parameter lesson
     assert any(name.startswith("multi-view ProbeX") for name in report["alignment"]["mini-sd"]["table2"])
     ablations = report["views"]
     assert {ablation["task"] for ablation in ablations.values()} == {"classes", "align"}
