@@ -4,7 +4,7 @@
     python benchmarks/study_recipes.py --tree cnn-supervised --head own --steps 2
     python benchmarks/study_recipes.py --tree mixer-supervised --head pairs --models 300 --seeds 0 1 2
     python benchmarks/study_recipes.py --tree mixer-supervised --architecture wider-mixer --save-root /tmp/roots
-    python benchmarks/study_recipes.py --tree cnn-supervised --head own --models-file /tmp/own.pt \
+    python benchmarks/study_recipes.py --tree cnn-supervised --head own --models-file /tmp/own.safetensors \
         --experts probex dense multi-view --views xtxu all --seeds 0 1 2
 
 Fine-tunes one classifier tree of the demo jungle in memory with a variant of its recipe (the head

@@ -16,7 +16,7 @@ from explorer.text import plain, plain_error
 from explorer.train_now import TASK_NAMES, as_text, recommended_layer, train_expert
 from probex.figures import layer_sweep_figure, training_curves_figure
 from probex.zoo.extras import recommended_layers
-from probex.experiments.harness import tree_params
+from probex.experiments.harness import tree_params, tree_views
 from probex.experiments.sweep import default_task, matrix_layers
 
 SWEEPS_KEY = "session_sweeps"  # session_state: population -> tree -> sweep rows
@@ -168,8 +168,7 @@ with st.form("train_form"):
     n_probes = columns[0].select_slider("r_U (probes)", [4, 8, 16, 32, 64, 128], value=32)
     proj_dim = columns[1].select_slider("r_V (projection)", [4, 8, 16, 32, 64, 128], value=32)
     rep_dim = columns[2].select_slider("r_T (representation)", [4, 8, 16, 32, 64, 128], value=32)
-    role = zoo.role(tree)
-    own_views = (role.views if role is not None else None) or "xu"  # the views the zoo names for this tree
+    own_views = tree_views(zoo, tree) or "xu"  # the views the zoo names for this tree
     choices = VIEW_CHOICES if own_views in VIEW_CHOICES else {**VIEW_CHOICES, own_views: f"{own_views} (this tree's)"}
     if st.session_state.get("train_views_tree") != tree:  # a new tree: start from its own views
         st.session_state["train_views_tree"], st.session_state["train_views"] = tree, own_views

@@ -82,6 +82,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from probex.figures import layer_sweep_figure
     from probex.cli import open_zoo
     from probex.progress import tqdm_progress
+    from probex.experiments.harness import tree_views
     from probex.experiments.sweep import check_results_file, default_task, sweep_layers
     from probex.storage import atomic_path, check_output_file, mark_output_file
 
@@ -92,8 +93,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     for tree in trees:
         tree_zoo = zoo.select(tree=tree) if tree is not None else zoo
         task = args.task if args.task != "auto" else default_task(tree_zoo)
-        role = zoo.role(tree) if tree is not None else None
-        views = args.views or (role.views if role is not None else None) or "xu"
+        views = args.views or (tree_views(zoo, tree) if tree is not None else None) or "xu"
         params = {**({"epochs": args.epochs} if args.epochs else {}), **({"views": views} if views != "xu" else {})}
         results = _per_tree(args.results, tree, trees) or _default_results(zoo, tree or "zoo", task, views)
         check_results_file(results)
