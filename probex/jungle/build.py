@@ -13,7 +13,8 @@
     out/build.json                   what was built, how, and how long each part took
 
 Deterministic for a seed (on one machine and torch version). The parts are independent, so
-``workers=2`` builds the generative tree in a second process while the classifiers train, and
+``workers=2`` builds the generative tree in a second process while the classifiers train (and then
+trains the classifier trees the first process has not taken yet), and
 ``generative=<earlier jungle>/generative`` keeps an earlier build's LoRA tree byte for byte
 (:func:`read_generative` reads its manifest entries back off its files).
 """
@@ -22,19 +23,22 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Optional
+from queue import Empty
+from typing import Iterable, Iterator, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from probex.errors import ProbeXError
 from probex.jungle import discriminative as disc
 from probex.jungle.architectures import make_model
 from probex.progress import Progress
-from probex.storage import atomic_path, atomic_write_json, claim_directory, json_field
+from probex.storage import atomic_write_json, claim_directory, json_field
+from probex.zoo.safefile import write_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ DESCRIPTION = (
     "roots (three CNN roots, one MLP-Mixer root), a forest of independently initialised CNNs, and "
     "LoRA fine-tunes of a tiny text-to-image model, one procedural concept each."
 )
+
+
+#: The classifier trees and the forest, in the order the manifest lists them.
+DISCRIMINATIVE = disc.TREES + (disc.FOREST,)
 
 
 def _root_path(roots: Path, tree: str) -> Path:
@@ -65,10 +73,9 @@ def _load_or_pretrain_root(recipe: disc.TreeRecipe, steps: int, roots_in: Option
     info["accuracy"] = round(disc.root_accuracy(model, recipe), 4)
     target = _root_path(roots_out, recipe.name)
     if info["reused"] is None or source.resolve() != target.resolve():  # a new root, or one from elsewhere
-        with atomic_path(target) as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                      metadata={"tree": recipe.name, "architecture": recipe.architecture,
-                                "objective": str(recipe.objective), "root_accuracy": str(info["accuracy"])})
+        write_safetensors(target, model.state_dict(),  # bytes that depend on the content only
+                          metadata={"tree": recipe.name, "architecture": recipe.architecture,
+                                    "objective": str(recipe.objective), "root_accuracy": str(info["accuracy"])})
     return model, info
 
 
@@ -79,14 +86,24 @@ def build_discriminative(out: Path, size: str, seed: int, roots: Optional[Path] 
     ``resume`` keeps every tree whose model files an earlier (interrupted) build already wrote
     into ``out`` in full (:func:`read_written_tree`) instead of training it again.
     """
+    per_tree, report = build_trees(out, [recipe.name for recipe in DISCRIMINATIVE], size, seed, roots, progress, resume)
+    return in_manifest_order(per_tree), report
+
+
+def build_trees(out: Path, names: Iterable[str], size: str, seed: int, roots: Optional[Path] = None,
+                progress: Optional[Progress] = None, resume: bool = False) -> tuple[dict[str, list[dict]], dict]:
+    """:func:`build_discriminative` for the trees ``names`` yields, taken one at a time (so two processes
+    can share one queue of trees); the manifest entries of each tree, and the timings."""
     plan = disc.SIZES[size]
-    entries, report = [], {}
-    for recipe in disc.TREES + (disc.FOREST,):
+    recipes = {recipe.name: recipe for recipe in DISCRIMINATIVE}
+    per_tree, report = {}, {}
+    for name in names:
+        recipe = recipes[name]
         n_models = plan.forest_models if recipe is disc.FOREST else plan.models_per_tree
         written = read_written_tree(out, recipe, n_models, seed) if resume else None
         if written is not None:
-            entries += written
-            report[recipe.name] = {"models": len(written), "kept": True}
+            per_tree[name] = written
+            report[name] = {"models": len(written), "kept": True}
             continue
         root, root_info = None, None
         if recipe.objective is not None:
@@ -94,10 +111,33 @@ def build_discriminative(out: Path, size: str, seed: int, roots: Optional[Path] 
         started = time.perf_counter()
         models = disc.fine_tune_tree(recipe, root, n_models, seed, progress, plan.step_scale)
         images = disc.write_class_images(recipe, seed, out, recipe.name)
-        entries += disc.write_models(models, out, recipe.name, seed, images)
-        report[recipe.name] = {**({"root": root_info} if root_info is not None else {}), "models": len(models),
-                               "fine_tune_seconds": round(time.perf_counter() - started, 1)}
-    return entries, report
+        per_tree[name] = disc.write_models(models, out, recipe.name, seed, images)
+        report[name] = {**({"root": root_info} if root_info is not None else {}), "models": len(models),
+                        "fine_tune_seconds": round(time.perf_counter() - started, 1)}
+    return per_tree, report
+
+
+def in_manifest_order(per_tree: dict[str, list[dict]]) -> list[dict]:
+    """The entries of :func:`build_trees` (one process's or both's), in the manifest's order of trees."""
+    return [entry for recipe in DISCRIMINATIVE for entry in per_tree.get(recipe.name, [])]
+
+
+def _taken(queue) -> Iterator[str]:
+    """The tree names left in a shared queue, each taken by whichever process asks first."""
+    while True:
+        try:
+            yield queue.get_nowait()
+        except Empty:
+            return
+
+
+def _second_process(out: str, size: str, seed: int, generative_root: Optional[str], roots: Optional[str],
+                    resume: bool, queue) -> tuple[list[dict], float, dict[str, list[dict]], dict]:
+    """The second build process: the generative tree (the longest part), then classifier trees off the queue."""
+    torch.set_num_threads(1)
+    generative_entries, generative_seconds = _build_generative_part(out, size, seed, generative_root)
+    per_tree, report = build_trees(Path(out), _taken(queue), size, seed, Path(roots) if roots else None, None, resume)
+    return generative_entries, generative_seconds, per_tree, report
 
 
 def read_written_tree(out: Path, recipe: disc.TreeRecipe, n_models: int, seed: int) -> Optional[list[dict]]:
@@ -207,8 +247,9 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
 
     Args:
         size: "full" (what ships: ~300 models per tree, ~1,600 LoRA models) or "small" (tests).
-        workers: 1 builds the parts one after the other; 2 builds the generative tree in a
-            second process at the same time.
+        workers: 1 builds the parts one after the other; 2 builds them in two processes: the
+            generative tree in the second while the first trains classifier trees, each process
+            taking the next tree off a shared queue when it is free.
         roots: a folder of roots from an earlier build (``<jungle>/roots`` for the classifiers,
             ``<jungle>/generative/root`` for the text-to-image root): pre-training is skipped.
         validate: run the build's own validation sweep afterwards (recommended layers and
@@ -236,10 +277,20 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             generative_seconds = round(time.perf_counter() - generative_started, 1)
             entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
         elif workers > 1:
-            with ProcessPoolExecutor(max_workers=1) as pool:
-                future = pool.submit(_build_generative_part, str(out), size, seed, generative_root)
-                entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
-                generative_entries, generative_seconds = future.result()
+            # Two processes share one queue of classifier trees: the second starts with the generative
+            # tree, the longest part, and takes trees off the queue once it is done with it.
+            with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=1) as pool:
+                queue = manager.Queue()
+                for recipe in DISCRIMINATIVE:
+                    queue.put(recipe.name)
+                future = pool.submit(_second_process, str(out), size, seed, generative_root,
+                                     str(roots_path) if roots_path is not None else None, resume, queue)
+                per_tree, report = build_trees(out, _taken(queue), size, seed, roots_path, progress, resume)
+                generative_entries, generative_seconds, other_trees, other_report = future.result()
+            entries = in_manifest_order({**per_tree, **other_trees})
+            both = {**report, **other_report}
+            report = {recipe.name: {**both[recipe.name], "process": 1 + (recipe.name in other_report)}
+                      for recipe in DISCRIMINATIVE}
         else:
             entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
             generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)

@@ -215,3 +215,26 @@ def test_a_resumed_build_keeps_the_trees_already_written_and_trains_the_rest(sma
     record = next(record for record in ModelZoo.open(small_jungle).records if record.tree == "cnn-supervised")
     shown = record.images[0].relative_to(small_jungle)
     assert (tmp_path / shown).read_bytes() == (small_jungle / shown).read_bytes()  # class images drawn again
+
+
+def test_two_processes_sharing_the_queue_of_trees_build_what_one_process_builds(small_jungle, tmp_path):
+    """The small jungle is built by two processes (``--workers 2``) taking trees off one queue; one process
+    building every tree writes the same manifest entries and the same files, byte for byte."""
+    from probex.jungle.build import DISCRIMINATIVE, build_discriminative, read_build_report
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as build_jungle trains: one thread per process
+    try:
+        entries, report = build_discriminative(tmp_path, "small", 0)
+    finally:
+        torch.set_num_threads(threads)
+    manifest = json.loads((small_jungle / "probex_zoo.json").read_text())["models"]
+    assert entries == [entry for entry in manifest if entry["tree"] != "mini-sd"]
+    for entry in entries:
+        assert (tmp_path / entry["path"]).read_bytes() == (small_jungle / entry["path"]).read_bytes(), entry["path"]
+    for recipe in disc.TREES:
+        assert (tmp_path / "roots" / f"{recipe.name}.safetensors").read_bytes() == \
+            (small_jungle / "roots" / f"{recipe.name}.safetensors").read_bytes()
+    built = read_build_report(small_jungle)  # each tree says which process built it
+    assert all(built[recipe.name]["process"] in (1, 2) for recipe in DISCRIMINATIVE)
+    assert set(report) == {recipe.name for recipe in DISCRIMINATIVE}
