@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 MIN_MODELS = 20
 #: The views of the multi-view column beside ProbeX (:mod:`probex.experts.views`).
 MULTIVIEW = "all"
+#: The seeds over which multi-view and single-view ProbeX are compared (the papers report means of 5 seeds).
+COMPARISON_SEEDS = (0, 1, 2)
 #: The view subsets of the multi-view ablation, in the order they are printed (the paper's ablation).
 VIEW_SUBSETS = ("xu", "xtu", "xxtu", "xtxu", "first", "second", "all")
 #: The keys of an aligned expert's figures, in the order they are printed.
@@ -231,6 +233,35 @@ def multiview_classifier_figures(tree_zoo, layer: str, params: dict, views: str 
             "multiview_views": views_name(views), "multiview_source": "trained now"}
 
 
+def views_comparison(tree_zoo, layer: str, params: dict, views: str = MULTIVIEW,
+                     seeds: Sequence[int] = COMPARISON_SEEDS) -> dict:
+    """Multi-view against single-view ProbeX on one layer over several seeds, everything else equal.
+
+    One expert's score moves with its seed (and, through the order of floating-point sums, with
+    torch's thread count) by about a point on the demo jungle, as much as the gap in question; so
+    both are trained now with each seed (train, chosen on val, scored on test) and the gap is read
+    off the means. Returns ``{"views", "seeds", "probex": [..], "multiview": [..], "probex_mean",
+    "multiview_mean", "gap" (multi-view minus ProbeX, of the means), "gap_sd" (of the per-seed gaps),
+    "threads"}``.
+    """
+    import torch
+
+    from probex.experts.classifier import ProbeXClassifier
+    from probex.experts.views import views_name
+
+    train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
+    params = {key: value for key, value in params.items() if key not in ("views", "seed")}
+    single, multi = [], []
+    for seed in seeds:
+        for scores, chosen in ((single, "xu"), (multi, views)):
+            expert = ProbeXClassifier(**{**params, "seed": seed, "views": chosen}).fit(train, val=(val, None))
+            scores.append(expert.score(test))
+    gaps = np.subtract(multi, single)
+    return {"views": views_name(views), "seeds": list(seeds), "probex": single, "multiview": multi,
+            "probex_mean": float(np.mean(single)), "multiview_mean": float(np.mean(multi)),
+            "gap": float(np.mean(gaps)), "gap_sd": float(np.std(gaps)), "threads": torch.get_num_threads()}
+
+
 def parameter_lesson(row: dict) -> Optional[dict]:
     """The paper's parameter lesson on one Table 1 row: the best ProbeX expert (single- or multi-view) against
     Dense on the same layer; ``{"expert", "views", "score", "parameters", "margin", "fewer"}`` (margin: its score
@@ -365,9 +396,10 @@ def evaluate_zoo(zoo, layers: Mapping[str, str], experts: Optional[Mapping[str, 
             figures["aligned"][step] = aligned_figures(zoo, step, experts.get(step), layers.get(step), params)
         else:
             row = classifier_figures(zoo, step, layers[step], experts.get(step), params)
-            if "multiview" not in row:  # the tree's own views (its role's), else all four
-                row.update(multiview_classifier_figures(zoo.select(tree=step), layers[step], params,
-                                                        tree_views(zoo, step) or MULTIVIEW))
+            views = tree_views(zoo, step) or MULTIVIEW  # the tree's own views (its role's), else all four
+            if "multiview" not in row:
+                row.update(multiview_classifier_figures(zoo.select(tree=step), layers[step], params, views))
+            row["views_comparison"] = views_comparison(zoo.select(tree=step), layers[step], params, views)
             figures["classifiers"][step] = row
     if progress is not None:
         progress(len(steps), len(steps), "done")
@@ -418,6 +450,14 @@ def format_figures(figures: dict, title: str) -> str:
             lines.append(f"  {tree:18s} {row['layer']:28s} ProbeX {row['probex']:.3f} ({row['probex_parameters']:,} "
                          f"parameters), multi-view {row['multiview_views']} {row['multiview']:.3f} "
                          f"({row['multiview_parameters']:,} parameters, {row.get('multiview_source', 'trained now')})")
+    compared = {tree: row["views_comparison"] for tree, row in figures["classifiers"].items() if "views_comparison" in row}
+    if compared:
+        seeds = next(iter(compared.values()))["seeds"]
+        lines.append(f"multi-view minus single-view ProbeX, both trained now with seeds {', '.join(map(str, seeds))} "
+                     f"(means; the spread is of the per-seed gaps):")
+        for tree, comparison in compared.items():
+            lines.append(f"  {tree:18s} {comparison['views']:8s} ProbeX {comparison['probex_mean']:.3f}, multi-view "
+                         f"{comparison['multiview_mean']:.3f}: {comparison['gap']:+.3f} +- {comparison['gap_sd']:.3f}")
     lessons = {tree: parameter_lesson(row) for tree, row in figures["classifiers"].items()}
     lessons = {tree: lesson for tree, lesson in lessons.items() if lesson is not None}
     if lessons:

@@ -140,7 +140,7 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
     from probex.experiments.ablations import TEXT_ENCODERS, measure_ablations
     from probex.experiments.harness import (MULTIVIEW, classifier_figures, evaluated_trees, forest_figures,
                                             multiview_classifier_figures, router_figures, task_of, tree_params,
-                                            tree_views, view_ablation)
+                                            tree_views, view_ablation, views_comparison)
     from probex.experiments.sweep import SWEEP_DEFAULTS, sweep_layers
     from probex.storage import safe_name
     from probex.zoo import FOREST
@@ -178,8 +178,9 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
                 report.setdefault("alignment", {})[step] = _alignment_tables(tree_zoo, sweep, params)
             else:
                 report["table1"][step] = classifier_figures(zoo, step, sweep.best.layer, None, params)
-                report["table1"][step].update(multiview_classifier_figures(tree_zoo, sweep.best.layer, params,
-                                                                           tree_views(zoo, step) or MULTIVIEW))
+                views = tree_views(zoo, step) or MULTIVIEW
+                report["table1"][step].update(multiview_classifier_figures(tree_zoo, sweep.best.layer, params, views))
+                report["table1"][step]["views_comparison"] = views_comparison(tree_zoo, sweep.best.layer, params, views)
             if task == "align" or not any(row["task"] == "classes" for row in report.get("views", {}).values()):
                 report.setdefault("views", {})[step] = view_ablation(tree_zoo, sweep.best.layer, task, params)
     classifier_trees = [tree for tree in report["table1"]]
@@ -247,6 +248,7 @@ def report_markdown(report: dict) -> str:
         if moe:
             rows.append(["overall (routed)", "", None, None, None, "", None, None, None, None, moe["overall"]])
         out += _table(header, rows)
+        out += _comparison_markdown(table1)
         out += _lesson_markdown(table1, report.get("sweeps") or {})
         heads = {tree: row["readout"] for tree, row in table1.items() if row.get("readout")}
         if heads:
@@ -300,6 +302,20 @@ def report_markdown(report: dict) -> str:
                     for s in sweep["layers"]]
             out += _table(["layer", "shape", "val", "test", "zero-shot test", "params"], rows)
     return "\n".join(out)
+
+
+def _comparison_markdown(table1: dict) -> list[str]:
+    """Multi-view against single-view ProbeX over several seeds, under Table 1 (one run moves by about a point)."""
+    compared = {tree: row["views_comparison"] for tree, row in table1.items() if row.get("views_comparison")}
+    if not compared:
+        return []
+    seeds = next(iter(compared.values()))["seeds"]
+    return [f"Multi-view against single-view ProbeX on the same layer, both trained now with seeds "
+            f"{', '.join(map(str, seeds))}: one run's score moves with its seed by about as much as the gap, so the "
+            "gap is read off the means (spread: the standard deviation of the per-seed gaps).", ""] + \
+        _table(["tree", "views", "ProbeX (mean)", "multi-view (mean)", "gap", "spread"],
+               [[tree, c["views"], c["probex_mean"], c["multiview_mean"], f"{c['gap']:+.3f}", c["gap_sd"]]
+                for tree, c in compared.items()])
 
 
 def _lesson_markdown(table1: dict, sweeps: dict) -> list[str]:

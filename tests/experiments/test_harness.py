@@ -6,7 +6,7 @@ import pytest
 
 from probex.cli import main
 from probex.experiments.harness import (ALIGNMENT_KEYS, chance_levels, evaluated_trees, parameter_lesson, task_of,
-                                        tree_params, tree_views)
+                                        tree_params, tree_views, views_comparison)
 from probex.zoo import ALIGNED, CLASSIFIER, ModelZoo
 
 
@@ -49,6 +49,22 @@ def test_a_tree_role_that_names_views_sets_them_for_its_experts_and_no_other(sma
     assert tree_params(zoo, "cnn-own-heads", {"epochs": 3}) == {"epochs": 3, "views": "xtxu"}
     assert tree_params(zoo, "cnn-supervised", {"epochs": 3}) == {"epochs": 3}
     assert tree_views(ModelZoo.open(user_zoo), "alpha") is None  # roles read off the models name no views
+
+
+def test_the_views_comparison_trains_both_experts_with_each_seed_and_reads_the_gap_off_the_means(small_jungle):
+    from probex.experts.classifier import ProbeXClassifier
+
+    tree = ModelZoo.open(small_jungle).select(tree="cnn-supervised")
+    params = {"epochs": 8, "patience": 8, "views": "xtxu", "seed": 5}  # the comparison sets views and seed itself
+    comparison = views_comparison(tree, "conv2.weight", params, "first", seeds=(0, 1))
+    assert (comparison["views"], comparison["seeds"]) == ("first", [0, 1])
+    assert comparison["gap"] == pytest.approx(comparison["multiview_mean"] - comparison["probex_mean"])
+    assert comparison["multiview_mean"] == pytest.approx(sum(comparison["multiview"]) / 2)
+    gaps = [multi - single for multi, single in zip(comparison["multiview"], comparison["probex"])]
+    assert comparison["gap_sd"] == pytest.approx(abs(gaps[0] - gaps[1]) / 2)
+    train, val, test = (tree.bank("conv2.weight", split=split) for split in ("train", "val", "test"))
+    again = ProbeXClassifier(epochs=8, patience=8, seed=1, views="first").fit(train, val=(val, None))
+    assert again.score(test) == comparison["multiview"][1]  # seed 1's multi-view expert, trained again
 
 
 @pytest.fixture(scope="module")

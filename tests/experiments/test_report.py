@@ -45,6 +45,10 @@ def test_the_report_sets_multiview_probes_beside_probex_and_ablates_the_view_sub
         assert [row["views"] for row in ablation["rows"]] == ["xu", "xtu", "xxtu", "xtxu", "first", "second", "all"]
     markdown = (written / "report.md").read_text()
     assert "| multi-view |" in markdown and "SupViT 92.33" in markdown  # the paper's MVProbe figure beside ours
+    for tree, row in report["table1"].items():  # and over three seeds, under Table 1
+        comparison = row["views_comparison"]
+        assert comparison["seeds"] == [0, 1, 2] and comparison["views"] == row["multiview_views"]
+        assert f"| {tree} | {comparison['views']} | {comparison['probex_mean']:.3f} |" in markdown
 
 
 def test_the_report_ablates_probe_sizes_encoder_depth_and_training_set_size_on_the_first_classifier_tree(written,

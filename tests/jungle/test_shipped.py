@@ -149,7 +149,8 @@ def test_the_recorded_paper_effects_hold(recorded):
 
 
 def test_multi_view_probes_never_lose_to_probex_by_more_than_a_point_and_win_somewhere(recorded):
-    gains = {tree: row["multiview"] - row["probex"] for tree, row in recorded["classifiers"].items()}
+    # on the classifier trees, the gap of the means over three seeds (one run moves by about a point)
+    gains = {tree: row["views_comparison"]["gap"] for tree, row in recorded["classifiers"].items()}
     for tree, aligned in recorded["aligned"].items():
         gains[f"{tree} zero-shot"] = aligned["multiview_single_layer"]["zero_shot"] - aligned["single_layer"]["zero_shot"]
     assert min(gains.values()) >= -0.01 and max(gains.values()) >= 0.02, gains

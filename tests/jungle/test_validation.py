@@ -95,4 +95,6 @@ def test_jungle_check_prints_every_acceptance_figure(small_jungle, capsys):
     assert (own["multiview_views"], own["multiview_source"], own["probex_source"]) == ("xtxu", "shipped", "trained now")
     assert all(row["multiview_source"] == "trained now" and row["multiview_views"] == "all"
                for tree, row in report["classifiers"].items() if tree != "cnn-own-heads")
-    assert "the parameter lesson" in out
+    assert "the parameter lesson" in out and "multi-view minus single-view ProbeX" in out
+    for tree, row in report["classifiers"].items():  # compared over seeds, with the views of the column
+        assert row["views_comparison"]["views"] == row["multiview_views"] and len(row["views_comparison"]["seeds"]) == 3
