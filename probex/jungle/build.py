@@ -132,12 +132,36 @@ def _taken(queue) -> Iterator[str]:
 
 
 def _second_process(out: str, size: str, seed: int, generative_root: Optional[str], roots: Optional[str],
-                    resume: bool, queue) -> tuple[list[dict], float, dict[str, list[dict]], dict]:
-    """The second build process: the generative tree (the longest part), then classifier trees off the queue."""
+                    resume: bool, queue, build_generative: bool) -> tuple[list[dict], float, dict[str, list[dict]], dict]:
+    """The second build process: the generative tree first (the longest part) unless it is kept from an earlier
+    build, then classifier trees off the queue."""
     torch.set_num_threads(1)
-    generative_entries, generative_seconds = _build_generative_part(out, size, seed, generative_root)
+    generative_entries, generative_seconds = [], 0.0
+    if build_generative:
+        generative_entries, generative_seconds = _build_generative_part(out, size, seed, generative_root)
     per_tree, report = build_trees(Path(out), _taken(queue), size, seed, Path(roots) if roots else None, None, resume)
     return generative_entries, generative_seconds, per_tree, report
+
+
+def _in_two_processes(out: Path, size: str, seed: int, roots: Optional[Path], progress: Optional[Progress],
+                      resume: bool, generative_root: Optional[str], build_generative: bool = False
+                      ) -> tuple[list[dict], dict, list[dict], float]:
+    """The classifier trees (and, with ``build_generative``, the generative tree) in two processes sharing one
+    queue of trees: the second starts with the generative tree and takes trees off the queue once it is done.
+    Returns the trees' entries in the manifest's order, their timings (each naming its process), and the
+    generative tree's entries and seconds."""
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=1) as pool:
+        queue = manager.Queue()
+        for recipe in DISCRIMINATIVE:
+            queue.put(recipe.name)
+        future = pool.submit(_second_process, str(out), size, seed, generative_root,
+                             str(roots) if roots is not None else None, resume, queue, build_generative)
+        per_tree, report = build_trees(out, _taken(queue), size, seed, roots, progress, resume)
+        generative_entries, generative_seconds, other_trees, other_report = future.result()
+    both = {**report, **other_report}
+    report = {recipe.name: {**both[recipe.name], "process": 1 + (recipe.name in other_report)}
+              for recipe in DISCRIMINATIVE}
+    return in_manifest_order({**per_tree, **other_trees}), report, generative_entries, generative_seconds
 
 
 def read_written_tree(out: Path, recipe: disc.TreeRecipe, n_models: int, seed: int) -> Optional[list[dict]]:
@@ -249,7 +273,8 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
         size: "full" (what ships: ~300 models per tree, ~1,600 LoRA models) or "small" (tests).
         workers: 1 builds the parts one after the other; 2 builds them in two processes: the
             generative tree in the second while the first trains classifier trees, each process
-            taking the next tree off a shared queue when it is free.
+            taking the next tree off a shared queue when it is free (with ``generative`` kept,
+            both take trees from the start).
         roots: a folder of roots from an earlier build (``<jungle>/roots`` for the classifiers,
             ``<jungle>/generative/root`` for the text-to-image root): pre-training is skipped.
         validate: run the build's own validation sweep afterwards (recommended layers and
@@ -275,22 +300,13 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
             generative_started = time.perf_counter()
             generative_entries = _reuse_generative(out, Path(generative))
             generative_seconds = round(time.perf_counter() - generative_started, 1)
-            entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
+            if workers > 1:
+                entries, report, _, _ = _in_two_processes(out, size, seed, roots_path, progress, resume, None)
+            else:
+                entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
         elif workers > 1:
-            # Two processes share one queue of classifier trees: the second starts with the generative
-            # tree, the longest part, and takes trees off the queue once it is done with it.
-            with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=1) as pool:
-                queue = manager.Queue()
-                for recipe in DISCRIMINATIVE:
-                    queue.put(recipe.name)
-                future = pool.submit(_second_process, str(out), size, seed, generative_root,
-                                     str(roots_path) if roots_path is not None else None, resume, queue)
-                per_tree, report = build_trees(out, _taken(queue), size, seed, roots_path, progress, resume)
-                generative_entries, generative_seconds, other_trees, other_report = future.result()
-            entries = in_manifest_order({**per_tree, **other_trees})
-            both = {**report, **other_report}
-            report = {recipe.name: {**both[recipe.name], "process": 1 + (recipe.name in other_report)}
-                      for recipe in DISCRIMINATIVE}
+            entries, report, generative_entries, generative_seconds = _in_two_processes(
+                out, size, seed, roots_path, progress, resume, generative_root, build_generative=True)
         else:
             entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
             generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)

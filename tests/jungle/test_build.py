@@ -238,3 +238,17 @@ def test_two_processes_sharing_the_queue_of_trees_build_what_one_process_builds(
     built = read_build_report(small_jungle)  # each tree says which process built it
     assert all(built[recipe.name]["process"] in (1, 2) for recipe in DISCRIMINATIVE)
     assert set(report) == {recipe.name for recipe in DISCRIMINATIVE}
+
+
+def test_with_the_generative_tree_kept_both_processes_take_classifier_trees_from_the_start(small_jungle, tmp_path):
+    from probex.jungle.build import DISCRIMINATIVE, build_jungle, read_build_report
+
+    out = build_jungle(tmp_path / "again", size="small", workers=2, generative=small_jungle / "generative",
+                       validate=False)
+    manifest, first = (json.loads((folder / "probex_zoo.json").read_text()) for folder in (out, small_jungle))
+    assert manifest == first  # the same entries, in the same order, whichever process built a tree
+    for entry in manifest["models"]:
+        assert (out / entry["path"]).read_bytes() == (small_jungle / entry["path"]).read_bytes(), entry["path"]
+    report = read_build_report(out)
+    assert {report[recipe.name]["process"] for recipe in DISCRIMINATIVE} == {1, 2}  # both took trees
+    assert report["generative"]["reused"] == str(small_jungle / "generative")
