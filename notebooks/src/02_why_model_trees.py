@@ -75,8 +75,10 @@ def has_layer(tree):
 
 # the classifier trees read at LAYER (with enough models to train, validate and test a probe), and the forest;
 # a tree whose role names other probe views is not read by a linear probe (notebook 06, section 7, shows why)
+from probex.experiments.harness import tree_views
+
 readable = [tree for tree in zoo.trees_with_role("classifier") if has_layer(tree) and len(zoo.select(tree=tree)) >= 20]
-trees = [tree for tree in readable if zoo.role(tree).views is None]
+trees = [tree for tree in readable if tree_views(zoo, tree) is None]
 if len(trees) < len(readable):
     print(f"left out (their roles name other probe views): {', '.join(sorted(set(readable) - set(trees)))}")
 forest_trees = [tree for tree in zoo.trees_with_role("forest") if has_layer(tree)]

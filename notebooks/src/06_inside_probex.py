@@ -328,9 +328,10 @@ for views in ("xu", "all"):
 # tree's role names `views="xtxu"`, and the sweep, the shipped expert and the app use it.
 
 # %%
+from probex.experiments.harness import tree_views
 from probex.zoo.extras import recommended_layers
 
-own_tree = next((name for name in zoo.trees_with_role("classifier") if zoo.role(name).views), None)
+own_tree = next((name for name in zoo.trees_with_role("classifier") if tree_views(zoo, name)), None)
 own_heads = {}
 if own_tree is None:
     print("this zoo names no tree read through other probe views")
@@ -339,7 +340,7 @@ else:
     own_train, own_val, own_test = (zoo.select(tree=own_tree).bank(own_layer, split=split) for split in ("train", "val", "test"))
     for name, expert in (("ProbeX (xu)", ProbeXClassifier(epochs=60, patience=20, seed=0)),
                          ("xxtu", ProbeXClassifier(views="xxtu", epochs=60, patience=20, seed=0)),
-                         (f"{zoo.role(own_tree).views} (the tree's views)", ProbeXClassifier(views=zoo.role(own_tree).views, epochs=60, patience=20, seed=0)),
+                         (f"{tree_views(zoo, own_tree)} (the tree's views)", ProbeXClassifier(views=tree_views(zoo, own_tree), epochs=60, patience=20, seed=0)),
                          ("Dense", DenseExpert(epochs=60, patience=20, seed=0))):
         expert.fit(own_train, val=(own_val, None))
         own_heads[name] = {"test mean binary accuracy": expert.score(own_test), "parameters": expert.n_parameters_}

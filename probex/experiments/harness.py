@@ -233,6 +233,16 @@ def multiview_classifier_figures(tree_zoo, layer: str, params: dict, views: str 
             "multiview_views": views_name(views), "multiview_source": "trained now"}
 
 
+def multiview_columns(zoo, tree: str, row: dict, params: dict) -> dict:
+    """The multi-view columns of a Table 1 row (:func:`classifier_figures`): multi-view ProbeX with the tree's own
+    views (its role's), else all four, trained now on the row's layer unless a shipped expert filled them, and
+    :func:`views_comparison` over seeds."""
+    tree_zoo = zoo.select(tree=tree)
+    views = tree_views(zoo, tree) or MULTIVIEW
+    columns = {} if "multiview" in row else multiview_classifier_figures(tree_zoo, row["layer"], params, views)
+    return {**columns, "views_comparison": views_comparison(tree_zoo, row["layer"], params, views)}
+
+
 def views_comparison(tree_zoo, layer: str, params: dict, views: str = MULTIVIEW,
                      seeds: Sequence[int] = COMPARISON_SEEDS) -> dict:
     """Multi-view against single-view ProbeX on one layer over several seeds, everything else equal.
@@ -396,11 +406,7 @@ def evaluate_zoo(zoo, layers: Mapping[str, str], experts: Optional[Mapping[str, 
             figures["aligned"][step] = aligned_figures(zoo, step, experts.get(step), layers.get(step), params)
         else:
             row = classifier_figures(zoo, step, layers[step], experts.get(step), params)
-            views = tree_views(zoo, step) or MULTIVIEW  # the tree's own views (its role's), else all four
-            if "multiview" not in row:
-                row.update(multiview_classifier_figures(zoo.select(tree=step), layers[step], params, views))
-            row["views_comparison"] = views_comparison(zoo.select(tree=step), layers[step], params, views)
-            figures["classifiers"][step] = row
+            figures["classifiers"][step] = {**row, **multiview_columns(zoo, step, row, params)}
     if progress is not None:
         progress(len(steps), len(steps), "done")
     figures["seconds"] = round(time.perf_counter() - started, 1)

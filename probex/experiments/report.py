@@ -138,9 +138,8 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
     :data:`~probex.experiments.ablations.TEXT_ENCODERS`, each only where it works without the network).
     """
     from probex.experiments.ablations import TEXT_ENCODERS, measure_ablations
-    from probex.experiments.harness import (MULTIVIEW, classifier_figures, evaluated_trees, forest_figures,
-                                            multiview_classifier_figures, router_figures, task_of, tree_params,
-                                            tree_views, view_ablation, views_comparison)
+    from probex.experiments.harness import (classifier_figures, evaluated_trees, forest_figures, multiview_columns,
+                                            router_figures, task_of, tree_params, view_ablation)
     from probex.experiments.sweep import SWEEP_DEFAULTS, sweep_layers
     from probex.storage import safe_name
     from probex.zoo import FOREST
@@ -177,10 +176,8 @@ def build_report(zoo, params: Optional[dict] = None, results_dir: Optional[str |
             if task == "align":
                 report.setdefault("alignment", {})[step] = _alignment_tables(tree_zoo, sweep, params)
             else:
-                report["table1"][step] = classifier_figures(zoo, step, sweep.best.layer, None, params)
-                views = tree_views(zoo, step) or MULTIVIEW
-                report["table1"][step].update(multiview_classifier_figures(tree_zoo, sweep.best.layer, params, views))
-                report["table1"][step]["views_comparison"] = views_comparison(tree_zoo, sweep.best.layer, params, views)
+                row = classifier_figures(zoo, step, sweep.best.layer, None, params)
+                report["table1"][step] = {**row, **multiview_columns(zoo, step, row, params)}
             if task == "align" or not any(row["task"] == "classes" for row in report.get("views", {}).values()):
                 report.setdefault("views", {})[step] = view_ablation(tree_zoo, sweep.best.layer, task, params)
     classifier_trees = [tree for tree in report["table1"]]
