@@ -53,6 +53,10 @@ DESCRIPTION = (
 
 #: The classifier trees and the forest, in the order the manifest lists them.
 DISCRIMINATIVE = disc.TREES + (disc.FOREST,)
+#: The order two processes take them in: the longest first (measured, full size: the CNN trees and the
+#: forest 220-245 s each, the mixer tree 140 s), so the short one is left for the process that finishes
+#: the generative tree, instead of one process taking a long tree while the other has nothing left.
+BUILD_ORDER = ("cnn-own-heads", "cnn-attributes", "cnn-supervised", "forest", "mixer-supervised")
 
 
 def _root_path(roots: Path, tree: str) -> Path:
@@ -131,37 +135,130 @@ def _taken(queue) -> Iterator[str]:
             return
 
 
+class _OtherProcessFailed(ProbeXError):
+    """The second process stopped because the first failed (the first's own error is the one to show)."""
+
+
+class _SharedChunks:
+    """The second process's side of a generative tree whose LoRA chunks both processes train
+    (a :class:`probex.jungle.generative.ChunkShare`): once its root is written, the chunk numbers go onto a
+    shared queue; this process first takes classifier trees off theirs (the long items first, while the other
+    process is busy with its own trees), then chunks, then waits for the chunks the other process trained."""
+
+    def __init__(self, trees: "_Trees", channel: dict):
+        self.trees, self.channel = trees, channel
+        self.own = 0
+        self.expected = 0
+        self.interlude_seconds = 0.0
+
+    def offer(self, tmp: Path, n_chunks: int) -> None:
+        self.expected = n_chunks
+        self.channel["place"].update(tmp=str(tmp), chunks=n_chunks)
+        for number in range(n_chunks):
+            self.channel["chunks"].put(number)
+        self.channel["offered"].set()
+
+    def interlude(self) -> None:
+        started = time.perf_counter()
+        self.trees.build()
+        self.interlude_seconds = time.perf_counter() - started
+
+    def taken(self, n_chunks: int) -> Iterator[int]:
+        for number in _taken(self.channel["chunks"]):
+            self.own += 1
+            yield number
+
+    def collect(self) -> list[dict]:
+        entries = []
+        for _ in range(self.expected - self.own):
+            status, payload = self.channel["results"].get()
+            if status == "failed":
+                raise _OtherProcessFailed(f"the other build process failed while training LoRA models of the generative tree: {payload}")
+            entries += payload
+        return entries
+
+
+class _Trees:
+    """Classifier trees off the shared queue, built into ``out`` by whichever process takes them."""
+
+    def __init__(self, out: str, size: str, seed: int, roots: Optional[str], resume: bool, queue):
+        self.args = (out, size, seed, roots, resume, queue)
+        self.per_tree: dict[str, list[dict]] = {}
+        self.report: dict = {}
+
+    def build(self) -> None:
+        out, size, seed, roots, resume, queue = self.args
+        per_tree, report = build_trees(Path(out), _taken(queue), size, seed, Path(roots) if roots else None, None, resume)
+        self.per_tree.update(per_tree)
+        self.report.update(report)
+
+
 def _second_process(out: str, size: str, seed: int, generative_root: Optional[str], roots: Optional[str],
-                    resume: bool, queue, build_generative: bool) -> tuple[list[dict], float, dict[str, list[dict]], dict]:
-    """The second build process: the generative tree first (the longest part) unless it is kept from an earlier
-    build, then classifier trees off the queue."""
+                    resume: bool, queue, channel: dict, build_generative: bool
+                    ) -> tuple[list[dict], dict, dict[str, list[dict]], dict]:
+    """The second build process: the generative tree's root first (the longest part), then classifier trees
+    off the queue, then LoRA chunks beside the first process; with the generative tree kept, only trees."""
     torch.set_num_threads(1)
-    generative_entries, generative_seconds = [], 0.0
+    trees = _Trees(out, size, seed, roots, resume, queue)
+    generative_entries, generative_report = [], {}
     if build_generative:
-        generative_entries, generative_seconds = _build_generative_part(out, size, seed, generative_root)
-    per_tree, report = build_trees(Path(out), _taken(queue), size, seed, Path(roots) if roots else None, None, resume)
-    return generative_entries, generative_seconds, per_tree, report
+        share = _SharedChunks(trees, channel)
+        generative_entries, seconds = _build_generative_part(out, size, seed, generative_root, share)
+        generative_report = {"seconds": round(seconds - share.interlude_seconds, 1),
+                             "lora_chunks": {"process 1": share.expected - share.own, "process 2": share.own}}
+    else:
+        trees.build()
+    return generative_entries, generative_report, trees.per_tree, trees.report
+
+
+def _help_with_chunks(channel: dict, size: str, seed: int, second, progress: Optional[Progress]) -> int:
+    """The first process, its trees built: train LoRA chunks of the generative tree beside the second process
+    once it offers them (or return when it ends without offering any). Returns how many it trained."""
+    from probex.jungle.generative import ChunkTrainer
+
+    while not channel["offered"].wait(timeout=1.0):
+        if second.done():
+            return 0
+    trainer, trained = None, 0
+    try:
+        for number in _taken(channel["chunks"]):
+            trainer = trainer or ChunkTrainer(channel["place"]["tmp"], size, seed)
+            channel["results"].put(("done", trainer.train(number)))
+            trained += 1
+            if progress is not None:
+                progress(number + 1, channel["place"]["chunks"], f"generative tree: LoRA chunk {number + 1} (of the shared queue)")
+    except BaseException as error:  # the second process is waiting for these chunks: tell it, then fail
+        channel["results"].put(("failed", f"{type(error).__name__}: {error}"))
+        cause = second.exception()  # the second process stops at that report, or had failed first
+        if isinstance(error, Exception) and cause is not None and not isinstance(cause, _OtherProcessFailed):
+            raise cause from error  # e.g. the tree's folder went away because the second process failed
+        raise
+    return trained
 
 
 def _in_two_processes(out: Path, size: str, seed: int, roots: Optional[Path], progress: Optional[Progress],
                       resume: bool, generative_root: Optional[str], build_generative: bool = False
-                      ) -> tuple[list[dict], dict, list[dict], float]:
+                      ) -> tuple[list[dict], dict, list[dict], dict]:
     """The classifier trees (and, with ``build_generative``, the generative tree) in two processes sharing one
-    queue of trees: the second starts with the generative tree and takes trees off the queue once it is done.
-    Returns the trees' entries in the manifest's order, their timings (each naming its process), and the
-    generative tree's entries and seconds."""
+    queue of trees: the second starts with the generative tree's root and takes trees off the queue once it is
+    written; the LoRA chunks come last, shared by both. Returns the trees' entries in the manifest's order,
+    their timings (each naming its process), and the generative tree's entries and timings."""
     with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=1) as pool:
         queue = manager.Queue()
-        for recipe in DISCRIMINATIVE:
-            queue.put(recipe.name)
+        for name in BUILD_ORDER:
+            queue.put(name)
+        channel = {"chunks": manager.Queue(), "results": manager.Queue(), "offered": manager.Event(),
+                   "place": manager.dict()}
         future = pool.submit(_second_process, str(out), size, seed, generative_root,
-                             str(roots) if roots is not None else None, resume, queue, build_generative)
+                             str(roots) if roots is not None else None, resume, queue, channel, build_generative)
         per_tree, report = build_trees(out, _taken(queue), size, seed, roots, progress, resume)
-        generative_entries, generative_seconds, other_trees, other_report = future.result()
+        if build_generative:
+            _help_with_chunks(channel, size, seed, future, progress)
+        generative_entries, generative_report, other_trees, other_report = future.result()
     both = {**report, **other_report}
     report = {recipe.name: {**both[recipe.name], "process": 1 + (recipe.name in other_report)}
               for recipe in DISCRIMINATIVE}
-    return in_manifest_order({**per_tree, **other_trees}), report, generative_entries, generative_seconds
+    return in_manifest_order({**per_tree, **other_trees}), report, generative_entries, generative_report
 
 
 def read_written_tree(out: Path, recipe: disc.TreeRecipe, n_models: int, seed: int) -> Optional[list[dict]]:
@@ -191,11 +288,11 @@ def read_written_tree(out: Path, recipe: disc.TreeRecipe, n_models: int, seed: i
     return entries
 
 
-def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[str]) -> tuple[list[dict], float]:
+def _build_generative_part(out: str, size: str, seed: int, root_path: Optional[str], share=None) -> tuple[list[dict], float]:
     from probex.jungle.generative import build_generative
 
     started = time.perf_counter()
-    entries = build_generative(Path(out) / "generative", size=size, seed=seed, root_path=root_path)
+    entries = build_generative(Path(out) / "generative", size=size, seed=seed, root_path=root_path, share=share)
     return entries, round(time.perf_counter() - started, 1)
 
 
@@ -304,15 +401,17 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
                 entries, report, _, _ = _in_two_processes(out, size, seed, roots_path, progress, resume, None)
             else:
                 entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
+            generative_report = {"seconds": generative_seconds}
         elif workers > 1:
-            entries, report, generative_entries, generative_seconds = _in_two_processes(
+            entries, report, generative_entries, generative_report = _in_two_processes(
                 out, size, seed, roots_path, progress, resume, generative_root, build_generative=True)
         else:
             entries, report = build_discriminative(out, size, seed, roots_path, progress, resume)
             generative_entries, generative_seconds = _build_generative_part(str(out), size, seed, generative_root)
+            generative_report = {"seconds": generative_seconds}
     finally:
         torch.set_num_threads(threads)
-    report["generative"] = {"models": len(generative_entries), "seconds": generative_seconds,
+    report["generative"] = {"models": len(generative_entries), **generative_report,
                             "reused": str(generative) if generative is not None else None}
     _write_manifest(out, entries + generative_entries)
     if validate:

@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -320,6 +320,61 @@ def _write_model(out: Path, plan: LoraPlan, recipe: GenerativeRecipe, init_seed:
 # -- the build ---------------------------------------------------------------------------------
 
 
+def lora_chunks(recipe: GenerativeRecipe, seed: int) -> list[list[LoraPlan]]:
+    """The LoRA models in the groups that train together (``models_at_once``, similar step counts).
+
+    A chunk's training depends only on the root, the recipe, the seed and its number, so chunks can
+    be trained in any order and in any process (:class:`ChunkShare`) and give the same files.
+    """
+    by_steps = sorted(plan_lora_models(recipe, seed), key=lambda plan: (plan.steps, plan.number))
+    return [by_steps[start : start + recipe.models_at_once] for start in range(0, len(by_steps), recipe.models_at_once)]
+
+
+def train_chunk(tmp: Path, unet: MiniUNet, prompts: PromptTable, recipe: GenerativeRecipe, seed: int, number: int) -> list[dict]:
+    """Train chunk ``number`` of :func:`lora_chunks` and write its models into the tree's folder ``tmp``.
+
+    Returns each model's entry (with its ``folder`` relative to the tree).
+    """
+    chunk = lora_chunks(recipe, seed)[number]
+    factors, images = train_lora_batch(unet, prompts, chunk, recipe, seed=seed * 1_000_003 + 1000 + number, init_seed=seed)
+    return [_write_model(tmp, plan, recipe, seed, lora_state_dict(factors, position, recipe.saved_projections), images[position])
+            for position, plan in enumerate(chunk)]
+
+
+class ChunkShare:
+    """How a build shares out the LoRA chunks: this one keeps them all in the process building the tree.
+
+    :mod:`probex.jungle.build` passes another, which lets a second process take chunks off a queue once
+    the root is written (:class:`ChunkTrainer` trains them there).
+    """
+
+    def offer(self, tmp: Path, n_chunks: int) -> None:
+        """The root is written into ``tmp/root``: the chunks ``0 .. n_chunks - 1`` may be taken."""
+
+    def interlude(self) -> None:
+        """Other work of this process, done before it takes chunks (and timed apart from the tree)."""
+
+    def taken(self, n_chunks: int) -> Iterable[int]:
+        """The chunk numbers this process trains."""
+        return range(n_chunks)
+
+    def collect(self) -> list[dict]:
+        """The entries of the chunks trained elsewhere, once they are all written."""
+        return []
+
+
+class ChunkTrainer:
+    """Trains chunks of a generative tree whose root another process wrote into ``tmp/root``."""
+
+    def __init__(self, tmp: str | os.PathLike, size: str, seed: int):
+        self.tmp, self.recipe, self.seed = Path(tmp), RECIPES[size], seed
+        self.unet = load_root(self.tmp / ROOT_FOLDER)[0].requires_grad_(False)
+        self.prompts = PromptTable(load_text_encoder(TEXT_ENCODER, device="cpu"))
+
+    def train(self, number: int) -> list[dict]:
+        return train_chunk(self.tmp, self.unet, self.prompts, self.recipe, self.seed, number)
+
+
 def build_generative(
     out_dir: str | os.PathLike,
     size: str = "full",
@@ -328,6 +383,7 @@ def build_generative(
     root_path: str | os.PathLike | None = None,
     recipe: GenerativeRecipe | None = None,
     threads: int | None = 1,
+    share: ChunkShare | None = None,
 ) -> list[dict]:
     """Build the generative tree into ``out_dir`` (replaced as a whole) and return its manifest entries.
 
@@ -341,6 +397,8 @@ def build_generative(
         threads: torch CPU threads during the build (restored afterwards); None keeps torch's
             setting. The networks are so small that one thread is about as fast, is much faster
             on a busy machine, and makes the bytes independent of the core count.
+        share: lets other processes train some of the LoRA chunks (:class:`ChunkShare`; the size's
+            own recipe only); by default this process trains them all.
 
     Returns:
         one entry per model in the format of :mod:`probex.zoo.manifest` (id, path, split, tree,
@@ -352,12 +410,13 @@ def build_generative(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _build(Path(out_dir), size, recipe or RECIPES[size], seed, progress, root_path)
+        return _build(Path(out_dir), size, recipe or RECIPES[size], seed, progress, root_path, share or ChunkShare())
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progress: Progress | None, root_path) -> list[dict]:
+def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progress: Progress | None, root_path,
+           share: ChunkShare) -> list[dict]:
     plans = plan_lora_models(recipe, seed)
     total = (0 if root_path else recipe.pretrain_steps) + len(plans)
     started = time.perf_counter()
@@ -365,6 +424,7 @@ def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progre
     prompts = PromptTable(encoder)
     if root_path is not None:
         unet, root_info = load_root(root_path)
+        unet.requires_grad_(False)  # as a pre-trained root is: only the LoRA factors get gradients
         root_seconds = None
     else:
         unet = pretrain_root(prompts, recipe, seed, progress, 0, total)
@@ -373,20 +433,19 @@ def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progre
         root_seconds = time.perf_counter() - started
     done = total - len(plans)
     entries: list[dict] = []
-    lora_started = time.perf_counter()
     built_before_markers = lambda folder: json_field(folder / BUILD_INFO, "tree") == TREE  # noqa: E731
     with atomic_directory(out_dir, "probex-jungle-generative", legacy=built_before_markers) as tmp:
         save_root(unet, tmp / ROOT_FOLDER, root_info)
-        by_steps = sorted(plans, key=lambda plan: (plan.steps, plan.number))  # similar step counts train together
-        for chunk_number, start in enumerate(range(0, len(by_steps), recipe.models_at_once)):
-            chunk = by_steps[start : start + recipe.models_at_once]
-            factors, images = train_lora_batch(unet, prompts, chunk, recipe, seed=seed * 1_000_003 + 1000 + chunk_number, init_seed=seed)
-            for position, plan in enumerate(chunk):
-                tensors = lora_state_dict(factors, position, recipe.saved_projections)
-                entries.append(_write_model(tmp, plan, recipe, seed, tensors, images[position]))
-            done += len(chunk)
+        chunks = lora_chunks(recipe, seed)
+        share.offer(tmp, len(chunks))
+        share.interlude()
+        lora_started = time.perf_counter()
+        for number in share.taken(len(chunks)):
+            entries += train_chunk(tmp, unet, prompts, recipe, seed, number)
+            done += len(chunks[number])
             if progress is not None:
                 progress(done, total, f"LoRA models {done - (total - len(plans))}/{len(plans)}")
+        entries += share.collect()
         lora_seconds = time.perf_counter() - lora_started
         atomic_write_json(tmp / BUILD_INFO, {
             "tree": TREE, "seed": seed, "size": size, "recipe": asdict(recipe),

@@ -13,11 +13,14 @@ from probex.jungle.generative import (
     HOLDOUT_SPLITS,
     IN_DISTRIBUTION_SPLITS,
     RECIPES,
+    ChunkShare,
+    ChunkTrainer,
     GenerativeRecipe,
     PromptTable,
     build_generative,
     generate_images,
     held_out_concepts,
+    lora_chunks,
     plan_lora_models,
     pretrain_root,
 )
@@ -137,6 +140,45 @@ def test_a_rebuild_from_the_saved_root_gives_the_same_bytes(small_build, tmp_pat
     again = build_generative(tmp_path / "generative", size="small", seed=0, root_path=jungle / "generative" / "root")
     assert again == entries
     assert _files(tmp_path / "generative") == _files(jungle / "generative")
+
+
+class _EveryOtherChunkElsewhere(ChunkShare):
+    """Takes the even chunks; the odd ones are trained "in another process": a ChunkTrainer that reads the
+    root this build wrote (as the jungle build's first process does), started once the chunks are offered."""
+
+    def offer(self, tmp, n_chunks):
+        assert (tmp / "root" / "unet.safetensors").is_file()  # the root is written before anything is offered
+        self.tmp, self.n_chunks = tmp, n_chunks
+        self.interluded = False
+
+    def interlude(self):
+        self.interluded = True
+
+    def taken(self, n_chunks):
+        assert self.interluded
+        return range(0, n_chunks, 2)
+
+    def collect(self):
+        trainer = ChunkTrainer(self.tmp, "small", 0)
+        return [entry for number in range(1, self.n_chunks, 2) for entry in trainer.train(number)]
+
+
+def test_chunks_trained_elsewhere_from_the_written_root_give_the_same_tree_byte_for_byte(small_build, tmp_path):
+    jungle, entries, _ = small_build
+    assert len(lora_chunks(RECIPES["small"], 0)) >= 2
+    shared = build_generative(tmp_path / "generative", size="small", seed=0, share=_EveryOtherChunkElsewhere())
+    assert shared == entries
+    assert _files(tmp_path / "generative") == _files(jungle / "generative")
+
+
+def test_the_two_process_jungle_build_writes_the_generative_tree_one_process_builds(small_build, small_jungle):
+    """conftest's small jungle is built with --workers 2: its LoRA chunks go to whichever process is free."""
+    from probex.jungle.build import read_build_report
+
+    jungle, _, _ = small_build
+    assert _files(small_jungle / "generative") == _files(jungle / "generative")
+    chunks = read_build_report(small_jungle)["generative"]["lora_chunks"]
+    assert sum(chunks.values()) == len(lora_chunks(RECIPES["small"], 0)) and set(chunks) == {"process 1", "process 2"}
 
 
 def test_pretraining_is_deterministic_for_a_seed():
