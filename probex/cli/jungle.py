@@ -17,8 +17,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--size", choices=("small", "full"), default="full", help="full ships; small is for tests")
     build.add_argument("--seed", type=checks.non_negative_int, default=0)
     build.add_argument("--workers", type=checks.int_in(1, 2), default=1,
-                       help="2: two processes sharing the classifier trees, the second building the generative tree "
-                            "first (unless --generative keeps one)")
+                       help="2: two processes sharing the work: the second pre-trains the generative tree's root "
+                            "(unless --generative keeps the tree), then both take classifier trees and LoRA models")
     build.add_argument("--roots", type=checks.existing_folder, help="a roots folder of an earlier build (<jungle>/roots): skip pre-training")
     build.add_argument("--generative", type=checks.existing_folder,
                        help="the generative folder of an earlier build (<jungle>/generative): keep its LoRA models "

@@ -13,8 +13,9 @@
     out/build.json                   what was built, how, and how long each part took
 
 Deterministic for a seed (on one machine and torch version). The parts are independent, so
-``workers=2`` builds the generative tree in a second process while the classifiers train (and then
-trains the classifier trees the first process has not taken yet), and
+``workers=2`` pre-trains the generative tree's root in a second process while the classifiers train;
+then that process takes the classifier trees the first has not taken yet, and both train the LoRA
+tree's chunks (which process trains what changes no byte), and
 ``generative=<earlier jungle>/generative`` keeps an earlier build's LoRA tree byte for byte
 (:func:`read_generative` reads its manifest entries back off its files).
 """
@@ -369,9 +370,9 @@ def build_jungle(out: str | Path, size: str = "full", seed: int = 0, workers: in
     Args:
         size: "full" (what ships: ~300 models per tree, ~1,600 LoRA models) or "small" (tests).
         workers: 1 builds the parts one after the other; 2 builds them in two processes: the
-            generative tree in the second while the first trains classifier trees, each process
-            taking the next tree off a shared queue when it is free (with ``generative`` kept,
-            both take trees from the start).
+            generative tree's root in the second while the first trains classifier trees, each
+            process taking the next tree off a shared queue when it is free, the LoRA chunks last
+            (with ``generative`` kept, both take trees from the start).
         roots: a folder of roots from an earlier build (``<jungle>/roots`` for the classifiers,
             ``<jungle>/generative/root`` for the text-to-image root): pre-training is skipped.
         validate: run the build's own validation sweep afterwards (recommended layers and
