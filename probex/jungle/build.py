@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -170,9 +171,15 @@ class _SharedChunks:
             yield number
 
     def collect(self) -> list[dict]:
-        entries = []
+        entries, parent = [], os.getppid()
         for _ in range(self.expected - self.own):
-            status, payload = self.channel["results"].get()
+            while True:
+                try:
+                    status, payload = self.channel["results"].get(timeout=5.0)
+                    break
+                except Empty:
+                    if os.getppid() != parent:  # the first process was killed: nothing more will come
+                        raise _OtherProcessFailed("the first build process ended while training LoRA models of the generative tree")
             if status == "failed":
                 raise _OtherProcessFailed(f"the other build process failed while training LoRA models of the generative tree: {payload}")
             entries += payload

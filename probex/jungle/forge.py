@@ -3,8 +3,8 @@
 Every model keeps its own parameters, optimiser state, learning rate, weight decay and number
 of steps; one forward/backward pass serves all of them (the per-model losses are summed, so
 each model's gradient is exactly its own), and once a model has taken its last step it is left
-out of the pass (fine-tunes with 2-4 epochs: about a quarter less work). On one CPU core this trains dozens of the jungle's
-tiny classifiers in the time of a few.
+out of the pass (fine-tunes with 2-4 epochs: about a quarter less work). On one CPU core this
+trains dozens of the jungle's tiny classifiers in the time of a few.
 """
 
 from __future__ import annotations

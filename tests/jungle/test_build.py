@@ -252,3 +252,25 @@ def test_with_the_generative_tree_kept_both_processes_take_classifier_trees_from
     report = read_build_report(out)
     assert {report[recipe.name]["process"] for recipe in DISCRIMINATIVE} == {1, 2}  # both took trees
     assert report["generative"]["reused"] == str(small_jungle / "generative")
+
+
+def test_a_second_process_failing_before_it_shares_the_lora_chunks_fails_the_build_with_its_error(tmp_path, monkeypatch):
+    """The first process waits for the LoRA chunks once its trees are done; if the second fails before it
+    offers any, the build stops with the second's error instead of waiting (the second is a fork of this
+    process: it sees the patches)."""
+    import multiprocessing
+
+    from probex.jungle import build as build_module
+    from probex.jungle import generative
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the patches reach the second process only when it is forked")
+
+    def broken_root(*args, **kwargs):
+        raise ProbeXError("the root could not be trained")
+
+    monkeypatch.setattr(build_module, "BUILD_ORDER", ())  # no classifier tree: the first process goes straight to waiting
+    monkeypatch.setattr(generative, "pretrain_root", broken_root)
+    with pytest.raises(ProbeXError, match="the root could not be trained"):
+        build_module._in_two_processes(tmp_path, "small", 0, None, None, False, None, build_generative=True)
+    assert not any(path.name.startswith(".generative") for path in tmp_path.iterdir())
