@@ -61,6 +61,12 @@ DISCRIMINATIVE = disc.TREES + (disc.FOREST,)
 BUILD_ORDER = ("cnn-own-heads", "cnn-attributes", "cnn-supervised", "forest", "mixer-supervised")
 
 
+def _build_order() -> list[str]:
+    """:data:`BUILD_ORDER`, then any tree of :data:`DISCRIMINATIVE` it does not name (a tree added later is built too)."""
+    names = [recipe.name for recipe in DISCRIMINATIVE]
+    return [name for name in BUILD_ORDER if name in names] + [name for name in names if name not in BUILD_ORDER]
+
+
 def _root_path(roots: Path, tree: str) -> Path:
     return roots / f"{tree}.safetensors"
 
@@ -253,7 +259,7 @@ def _in_two_processes(out: Path, size: str, seed: int, roots: Optional[Path], pr
     their timings (each naming its process), and the generative tree's entries and timings."""
     with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=1) as pool:
         queue = manager.Queue()
-        for name in BUILD_ORDER:
+        for name in _build_order():
             queue.put(name)
         channel = {"chunks": manager.Queue(), "results": manager.Queue(), "offered": manager.Event(),
                    "place": manager.dict()}

@@ -274,3 +274,12 @@ def test_a_second_process_failing_before_it_shares_the_lora_chunks_fails_the_bui
     with pytest.raises(ProbeXError, match="the root could not be trained"):
         build_module._in_two_processes(tmp_path, "small", 0, None, None, False, None, build_generative=True)
     assert not any(path.name.startswith(".generative") for path in tmp_path.iterdir())
+
+
+def test_two_processes_take_every_tree_longest_first_and_a_tree_the_order_does_not_name_last(monkeypatch):
+    from probex.jungle import build as build_module
+
+    assert build_module._build_order() == list(build_module.BUILD_ORDER)
+    assert sorted(build_module.BUILD_ORDER) == sorted(recipe.name for recipe in build_module.DISCRIMINATIVE)
+    monkeypatch.setattr(build_module, "BUILD_ORDER", ("forest", "gone"))
+    assert build_module._build_order() == ["forest"] + [recipe.name for recipe in disc.TREES]
