@@ -225,20 +225,19 @@ def _second_process(out: str, size: str, seed: int, generative_root: Optional[st
     return generative_entries, generative_report, trees.per_tree, trees.report
 
 
-def _help_with_chunks(channel: dict, size: str, seed: int, second, progress: Optional[Progress]) -> int:
+def _help_with_chunks(channel: dict, size: str, seed: int, second, progress: Optional[Progress]) -> None:
     """The first process, its trees built: train LoRA chunks of the generative tree beside the second process
-    once it offers them (or return when it ends without offering any). Returns how many it trained."""
+    once it offers them (or return when it ends without offering any)."""
     from probex.jungle.generative import ChunkTrainer
 
     while not channel["offered"].wait(timeout=1.0):
         if second.done():
-            return 0
-    trainer, trained = None, 0
+            return
+    trainer = None
     try:
         for number in _taken(channel["chunks"]):
             trainer = trainer or ChunkTrainer(channel["place"]["tmp"], size, seed)
             channel["results"].put(("done", trainer.train(number)))
-            trained += 1
             if progress is not None:
                 progress(number + 1, channel["place"]["chunks"], f"generative tree: LoRA chunk {number + 1} (of the shared queue)")
     except BaseException as error:  # the second process is waiting for these chunks: tell it, then fail
@@ -247,7 +246,6 @@ def _help_with_chunks(channel: dict, size: str, seed: int, second, progress: Opt
         if isinstance(error, Exception) and cause is not None and not isinstance(cause, _OtherProcessFailed):
             raise cause from error  # e.g. the tree's folder went away because the second process failed
         raise
-    return trained
 
 
 def _in_two_processes(out: Path, size: str, seed: int, roots: Optional[Path], progress: Optional[Progress],

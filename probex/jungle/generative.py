@@ -330,12 +330,12 @@ def lora_chunks(recipe: GenerativeRecipe, seed: int) -> list[list[LoraPlan]]:
     return [by_steps[start : start + recipe.models_at_once] for start in range(0, len(by_steps), recipe.models_at_once)]
 
 
-def train_chunk(tmp: Path, unet: MiniUNet, prompts: PromptTable, recipe: GenerativeRecipe, seed: int, number: int) -> list[dict]:
-    """Train chunk ``number`` of :func:`lora_chunks` and write its models into the tree's folder ``tmp``.
+def train_chunk(tmp: Path, unet: MiniUNet, prompts: PromptTable, recipe: GenerativeRecipe, seed: int, number: int,
+                chunk: Sequence[LoraPlan]) -> list[dict]:
+    """Train ``chunk``, number ``number`` of :func:`lora_chunks`, and write its models into the tree's folder ``tmp``.
 
     Returns each model's entry (with its ``folder`` relative to the tree).
     """
-    chunk = lora_chunks(recipe, seed)[number]
     factors, images = train_lora_batch(unet, prompts, chunk, recipe, seed=seed * 1_000_003 + 1000 + number, init_seed=seed)
     return [_write_model(tmp, plan, recipe, seed, lora_state_dict(factors, position, recipe.saved_projections), images[position])
             for position, plan in enumerate(chunk)]
@@ -370,9 +370,10 @@ class ChunkTrainer:
         self.tmp, self.recipe, self.seed = Path(tmp), RECIPES[size], seed
         self.unet = load_root(self.tmp / ROOT_FOLDER)[0].requires_grad_(False)
         self.prompts = PromptTable(load_text_encoder(TEXT_ENCODER, device="cpu"))
+        self.chunks = lora_chunks(self.recipe, seed)
 
     def train(self, number: int) -> list[dict]:
-        return train_chunk(self.tmp, self.unet, self.prompts, self.recipe, self.seed, number)
+        return train_chunk(self.tmp, self.unet, self.prompts, self.recipe, self.seed, number, self.chunks[number])
 
 
 def build_generative(
@@ -417,8 +418,9 @@ def build_generative(
 
 def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progress: Progress | None, root_path,
            share: ChunkShare) -> list[dict]:
-    plans = plan_lora_models(recipe, seed)
-    total = (0 if root_path else recipe.pretrain_steps) + len(plans)
+    chunks = lora_chunks(recipe, seed)
+    n_models = sum(map(len, chunks))
+    total = (0 if root_path else recipe.pretrain_steps) + n_models
     started = time.perf_counter()
     encoder = load_text_encoder(TEXT_ENCODER, device="cpu")
     prompts = PromptTable(encoder)
@@ -431,20 +433,19 @@ def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progre
         root_info = {"name": TREE, "text_encoder": TEXT_ENCODER, "pretrain_steps": recipe.pretrain_steps,
                      "pretrain_batch": recipe.pretrain_batch, "seed": seed, "concepts": N_CONCEPTS}
         root_seconds = time.perf_counter() - started
-    done = total - len(plans)
+    done = total - n_models
     entries: list[dict] = []
     built_before_markers = lambda folder: json_field(folder / BUILD_INFO, "tree") == TREE  # noqa: E731
     with atomic_directory(out_dir, "probex-jungle-generative", legacy=built_before_markers) as tmp:
         save_root(unet, tmp / ROOT_FOLDER, root_info)
-        chunks = lora_chunks(recipe, seed)
         share.offer(tmp, len(chunks))
         share.interlude()
         lora_started = time.perf_counter()
         for number in share.taken(len(chunks)):
-            entries += train_chunk(tmp, unet, prompts, recipe, seed, number)
+            entries += train_chunk(tmp, unet, prompts, recipe, seed, number, chunks[number])
             done += len(chunks[number])
             if progress is not None:
-                progress(done, total, f"LoRA models {done - (total - len(plans))}/{len(plans)}")
+                progress(done, total, f"LoRA models {done - (total - n_models)}/{n_models}")
         entries += share.collect()
         lora_seconds = time.perf_counter() - lora_started
         atomic_write_json(tmp / BUILD_INFO, {
@@ -452,7 +453,7 @@ def _build(out_dir: Path, size: str, recipe: GenerativeRecipe, seed: int, progre
             "held_out_concepts": [concept(i).name for i in held_out_concepts(seed)],
             "lora_targets_saved": [name for name in lora_targets(recipe.saved_projections)],
         })
-    logger.info("generative tree: %d LoRA models in %.0f s (root %s)", len(plans), lora_seconds,
+    logger.info("generative tree: %d LoRA models in %.0f s (root %s)", n_models, lora_seconds,
                 f"pre-trained in {root_seconds:.0f} s" if root_seconds is not None else f"loaded from {root_path}")
     prefix = out_dir.name
     manifest = []
