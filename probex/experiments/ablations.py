@@ -17,7 +17,8 @@ the layer its sweep chose) and writes them with :func:`ablations_markdown`.
 - **Encoder depth**: 1 (the paper's ProbeX) and deeper encoders (:data:`ENCODER_DEPTHS`).
 - **Training-set size** (positive transfer): a seeded random fraction of the tree's training
   models, validation and test unchanged; the paper's lesson is that more models of the same
-  tree help.
+  tree help. On a classifier tree the Dense expert is trained on the same models beside ProbeX
+  (the data-efficiency side of the paper's parameter lesson).
 - **Text encoder** (aligned trees): one aligner per encoder available on this machine without
   the network (the bundled MiniLM, open_clip weights already in the Hugging Face cache, local
   files); with only one, there is nothing to compare and the table says so.
@@ -79,11 +80,24 @@ class _ClassifierFits:
             self._rows[key] = self._fit(sizes, depth, n_train)
         return dict(self._rows[key])
 
+    def dense(self, n_train: int) -> dict:
+        """The Dense expert on the same ``n_train`` training models as :meth:`row` (its score, val and size)."""
+        from probex.experts.classifier import DenseExpert
+
+        params = {key: value for key, value in self.params.items() if key != "views"}
+        expert = DenseExpert(**{**params, "classes": self.classes}).fit(self._train(n_train), val=(self.banks["val"], None))
+        score = expert.score(self.banks["test"])
+        logger.info("%s: Dense, %d training models: %.3f", self.layer, n_train, score)
+        return {"dense": score, "dense_val": _best_val(expert), "dense_parameters": int(expert.n_parameters_)}
+
+    def _train(self, n_train: int):
+        return _training_subset(self.banks["train"], n_train, self.params.get("seed", 0))
+
     def _fit(self, sizes: Sequence[Optional[int]], depth: int, n_train: int) -> dict:
         from probex.experts.classifier import ProbeXClassifier
 
         n_probes, proj_dim, rep_dim = sizes
-        train = _training_subset(self.banks["train"], n_train, self.params.get("seed", 0))
+        train = self._train(n_train)
         expert = ProbeXClassifier(**{**self.params, "n_probes": n_probes, "proj_dim": proj_dim, "rep_dim": rep_dim,
                                      "encoder_depth": depth, "classes": self.classes}
                                   ).fit(train, val=(self.banks["val"], None))
@@ -119,7 +133,9 @@ def classifier_ablations(tree_zoo, layer: str, params: dict, size_factors: Seque
     """The probe-size, encoder-depth and training-set-size tables of a classifier tree at ``layer``.
 
     Returns ``{"probe_sizes", "encoder_depth", "training_size"}``, each ``{"layer", "metric", "rows"}``
-    with test mean binary accuracy per row; the default setting is trained once for all three.
+    with test mean binary accuracy per row; the default setting is trained once for all three. A
+    training-size row also holds the Dense expert on the same models (``dense``, ``dense_val``,
+    ``dense_parameters``).
     """
     fits = _ClassifierFits(tree_zoo, layer, params)
     metric = "test mean binary accuracy"
@@ -139,8 +155,8 @@ def classifier_ablations(tree_zoo, layer: str, params: dict, size_factors: Seque
             size_rows.append({"setting": label, **fits.row(sizes)})
     depth_rows = [{"setting": f"depth {depth}", **fits.row(depth=depth)} for depth in depths]
     n_models = len(fits.banks["train"])
-    transfer_rows = [{"setting": f"{n} of {n_models}", "fraction": n / n_models, **fits.row(n_train=n)}
-                     for n in _fraction_sizes(n_models, fractions)]
+    transfer_rows = [{"setting": f"{n} of {n_models}", "fraction": n / n_models, **fits.row(n_train=n),
+                      **fits.dense(n)} for n in _fraction_sizes(n_models, fractions)]
     return {"probe_sizes": {"layer": layer, "metric": metric, "rows": size_rows},
             "encoder_depth": {"layer": layer, "metric": metric, "rows": depth_rows},
             "training_size": {"layer": layer, "metric": metric, "rows": transfer_rows}}
@@ -272,13 +288,22 @@ def ablations_markdown(ablations: dict) -> list[str]:
                       [[row["setting"], row["score"], row["val"], row["n_parameters"], _paper("encoder_depth", row["setting"])]
                        for row in depth["rows"]])
     for name, transfer in (ablations.get("training_size") or {}).items():
+        rows = transfer["rows"]
+        concepts = all("training_concepts" in row for row in rows)  # an aligned tree: concepts seen
+        dense = bool(rows) and all("dense" in row for row in rows)  # a classifier tree: Dense on the same models
         out += [f"### Training-set size, positive transfer ({name}, {transfer['layer']}): {transfer['metric']}", "",
                 "A random part of the tree's training models (seeded); validation and test unchanged. More models of "
-                "the same tree should help.", ""]
-        concepts = all("training_concepts" in row for row in transfer["rows"])  # an aligned tree: concepts seen
-        out += _table(["training models", "fraction"] + (["concepts"] if concepts else []) + ["score", "val", "paper"],
+                "the same tree should help."
+                + (" Beside ProbeX, the Dense expert on the same models "
+                   f"({rows[-1]['dense_parameters'] / max(rows[-1]['n_parameters'], 1):.1f}x ProbeX's parameters; "
+                   "margin: ProbeX minus Dense): which of the two needs fewer models to read the classes." if dense else ""),
+                ""]
+        out += _table(["training models", "fraction"] + (["concepts"] if concepts else []) + ["score", "val"]
+                      + (["Dense", "Dense val", "margin"] if dense else []) + ["paper"],
                       [[row["setting"], f"{row['fraction']:.2f}"] + ([row["training_concepts"]] if concepts else [])
-                       + [row["score"], row["val"], _paper("training_size", row["setting"])] for row in transfer["rows"]])
+                       + [row["score"], row["val"]]
+                       + ([row["dense"], row["dense_val"], f"{row['score'] - row['dense']:+.3f}"] if dense else [])
+                       + [_paper("training_size", row["setting"])] for row in rows])
     encoders = ablations.get("text_encoder")
     if encoders:
         out += [f"### Text encoder ({ablations.get('aligned_tree')}, {encoders['layer']})", ""]

@@ -74,8 +74,16 @@ def test_the_report_ablates_probe_sizes_encoder_depth_and_training_set_size_on_t
         assert 0.0 <= row["score"] <= 1.0 and row["n_parameters"] > 0
     # the default setting is trained once: the same expert is the depth-1 row and the all-models row
     assert depth[0]["score"] == default["score"] == transfer[-1]["score"]
+    # Dense beside ProbeX on the same models; on all of them it is Table 1's Dense (same models, settings, seed)
+    for row in transfer:
+        assert 0.0 <= row["dense"] <= 1.0 and 0.0 <= row["dense_val"] <= 1.0
+        assert row["dense_parameters"] == report["table1"][first]["dense_parameters"]
+    assert transfer[-1]["dense"] == report["table1"][first]["dense"]
     markdown = (written / "report.md").read_text()
     assert "### Probe sizes" in markdown and "### Encoder depth" in markdown and "| r_U x 4 |" in markdown
+    assert "| score | val | Dense | Dense val | margin | paper |" in markdown
+    margin = transfer[0]["score"] - transfer[0]["dense"]
+    assert f"| {transfer[0]['setting']} | {transfer[0]['fraction']:.2f} |" in markdown and f"{margin:+.3f}" in markdown
 
 
 def test_the_report_measures_positive_transfer_and_names_the_only_text_encoder_on_the_aligned_tree(written):
