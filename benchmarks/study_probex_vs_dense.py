@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -58,17 +59,17 @@ SETTINGS_TREE = "mixer-supervised"
 PARTS = ("fractions", "noise", "settings")
 
 
-def _fit(kind: str, train, y, val, seed: int, classes: list, **params):
-    """One expert (train, chosen on val) with the sweep's settings; returns it."""
+def _fit(kind: str, train, y, val, seed: int, classes: list, training: dict, **params):
+    """One expert (train, chosen on val) with the ``training`` settings (epochs, patience) and ``params``."""
     cls = ProbeXClassifier if kind == "probex" else DenseExpert
-    return cls(**{**SWEEP_DEFAULTS, "device": "cpu", "seed": seed, "classes": classes, **params}).fit(train, y, val=val)
+    return cls(**{**training, "device": "cpu", "seed": seed, "classes": classes, **params}).fit(train, y, val=val)
 
 
 def _summary(scores: list[float]) -> dict:
     return {"mean": float(np.mean(scores)), "seeds": [round(float(score), 4) for score in scores]}
 
 
-def fractions(zoo, tree: str, layer: str) -> list[dict]:
+def fractions(zoo, tree: str, layer: str, training: dict) -> list[dict]:
     """ProbeX and Dense on seeded random parts of the tree's training models."""
     tree_zoo = zoo.select(tree=tree)
     train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
@@ -81,7 +82,7 @@ def fractions(zoo, tree: str, layer: str) -> list[dict]:
         for seed in SEEDS:
             chosen = np.sort(np.random.default_rng(seed).permutation(len(train))[:n]).tolist()
             for kind in scores:
-                expert = _fit(kind, train[chosen], None, (val, None), seed, classes)
+                expert = _fit(kind, train[chosen], None, (val, None), seed, classes, training)
                 scores[kind].append(expert.score(test))
                 sizes[kind] = int(expert.n_parameters_)
         row = {"tree": tree, "layer": layer, "training_models": n, "of": len(train),
@@ -94,7 +95,7 @@ def fractions(zoo, tree: str, layer: str) -> list[dict]:
     return rows
 
 
-def noise(zoo, tree: str, layer: str) -> list[dict]:
+def noise(zoo, tree: str, layer: str, training: dict) -> list[dict]:
     """ProbeX and Dense with Gaussian noise added to every model's (merged) layer."""
     tree_zoo = zoo.select(tree=tree)
     banks = [tree_zoo.bank(layer, split=split) for split in ("train", "val", "test")]
@@ -108,7 +109,7 @@ def noise(zoo, tree: str, layer: str) -> list[dict]:
         scores: dict[str, list[float]] = {"probex": [], "dense": []}
         for seed in SEEDS:
             for kind in scores:
-                expert = _fit(kind, noisy[0][0], noisy[0][1], noisy[1], seed, classes)
+                expert = _fit(kind, noisy[0][0], noisy[0][1], noisy[1], seed, classes, training)
                 scores[kind].append(expert.score(*noisy[2]))
         row = {"tree": tree, "layer": layer, "noise": level, "deviation_sd": spread,
                "probex": _summary(scores["probex"]), "dense": _summary(scores["dense"])}
@@ -119,17 +120,17 @@ def noise(zoo, tree: str, layer: str) -> list[dict]:
     return rows
 
 
-def settings(zoo, tree: str, layer: str) -> list[dict]:
+def settings(zoo, tree: str, layer: str, training: dict) -> list[dict]:
     """Other ProbeX settings against the default Dense on one tree's layer."""
     tree_zoo = zoo.select(tree=tree)
     train, val, test = (tree_zoo.bank(layer, split=split) for split in ("train", "val", "test"))
     classes = list(TargetEncoding.from_labels(train.labels).classes)
-    dense = [_fit("dense", train, None, (val, None), seed, classes) for seed in SEEDS]
+    dense = [_fit("dense", train, None, (val, None), seed, classes, training) for seed in SEEDS]
     baseline = _summary([expert.score(test) for expert in dense])
     print(f"{tree:18s} {layer:20s} Dense {baseline['mean']:.3f}  ({dense[0].n_parameters_:,} parameters)", flush=True)
     rows = []
     for label, params in SETTINGS.items():
-        experts = [_fit("probex", train, None, (val, None), seed, classes, **params) for seed in SEEDS]
+        experts = [_fit("probex", train, None, (val, None), seed, classes, {**training, **params}) for seed in SEEDS]
         row = {"tree": tree, "layer": layer, "setting": label, "params": params,
                "probex": _summary([expert.score(test) for expert in experts]),
                "probex_parameters": int(experts[0].n_parameters_), "dense": baseline,
@@ -146,20 +147,28 @@ def main() -> None:
     parser.add_argument("--jungle", type=Path, default=Path(SHIPPED))
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--trees", nargs="+", default=None, help="classifier trees of the fractions part (default: all)")
+    parser.add_argument("--epochs", type=int, default=SWEEP_DEFAULTS["epochs"],
+                        help=f"epochs per expert (default {SWEEP_DEFAULTS['epochs']}, patience {SWEEP_DEFAULTS['patience']})")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("study_probex_vs_dense.json"))
     args = parser.parse_args()
     set_threads(int(os.environ.get("PROBEX_THREADS", "1")))
     zoo = ModelZoo.open(args.jungle)
     layers = {tree: layer for tree, layer in recommended_layers(args.jungle).items()
               if tree in zoo.trees and zoo.role(tree) is not None and zoo.role(tree).role != ALIGNED}
+    unknown = sorted(set(args.trees or []) - set(layers))
+    if unknown or (set(args.parts) & {"noise", "settings"} and SETTINGS_TREE not in layers):
+        print(f"error: {args.jungle}: no recommended layer for the classifier tree(s) "
+              f"{', '.join(unknown or [SETTINGS_TREE])} (known: {', '.join(sorted(layers)) or 'none'})", file=sys.stderr)
+        sys.exit(2)
     started = time.perf_counter()
-    figures: dict = {"jungle": str(args.jungle), "seeds": list(SEEDS), "params": SWEEP_DEFAULTS, "layers": layers}
+    training = {**SWEEP_DEFAULTS, "epochs": args.epochs}
+    figures: dict = {"jungle": str(args.jungle), "seeds": list(SEEDS), "params": training, "layers": layers}
     if "fractions" in args.parts:
-        figures["fractions"] = [row for tree in (args.trees or sorted(layers)) for row in fractions(zoo, tree, layers[tree])]
+        figures["fractions"] = [row for tree in (args.trees or sorted(layers)) for row in fractions(zoo, tree, layers[tree], training)]
     if "noise" in args.parts:
-        figures["noise"] = noise(zoo, SETTINGS_TREE, layers[SETTINGS_TREE])
+        figures["noise"] = noise(zoo, SETTINGS_TREE, layers[SETTINGS_TREE], training)
     if "settings" in args.parts:
-        figures["settings"] = settings(zoo, SETTINGS_TREE, layers[SETTINGS_TREE])
+        figures["settings"] = settings(zoo, SETTINGS_TREE, layers[SETTINGS_TREE], training)
     figures.update(seconds=round(time.perf_counter() - started, 1), torch=torch.__version__,
                    machine=platform.machine(), threads=torch.get_num_threads())
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
