@@ -1,6 +1,6 @@
 """Single-view ProbeX against Dense on the shipped jungle: fewer models, added noise, other settings.
 
-    python benchmarks/study_probex_vs_dense.py                       # every part, about 10 minutes
+    python benchmarks/study_probex_vs_dense.py                       # every part: 160 s on one thread
     python benchmarks/study_probex_vs_dense.py --parts fractions --trees mixer-supervised
 
 A study for issue 20, acceptance 2 (single-view ProbeX >= Dense + 0.02 with >= 10x fewer parameters on a
@@ -11,7 +11,9 @@ trained on ``train``, chosen on ``val`` and scored on ``test`` (mean binary accu
 - ``fractions``: does ProbeX need fewer models than Dense? Both on the same seeded random part of ``train``.
 - ``noise``: does nuisance that a flat linear read-out must average away hurt Dense more? Gaussian noise of
   0, 1 and 3 times the standard deviation of the training models' deviation from their mean is added to every
-  model of every split (the models are merged to dense matrices first).
+  model of every split (the models are merged to dense matrices first; on the LoRA mixer tree ProbeX otherwise
+  reads the factors, so its noise-0 row differs from its all-models row by float rounding carried through
+  training: 0.871 vs 0.863 in the last run).
 - ``settings``: other ProbeX settings on the one tree where Dense is not saturated (``mixer-supervised``):
   the linear ProbeX, probes on the other side of the layer (``views="xtu"``), larger and smaller sizes,
   smaller batches, more epochs at a lower learning rate.
