@@ -71,6 +71,15 @@ def _summary(scores: list[float]) -> dict:
     return {"mean": float(np.mean(scores)), "seeds": [round(float(score), 4) for score in scores]}
 
 
+def _compared(row: dict, scores: dict[str, list[float]], label: str) -> dict:
+    """``row`` with both experts' scores over the seeds and the margin (ProbeX minus Dense), printed on one line."""
+    row = {**row, "probex": _summary(scores["probex"]), "dense": _summary(scores["dense"])}
+    row["margin"] = row["probex"]["mean"] - row["dense"]["mean"]
+    print(f"{row['tree']:18s} {row['layer']:20s} {label}  ProbeX {row['probex']['mean']:.3f}  "
+          f"Dense {row['dense']['mean']:.3f}  margin {row['margin']:+.3f}", flush=True)
+    return row
+
+
 def fractions(zoo, tree: str, layer: str, training: dict) -> list[dict]:
     """ProbeX and Dense on seeded random parts of the tree's training models."""
     tree_zoo = zoo.select(tree=tree)
@@ -87,13 +96,9 @@ def fractions(zoo, tree: str, layer: str, training: dict) -> list[dict]:
                 expert = _fit(kind, train[chosen], None, (val, None), seed, classes, training)
                 scores[kind].append(expert.score(test))
                 sizes[kind] = int(expert.n_parameters_)
-        row = {"tree": tree, "layer": layer, "training_models": n, "of": len(train),
-               "probex": _summary(scores["probex"]), "dense": _summary(scores["dense"]),
-               "probex_parameters": sizes["probex"], "dense_parameters": sizes["dense"]}
-        row["margin"] = row["probex"]["mean"] - row["dense"]["mean"]
-        print(f"{tree:18s} {layer:20s} {n:4d} of {len(train)}  ProbeX {row['probex']['mean']:.3f}  "
-              f"Dense {row['dense']['mean']:.3f}  margin {row['margin']:+.3f}", flush=True)
-        rows.append(row)
+        rows.append(_compared({"tree": tree, "layer": layer, "training_models": n, "of": len(train),
+                               "probex_parameters": sizes["probex"], "dense_parameters": sizes["dense"]},
+                              scores, f"{n:4d} of {len(train)}"))
     return rows
 
 
@@ -113,12 +118,8 @@ def noise(zoo, tree: str, layer: str, training: dict) -> list[dict]:
             for kind in scores:
                 expert = _fit(kind, noisy[0][0], noisy[0][1], noisy[1], seed, classes, training)
                 scores[kind].append(expert.score(*noisy[2]))
-        row = {"tree": tree, "layer": layer, "noise": level, "deviation_sd": spread,
-               "probex": _summary(scores["probex"]), "dense": _summary(scores["dense"])}
-        row["margin"] = row["probex"]["mean"] - row["dense"]["mean"]
-        print(f"{tree:18s} {layer:20s} noise {level:g} x sd  ProbeX {row['probex']['mean']:.3f}  "
-              f"Dense {row['dense']['mean']:.3f}  margin {row['margin']:+.3f}", flush=True)
-        rows.append(row)
+        rows.append(_compared({"tree": tree, "layer": layer, "noise": level, "deviation_sd": spread}, scores,
+                              f"noise {level:g} x sd"))
     return rows
 
 
