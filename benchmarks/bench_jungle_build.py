@@ -47,7 +47,7 @@ def compare_files(built: Path, reference: Path) -> dict:
         if not path.is_file():
             continue
         relative = path.relative_to(built)
-        folder = "/".join(relative.parts[:2]) if len(relative.parts) > 2 else relative.parts[0] if len(relative.parts) > 1 else "."
+        folder = "/".join(relative.parts[:-1][:2]) or "."  # at most two folder levels; "." for top-level files
         group = groups.setdefault(f"{folder} *{path.suffix or path.name}", {"equal": 0, "different": 0, "missing": 0})
         other = reference / relative
         if not other.is_file():
