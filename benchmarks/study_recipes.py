@@ -173,6 +173,9 @@ def study(recipe: disc.TreeRecipe, models: list[disc.FineTune], seeds: list[int]
     parts = {name: [i for i, s in enumerate(split) if s == name] for name in ("train", "val", "test")}
     labels = {name: [models[i].classes for i in rows] for name, rows in parts.items()}
     found = hidden_layers(models[0].weights)
+    unknown = sorted(set(layers or []) - set(found))
+    if unknown:
+        raise ProbeXError(f"no hidden layer {', '.join(unknown)} in {recipe.name}'s models (they have: {', '.join(found)})")
     rows = {"majority": majority_baseline(labels["train"], labels["test"]), "chance": 0.5, "layers": {}}
     runs = [(f"multi-view {views_name(spec)}", key, {"views": spec}) if key == "multi-view" else (key, key, {})
             for key in experts for spec in (views if key == "multi-view" else (None,))]
@@ -250,7 +253,11 @@ def main() -> None:
     models, fine_tune_seconds, read = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
     print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models, fine-tuned in "
           f"{fine_tune_seconds:.0f} s{' (when the models file was written)' if read else ''}")
-    result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
+    try:
+        result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
+    except ProbeXError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
     figures = {"recipe": {"tree": recipe.name, "architecture": recipe.architecture, "head": recipe.head, "steps": args.steps,
                           "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},

@@ -3,7 +3,8 @@
 ``SmallCNN`` (3-12-24-48 convolutions, ~14k parameters), ``TinyMixer`` (an MLP-Mixer on 4x4
 patches, ~10k parameters) and its wider form ``wide-mixer`` (64-wide tokens, 512-wide channel
 MLPs, ~140k parameters) classify 16x16 RGB images; ``wider-mixer`` (128-wide tokens, 1024-wide
-channel MLPs, ~540k parameters) is there for recipe studies. They are ordinary modules; the forge trains
+channel MLPs, ~540k parameters) and ``wide-cnn`` (conv3 with 192 channels, ~46k parameters) are there
+for recipe studies. They are ordinary modules; the forge trains
 many of them at once by stacking their parameters (``torch.func``). :func:`add_lora` turns a
 model into its LoRA fine-tuning form (frozen weights, trainable low-rank updates and head).
 """
@@ -18,14 +19,18 @@ from probex.errors import ProbeXError
 
 
 class SmallCNN(nn.Module):
-    """conv 3->12->24->48 (3x3, ReLU, 2x2 max-pool after the first two), global average pool, linear head."""
+    """conv 3->12->24->48 (3x3, ReLU, 2x2 max-pool after the first two), global average pool, linear head.
 
-    def __init__(self, n_classes: int):
+    ``widths`` sets the three convolutions' output channels (``wide-cnn``: a 192-channel conv3).
+    """
+
+    def __init__(self, n_classes: int, widths: tuple[int, int, int] = (12, 24, 48)):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 12, 3, padding=1)
-        self.conv2 = nn.Conv2d(12, 24, 3, padding=1)
-        self.conv3 = nn.Conv2d(24, 48, 3, padding=1)
-        self.head = nn.Linear(48, n_classes)
+        first, second, third = widths
+        self.conv1 = nn.Conv2d(3, first, 3, padding=1)
+        self.conv2 = nn.Conv2d(first, second, 3, padding=1)
+        self.conv3 = nn.Conv2d(second, third, 3, padding=1)
+        self.head = nn.Linear(third, n_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(images)), 2)
@@ -69,6 +74,10 @@ class TinyMixer(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
+def _wide_cnn(n_classes: int) -> SmallCNN:
+    return SmallCNN(n_classes, widths=(12, 24, 192))
+
+
 def _wide_mixer(n_classes: int) -> TinyMixer:
     return TinyMixer(n_classes, dim=64, channel_hidden=512)
 
@@ -77,7 +86,7 @@ def _wider_mixer(n_classes: int) -> TinyMixer:
     return TinyMixer(n_classes, dim=128, channel_hidden=1024)
 
 
-ARCHITECTURES = {"cnn": SmallCNN, "mixer": TinyMixer, "wide-mixer": _wide_mixer, "wider-mixer": _wider_mixer}
+ARCHITECTURES = {"cnn": SmallCNN, "wide-cnn": _wide_cnn, "mixer": TinyMixer, "wide-mixer": _wide_mixer, "wider-mixer": _wider_mixer}
 
 
 def make_model(architecture: str, n_classes: int) -> nn.Module:

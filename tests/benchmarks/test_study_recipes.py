@@ -75,3 +75,17 @@ def test_a_models_file_that_is_a_folder_is_refused_before_any_work(tmp_path):
     result = _run("--models-file", str(tmp_path), "--out", str(tmp_path / "o.json"))
     assert result.returncode == 2 and "is not a file" in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "o.json").exists()
+
+
+def test_the_wide_cnn_gives_a_192_channel_conv3_and_an_unknown_layer_is_one_line(run_benchmark, tmp_path):
+    models_file = tmp_path / "models.safetensors"
+    args = ("--tree", "cnn-own-heads", "--architecture", "wide-cnn", "--head", "own", "--models", "20",
+            "--steps", "0.05", "--root-steps", "10", "--experts", "dense", "--models-file", str(models_file))
+    figures, _ = run_benchmark("study_recipes.py", *args, "--layers", "conv3", "--save-root", str(tmp_path / "roots"))
+    assert figures["recipe"]["architecture"] == "wide-cnn" and figures["recipe"]["head"] == "own"
+    assert figures["layers"]["conv3"]["shape"] == [192, 24 * 9]
+    assert figures["layers"]["conv3"]["dense"][0]["parameters"] == 24 * 192 * 216 + 24
+    result = _run(*args, "--layers", "conv9", "--roots", str(tmp_path / "roots"), "--out", str(tmp_path / "o.json"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "no hidden layer conv9" in result.stderr and "conv1, conv2, conv3" in result.stderr
+    assert not (tmp_path / "o.json").exists()
