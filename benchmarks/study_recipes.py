@@ -4,6 +4,7 @@
     python benchmarks/study_recipes.py --tree cnn-supervised --head own --steps 2
     python benchmarks/study_recipes.py --tree mixer-supervised --head pairs --models 300 --seeds 0 1 2
     python benchmarks/study_recipes.py --tree mixer-supervised --architecture wider-mixer --save-root /tmp/roots
+    python benchmarks/study_recipes.py --tree cnn-own-heads --architecture wide-cnn --head own --layers conv3
     python benchmarks/study_recipes.py --tree cnn-supervised --head own --models-file /tmp/own.safetensors \
         --experts probex dense multi-view --views xtxu all --seeds 0 1 2
 
@@ -145,6 +146,13 @@ def hidden_layers(weights: dict[str, torch.Tensor]) -> dict[str, str]:
     return layers
 
 
+def check_layers(tree: str, wanted: list[str] | None, available: list[str]) -> None:
+    """Raise a one-line ProbeXError when ``wanted`` names a layer that ``available`` lacks."""
+    unknown = sorted(set(wanted or []) - set(available))
+    if unknown:
+        raise ProbeXError(f"no hidden layer {', '.join(unknown)} in {tree}'s models (they have: {', '.join(available)})")
+
+
 def layer_stack(models: list[disc.FineTune], layer: str, kind: str) -> torch.Tensor:
     """[N, d_W, d_H] float32: a convolution's kernels output-first, a LoRA layer's update B A."""
     if kind == "lora":
@@ -173,9 +181,7 @@ def study(recipe: disc.TreeRecipe, models: list[disc.FineTune], seeds: list[int]
     parts = {name: [i for i, s in enumerate(split) if s == name] for name in ("train", "val", "test")}
     labels = {name: [models[i].classes for i in rows] for name, rows in parts.items()}
     found = hidden_layers(models[0].weights)
-    unknown = sorted(set(layers or []) - set(found))
-    if unknown:
-        raise ProbeXError(f"no hidden layer {', '.join(unknown)} in {recipe.name}'s models (they have: {', '.join(found)})")
+    check_layers(recipe.name, layers, list(found))
     rows = {"majority": majority_baseline(labels["train"], labels["test"]), "chance": 0.5, "layers": {}}
     runs = [(f"multi-view {views_name(spec)}", key, {"views": spec}) if key == "multi-view" else (key, key, {})
             for key in experts for spec in (views if key == "multi-view" else (None,))]
@@ -250,14 +256,17 @@ def main() -> None:
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
     root = _root(recipe, args.roots, args.root_steps, args.save_root)
-    models, fine_tune_seconds, read = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
-    print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models, fine-tuned in "
-          f"{fine_tune_seconds:.0f} s{' (when the models file was written)' if read else ''}")
+    # refused before fine-tuning: the models will have the LoRA targets, or the root's matrix layers but the head
     try:
-        result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
+        check_layers(recipe.name, args.layers,
+                     list(recipe.lora.targets) if recipe.lora is not None else list(hidden_layers(root.state_dict())))
     except ProbeXError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    models, fine_tune_seconds, read = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
+    print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models, fine-tuned in "
+          f"{fine_tune_seconds:.0f} s{' (when the models file was written)' if read else ''}")
+    result = study(recipe, models, args.seeds, args.layers, args.experts, tuple(args.views))
     print(f"baselines: chance 0.500, majority rule {result['majority']:.3f}")
     figures = {"recipe": {"tree": recipe.name, "architecture": recipe.architecture, "head": recipe.head, "steps": args.steps,
                           "lora_rank": recipe.lora.rank if recipe.lora else None, "models": args.models},

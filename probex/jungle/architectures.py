@@ -3,7 +3,7 @@
 ``SmallCNN`` (3-12-24-48 convolutions, ~14k parameters), ``TinyMixer`` (an MLP-Mixer on 4x4
 patches, ~10k parameters) and its wider form ``wide-mixer`` (64-wide tokens, 512-wide channel
 MLPs, ~140k parameters) classify 16x16 RGB images; ``wider-mixer`` (128-wide tokens, 1024-wide
-channel MLPs, ~540k parameters) and ``wide-cnn`` (conv3 with 192 channels, ~46k parameters) are there
+channel MLPs, ~540k parameters) and ``wide-cnn`` (conv3 with 192 channels, ~47k parameters) are there
 for recipe studies. They are ordinary modules; the forge trains
 many of them at once by stacking their parameters (``torch.func``). :func:`add_lora` turns a
 model into its LoRA fine-tuning form (frozen weights, trainable low-rank updates and head).

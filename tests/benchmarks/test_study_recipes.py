@@ -85,7 +85,8 @@ def test_the_wide_cnn_gives_a_192_channel_conv3_and_an_unknown_layer_is_one_line
     assert figures["recipe"]["architecture"] == "wide-cnn" and figures["recipe"]["head"] == "own"
     assert figures["layers"]["conv3"]["shape"] == [192, 24 * 9]
     assert figures["layers"]["conv3"]["dense"][0]["parameters"] == 24 * 192 * 216 + 24
-    result = _run(*args, "--layers", "conv9", "--roots", str(tmp_path / "roots"), "--out", str(tmp_path / "o.json"))
+    other = tmp_path / "other.safetensors"
+    result = _run(*args[:-1], str(other), "--layers", "conv9", "--roots", str(tmp_path / "roots"), "--out", str(tmp_path / "o.json"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "no hidden layer conv9" in result.stderr and "conv1, conv2, conv3" in result.stderr
-    assert not (tmp_path / "o.json").exists()
+    assert not (tmp_path / "o.json").exists() and not other.exists()  # refused before fine-tuning anything
