@@ -255,14 +255,14 @@ def main() -> None:
             sys.exit(2)
     if recipe.lora is not None and args.lora_rank is not None:
         recipe = replace(recipe, lora=replace(recipe.lora, rank=args.lora_rank))
-    root = _root(recipe, args.roots, args.root_steps, args.save_root)
-    # refused before fine-tuning: the models will have the LoRA targets, or the root's matrix layers but the head
+    # checked before any work: the models will have the LoRA targets, or the architecture's matrix layers but the head
     try:
-        check_layers(recipe.name, args.layers,
-                     list(recipe.lora.targets) if recipe.lora is not None else list(hidden_layers(root.state_dict())))
+        check_layers(recipe.name, args.layers, list(recipe.lora.targets) if recipe.lora is not None
+                     else list(hidden_layers(make_model(recipe.architecture, 16).state_dict())))
     except ProbeXError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    root = _root(recipe, args.roots, args.root_steps, args.save_root)
     models, fine_tune_seconds, read = _fine_tuned(recipe, root, args.models, args.steps, args.models_file)
     print(f"{recipe.name}, head {recipe.head}, step scale {args.steps}: {len(models)} models, fine-tuned in "
           f"{fine_tune_seconds:.0f} s{' (when the models file was written)' if read else ''}")
