@@ -5,6 +5,8 @@
     python benchmarks/study_recipes.py --tree mixer-supervised --head pairs --models 300 --seeds 0 1 2
     python benchmarks/study_recipes.py --tree mixer-supervised --architecture wider-mixer --save-root /tmp/roots
     python benchmarks/study_recipes.py --tree cnn-own-heads --architecture wide-cnn --head own --layers conv3
+    python benchmarks/study_recipes.py --tree cnn-own-heads --architecture vit --head own --seeds 0 1 2 \
+        --experts probex "linear probex" dense multi-view --views xtxu
     python benchmarks/study_recipes.py --tree cnn-supervised --head own --models-file /tmp/own.safetensors \
         --experts probex dense multi-view --views xtxu all --seeds 0 1 2
 
@@ -136,12 +138,14 @@ def _fine_tuned(recipe: disc.TreeRecipe, root: torch.nn.Module, n_models: int, s
 
 
 def hidden_layers(weights: dict[str, torch.Tensor]) -> dict[str, str]:
-    """{layer name: how to read it} for every matrix layer but the head; LoRA pairs become one merged layer."""
+    """{layer name: how to read it} for every matrix layer but the head; LoRA pairs become one merged layer.
+
+    A parameter that is not a module's weight (a ViT's learned positions) is not a layer."""
     layers = {}
     for name, tensor in weights.items():
         if ".lora." in name:
             layers[name.split(".lora.")[0]] = "lora"
-        elif tensor.ndim >= 2 and not name.startswith("head."):
+        elif tensor.ndim >= 2 and name.endswith(".weight") and not name.startswith("head."):
             layers[name.removesuffix(".weight")] = "dense"
     return layers
 

@@ -3,10 +3,11 @@
 ``SmallCNN`` (3-12-24-48 convolutions, ~14k parameters), ``TinyMixer`` (an MLP-Mixer on 4x4
 patches, ~10k parameters) and its wider form ``wide-mixer`` (64-wide tokens, 512-wide channel
 MLPs, ~140k parameters) classify 16x16 RGB images; ``wider-mixer`` (128-wide tokens, 1024-wide
-channel MLPs, ~540k parameters) and ``wide-cnn`` (conv3 with 192 channels, ~47k parameters) are there
-for recipe studies. They are ordinary modules; the forge trains
-many of them at once by stacking their parameters (``torch.func``). :func:`add_lora` turns a
-model into its LoRA fine-tuning form (frozen weights, trainable low-rank updates and head).
+channel MLPs, ~540k parameters), ``wide-cnn`` (conv3 with 192 channels, ~47k parameters) and ``vit``
+(a two-block vision transformer, ~105k parameters) are there for recipe studies. They are ordinary
+modules; the forge trains many of them at once by stacking their parameters (``torch.func``).
+:func:`add_lora` turns a model into its LoRA fine-tuning form (frozen weights, trainable low-rank
+updates and head).
 """
 
 from __future__ import annotations
@@ -74,6 +75,49 @@ class TinyMixer(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
+class AttentionBlock(nn.Module):
+    """A pre-norm transformer block: multi-head self-attention (one ``qkv`` matrix, ``proj``), then a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, tokens, dim]
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / (dim // self.heads) ** 0.5, dim=-1)
+        x = x + self.proj((weights @ v).transpose(1, 2).reshape(batch, tokens, dim))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class TinyViT(nn.Module):
+    """A small vision transformer: 16 patches of 4x4x3 -> ``dim``-d tokens plus learned positions, two
+    attention blocks, mean pool, linear head (``vit``: 64-wide tokens, 4 heads, 256-wide MLPs, ~105k parameters)."""
+
+    def __init__(self, n_classes: int, patch: int = 4, image: int = 16, dim: int = 64, heads: int = 4,
+                 hidden: int = 256):
+        super().__init__()
+        self.patch = patch
+        tokens = (image // patch) ** 2
+        self.embed = nn.Linear(3 * patch * patch, dim)
+        self.position = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.block1 = AttentionBlock(dim, heads, hidden)
+        self.block2 = AttentionBlock(dim, heads, hidden)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, n_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        patches = F.unfold(images, self.patch, stride=self.patch).transpose(1, 2)  # [B, tokens, 3*p*p]
+        x = self.block2(self.block1(self.embed(patches) + self.position))
+        return self.head(self.norm(x).mean(dim=1))
+
+
 def _wide_cnn(n_classes: int) -> SmallCNN:
     return SmallCNN(n_classes, widths=(12, 24, 192))
 
@@ -86,7 +130,8 @@ def _wider_mixer(n_classes: int) -> TinyMixer:
     return TinyMixer(n_classes, dim=128, channel_hidden=1024)
 
 
-ARCHITECTURES = {"cnn": SmallCNN, "wide-cnn": _wide_cnn, "mixer": TinyMixer, "wide-mixer": _wide_mixer, "wider-mixer": _wider_mixer}
+ARCHITECTURES = {"cnn": SmallCNN, "wide-cnn": _wide_cnn, "mixer": TinyMixer, "wide-mixer": _wide_mixer, "wider-mixer": _wider_mixer,
+                 "vit": TinyViT}
 
 
 def make_model(architecture: str, n_classes: int) -> nn.Module:

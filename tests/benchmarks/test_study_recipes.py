@@ -90,3 +90,14 @@ def test_the_wide_cnn_gives_a_192_channel_conv3_and_an_unknown_layer_is_one_line
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "no hidden layer conv9" in result.stderr and "conv1, conv2, conv3" in result.stderr
     assert not (tmp_path / "o.json").exists() and not other.exists()  # refused before fine-tuning anything
+
+
+def test_the_vit_is_fine_tuned_and_read_on_its_matrices_but_not_its_positions(run_benchmark, tmp_path):
+    figures, _ = run_benchmark("study_recipes.py", "--tree", "cnn-supervised", "--architecture", "vit", "--models", "20",
+                               "--steps", "0.05", "--root-steps", "10", "--experts", "dense",
+                               "--save-root", str(tmp_path / "roots"))
+    assert figures["recipe"]["architecture"] == "vit"
+    blocks = {f"block{b}.{name}": shape for b in (1, 2)
+              for name, shape in (("qkv", [192, 64]), ("proj", [64, 64]), ("fc1", [256, 64]), ("fc2", [64, 256]))}
+    assert {layer: row["shape"] for layer, row in figures["layers"].items()} == {"embed": [64, 48], **blocks}
+    assert figures["layers"]["block1.fc1"]["dense"][0]["parameters"] == 24 * 256 * 64 + 24
