@@ -56,8 +56,9 @@ def test_the_summary_never_replaces_another_file_and_refuses_what_is_not_a_study
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not a figure file" in result.stderr
 
 
-def test_the_shipped_studies_are_all_summarised():
+def test_the_shipped_studies_are_all_summarised_and_docs_studies_is_current():
     result = _run()
     assert result.returncode == 0, result.stderr
     for path in BENCHMARKS.glob("study_recipes*.json"):
         assert f"## `{path.name}`" in result.stdout
+    assert (BENCHMARKS.parent / "docs" / "studies.md").read_text() == result.stdout  # regenerate it when a study changes
